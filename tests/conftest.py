@@ -1,0 +1,59 @@
+"""Shared fixtures: unique loopback addresses, fake qemu peers, xcon processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import pytest
+
+from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.process import XconProcess
+
+_hosts = itertools.count(1)
+_base = random.Random(os.getpid()).randrange(1, 250)
+
+
+def new_host() -> str:
+    """A loopback address no other test in this run uses (127.<base>.<n>/16)."""
+    n = next(_hosts)
+    return f"127.{_base}.{n // 250}.{n % 250 + 1}"
+
+
+@pytest.fixture
+def peers():
+    """Factory of started fake qemu NICs, each on its own loopback address; all stopped after."""
+    made: list[FakeQemu] = []
+
+    def make(nic: int = 1, start: bool = True, **kw) -> FakeQemu:
+        q = FakeQemu(new_host(), nic, **kw)
+        if start:
+            q.start()
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.stop()
+
+
+@pytest.fixture
+def xcon(tmp_path):
+    """Factory of xcon processes (``python -m xcon``); all killed after."""
+    made: list[XconProcess] = []
+
+    def run(*args: str, **kw) -> XconProcess:
+        d = tmp_path / f"x{len(made)}"
+        d.mkdir()
+        p = XconProcess(list(args), cwd=str(d), **kw)
+        made.append(p)
+        return p
+
+    yield run
+    for p in made:
+        p.kill()
+
+
+def endpoint(q: FakeQemu) -> str:
+    return f"{q.host}/{q.nic}"

@@ -1,0 +1,3 @@
+from xcon.cli import main
+
+raise SystemExit(main())

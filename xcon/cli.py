@@ -1,0 +1,138 @@
+"""Command line: vr-xcon's flags with the same spelling and meaning, plus a few new ones.
+
+``xcon demo`` runs the built-in demonstration instead (see :mod:`xcon.demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from xcon import __version__, native
+from xcon.linkspec import SpecError, parse_endpoint, parse_link
+
+log = logging.getLogger("xcon")
+
+ENGINES = ("epoll",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"xcon: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="xcon",
+        description="Cross-connect qemu virtual router NICs (vrnetlab socket netdevs): "
+        "p2p links, a hub, a local tap or a raw interface.  'xcon demo' runs a "
+        "self-contained demonstration.",
+    )
+    modes = p.add_mutually_exclusive_group(required=True)
+    modes.add_argument(
+        "--p2p",
+        nargs="+",
+        metavar="LINK",
+        help="point-to-point links HOST/N--HOST/N[:VID] (N = NIC, TCP port 10000+N); "
+        "':VID' makes that side an access port of VLAN VID",
+    )
+    modes.add_argument("--hub", nargs="+", metavar="HOST/N", help="join NICs in a hub (flood)")
+    modes.add_argument("--tap-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to a tap")
+    modes.add_argument("--raw-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to an interface")
+    p.add_argument("--tap-if", default="tap0", help="tap interface name (default tap0)")
+    p.add_argument("--raw-if", default="eth1", help="interface for --raw-listen (default eth1)")
+    p.add_argument("--ipv4-address", metavar="ADDR/LEN", help="IPv4 address for the tap interface")
+    p.add_argument("--ipv4-route", metavar="NEXTHOP", help="IPv4 default route via NEXTHOP")
+    p.add_argument("--ipv6-address", metavar="ADDR/LEN", help="IPv6 address for the tap interface")
+    p.add_argument("--ipv6-route", metavar="NEXTHOP", help="IPv6 default route via NEXTHOP")
+    p.add_argument("--vlan", type=int, metavar="VID", help="put the tap addresses on VLAN VID")
+    p.add_argument("--debug", action="store_true", help="log every frame (one line and a hexdump)")
+    p.add_argument(
+        "--trace",
+        nargs="?",
+        const=1.0,
+        type=float,
+        metavar="SECONDS",
+        help="log per-link frame/byte counters every SECONDS (default 1)",
+    )
+    p.add_argument("--health-file", default="health", metavar="PATH", help="health file (default ./health)")
+    p.add_argument("--engine", default="epoll", help="event loop: epoll (default)")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default info; debug with --debug)",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"xcon {__version__} (fast path: {native.BACKEND})",
+    )
+    return p
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        from xcon.demo import main as demo_main
+
+        return demo_main(args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+
+    def fail(msg: str) -> int:
+        parser.print_usage(sys.stderr)
+        print(f"xcon: error: {msg}", file=sys.stderr)
+        return 2
+
+    if args.engine not in ENGINES:
+        return fail(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
+    try:
+        links = [parse_link(s) for s in args.p2p] if args.p2p else []
+        hub = [parse_endpoint(s, allow_vid=False) for s in args.hub] if args.hub else []
+    except SpecError as e:
+        return fail(str(e))
+    for n in (args.tap_listen, args.raw_listen):
+        if n is not None and not 1 <= n <= 55535:
+            return fail(f"interface {n} is outside 1..55535 (TCP port 10000+N)")
+    if args.vlan is not None and not 1 <= args.vlan <= 4094:
+        return fail(f"VLAN id {args.vlan} is outside 1..4094")
+
+    if args.hub:
+        del hub
+        return fail("--hub is not implemented yet")
+    if args.tap_listen is not None:
+        return fail("--tap-listen is not implemented yet")
+    if args.raw_listen is not None:
+        return fail("--raw-listen is not implemented yet")
+
+    setup_logging(args.log_level or ("debug" if args.debug else "info"))
+    from xcon.app import Xcon
+
+    app = Xcon(health_path=args.health_file or None, trace_interval=args.trace)
+    for spec in links:
+        app.add_p2p(spec, debug=args.debug)
+    log.info(
+        "xcon %s (fast path: %s, engine: %s): %d link(s)",
+        __version__,
+        native.BACKEND,
+        args.engine,
+        len(links),
+    )
+    return app.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

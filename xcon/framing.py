@@ -1,0 +1,221 @@
+"""Sans-I/O reassembly of qemu's length-prefixed frame stream.
+
+qemu's socket netdev sends every Ethernet frame as a 4-byte big-endian length
+followed by that many bytes.  A :class:`FrameBuffer` is the receive side of one
+such stream: the owner reads from its socket straight into :meth:`room`, calls
+:meth:`filled`, and then forwards the span ``[start, ready)``, which always
+holds whole, validated frames and nothing else.
+
+Layout of the preallocated buffer (never reallocated, never sliced into new
+``bytes``)::
+
+    0 ........ start ............ ready ................ end ........ capacity
+      consumed   complete frames   start of a frame        free
+                 (to forward)      still arriving
+
+Complexity: every byte is scanned once (``ready`` only moves forward), and at
+most one compaction moves the unconsumed tail to the front per refill, so the
+work per byte is O(1) whatever the split of the stream into reads.
+
+Lengths are checked as they are read: a zero length is dropped and counted, a
+length above :data:`MAX_FRAME` (qemu's own limit, which makes qemu close the
+connection) is a protocol error that the owner turns into a reset of that
+connection.  No length is ever used to size an allocation.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+from xcon import native
+
+HEADER = 4
+MAX_FRAME = native.MAX_FRAME
+#: Default capacity of one direction's buffer: room for a burst of many frames
+#: and always for one maximum-size frame.
+DEFAULT_CAPACITY = 256 * 1024
+#: A read is offered at least this much room; below it the tail is compacted.
+MIN_ROOM = 64 * 1024
+
+OK = 0
+PROTOCOL_ERROR = 2
+
+
+class FrameBuffer:
+    """Receive buffer of one length-prefixed stream (see the module docstring)."""
+
+    __slots__ = ("buf", "mv", "capacity", "start", "ready", "end", "nready", "zero_frames", "error")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < MAX_FRAME + HEADER + MIN_ROOM:
+            raise ValueError(f"capacity {capacity} cannot hold a maximum-size frame and a read")
+        # Anonymous mmap: pages cost memory only once touched, so idle links are cheap.
+        self.buf = mmap.mmap(-1, capacity)
+        self.mv = memoryview(self.buf)
+        self.capacity = capacity
+        self.start = 0
+        self.ready = 0
+        self.end = 0
+        #: Whole frames in ``[start, ready)``.
+        self.nready = 0
+        #: Zero-length frames dropped so far.
+        self.zero_frames = 0
+        #: Offset of the header that failed validation, or -1.
+        self.error = -1
+
+    # -- receiving -----------------------------------------------------------------
+    def room(self) -> memoryview:
+        """Writable view of the free space; compacts first when it is short."""
+        if self.capacity - self.end < MIN_ROOM and self.start:
+            self.compact()
+        return self.mv[self.end :]
+
+    def filled(self, n: int) -> int:
+        """Account for ``n`` bytes written into :meth:`room`; scan the new frames.
+
+        Returns ``OK`` or ``PROTOCOL_ERROR`` (an oversized length; the complete
+        frames before it are still in ``[start, ready)``).
+        """
+        self.end += n
+        return self._scan()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Copy ``data`` in (for tests and tools; sockets use room/filled)."""
+        status = OK
+        view = memoryview(data)
+        while view:
+            room = self.room()
+            if not room:
+                raise BufferError("frame buffer full: consume frames before feeding more")
+            k = min(len(room), len(view))
+            room[:k] = view[:k]
+            view = view[k:]
+            status = self.filled(k)
+            if status != OK:
+                return status
+        return status
+
+    def _scan(self) -> int:
+        while True:
+            pos, nframes, status = native.scan(self.buf, self.ready, self.end)
+            self.ready = pos
+            self.nready += nframes
+            if status == native.NEED_DATA:
+                return OK
+            if status == native.TOO_BIG:
+                self.error = pos
+                return PROTOCOL_ERROR
+            # A zero-length frame sits at ``pos``: slide the complete frames
+            # before it over its 4 header bytes so the span stays contiguous.
+            mv, start = self.mv, self.start
+            mv[start + HEADER : pos + HEADER] = mv[start:pos]
+            self.start = start + HEADER
+            self.ready = pos + HEADER
+            self.zero_frames += 1
+
+    # -- consuming -----------------------------------------------------------------
+    def span(self) -> memoryview:
+        """The complete frames not yet consumed, as one view (zero copy)."""
+        return self.mv[self.start : self.ready]
+
+    def consume(self, n: int) -> None:
+        """Mark ``n`` bytes from ``start`` as forwarded (may end inside a frame)."""
+        self.start += n
+        if self.start >= self.ready:
+            self.nready = 0
+        if self.start == self.end:
+            self.start = self.ready = self.end = 0
+
+    def consume_frames(self, upto: int, nframes: int) -> None:
+        """Consume up to offset ``upto``, a frame boundary that ends ``nframes`` frames."""
+        self.nready -= nframes
+        self.consume(upto - self.start)
+
+    def drop_ready(self) -> int:
+        """Discard the complete frames not yet consumed; returns how many."""
+        n = self.nready
+        self.consume(self.ready - self.start)
+        self.nready = 0
+        return n
+
+    def reset(self) -> None:
+        """Forget everything (the connection this buffer belonged to is gone)."""
+        self.start = self.ready = self.end = self.nready = 0
+        self.error = -1
+
+    def discard_partial(self) -> int:
+        """Drop the bytes of an incomplete frame (its connection went away); returns them."""
+        partial = self.end - self.ready
+        self.end = self.ready
+        if self.start == self.end:
+            self.start = self.ready = self.end = 0
+        self.error = -1
+        return partial
+
+    def compact(self) -> None:
+        """Move the unconsumed bytes to the front of the buffer."""
+        start = self.start
+        if not start:
+            return
+        n = self.end - start
+        if n:
+            self.mv[0:n] = self.mv[start : self.end]
+        self.start = 0
+        self.ready -= start
+        self.end = n
+
+    @property
+    def pending(self) -> int:
+        """Bytes of complete frames waiting to be consumed."""
+        return self.ready - self.start
+
+    def close(self) -> None:
+        self.mv.release()
+        self.buf.close()
+
+
+class OutBuffer:
+    """A bounded linear queue of whole frames to send (used when frames are
+    rewritten or fanned out, so the source buffer cannot be sent directly)."""
+
+    __slots__ = ("buf", "mv", "capacity", "start", "end", "nframes", "sent_frames_base")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.buf = mmap.mmap(-1, capacity)
+        self.mv = memoryview(self.buf)
+        self.capacity = capacity
+        self.start = 0
+        self.end = 0
+        self.nframes = 0
+        self.sent_frames_base = 0
+
+    def free(self) -> int:
+        if self.start and self.start == self.end:
+            self.start = self.end = 0
+        elif self.capacity - self.end < MIN_ROOM and self.start:
+            n = self.end - self.start
+            self.mv[0:n] = self.mv[self.start : self.end]
+            self.start, self.end = 0, n
+        return self.capacity - self.end
+
+    @property
+    def pending(self) -> int:
+        return self.end - self.start
+
+    def span(self) -> memoryview:
+        return self.mv[self.start : self.end]
+
+    def consume(self, n: int) -> None:
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+            self.nframes = 0
+
+    def clear(self) -> int:
+        n = self.nframes
+        self.start = self.end = self.nframes = 0
+        return n
+
+    def close(self) -> None:
+        self.mv.release()
+        self.buf.close()

@@ -1,0 +1,363 @@
+"""Ports: the only objects (with the engine) that touch file descriptors.
+
+A port owns one descriptor, knows how to (re)open it, and hands readiness to
+its owner (a bridge).  A port that loses its descriptor goes *down*: the
+bridge drops what is sent to it (a pulled cable) until it is *up* again.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import random
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xcon.engine import ERRORS, READ, WRITE, EpollEngine, Registration, Timer
+from xcon.framing import FrameBuffer
+
+log = logging.getLogger("xcon.port")
+
+QEMU_BASE_PORT = 10000
+#: First reconnect attempt after a drop, then doubling up to the cap.  The cap
+#: is short because a lab wants a restarted router back at once, and a refused
+#: connect on a LAN costs next to nothing.
+BACKOFF_FIRST = 0.02
+BACKOFF_CAP = 0.25
+CONNECT_TIMEOUT = 3.0
+
+
+class PortOwner(Protocol):
+    def port_up(self, port: Port) -> None: ...
+    def port_down(self, port: Port, reason: str) -> None: ...
+    def readable(self, port: Port) -> None: ...
+    def writable(self, port: Port) -> None: ...
+
+
+@dataclass
+class PortStats:
+    connects: int = 0
+    drops: int = 0  # times an established connection went away
+    protocol_errors: int = 0
+    partial_bytes: int = 0  # bytes of incomplete frames lost with a connection
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Port:
+    """Base class: a named endpoint with a socket-like descriptor and a receive buffer."""
+
+    kind = "port"
+
+    def __init__(self, engine: EpollEngine, name: str, owner: PortOwner | None = None) -> None:
+        self.engine = engine
+        self.name = name
+        self.owner: PortOwner | None = owner
+        self.up = False
+        self.inbuf = FrameBuffer()
+        self.stats = PortStats()
+        self._reading = True
+        self._writing = False
+        self._reg: Registration | None = None
+
+    # -- interest -----------------------------------------------------------------
+    def _mask(self) -> int:
+        return (READ if self._reading else 0) | (WRITE if self._writing else 0)
+
+    def set_reading(self, on: bool) -> None:
+        self._reading = on
+        if self._reg is not None and self.up:
+            self._reg.set(self._mask())
+
+    def set_writing(self, on: bool) -> None:
+        self._writing = on
+        if self._reg is not None and self.up:
+            self._reg.set(self._mask())
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def protocol_error(self, reason: str) -> None:
+        """The peer sent something qemu itself would reject: reset this connection."""
+        self.stats.protocol_errors += 1
+        self.fail(f"protocol error: {reason}")
+
+
+class StreamPort(Port):
+    """A port over a connected stream socket carrying length-prefixed frames."""
+
+    def __init__(self, engine: EpollEngine, name: str, owner: PortOwner | None = None) -> None:
+        super().__init__(engine, name, owner)
+        self.sock: socket.socket | None = None
+        self._recv_into = None  # bound methods cached while connected
+        self._send = None
+
+    def _attach(self, sock: socket.socket) -> None:
+        """The stream is established: become up and tell the owner."""
+        self.sock = sock
+        self._recv_into = sock.recv_into  # type: ignore[assignment]
+        self._send = sock.send  # type: ignore[assignment]
+        self.up = True
+        self.stats.connects += 1
+        self._writing = False
+        self._reading = True
+        if self._reg is None:
+            self._reg = self.engine.register(sock.fileno(), self, self._mask())
+        else:
+            self._reg.set(self._mask())
+        assert self.owner is not None
+        self.owner.port_up(self)
+
+    def _detach(self) -> None:
+        if self._reg is not None:
+            self._reg.close()
+            self._reg = None
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self._recv_into = self._send = None
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read into ``view``; 0 means nothing now; -1 means the port just went down."""
+        try:
+            n = self._recv_into(view)  # type: ignore[misc]
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            self.fail(e.strerror or str(e))
+            return -1
+        if n == 0:
+            self.fail("connection closed by peer")
+            return -1
+        return int(n)
+
+    def send(self, view: memoryview) -> int:
+        """Send what the kernel takes now; -1 means the port just went down."""
+        try:
+            return int(self._send(view))  # type: ignore[misc]
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            self.fail(e.strerror or str(e))
+            return -1
+
+    def handle_event(self, events: int) -> None:
+        owner = self.owner
+        assert owner is not None
+        if events & READ:
+            owner.readable(self)
+            if not self.up:
+                return
+        if events & WRITE:
+            owner.writable(self)
+            if not self.up:
+                return
+        if events & ERRORS and not events & READ:
+            err = 0
+            if self.sock is not None:
+                err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self.fail(errno.errorcode.get(err, "hang-up") if err else "hang-up")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class QemuPort(StreamPort):
+    """TCP client to a qemu socket netdev at ``host:10000+nic``, reconnecting forever.
+
+    The host is resolved at every attempt (docker ``--link`` names move when a
+    container is re-created).  A router that is not up yet is not an error:
+    the port stays down and keeps trying with exponential backoff.
+    """
+
+    kind = "qemu"
+
+    def __init__(
+        self,
+        engine: EpollEngine,
+        host: str,
+        nic: int,
+        owner: PortOwner | None = None,
+        name: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.host = host
+        self.nic = nic
+        self.tcp_port = port if port is not None else QEMU_BASE_PORT + nic
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(engine, name or f"{shown}/{nic}", owner)
+        self.connecting = False
+        self._attempts = 0
+        self._addr_index = 0
+        self._timer: Timer | None = None
+        self._closed = False
+        self._csock: socket.socket | None = None
+        self._creg: Registration | None = None
+        self._logged_waiting = False
+
+    # -- connecting ---------------------------------------------------------------
+    def start(self) -> None:
+        self._closed = False
+        self._attempt()
+
+    def _attempt(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        if _is_ip_literal(self.host):
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self._connect([(family, (self.host, self.tcp_port))])
+            return
+        host, port = self.host, self.tcp_port
+
+        def resolve() -> list[tuple[int, Any]]:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return [(fam, addr) for fam, _t, _p, _c, addr in infos]
+
+        def resolved(result: object, err: BaseException | None) -> None:
+            if self._closed:
+                return
+            if err is not None or not result:
+                self._retry(f"cannot resolve {host!r}: {err}")
+            else:
+                self._connect(result)  # type: ignore[arg-type]
+
+        self.connecting = True
+        self.engine.run_in_thread(resolve, resolved)
+
+    def _connect(self, addrs: Sequence[tuple[int, Any]]) -> None:
+        family, addr = addrs[self._addr_index % len(addrs)]
+        self._addr_index += 1
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:
+            self._retry(f"socket: {e.strerror}")
+            return
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = s.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            self._retry(errno.errorcode.get(err, str(err)))
+            return
+        self.connecting = True
+        self._csock = s
+        self._creg = self.engine.register(s.fileno(), _Connecting(self), WRITE)
+        self._timer = self.engine.call_later(CONNECT_TIMEOUT, self._connect_timeout)
+
+    def _connect_timeout(self) -> None:
+        self._timer = None
+        self._abort_connect()
+        self._retry("connect timed out")
+
+    def _abort_connect(self) -> None:
+        if self._creg is not None:
+            self._creg.close()
+            self._creg = None
+        if self._csock is not None:
+            self._csock.close()
+            self._csock = None
+
+    def _connect_event(self) -> None:
+        s = self._csock
+        assert s is not None
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if err:
+            self._abort_connect()
+            self._retry(errno.errorcode.get(err, str(err)))
+            return
+        # Hand the descriptor from the connecting handler to the port itself.
+        assert self._creg is not None
+        self._creg.close()
+        self._creg = None
+        self._csock = None
+        self.connecting = False
+        self._attempts = 0
+        self._logged_waiting = False
+        log.info("%s: connected to %s", self.name, _fmt_addr(s))
+        self._attach(s)
+
+    def _retry(self, reason: str) -> None:
+        self.connecting = False
+        self.stats.last_error = reason
+        if self._closed:
+            return
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * (2 ** min(self._attempts, 16)))
+        delay *= random.uniform(0.9, 1.1)
+        self._attempts += 1
+        if not self._logged_waiting:
+            log.info("%s: not reachable (%s); retrying until it is", self.name, reason)
+            self._logged_waiting = True
+        else:
+            log.debug("%s: attempt %d failed (%s)", self.name, self._attempts, reason)
+        self._timer = self.engine.call_later(delay, self._attempt)
+
+    # -- established ----------------------------------------------------------------
+    def fail(self, reason: str) -> None:
+        if not self.up:
+            return
+        self.up = False
+        self.stats.drops += 1
+        self.stats.last_error = reason
+        self.stats.partial_bytes += self.inbuf.discard_partial()
+        self._detach()
+        log.warning("%s: link down (%s)", self.name, reason)
+        assert self.owner is not None
+        self.owner.port_down(self, reason)
+        self._retry(reason)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._abort_connect()
+        was_up = self.up
+        self.up = False
+        self._detach()
+        if was_up and self.owner is not None:
+            self.owner.port_down(self, "closed")
+
+
+class _Connecting:
+    """Readiness handler of a socket while its connect() is in progress."""
+
+    __slots__ = ("port",)
+
+    def __init__(self, port: QemuPort) -> None:
+        self.port = port
+
+    def handle_event(self, events: int) -> None:
+        self.port._connect_event()
+
+
+def _fmt_addr(s: socket.socket) -> str:
+    try:
+        addr = s.getpeername()
+    except OSError:
+        return "?"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

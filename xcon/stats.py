@@ -1,0 +1,30 @@
+"""Per-direction counters of a link, and their one-line rendering."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class FlowStats:
+    """Counters of one forwarding direction (frames and bytes are payload, not headers)."""
+
+    __slots__ = ("name", "frames", "bytes", "drops")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames = 0
+        self.bytes = 0
+        #: dropped frames by reason: port_down, zero_length, untagged, other_vlan,
+        #: runt, too_big, queue_full
+        self.drops: Counter[str] = Counter()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.drops[reason] += n
+
+    def as_dict(self) -> dict[str, object]:
+        return {"frames": self.frames, "bytes": self.bytes, "drops": dict(self.drops)}
+
+    def render(self) -> str:
+        drops = ",".join(f"{k}={v}" for k, v in sorted(self.drops.items()) if v) or "0"
+        return f"{self.name}: frames={self.frames} bytes={self.bytes} drops={drops}"

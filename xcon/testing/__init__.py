@@ -1,0 +1,1 @@
+"""Test doubles shipped with xcon: a fake qemu NIC and helpers to run xcon."""

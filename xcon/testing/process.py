@@ -1,0 +1,121 @@
+"""Run xcon as a separate process, the way users do, and observe it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+
+class XconProcess:
+    """``python -m xcon ARGS`` with its log in a file and its health file known."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        health_file: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        log_level: str = "info",
+    ) -> None:
+        self.workdir = cwd or tempfile.mkdtemp(prefix="xcon-")
+        self.health_file = health_file or os.path.join(self.workdir, "health")
+        self.log_path = os.path.join(self.workdir, "xcon.log")
+        cmd = [sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
+        if "--log-level" not in args:
+            cmd += ["--log-level", log_level]
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, env=full_env
+        )
+        self.pid = self.proc.pid
+
+    # -- observation ----------------------------------------------------------------
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def health(self) -> str | None:
+        try:
+            with open(self.health_file) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def wait_health(self, first_line: str, timeout: float = 10.0, contains: str = "") -> str:
+        deadline = time.monotonic() + timeout
+        text = None
+        while time.monotonic() < deadline:
+            text = self.health()
+            if text and text.splitlines()[0] == first_line and contains in text:
+                return text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise AssertionError(f"health never became {first_line!r}/{contains!r}: {text!r}\n{self.log()}")
+
+    def wait_log(self, needle: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if needle in text:
+                return text
+            time.sleep(0.02)
+        raise AssertionError(f"{needle!r} not in log:\n{self.log()}")
+
+    def counters(self, timeout: float = 5.0) -> str:
+        """Ask for the counters (SIGUSR1) and return the lines logged in answer."""
+        before = len(self.log())
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()[before:]
+            if "counters" in text:
+                time.sleep(0.1)  # let the whole block be written
+                return self.log()[before:]
+            time.sleep(0.02)
+        raise AssertionError("no counters logged after SIGUSR1")
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    # -- ending ---------------------------------------------------------------------
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._log.close()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> XconProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
