@@ -1,0 +1,41 @@
+# xcon: every target works on a fresh machine (it installs what it needs first).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fallback lint bench bench-micro docker clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,uvloop]'
+	$(PY) native/build_native.py
+	$(PY) -c "import xcon.native as n; print('xcon fast path:', n.BACKEND)"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m xcon demo
+
+# The whole suite on the native fast path, then again on the pure-Python fallback.
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+	XCON_NATIVE=0 $(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS) tests/unit tests/integration
+
+lint: install
+	$(PY) -m ruff check xcon tests bench native
+	$(PY) -m ruff format --check xcon tests bench native
+	$(PY) -m mypy
+
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench
+
+bench-micro: install
+	$(PY) -m pytest -q bench/micro --benchmark-storage=file://bench/micro/baseline --benchmark-compare --benchmark-compare-fail=median:100%
+
+clean:
+	rm -rf $(VENV) build *.egg-info xcon/_native*.so xcon/_native.c
