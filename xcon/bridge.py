@@ -156,7 +156,9 @@ class VlanFlow(Flow):
     STRIP_DROPS = ("untagged", "other_vlan", "runt")
     INSERT_DROPS = ("too_big", "runt")
 
-    def __init__(self, src: Port, dst: Port, name: str, vid: int, strip: bool, debug: bool = False) -> None:
+    def __init__(
+        self, src: Port, dst: Port, name: str, vid: int, strip: bool, debug: bool = False
+    ) -> None:
         super().__init__(src, dst, name, debug)
         self.vid = vid
         self.strip = strip

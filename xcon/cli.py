@@ -40,8 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         "':VID' makes that side an access port of VLAN VID",
     )
     modes.add_argument("--hub", nargs="+", metavar="HOST/N", help="join NICs in a hub (flood)")
-    modes.add_argument("--tap-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to a tap")
-    modes.add_argument("--raw-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to an interface")
+    modes.add_argument(
+        "--tap-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to a tap"
+    )
+    modes.add_argument(
+        "--raw-listen",
+        type=int,
+        metavar="N",
+        help="listen on TCP 10000+N and bridge to an interface",
+    )
     p.add_argument("--tap-if", default="tap0", help="tap interface name (default tap0)")
     p.add_argument("--raw-if", default="eth1", help="interface for --raw-listen (default eth1)")
     p.add_argument("--ipv4-address", metavar="ADDR/LEN", help="IPv4 address for the tap interface")
@@ -58,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="log per-link frame/byte counters every SECONDS (default 1)",
     )
-    p.add_argument("--health-file", default="health", metavar="PATH", help="health file (default ./health)")
+    p.add_argument(
+        "--health-file", default="health", metavar="PATH", help="health file (default ./health)"
+    )
     p.add_argument("--engine", default="epoll", help="event loop: epoll (default)")
     p.add_argument(
         "--log-level",
         default=None,
         choices=["debug", "info", "warning", "error"],
-        help="log level (default info; debug with --debug)",
+        help="log level (default info); --debug adds the per-frame lines at any level",
     )
     p.add_argument(
         "--version",
@@ -118,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.raw_listen is not None:
         return fail("--raw-listen is not implemented yet")
 
-    setup_logging(args.log_level or ("debug" if args.debug else "info"))
+    setup_logging(args.log_level or "info")
+    if args.debug:
+        logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
 
     app = Xcon(health_path=args.health_file or None, trace_interval=args.trace)

@@ -93,7 +93,9 @@ def main(argv: Sequence[str] = ()) -> int:
         a.start()
         b.start()
     except OSError as e:
-        print(f"xcon demo: cannot listen on 127.0.77.1/2:10001 ({e.strerror}); is another demo running?")
+        print(
+            f"xcon demo: cannot listen on 127.0.77.1/2:10001 ({e.strerror}); is another demo running?"
+        )
         return 1
     workdir = tempfile.mkdtemp(prefix="xcon-demo-")
     link = "127.0.77.1/1--127.0.77.2/1"
@@ -111,7 +113,9 @@ def main(argv: Sequence[str] = ()) -> int:
         b.stop()
 
 
-def _run(a: FakeQemu, b: FakeQemu, recv: Receiver, xc: XconProcess, seconds: float, size: int) -> int:
+def _run(
+    a: FakeQemu, b: FakeQemu, recv: Receiver, xc: XconProcess, seconds: float, size: int
+) -> int:
     light = min(2.0, seconds / 3)
     stop = threading.Event()
     sent = [0]
@@ -122,7 +126,7 @@ def _run(a: FakeQemu, b: FakeQemu, recv: Receiver, xc: XconProcess, seconds: flo
         t0 = time.monotonic()
         while not stop.is_set():
             full = time.monotonic() - t0 >= light
-            phase[0] = "full speed" if full else "1000 frames/s"
+            phase[0] = "full speed" if full else "light load"
             batch = 64 if full else 1
             frames = []
             for i in range(batch):
@@ -169,16 +173,28 @@ def _run(a: FakeQemu, b: FakeQemu, recv: Receiver, xc: XconProcess, seconds: flo
     b.wait_frames(sent[0], timeout=5)
     time.sleep(0.2)
     rc = xc.terminate()
-    ok = recv.lost == 0 and recv.corrupt == 0 and recv.reordered == 0 and recv.frames == sent[0] and rc == 0
+    ok = (
+        recv.lost == 0
+        and recv.corrupt == 0
+        and recv.reordered == 0
+        and recv.frames == sent[0]
+        and rc == 0
+    )
     peak = max(rates, default=(0.0, 0.0))
     print()
     print("summary")
-    print(f"  frames sent {sent[0]:,}, received {recv.frames:,}: lost {recv.lost}, "
-          f"corrupt {recv.corrupt}, out of order {recv.reordered}")
-    print(f"  peak {peak[0]:,.0f} frames/s, {peak[1]:.2f} Gbit/s of {size}-byte frames "
-          "(the Python fake routers, not xcon, set this pace)")
-    print(f"  one-way latency over the run: p50 {_pct(recv.latencies_us, 50):.0f} us, "
-          f"p99 {_pct(recv.latencies_us, 99):.0f} us")
+    print(
+        f"  frames sent {sent[0]:,}, received {recv.frames:,}: lost {recv.lost}, "
+        f"corrupt {recv.corrupt}, out of order {recv.reordered}"
+    )
+    print(
+        f"  peak {peak[0]:,.0f} frames/s, {peak[1]:.2f} Gbit/s of {size}-byte frames "
+        "(the Python fake routers, not xcon, set this pace)"
+    )
+    print(
+        f"  one-way latency over the run: p50 {_pct(recv.latencies_us, 50):.0f} us, "
+        f"p99 {_pct(recv.latencies_us, 99):.0f} us"
+    )
     print(f"  xcon exited with {rc} after SIGTERM; its log: {xc.log_path}")
     print("OK" if ok else "FAILED")
     if not ok:

@@ -147,7 +147,9 @@ class EpollEngine:
         except BlockingIOError:
             pass  # a wake-up is already pending
 
-    def run_in_thread(self, fn: Callable[[], object], done: Callable[[object, BaseException | None], None]) -> None:
+    def run_in_thread(
+        self, fn: Callable[[], object], done: Callable[[object, BaseException | None], None]
+    ) -> None:
         """Run blocking ``fn`` on a daemon thread; ``done(result, error)`` runs on the loop."""
 
         def work() -> None:
@@ -162,7 +164,9 @@ class EpollEngine:
     # -- signals ------------------------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:
         if not self._signal_handlers:
-            self._old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+            self._old_wakeup = signal.set_wakeup_fd(
+                self._wake_w.fileno(), warn_on_full_buffer=False
+            )
         self._signal_handlers[signum] = callback
         signal.signal(signum, _ignore)
 

@@ -56,6 +56,8 @@ def parse_endpoint(text: str, allow_vid: bool = True) -> Endpoint:
             raise SpecError(f"{text!r}: expected HOST/N (qemu NIC N of HOST), e.g. vr1/1")
         raise SpecError(f"{text!r}: expected HOST/N or [IPv6]/N, e.g. vr1/1 or [::1]/1")
     host = m["host"]
+    if ":" in host and not host.startswith("["):
+        raise SpecError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]/1")
     if host.startswith("["):
         host = host[1:-1]
         if ":" not in host:
@@ -64,7 +66,9 @@ def parse_endpoint(text: str, allow_vid: bool = True) -> Endpoint:
         raise SpecError(f"{text!r}: empty host name")
     nic = int(m["nic"])
     if not MIN_NIC <= nic <= MAX_NIC:
-        raise SpecError(f"{text!r}: interface {nic} is outside {MIN_NIC}..{MAX_NIC} (TCP port 10000+N)")
+        raise SpecError(
+            f"{text!r}: interface {nic} is outside {MIN_NIC}..{MAX_NIC} (TCP port 10000+N)"
+        )
     vid = None
     if m["vid"] is not None:
         if not allow_vid:
@@ -84,5 +88,7 @@ def parse_link(text: str) -> LinkSpec:
     left = parse_endpoint(parts[0])
     right = parse_endpoint(parts[1])
     if left.vid is not None and right.vid is not None:
-        raise SpecError(f"{text!r}: a VLAN id on both sides (changing the VLAN id) is not supported")
+        raise SpecError(
+            f"{text!r}: a VLAN id on both sides (changing the VLAN id) is not supported"
+        )
     return LinkSpec(left, right)

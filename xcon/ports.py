@@ -79,6 +79,15 @@ class Port:
         if self._reg is not None and self.up:
             self._reg.set(self._mask())
 
+    # -- data -----------------------------------------------------------------------
+    def recv_into(self, view: memoryview) -> int:
+        """Read into ``view``; 0 means nothing now; -1 means the port just went down."""
+        raise NotImplementedError
+
+    def send(self, view: memoryview) -> int:
+        """Send what the kernel takes now; -1 means the port just went down."""
+        raise NotImplementedError
+
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         raise NotImplementedError

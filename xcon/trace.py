@@ -25,10 +25,13 @@ def describe_frame(frame: bytes | memoryview) -> str:
     while off + 4 <= len(f) and int.from_bytes(f[off : off + 2], "big") in _TPIDS:
         tpid = int.from_bytes(f[off : off + 2], "big")
         tci = int.from_bytes(f[off + 2 : off + 4], "big")
-        parts.append(f"vlan {tci & 0xFFF} pcp {tci >> 13}" + ("" if tpid == 0x8100 else f" tpid 0x{tpid:04x}"))
+        parts.append(
+            f"vlan {tci & 0xFFF} pcp {tci >> 13}"
+            + ("" if tpid == 0x8100 else f" tpid 0x{tpid:04x}")
+        )
         off += 4
     if off + 2 <= len(f):
-        parts.append(f"type 0x{int.from_bytes(f[off:off + 2], 'big'):04x}")
+        parts.append(f"type 0x{int.from_bytes(f[off : off + 2], 'big'):04x}")
     parts.append(f"len {n}")
     return " ".join(parts) + " | " + f[:HEXDUMP_BYTES].hex(" ")
 

@@ -42,7 +42,7 @@ def test_many_links_in_one_process(peers, xcon):
     pairs = [(peers(nic=i), peers(nic=i + 10)) for i in range(1, 6)]
     xc = xcon("--p2p", *[f"{endpoint(a)}--{endpoint(b)}" for a, b in pairs])
     up(xc, 10)
-    for i, (a, b) in enumerate(pairs):
+    for i, (a, _b) in enumerate(pairs):
         a.send(ether(bytes([i]) * 50))
     for i, (a, b) in enumerate(pairs):
         assert b.wait_frames(1)
@@ -179,7 +179,10 @@ def test_stalled_receiver_bounded_memory_and_lossless(peers, xcon):
     seq = 0
     with pytest.raises(TimeoutError):
         while time.monotonic() < deadline:
-            a.send_raw(b"".join(struct.pack(">I", 1514) + numbered(seq + i, 1514) for i in range(64)), timeout=1.0)
+            a.send_raw(
+                b"".join(struct.pack(">I", 1514) + numbered(seq + i, 1514) for i in range(64)),
+                timeout=1.0,
+            )
             seq += 64
             total += 64
             rss_peak = max(rss_peak, xc.rss_kib())

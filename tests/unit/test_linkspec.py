@@ -46,7 +46,7 @@ def test_nic_100_and_above_reachable():
         ("vr1/x--vr2/1", "expected HOST/N"),
         ("/1--vr2/1", "expected HOST/N"),
         ("[vr1]/1--vr2/1", "IPv6"),
-        ("::1/1--vr2/1", "expected HOST/N"),
+        ("::1/1--vr2/1", "in brackets"),
     ],
 )
 def test_invalid_links(text, needle):

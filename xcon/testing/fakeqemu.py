@@ -69,7 +69,9 @@ class FakeQemu:
         ls.listen(1)
         self._lsock = ls
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"fakeqemu-{self.host}:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"fakeqemu-{self.host}:{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 

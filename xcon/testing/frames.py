@@ -10,7 +10,9 @@ SRC = bytes.fromhex("525400000001")
 ETHERTYPE_TEST = 0x88B5  # IEEE local experimental
 
 
-def ether(payload: bytes, ethertype: int = ETHERTYPE_TEST, dst: bytes = DST, src: bytes = SRC) -> bytes:
+def ether(
+    payload: bytes, ethertype: int = ETHERTYPE_TEST, dst: bytes = DST, src: bytes = SRC
+) -> bytes:
     return dst + src + struct.pack(">H", ethertype) + payload
 
 

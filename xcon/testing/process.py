@@ -59,7 +59,9 @@ class XconProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.01)
-        raise AssertionError(f"health never became {first_line!r}/{contains!r}: {text!r}\n{self.log()}")
+        raise AssertionError(
+            f"health never became {first_line!r}/{contains!r}: {text!r}\n{self.log()}"
+        )
 
     def wait_log(self, needle: str, timeout: float = 5.0) -> str:
         deadline = time.monotonic() + timeout
