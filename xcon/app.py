@@ -9,8 +9,9 @@ from typing import Any, Protocol
 
 from xcon.bridge import P2PLink
 from xcon.engine import EpollEngine
+from xcon.errors import ModeError
 from xcon.health import HealthFile
-from xcon.linkspec import LinkSpec
+from xcon.linkspec import Endpoint, LinkSpec
 from xcon.ports import Port, QemuPort
 from xcon.stats import FlowStats
 
@@ -54,8 +55,19 @@ class Xcon:
         self.bridges.append(link)
         return link
 
+    def add_hub(self, endpoints: Sequence[Endpoint], debug: bool = False) -> None:
+        raise ModeError("--hub is not implemented yet", exit_code=2)
+
     def add_bridge(self, bridge: Any) -> None:
+        """Add any bridge (an object with ``name``, ``ports``, ``start``, ``close``,
+        ``flow_stats``); its ports must call :meth:`update_health` on state changes."""
         self.bridges.append(bridge)
+
+    def close(self) -> None:
+        """Release everything without running (a mode failed to start)."""
+        for b in self.bridges:
+            b.close()
+        self.engine.close()
 
     # -- state --------------------------------------------------------------------
     def ports(self) -> list[Port]:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from xcon import __version__, native
+from xcon.errors import ModeError
 from xcon.linkspec import SpecError, parse_endpoint, parse_link
 
 log = logging.getLogger("xcon")
@@ -119,28 +120,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.vlan is not None and not 1 <= args.vlan <= 4094:
         return fail(f"VLAN id {args.vlan} is outside 1..4094")
 
-    if args.hub:
-        del hub
-        return fail("--hub is not implemented yet")
-    if args.tap_listen is not None:
-        return fail("--tap-listen is not implemented yet")
-    if args.raw_listen is not None:
-        return fail("--raw-listen is not implemented yet")
-
     setup_logging(args.log_level or "info")
     if args.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
 
     app = Xcon(health_path=args.health_file or None, trace_interval=args.trace)
-    for spec in links:
-        app.add_p2p(spec, debug=args.debug)
+    try:
+        if links:
+            for spec in links:
+                app.add_p2p(spec, debug=args.debug)
+            what = f"{len(links)} p2p link(s)"
+        elif hub:
+            app.add_hub(hub, debug=args.debug)
+            what = f"hub of {len(hub)} ports"
+        elif args.tap_listen is not None:
+            from xcon.tapmode import add_tap_listen
+
+            add_tap_listen(app, args)
+            what = f"tap {args.tap_if} <-> TCP {10000 + args.tap_listen}"
+        else:
+            from xcon.tapmode import add_raw_listen
+
+            add_raw_listen(app, args)
+            what = f"interface {args.raw_if} <-> TCP {10000 + args.raw_listen}"
+    except ModeError as e:
+        app.close()
+        print(f"xcon: error: {e}", file=sys.stderr)
+        return e.exit_code
     log.info(
-        "xcon %s (fast path: %s, engine: %s): %d link(s)",
-        __version__,
-        native.BACKEND,
-        args.engine,
-        len(links),
+        "xcon %s (fast path: %s, engine: %s): %s", __version__, native.BACKEND, args.engine, what
     )
     return app.run()
 
