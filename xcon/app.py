@@ -7,7 +7,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from xcon.bridge import P2PLink
+from xcon.bridge import Hub, P2PLink
 from xcon.engine import EpollEngine
 from xcon.errors import ModeError
 from xcon.health import HealthFile
@@ -55,8 +55,15 @@ class Xcon:
         self.bridges.append(link)
         return link
 
-    def add_hub(self, endpoints: Sequence[Endpoint], debug: bool = False) -> None:
-        raise ModeError("--hub is not implemented yet", exit_code=2)
+    def add_hub(self, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
+        if len(endpoints) < 2:
+            raise ModeError("--hub needs at least two ports", exit_code=2)
+        if len(set(endpoints)) != len(endpoints):
+            raise ModeError("--hub lists the same port twice", exit_code=2)
+        ports: list[Port] = [QemuPort(self.engine, e.host, e.nic) for e in endpoints]
+        hub = Hub(ports, debug=debug, on_state=self.update_health)
+        self.bridges.append(hub)
+        return hub
 
     def add_bridge(self, bridge: Any) -> None:
         """Add any bridge (an object with ``name``, ``ports``, ``start``, ``close``,

@@ -276,3 +276,133 @@ class P2PLink:
 
     def flow_stats(self) -> list[FlowStats]:
         return [f.stats for f in self.flows.values()]
+
+
+class Hub:
+    """N ports; each whole frame from one port is copied to every other port.
+
+    Frames are appended whole to each destination's bounded :class:`OutBuffer`
+    and sent from there, so frames from different ports never interleave.  A
+    destination that cannot keep up does not slow the others down: when its
+    queue is full, the frames that do not fit are dropped for that port only
+    (tail drop, counted as ``queue_full``).  A port that is down drops its
+    share (``port_down``).
+    """
+
+    def __init__(
+        self,
+        ports: list[Port],
+        *,
+        debug: bool = False,
+        on_state: Callable[[], None] | None = None,
+        queue_bytes: int = 1024 * 1024,
+    ) -> None:
+        if len(ports) < 2:
+            raise ValueError("a hub needs at least two ports")
+        self._ports = ports
+        self.name = "hub(" + " ".join(p.name for p in ports) + ")"
+        self.debug = debug
+        self.on_state = on_state
+        self.out: dict[Port, OutBuffer] = {p: OutBuffer(queue_bytes) for p in ports}
+        self.rx: dict[Port, FlowStats] = {p: FlowStats(f"{p.name}->hub") for p in ports}
+        self.tx: dict[Port, FlowStats] = {p: FlowStats(f"hub->{p.name}") for p in ports}
+        for p in ports:
+            p.owner = self
+
+    @property
+    def ports(self) -> list[Port]:
+        return self._ports
+
+    def start(self) -> None:
+        for p in self._ports:
+            p.start()
+
+    def close(self) -> None:
+        for p in self._ports:
+            p.close()
+
+    def flow_stats(self) -> list[FlowStats]:
+        return [self.rx[p] for p in self._ports] + [self.tx[p] for p in self._ports]
+
+    # -- PortOwner ------------------------------------------------------------------
+    def port_up(self, port: Port) -> None:
+        port.set_reading(True)
+        if self.on_state:
+            self.on_state()
+
+    def port_down(self, port: Port, reason: str) -> None:
+        out = self.out[port]
+        self.tx[port].drop("port_down", out.clear())
+        port.set_writing(False)
+        if self.on_state:
+            self.on_state()
+
+    def readable(self, port: Port) -> None:
+        buf = port.inbuf
+        rx = self.rx[port]
+        for _ in range(READS_PER_EVENT):
+            room = buf.room()
+            n = port.recv_into(room)
+            if n <= 0:
+                return
+            status = buf.filled(n)
+            if buf.zero_frames:
+                rx.drop("zero_length", buf.zero_frames)
+                buf.zero_frames = 0
+            if buf.nready:
+                self._flood(port)
+            if status == PROTOCOL_ERROR:
+                length = int.from_bytes(buf.mv[buf.error : buf.error + 4], "big")
+                port.protocol_error(f"frame length {length} exceeds {native.MAX_FRAME}")
+                return
+            if n < len(room):
+                return
+
+    def _flood(self, src: Port) -> None:
+        buf = src.inbuf
+        start, ready, nframes = buf.start, buf.ready, buf.nready
+        size = ready - start
+        rx = self.rx[src]
+        rx.frames += nframes
+        rx.bytes += size - 4 * nframes
+        if self.debug:
+            log_frames(rx.name, buf.mv, start, ready)
+        span = buf.mv[start:ready]
+        for dst in self._ports:
+            if dst is src:
+                continue
+            tx = self.tx[dst]
+            if not dst.up:
+                tx.drop("port_down", nframes)
+                continue
+            out = self.out[dst]
+            free = out.free()
+            if free >= size:
+                cut, fit = size, nframes
+            else:
+                # Tail drop for this port only: the whole frames that fit go in.
+                pos, fit, _status = native.scan(buf.buf, start, start + free)
+                cut = pos - start
+                tx.drop("queue_full", nframes - fit)
+            if fit:
+                out.mv[out.end : out.end + cut] = span[:cut]
+                out.end += cut
+                out.nframes += fit
+                tx.frames += fit
+                tx.bytes += cut - 4 * fit
+                self._send(dst)
+        buf.consume(size)
+
+    def _send(self, dst: Port) -> None:
+        out = self.out[dst]
+        pending = out.pending
+        if not pending:
+            return
+        n = dst.send(out.span())
+        if n < 0:
+            return  # went down: port_down() dropped its queue
+        out.consume(n)
+        dst.set_writing(n < pending)
+
+    def writable(self, port: Port) -> None:
+        self._send(port)

@@ -1,0 +1,100 @@
+"""--hub: flood whole frames, never interleave, tail-drop for a stalled port only."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from tests.conftest import endpoint
+from xcon.testing.frames import check_numbered, ether, numbered
+
+
+def up(xc, n: int) -> None:
+    xc.wait_health("0", contains=f"All {n} sockets connected")
+
+
+def test_each_frame_goes_to_every_other_port(peers, xcon):
+    a, b, c = peers(), peers(), peers()
+    xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
+    up(xc, 3)
+    a.send(ether(b"from a"))
+    assert b.wait_frames(1) and c.wait_frames(1)
+    b.send(ether(b"from b"))
+    assert a.wait_frames(1) and c.wait_frames(2)
+    time.sleep(0.1)
+    assert a.frames == [ether(b"from b")]
+    assert b.frames == [ether(b"from a")]
+    assert c.frames == [ether(b"from a"), ether(b"from b")]
+    assert xc.terminate() == 0
+
+
+def test_concurrent_senders_never_interleave(peers, xcon):
+    a, b, c = peers(), peers(), peers()
+    xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
+    up(xc, 3)
+    n = 300
+
+    def blast(peer, base):
+        for i in range(0, n, 10):
+            peer.send_frames(numbered(base + i + k, 9018) for k in range(10))
+
+    ta = threading.Thread(target=blast, args=(a, 0))
+    tb = threading.Thread(target=blast, args=(b, 100000))
+    ta.start()
+    tb.start()
+    ta.join()
+    tb.join()
+    assert c.wait_frames(2 * n, timeout=20)
+    seqs = [check_numbered(f) for f in c.frames]  # raises on any corrupt frame
+    from_a = [s for s in seqs if s < 100000]
+    from_b = [s - 100000 for s in seqs if s >= 100000]
+    assert from_a == list(range(n)) and from_b == list(range(n))
+    assert c.oversized == 0
+    assert xc.terminate() == 0
+
+
+def test_stalled_port_drops_only_its_share(peers, xcon):
+    a, b, c = peers(), peers(), peers(record=False)
+    xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
+    up(xc, 3)
+    c.pause_reading()
+    n = 20000  # 30 MB: more than the kernel's socket buffers and the port's queue
+    for i in range(0, n, 50):
+        a.send_frames(numbered(i + k, 1514) for k in range(50))
+    assert b.wait_frames(n, timeout=20), "the healthy port gets everything"
+    assert [check_numbered(f) for f in b.frames] == list(range(n))
+    text = xc.counters()
+    m = re.search(rf"hub->{re.escape(endpoint(c))}: .*queue_full=(\d+)", text)
+    assert m and int(m.group(1)) > 0, text
+    c.resume_reading()
+    a.send(numbered(n, 100))
+    assert b.wait_frames(n + 1)
+    assert xc.terminate() == 0
+
+
+def test_port_down_drops_its_share_and_reconnects(peers, xcon):
+    a, b, c = peers(), peers(), peers()
+    xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
+    up(xc, 3)
+    c.stop()
+    xc.wait_health("1", contains="only 2 connected")
+    a.send(ether(b"while c is down"))
+    assert b.wait_frames(1)
+    c.start()
+    up(xc, 3)
+    a.send(ether(b"after"))
+    assert c.wait_frames(1) and b.wait_frames(2)
+    assert c.frames == [ether(b"after")]
+    text = xc.counters()
+    assert re.search(rf"hub->{re.escape(endpoint(c))}: .*port_down=1", text), text
+    assert xc.terminate() == 0
+
+
+def test_hub_needs_two_distinct_ports(xcon):
+    xc = xcon("--hub", "127.0.0.1/1")
+    assert xc.proc.wait(10) == 2
+    assert "at least two ports" in xc.log()
+    xc2 = xcon("--hub", "127.0.0.1/1", "127.0.0.1/1")
+    assert xc2.proc.wait(10) == 2
+    assert "same port twice" in xc2.log()
