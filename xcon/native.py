@@ -204,16 +204,16 @@ def _py_vlan_strip(
     dst_start: int,
     dst_end: int,
 ) -> StripResult:
-    if not 0 <= start <= end <= _size(src):
-        raise _bad_range(_size(src), start, end, "source")
-    if not 0 <= dst_start <= dst_end <= _size(dst):
-        raise _bad_range(_size(dst), dst_start, dst_end, "destination")
-    if not 0 <= vid <= _VID_MASK:
-        raise _bad_vid(vid)
     s = memoryview(src).cast("B")
     d = memoryview(dst).cast("B")
     if d.readonly:
-        raise TypeError("destination buffer is read-only")
+        raise BufferError("destination buffer is not writable")
+    if not 0 <= start <= end <= s.nbytes:
+        raise _bad_range(s.nbytes, start, end, "source")
+    if not 0 <= dst_start <= dst_end <= d.nbytes:
+        raise _bad_range(d.nbytes, dst_start, dst_end, "destination")
+    if not 0 <= vid <= _VID_MASK:
+        raise _bad_vid(vid)
     get32 = _get_u32
     get16 = _get_u16
     put32 = _put_u32
@@ -255,16 +255,16 @@ def _py_vlan_insert(
     dst_start: int,
     dst_end: int,
 ) -> InsertResult:
-    if not 0 <= start <= end <= _size(src):
-        raise _bad_range(_size(src), start, end, "source")
-    if not 0 <= dst_start <= dst_end <= _size(dst):
-        raise _bad_range(_size(dst), dst_start, dst_end, "destination")
-    if not 0 <= vid <= _VID_MASK:
-        raise _bad_vid(vid)
     s = memoryview(src).cast("B")
     d = memoryview(dst).cast("B")
     if d.readonly:
-        raise TypeError("destination buffer is read-only")
+        raise BufferError("destination buffer is not writable")
+    if not 0 <= start <= end <= s.nbytes:
+        raise _bad_range(s.nbytes, start, end, "source")
+    if not 0 <= dst_start <= dst_end <= d.nbytes:
+        raise _bad_range(d.nbytes, dst_start, dst_end, "destination")
+    if not 0 <= vid <= _VID_MASK:
+        raise _bad_vid(vid)
     tag = _u32.pack((_TPID_8021Q << 16) | vid)
     get32 = _get_u32
     put32 = _put_u32
@@ -302,8 +302,11 @@ def _py_read_frames(
     max_frame: int,
     max_count: int = READ_BATCH,
 ) -> ReadResult:
-    if not 0 <= start <= end <= _size(buf):
-        raise _bad_range(_size(buf), start, end)
+    b = memoryview(buf).cast("B")
+    if b.readonly:
+        raise BufferError("buffer is not writable")
+    if not 0 <= start <= end <= b.nbytes:
+        raise _bad_range(b.nbytes, start, end)
     if max_count < 0:
         raise ValueError(f"max_count {max_count} < 0")
     if max_frame < 1:
@@ -311,9 +314,6 @@ def _py_read_frames(
     max_frame = min(max_frame, MAX_FRAME)
     if end - start < 4 + max_frame:
         return start, 0, errno.ENOBUFS
-    b = memoryview(buf).cast("B")
-    if b.readonly:
-        raise TypeError("buffer is read-only")
     readv = os.readv
     pos = start
     n = 0
@@ -336,9 +336,9 @@ def _py_read_frames(
 
 
 def _py_write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
-    if not 0 <= start <= end <= _size(buf):
-        raise _bad_range(_size(buf), start, end)
     b = memoryview(buf).cast("B")
+    if not 0 <= start <= end <= b.nbytes:
+        raise _bad_range(b.nbytes, start, end)
     write = os.write
     pos = start
     n = dropped = 0

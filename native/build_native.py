@@ -1,0 +1,82 @@
+"""cffi (API mode) build script for ``xcon._native``.
+
+Used two ways:
+
+* by setuptools, through ``cffi_modules=["native/build_native.py:ffibuilder"]``
+  in setup.py (``pip install .``, ``pip install -e .``, ``setup.py build_ext``);
+* directly, ``python native/build_native.py``, which compiles the extension
+  and copies it next to the package sources (``xcon/``) for development.
+
+Paths are taken relative to this file, never to the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import cffi
+
+NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT_DIR = os.path.dirname(NATIVE_DIR)
+
+CDEF = """
+#define XCON_MAX_FRAME ...
+#define XCON_HDR_LEN ...
+#define XCON_NEED_DATA ...
+#define XCON_ZERO ...
+#define XCON_TOO_BIG ...
+#define XCON_READ_EOF ...
+#define XCON_READ_BATCH ...
+
+int xcon_scan(const uint8_t *buf, size_t start, size_t end,
+              size_t *out_pos, size_t *out_nframes);
+
+void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
+                     uint8_t *dst, size_t dst_start, size_t dst_end,
+                     size_t *consumed, size_t *written, size_t *nout,
+                     size_t drops[3]);
+
+void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
+                      uint8_t *dst, size_t dst_start, size_t dst_end,
+                      size_t *consumed, size_t *written, size_t *nout,
+                      size_t drops[2]);
+
+int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
+                     size_t max_frame, size_t max_count,
+                     size_t *written, size_t *nframes);
+
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
+                      size_t *consumed, size_t *nframes, size_t *ndropped);
+"""
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "xcon._native",
+    '#include "xcon_native.c"',
+    include_dirs=[NATIVE_DIR],
+    depends=[
+        os.path.join(NATIVE_DIR, "xcon_native.c"),
+        os.path.join(NATIVE_DIR, "xcon_native.h"),
+    ],
+    extra_compile_args=["-O2"],
+)
+
+
+def build_in_place() -> str:
+    """Compile into build/native/ and copy the extension into xcon/; return its path."""
+    tmpdir = os.path.join(ROOT_DIR, "build", "native")
+    os.makedirs(tmpdir, exist_ok=True)
+    built = ffibuilder.compile(tmpdir=tmpdir, verbose=False)
+    target = os.path.join(ROOT_DIR, "xcon", os.path.basename(built))
+    # Replace, never overwrite in place: a running process may have it mapped.
+    tmp = target + ".tmp"
+    shutil.copyfile(built, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+if __name__ == "__main__":
+    sys.stdout.write(build_in_place() + "\n")

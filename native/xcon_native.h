@@ -1,0 +1,57 @@
+/*
+ * xcon native fast path: per-frame work over batches of length-prefixed frames.
+ *
+ * Wire format: every frame is a 4-byte big-endian length followed by that
+ * many bytes of Ethernet frame (no FCS). A length of 0 is a "zero" frame, a
+ * length above XCON_MAX_FRAME is a protocol error (qemu closes the link).
+ *
+ * Every function works on caller-owned memory between offsets; the caller
+ * guarantees start <= end <= size of the buffer (the Python wrapper checks
+ * it). Nothing here allocates, and no length read from the data is ever used
+ * to size anything: every access is checked against the given end offsets.
+ *
+ * The prototypes below are repeated, declaration for declaration, in the
+ * cdef of native/build_native.py.
+ */
+#ifndef XCON_NATIVE_H
+#define XCON_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define XCON_MAX_FRAME 69632
+#define XCON_HDR_LEN 4
+
+/* scan() status: why the walk stopped. */
+#define XCON_NEED_DATA 0
+#define XCON_ZERO 1
+#define XCON_TOO_BIG 2
+
+/* read_frames(): a read returned 0 bytes (end of file / peer closed). */
+#define XCON_READ_EOF (-1)
+
+/* read_frames(): default cap on frames per call, so one busy fd cannot
+ * starve the others. */
+#define XCON_READ_BATCH 1024
+
+int xcon_scan(const uint8_t *buf, size_t start, size_t end,
+              size_t *out_pos, size_t *out_nframes);
+
+void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
+                     uint8_t *dst, size_t dst_start, size_t dst_end,
+                     size_t *consumed, size_t *written, size_t *nout,
+                     size_t drops[3]);
+
+void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
+                      uint8_t *dst, size_t dst_start, size_t dst_end,
+                      size_t *consumed, size_t *written, size_t *nout,
+                      size_t drops[2]);
+
+int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
+                     size_t max_frame, size_t max_count,
+                     size_t *written, size_t *nframes);
+
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
+                      size_t *consumed, size_t *nframes, size_t *ndropped);
+
+#endif

@@ -1,0 +1,707 @@
+"""The frame functions of xcon.native, on both backends.
+
+Every behavioural test runs on the Python and the native backend. When the C
+module is not built the native cases skip and say so (with ``XCON_NATIVE=1``
+they fail instead). Property tests check the backends agree byte for byte on
+random input, and agree with a small reference model written here.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import random
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xcon import native
+from xcon.native import MAX_FRAME, NEED_DATA, READ_EOF, TOO_BIG, ZERO, Backend
+
+VID = 123
+FILL = random.Random(7).randbytes(MAX_FRAME + 2048)
+DST_MAC = bytes.fromhex("020000000002")
+SRC_MAC = bytes.fromhex("020000000001")
+
+
+def _native_backend() -> Backend:
+    try:
+        return native.load_backend("native")
+    except ImportError as e:
+        msg = (
+            f"native backend not built ({e}); build it with `python native/build_native.py` "
+            "or `pip install -e .`"
+        )
+        if os.environ.get("XCON_NATIVE") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(params=["python", "native"])
+def be(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "native":
+        return _native_backend()
+    return native.load_backend("python")
+
+
+# --------------------------------------------------------------------------
+# Frame builders
+# --------------------------------------------------------------------------
+
+
+def wire(frame: bytes) -> bytes:
+    return struct.pack(">I", len(frame)) + frame
+
+
+def wires(*frames: bytes) -> bytes:
+    return b"".join(wire(f) for f in frames)
+
+
+def tci(vid: int, pcp: int = 0, dei: int = 0) -> bytes:
+    return struct.pack(">H", (pcp << 13) | (dei << 12) | vid)
+
+
+def eth(payload_len: int = 46, ethertype: int = 0x0800, tags: bytes = b"") -> bytes:
+    return DST_MAC + SRC_MAC + tags + struct.pack(">H", ethertype) + FILL[:payload_len]
+
+
+def dot1q(vid: int, pcp: int = 0, dei: int = 0) -> bytes:
+    return b"\x81\x00" + tci(vid, pcp, dei)
+
+
+def qinq(vid: int) -> bytes:
+    return b"\x88\xa8" + tci(vid)
+
+
+def untag(frame: bytes) -> bytes:
+    return frame[:12] + frame[16:]
+
+
+def tag(frame: bytes, vid: int) -> bytes:
+    return frame[:12] + dot1q(vid) + frame[12:]
+
+
+def strip_all(be: Backend, buf: bytes, vid: int = VID, dst_size: int | None = None):
+    dst = bytearray(dst_size if dst_size is not None else len(buf) + 64)
+    res = be.vlan_strip(buf, 0, len(buf), vid, dst, 0, len(dst))
+    return res, bytes(dst[: res[1]])
+
+
+def insert_all(be: Backend, buf: bytes, vid: int = VID, dst_size: int | None = None):
+    dst = bytearray(dst_size if dst_size is not None else 2 * len(buf) + 64)
+    res = be.vlan_insert(buf, 0, len(buf), vid, dst, 0, len(dst))
+    return res, bytes(dst[: res[1]])
+
+
+# --------------------------------------------------------------------------
+# Loader
+# --------------------------------------------------------------------------
+
+
+def test_loader_exports() -> None:
+    assert native.BACKEND in ("native", "python")
+    assert (MAX_FRAME, NEED_DATA, ZERO, TOO_BIG, READ_EOF) == (69632, 0, 1, 2, -1)
+    chosen = native.load_backend(native.BACKEND)
+    assert native.scan is chosen.scan
+    assert native.vlan_strip is chosen.vlan_strip
+    assert native.vlan_insert is chosen.vlan_insert
+    assert native.read_frames is chosen.read_frames
+    assert native.write_frames is chosen.write_frames
+    with pytest.raises(ValueError):
+        native.load_backend("fortran")
+
+
+def test_env_override_respected() -> None:
+    forced = os.environ.get("XCON_NATIVE")
+    if forced == "0":
+        assert native.BACKEND == "python"
+    elif forced == "1":
+        assert native.BACKEND == "native"
+
+
+def test_native_module_smoke() -> None:
+    _native_backend()
+    from xcon import _native  # type: ignore[attr-defined]
+
+    assert _native.lib.XCON_MAX_FRAME == MAX_FRAME
+    assert _native.lib.XCON_READ_BATCH == native.READ_BATCH
+
+
+# --------------------------------------------------------------------------
+# scan
+# --------------------------------------------------------------------------
+
+
+def test_scan_empty_and_short_header(be: Backend) -> None:
+    assert be.scan(b"", 0, 0) == (0, 0, NEED_DATA)
+    assert be.scan(b"\x00\x00\x00", 0, 3) == (0, 0, NEED_DATA)
+
+
+def test_scan_complete_frames(be: Backend) -> None:
+    frames = [eth(46), eth(1486), eth(0)]
+    buf = wires(*frames)
+    assert be.scan(buf, 0, len(buf)) == (len(buf), 3, NEED_DATA)
+    first = 4 + len(frames[0])
+    assert be.scan(buf, first, len(buf)) == (len(buf), 2, NEED_DATA)
+    assert be.scan(buf, 0, len(buf) - 1) == (len(buf) - 4 - len(frames[2]), 2, NEED_DATA)
+
+
+def test_scan_byte_at_a_time(be: Backend) -> None:
+    frames = [eth(46), eth(3), eth(1000, 0x8100)]
+    buf = wires(*frames)
+    bounds = []
+    pos = 0
+    for f in frames:
+        pos += 4 + len(f)
+        bounds.append(pos)
+    for end in range(len(buf) + 1):
+        done = [b for b in bounds if b <= end]
+        expect = (done[-1] if done else 0, len(done), NEED_DATA)
+        assert be.scan(buf, 0, end) == expect, end
+
+
+def test_scan_trailing_garbage(be: Backend) -> None:
+    buf = wires(eth(46)) + b"\x00\x00\x01"
+    assert be.scan(buf, 0, len(buf)) == (50 + 14, 1, NEED_DATA)
+
+
+def test_scan_zero(be: Backend) -> None:
+    buf = wires(eth(46)) + b"\x00\x00\x00\x00" + wires(eth(46))
+    assert be.scan(buf, 0, len(buf)) == (64, 1, ZERO)
+    assert be.scan(buf, 68, len(buf)) == (len(buf), 1, NEED_DATA)
+
+
+def test_scan_limit(be: Backend) -> None:
+    ok = b"\x00" * MAX_FRAME
+    buf = wire(ok)
+    assert be.scan(buf, 0, len(buf)) == (len(buf), 1, NEED_DATA)
+    big = wire(ok + b"\x00")
+    assert be.scan(big, 0, len(big)) == (0, 0, TOO_BIG)
+    # Reported as soon as the header is complete, before the payload arrives.
+    assert be.scan(big, 0, 4) == (0, 0, TOO_BIG)
+    assert be.scan(b"\xff\xff\xff\xff", 0, 4) == (0, 0, TOO_BIG)
+    mixed = wires(eth(46)) + struct.pack(">I", MAX_FRAME + 1)
+    assert be.scan(mixed, 0, len(mixed)) == (64, 1, TOO_BIG)
+
+
+def test_scan_buffer_types(be: Backend) -> None:
+    data = wires(eth(46), eth(100))
+    ba = bytearray(data)
+    mv = memoryview(ba)
+    for buf in (data, ba, mv, mv[4:]):
+        n = len(buf)
+        res = be.scan(buf, 0, n)
+        assert res == ((n, 2, NEED_DATA) if n == len(data) else (0, 0, TOO_BIG))
+    with mmap.mmap(-1, len(data)) as mm:
+        mm[:] = data
+        assert be.scan(mm, 0, len(data)) == (len(data), 2, NEED_DATA)
+
+
+@pytest.mark.parametrize("start,end", [(-1, 4), (5, 4), (0, 1000), (1000, 1000)])
+def test_scan_rejects_bad_range(be: Backend, start: int, end: int) -> None:
+    with pytest.raises((ValueError, OverflowError)):
+        be.scan(bytearray(100), start, end)
+
+
+# --------------------------------------------------------------------------
+# vlan_strip
+# --------------------------------------------------------------------------
+
+
+def test_strip_matching_vid(be: Backend) -> None:
+    f = eth(46, tags=dot1q(VID, pcp=5, dei=1))
+    (consumed, written, nout, drops), out = strip_all(be, wire(f))
+    assert (consumed, nout, drops) == (len(f) + 4, 1, (0, 0, 0))
+    assert out == wire(untag(f)) == wire(eth(46))
+    assert written == len(out)
+
+
+def test_strip_drops_and_counts(be: Backend) -> None:
+    keep1 = eth(46, tags=dot1q(VID))
+    keep2 = eth(1500, tags=dot1q(VID, pcp=7, dei=1))
+    frames = [
+        eth(46),  # untagged
+        keep1,
+        eth(46, 0x88A8, tags=b""),  # S-tag only ethertype: untagged
+        eth(46, tags=qinq(VID) + dot1q(VID)),  # 0x88a8 outer: untagged
+        eth(46, tags=dot1q(VID + 1)),  # other VLAN
+        eth(46, tags=dot1q(0)),  # VID 0: other VLAN
+        eth(46, tags=dot1q(4095)),  # other VLAN
+        FILL[:13],  # runt < 14
+        keep2,
+        (DST_MAC + SRC_MAC + b"\x81\x00" + tci(VID))[:17],  # tagged runt < 18
+    ]
+    buf = wires(*frames)
+    (consumed, written, nout, drops), out = strip_all(be, buf)
+    assert consumed == len(buf)
+    assert nout == 2
+    assert drops == (3, 3, 2)
+    assert out == wire(untag(keep1)) + wire(untag(keep2))
+    assert written == len(out)
+
+
+def test_strip_minimal_tagged_frame(be: Backend) -> None:
+    f = DST_MAC + SRC_MAC + dot1q(VID) + b"\x08\x00"
+    assert len(f) == 18
+    (_, _, nout, drops), out = strip_all(be, wire(f))
+    assert (nout, drops) == (1, (0, 0, 0))
+    assert out == wire(DST_MAC + SRC_MAC + b"\x08\x00")
+
+
+def test_strip_keeps_inner_tag(be: Backend) -> None:
+    inner = dot1q(42, pcp=3)
+    f = eth(60, tags=dot1q(VID) + inner)
+    (_, _, nout, _), out = strip_all(be, wire(f))
+    assert nout == 1
+    assert out == wire(eth(60, tags=inner))
+
+
+def test_strip_jumbo_and_limit(be: Backend) -> None:
+    f = eth(MAX_FRAME - 18, tags=dot1q(VID))
+    assert len(f) == MAX_FRAME
+    (consumed, _, nout, drops), out = strip_all(be, wire(f))
+    assert (consumed, nout, drops) == (MAX_FRAME + 4, 1, (0, 0, 0))
+    assert out == wire(untag(f))
+
+
+def test_strip_stops_when_dst_full(be: Backend) -> None:
+    a = eth(100, tags=dot1q(VID))
+    drop = eth(100)
+    b = eth(200, tags=dot1q(VID))
+    buf = wires(a, drop, b)
+    need_a = 4 + len(a) - 4
+    for size in range(0, need_a):
+        (consumed, written, nout, drops), _ = strip_all(be, buf, dst_size=size)
+        assert (consumed, written, nout, drops) == (0, 0, 0, (0, 0, 0))
+    # Room for a only: the dropped frame after it still goes, b waits.
+    for size in (need_a, need_a + 200):
+        (consumed, written, nout, drops), out = strip_all(be, buf, dst_size=size)
+        assert (consumed, written, nout, drops) == (8 + len(a) + len(drop), need_a, 1, (1, 0, 0))
+    (consumed, written, nout, drops), _ = strip_all(be, buf, dst_size=need_a + len(b))
+    assert (consumed, nout) == (len(buf), 2)
+
+
+def test_strip_offsets(be: Backend) -> None:
+    f = eth(46, tags=dot1q(VID))
+    src = bytearray(b"\xee" * 10 + wire(f) + b"\xee" * 10)
+    dst = bytearray(b"\xdd" * 200)
+    res = be.vlan_strip(src, 10, 10 + 4 + len(f), VID, dst, 7, 150)
+    assert res == (10 + 4 + len(f), 7 + len(f), 1, (0, 0, 0))
+    assert dst[:7] == b"\xdd" * 7
+    assert dst[7 : 7 + len(f)] == wire(untag(f))
+    assert dst[7 + len(f) :] == b"\xdd" * (200 - 7 - len(f))
+
+
+def test_strip_stops_at_invalid_headers(be: Backend) -> None:
+    f = eth(46, tags=dot1q(VID))
+    for bad in (b"\x00\x00\x00\x00", struct.pack(">I", MAX_FRAME + 1), b"\x00\x00"):
+        buf = wire(f) + bad + wire(f)
+        (consumed, _, nout, _), _ = strip_all(be, buf)
+        assert (consumed, nout) == (4 + len(f), 1)
+
+
+def test_strip_argument_checks(be: Backend) -> None:
+    buf = wire(eth(46, tags=dot1q(VID)))
+    with pytest.raises(ValueError):
+        be.vlan_strip(buf, 0, len(buf), 4096, bytearray(100), 0, 100)
+    with pytest.raises(ValueError):
+        be.vlan_strip(buf, 0, len(buf) + 1, VID, bytearray(100), 0, 100)
+    with pytest.raises(ValueError):
+        be.vlan_strip(buf, 0, len(buf), VID, bytearray(100), 0, 101)
+    with pytest.raises(BufferError):
+        be.vlan_strip(buf, 0, len(buf), VID, bytes(100), 0, 100)
+
+
+# --------------------------------------------------------------------------
+# vlan_insert
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [b"", dot1q(7), dot1q(VID, pcp=2), qinq(100) + dot1q(7)],
+    ids=["untagged", "dot1q", "same-vid", "qinq"],
+)
+def test_insert_tags_every_frame(be: Backend, tags: bytes) -> None:
+    f = eth(46, tags=tags)
+    (consumed, written, nout, drops), out = insert_all(be, wire(f))
+    assert (consumed, nout, drops) == (4 + len(f), 1, (0, 0))
+    assert out == wire(DST_MAC + SRC_MAC + b"\x81\x00\x00\x7b" + tags + f[12 + len(tags) :])
+    assert written == len(out) == 4 + len(f) + 4
+
+
+def test_insert_vid_encoding(be: Backend) -> None:
+    f = eth(46)
+    for vid in (0, 1, 0x0ABC, 4095):
+        (_, _, nout, _), out = insert_all(be, wire(f), vid=vid)
+        assert out[4 + 12 : 4 + 16] == b"\x81\x00" + struct.pack(">H", vid)
+
+
+def test_insert_drops(be: Backend) -> None:
+    fits = b"\x00" * (MAX_FRAME - 4)
+    over = b"\x00" * (MAX_FRAME - 3)
+    buf = wires(FILL[:13], over, eth(0), FILL[:1], fits)
+    (consumed, _, nout, drops), out = insert_all(be, buf)
+    assert (consumed, nout, drops) == (len(buf), 2, (1, 2))
+    assert out == wire(tag(eth(0), VID)) + wire(tag(fits, VID))
+    assert len(tag(fits, VID)) == MAX_FRAME
+
+
+def test_insert_stops_when_dst_full(be: Backend) -> None:
+    a = eth(100)
+    b = eth(10)
+    buf = wires(a, FILL[:5], b)
+    need_a = 4 + len(a) + 4
+    (consumed, written, nout, drops), _ = insert_all(be, buf, dst_size=need_a - 1)
+    assert (consumed, written, nout, drops) == (0, 0, 0, (0, 0))
+    (consumed, written, nout, drops), _ = insert_all(be, buf, dst_size=need_a + 4 + len(b) + 3)
+    assert (consumed, written, nout, drops) == (8 + len(a) + 5, need_a, 1, (0, 1))
+
+
+def test_insert_then_strip_round_trip(be: Backend) -> None:
+    frames = [eth(n, tags=t) for n in (0, 46, 1486, 9000) for t in (b"", dot1q(5), qinq(9))]
+    buf = wires(*frames)
+    (_, _, n_in, _), tagged = insert_all(be, buf)
+    (_, _, n_out, drops), back = strip_all(be, tagged)
+    assert n_in == n_out == len(frames)
+    assert drops == (0, 0, 0)
+    assert back == buf
+
+
+def test_insert_argument_checks(be: Backend) -> None:
+    buf = wire(eth(46))
+    with pytest.raises(ValueError):
+        be.vlan_insert(buf, 0, len(buf), -1, bytearray(100), 0, 100)
+    with pytest.raises(ValueError):
+        be.vlan_insert(buf, 3, 2, VID, bytearray(100), 0, 100)
+    with pytest.raises(BufferError):
+        be.vlan_insert(buf, 0, len(buf), VID, b"\x00" * 100, 0, 100)
+
+
+# --------------------------------------------------------------------------
+# Reference model and property tests
+# --------------------------------------------------------------------------
+
+
+def ref_frames(buf: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(header offset, frame) for the frames scan() passes."""
+    pos = start
+    while end - pos >= 4:
+        n = int.from_bytes(buf[pos : pos + 4], "big")
+        if n == 0 or n > MAX_FRAME or pos + 4 + n > end:
+            return
+        yield pos, buf[pos + 4 : pos + 4 + n]
+        pos += 4 + n
+
+
+def ref_vlan(buf: bytes, start: int, end: int, vid: int, room: int, strip: bool):
+    out = bytearray()
+    pos = start
+    nout = 0
+    drops = [0, 0, 0] if strip else [0, 0]
+    for hdr, f in ref_frames(buf, start, end):
+        if strip:
+            if len(f) < 14:
+                drops[2] += 1
+                new = None
+            elif f[12:14] != b"\x81\x00":
+                drops[0] += 1
+                new = None
+            elif len(f) < 18:
+                drops[2] += 1
+                new = None
+            elif int.from_bytes(f[14:16], "big") & 0xFFF != vid:
+                drops[1] += 1
+                new = None
+            else:
+                new = f[:12] + f[16:]
+        else:
+            if len(f) < 14:
+                drops[1] += 1
+                new = None
+            elif len(f) + 4 > MAX_FRAME:
+                drops[0] += 1
+                new = None
+            else:
+                new = f[:12] + b"\x81\x00" + vid.to_bytes(2, "big") + f[12:]
+        if new is not None:
+            if len(out) + 4 + len(new) > room:
+                return pos, bytes(out), nout, tuple(drops)
+            out += wire(new)
+            nout += 1
+        pos = hdr + 4 + len(f)
+    return pos, bytes(out), nout, tuple(drops)
+
+
+LENGTHS = st.one_of(
+    st.integers(0, 20),
+    st.sampled_from([13, 14, 17, 18]),
+    st.integers(14, 1600),
+    st.integers(14, 1600),
+    st.sampled_from([9018, MAX_FRAME - 5, MAX_FRAME - 4, MAX_FRAME - 3, MAX_FRAME, MAX_FRAME + 1]),
+    st.integers(0, 70000),
+)
+VIDS = st.sampled_from([VID, VID, VID, 0, 1, 4095, VID + 1])
+
+
+@st.composite
+def frame_heads(draw: st.DrawFn) -> bytes:
+    macs = DST_MAC + SRC_MAC
+    kind = draw(st.sampled_from(["untagged", "dot1q", "qinq", "dot1q2", "random"]))
+    pcp = draw(st.integers(0, 7))
+    dei = draw(st.integers(0, 1))
+    if kind == "untagged":
+        return macs + b"\x08\x00"
+    if kind == "dot1q":
+        return macs + dot1q(draw(VIDS), pcp, dei) + b"\x08\x00"
+    if kind == "qinq":
+        return macs + b"\x88\xa8" + tci(draw(VIDS), pcp, dei) + dot1q(draw(VIDS)) + b"\x08\x00"
+    if kind == "dot1q2":
+        return macs + dot1q(draw(VIDS), pcp, dei) + dot1q(draw(VIDS)) + b"\x86\xdd"
+    return draw(st.binary(min_size=0, max_size=24))
+
+
+@st.composite
+def frame_streams(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    parts = []
+    bounds = [0]
+    for _ in range(draw(st.integers(0, 8))):
+        head = draw(frame_heads())
+        length = draw(LENGTHS)
+        off = draw(st.integers(0, 1024))
+        body = (head + FILL[off : off + length])[:length]
+        declared = length
+        if draw(st.integers(0, 39)) == 0:
+            declared = draw(st.one_of(st.integers(0, 70000), st.integers(0, 2**32 - 1)))
+        parts.append(struct.pack(">I", declared) + body)
+        bounds.append(bounds[-1] + 4 + length)
+    parts.append(draw(st.binary(max_size=10)))
+    buf = b"".join(parts)
+    # Mostly aligned starts (where a caller resumes), sometimes anywhere;
+    # ends at the buffer end, a frame boundary or a random split point.
+    how = draw(st.integers(0, 9))
+    if how < 5:
+        start = 0
+    elif how < 9:
+        start = draw(st.sampled_from(bounds))
+    else:
+        start = draw(st.integers(0, len(buf)))
+    how = draw(st.integers(0, 3))
+    if how < 2:
+        end = len(buf)
+    elif how == 2:
+        end = draw(st.sampled_from([b for b in bounds if b >= start] or [len(buf)]))
+    else:
+        end = draw(st.integers(start, len(buf)))
+    return buf, start, end
+
+
+PROPERTY = settings(
+    max_examples=500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@PROPERTY
+@given(stream=frame_streams())
+def test_scan_agrees(stream: tuple[bytes, int, int]) -> None:
+    nat = _native_backend()
+    py = native.load_backend("python")
+    buf, start, end = stream
+    got = py.scan(buf, start, end)
+    assert nat.scan(bytearray(buf), start, end) == got
+    frames = list(ref_frames(buf, start, end))
+    assert got[1] == len(frames)
+    assert got[0] == (frames[-1][0] + 4 + len(frames[-1][1]) if frames else start)
+    assert list(native.iter_frames(buf, start, end)) == [(h + 4, len(f)) for h, f in frames]
+
+
+@PROPERTY
+@given(stream=frame_streams(), vid=VIDS, strip=st.booleans(), data=st.data())
+def test_vlan_agrees(
+    stream: tuple[bytes, int, int], vid: int, strip: bool, data: st.DataObject
+) -> None:
+    nat = _native_backend()
+    py = native.load_backend("python")
+    buf, start, end = stream
+    dst_start = data.draw(st.integers(0, 32))
+    plenty = dst_start + 2 * (end - start) + 64
+    if data.draw(st.booleans()):
+        dst_size = plenty
+    else:
+        dst_size = data.draw(st.integers(dst_start, plenty))
+    results = []
+    for impl in (py, nat):
+        dst = bytearray(b"\xa5" * dst_size)
+        fn = impl.vlan_strip if strip else impl.vlan_insert
+        res = fn(memoryview(buf), start, end, vid, dst, dst_start, dst_size)
+        results.append((res, bytes(dst)))
+    assert results[0] == results[1]
+    (consumed, written, nout, drops), dst_bytes = results[0]
+    ref = ref_vlan(buf, start, end, vid, dst_size - dst_start, strip)
+    assert (consumed, dst_bytes[dst_start:written], nout, drops) == ref
+    assert dst_bytes[:dst_start] == b"\xa5" * dst_start
+    assert dst_bytes[written:] == b"\xa5" * (dst_size - written)
+
+
+# --------------------------------------------------------------------------
+# read_frames / write_frames over a datagram socket standing in for a tap
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seqpair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def parse(buf: bytes | bytearray, start: int, end: int) -> list[bytes]:
+    return [f for _, f in ref_frames(bytes(buf), start, end)]
+
+
+def test_read_frames_until_eagain(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    frames = [eth(46), eth(1486), eth(9018 - 14), FILL[:1]]
+    for f in frames:
+        b.send(f)
+    buf = bytearray(200_000)
+    pos, n, err = be.read_frames(a.fileno(), buf, 8, len(buf), MAX_FRAME)
+    assert (n, err) == (4, 0)
+    assert pos == 8 + sum(4 + len(f) for f in frames)
+    assert parse(buf, 8, pos) == frames
+    assert len(frames[2]) == 9018
+    assert be.read_frames(a.fileno(), buf, pos, len(buf), MAX_FRAME) == (pos, 0, 0)
+
+
+def test_read_frames_caps(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    for i in range(5):
+        b.send(eth(46 + i))
+    buf = bytearray(4 * (4 + 1600))
+    assert be.read_frames(a.fileno(), buf, 0, len(buf), 1600, 2) == (2 * 64 + 1, 2, 0)
+    # Reads while 4 + max_frame bytes of room remain: two small frames here.
+    start = 2 * 64 + 1
+    pos, n, err = be.read_frames(a.fileno(), buf, start, start + 1604 + 70, 1600)
+    assert (pos, n, err) == (start + 66 + 67, 2, 0)
+    # Not even one: nothing read, and said so.
+    assert be.read_frames(a.fileno(), buf, len(buf) - 1603, len(buf), 1600) == (
+        len(buf) - 1603,
+        0,
+        errno.ENOBUFS,
+    )
+    pos, n, err = be.read_frames(a.fileno(), buf, 0, len(buf), 1600)
+    assert (n, err) == (1, 0)
+    assert parse(buf, 0, pos) == [eth(50)]
+
+
+def test_read_frames_truncates_to_max_frame(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    b.send(FILL[:300])
+    buf = bytearray(1000)
+    assert be.read_frames(a.fileno(), buf, 0, len(buf), 100) == (104, 1, 0)
+    assert buf[:104] == wire(FILL[:100])
+
+
+def test_read_frames_clamps_and_checks_max_frame(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    buf = bytearray(MAX_FRAME + 4)
+    b.send(b"\x01" * MAX_FRAME)
+    assert be.read_frames(a.fileno(), buf, 0, len(buf), 10**6) == (MAX_FRAME + 4, 1, 0)
+    assert be.read_frames(a.fileno(), buf, 0, len(buf), 0) == (0, 0, errno.EINVAL)
+
+
+def test_read_frames_eof_and_errors(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    b.send(eth(46))
+    b.close()
+    buf = bytearray(100_000)
+    assert be.read_frames(a.fileno(), buf, 0, len(buf), 1518) == (64, 1, READ_EOF)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.setblocking(False)
+        assert be.read_frames(s.fileno(), buf, 0, len(buf), 1518) == (0, 0, errno.ENOTCONN)
+    finally:
+        s.close()
+    with pytest.raises(BufferError):
+        be.read_frames(a.fileno(), bytes(100), 0, 100, 10)
+    with pytest.raises(ValueError):
+        be.read_frames(a.fileno(), buf, 0, len(buf) + 1, 10)
+
+
+def test_write_frames(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    frames = [eth(46), eth(9018 - 14), FILL[:1], eth(1486)]
+    buf = b"\x99" * 3 + wires(*frames) + b"\x00\x00\x01\x00tail"
+    res = be.write_frames(a.fileno(), buf, 3, len(buf))
+    assert res == (len(buf) - 8, 4, 0, 0)
+    assert [b.recv(100_000) for _ in frames] == frames
+
+
+def test_write_frames_drops_invalid_lengths(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    buf = wires(eth(46)) + b"\x00\x00\x00\x00" + wire(b"\x00" * (MAX_FRAME + 1)) + wires(eth(47))
+    assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (len(buf), 2, 2, 0)
+    assert [b.recv(100_000), b.recv(100_000)] == [eth(46), eth(47)]
+
+
+def test_write_frames_eagain_resumes(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    frames = [eth(1486 - i) for i in range(200)]
+    buf = bytearray(wires(*frames))
+    pos = 0
+    got: list[bytes] = []
+    rounds = 0
+    while pos < len(buf):
+        new_pos, n, nd, err = be.write_frames(a.fileno(), buf, pos, len(buf))
+        assert (nd, err) == (0, 0)
+        assert new_pos == pos + sum(4 + len(f) for f in frames[len(got) : len(got) + n])
+        pos = new_pos
+        rounds += 1
+        while True:
+            try:
+                got.append(b.recv(100_000))
+            except BlockingIOError:
+                break
+    assert rounds > 1, "the socket never pushed back; EAGAIN path not exercised"
+    assert got == frames
+
+
+def test_write_frames_rejected_frame_dropped(be: Backend) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        a.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        buf = wires(eth(46), eth(MAX_FRAME - 14), eth(47))
+        assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (len(buf), 2, 1, 0)
+        assert [b.recv(100_000), b.recv(100_000)] == [eth(46), eth(47)]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_write_frames_device_error(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    b.close()
+    buf = wires(eth(46), eth(47))
+    assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (0, 0, 0, errno.EPIPE)
+
+
+def test_write_then_read_round_trip(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    frames = [eth(n) for n in (0, 46, 500, 1486, 9004)]
+    src = wires(*frames)
+    assert be.write_frames(a.fileno(), src, 0, len(src))[:2] == (len(src), len(frames))
+    dst = bytearray(len(frames) * (4 + 9018))
+    assert be.read_frames(b.fileno(), dst, 0, len(dst), 9018) == (len(src), len(frames), 0)
+    assert dst[: len(src)] == src
