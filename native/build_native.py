@@ -12,6 +12,7 @@ Paths are taken relative to this file, never to the current directory.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -66,15 +67,24 @@ ffibuilder.set_source(
 
 
 def build_in_place() -> str:
-    """Compile into build/native/ and copy the extension into xcon/; return its path."""
+    """Compile into build/native/ and copy the extension into xcon/; return its path.
+
+    Other builds of the module left in xcon/ (``_native.abi3.so`` from an
+    editable install or ``setup.py build_ext --inplace``) are removed, so the
+    import cannot pick up a stale one.
+    """
     tmpdir = os.path.join(ROOT_DIR, "build", "native")
     os.makedirs(tmpdir, exist_ok=True)
     built = ffibuilder.compile(tmpdir=tmpdir, verbose=False)
-    target = os.path.join(ROOT_DIR, "xcon", os.path.basename(built))
+    pkg_dir = os.path.join(ROOT_DIR, "xcon")
+    target = os.path.join(pkg_dir, os.path.basename(built))
     # Replace, never overwrite in place: a running process may have it mapped.
     tmp = target + ".tmp"
     shutil.copyfile(built, tmp)
     os.replace(tmp, target)
+    for old in glob.glob(os.path.join(pkg_dir, "_native.*.so")):
+        if old != target:
+            os.unlink(old)
     return target
 
 
