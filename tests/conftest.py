@@ -38,15 +38,40 @@ def peers():
         q.stop()
 
 
+def _uvloop_missing() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+ENGINES = [
+    "epoll",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(
+            _uvloop_missing(), reason="uvloop is not installed (pip install 'xcon[uvloop]')"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Every integration test runs once per engine."""
+    return request.param
+
+
 @pytest.fixture
-def xcon(tmp_path):
-    """Factory of xcon processes (``python -m xcon``); all killed after."""
+def xcon(tmp_path, engine):
+    """Factory of xcon processes (``python -m xcon --engine ENGINE``); all killed after."""
     made: list[XconProcess] = []
 
     def run(*args: str, **kw) -> XconProcess:
         d = tmp_path / f"x{len(made)}"
         d.mkdir()
-        p = XconProcess(list(args), cwd=str(d), **kw)
+        p = XconProcess([*args, "--engine", engine], cwd=str(d), **kw)
         made.append(p)
         return p
 

@@ -36,11 +36,11 @@ class Xcon:
 
     def __init__(
         self,
-        engine: EpollEngine | None = None,
+        engine: Any = None,
         health_path: str | None = "health",
         trace_interval: float | None = None,
     ) -> None:
-        self.engine = engine or EpollEngine()
+        self.engine: Any = engine or EpollEngine()
         self.bridges: list[Bridge] = []
         self.health = HealthFile(health_path)
         self.trace_interval = trace_interval

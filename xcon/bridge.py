@@ -52,25 +52,32 @@ class Flow:
         raise NotImplementedError
 
     def on_readable(self) -> None:
+        """The source is readable (readiness engines): read a bounded batch."""
         src = self.src
         buf = src.inbuf
         for _ in range(READS_PER_EVENT):
             room = buf.room()
             n = src.recv_into(room)
-            if n <= 0:
+            if n <= 0 or not self.received(n) or n < len(room):
                 return
-            status = buf.filled(n)
-            if buf.zero_frames:
-                self.stats.drop("zero_length", buf.zero_frames)
-                buf.zero_frames = 0
-            if buf.nready:
-                self._push()
-            if status == PROTOCOL_ERROR:
-                length = int.from_bytes(buf.mv[buf.error : buf.error + 4], "big")
-                src.protocol_error(f"frame length {length} exceeds {native.MAX_FRAME}")
-                return
-            if self.blocked or n < len(room):
-                return
+
+    def received(self, n: int) -> bool:
+        """``n`` bytes landed in the source's buffer; forward the whole frames.
+
+        Returns whether reading may go on (not blocked, no protocol error)."""
+        src = self.src
+        buf = src.inbuf
+        status = buf.filled(n)
+        if buf.zero_frames:
+            self.stats.drop("zero_length", buf.zero_frames)
+            buf.zero_frames = 0
+        if buf.nready:
+            self._push()
+        if status == PROTOCOL_ERROR:
+            length = int.from_bytes(buf.mv[buf.error : buf.error + 4], "big")
+            src.protocol_error(f"frame length {length} exceeds {native.MAX_FRAME}")
+            return False
+        return not self.blocked
 
     def on_writable(self) -> None:
         self._push()
@@ -259,6 +266,9 @@ class P2PLink:
     def readable(self, port: Port) -> None:
         self.flows[port].on_readable()
 
+    def received(self, port: Port, n: int) -> None:
+        self.flows[port].received(n)
+
     def writable(self, port: Port) -> None:
         self._into[port].on_writable()
 
@@ -306,6 +316,7 @@ class Hub:
         self.out: dict[Port, OutBuffer] = {p: OutBuffer(queue_bytes) for p in ports}
         self.rx: dict[Port, FlowStats] = {p: FlowStats(f"{p.name}->hub") for p in ports}
         self.tx: dict[Port, FlowStats] = {p: FlowStats(f"hub->{p.name}") for p in ports}
+        self._blocked: set[Port] = set()  # ports with a send outstanding
         for p in ports:
             p.owner = self
 
@@ -333,30 +344,32 @@ class Hub:
     def port_down(self, port: Port, reason: str) -> None:
         out = self.out[port]
         self.tx[port].drop("port_down", out.clear())
+        self._blocked.discard(port)
         port.set_writing(False)
         if self.on_state:
             self.on_state()
 
     def readable(self, port: Port) -> None:
         buf = port.inbuf
-        rx = self.rx[port]
         for _ in range(READS_PER_EVENT):
             room = buf.room()
             n = port.recv_into(room)
-            if n <= 0:
+            if n <= 0 or not self.received(port, n) or n < len(room):
                 return
-            status = buf.filled(n)
-            if buf.zero_frames:
-                rx.drop("zero_length", buf.zero_frames)
-                buf.zero_frames = 0
-            if buf.nready:
-                self._flood(port)
-            if status == PROTOCOL_ERROR:
-                length = int.from_bytes(buf.mv[buf.error : buf.error + 4], "big")
-                port.protocol_error(f"frame length {length} exceeds {native.MAX_FRAME}")
-                return
-            if n < len(room):
-                return
+
+    def received(self, port: Port, n: int) -> bool:
+        buf = port.inbuf
+        status = buf.filled(n)
+        if buf.zero_frames:
+            self.rx[port].drop("zero_length", buf.zero_frames)
+            buf.zero_frames = 0
+        if buf.nready:
+            self._flood(port)
+        if status == PROTOCOL_ERROR:
+            length = int.from_bytes(buf.mv[buf.error : buf.error + 4], "big")
+            port.protocol_error(f"frame length {length} exceeds {native.MAX_FRAME}")
+            return False
+        return True
 
     def _flood(self, src: Port) -> None:
         buf = src.inbuf
@@ -376,7 +389,9 @@ class Hub:
                 tx.drop("port_down", nframes)
                 continue
             out = self.out[dst]
-            free = out.free()
+            # While a send is outstanding the queued bytes stay where they are:
+            # an asyncio transport may still hold a view of them.
+            free = out.free(compact=dst not in self._blocked)
             if free >= size:
                 cut, fit = size, nframes
             else:
@@ -402,7 +417,12 @@ class Hub:
         if n < 0:
             return  # went down: port_down() dropped its queue
         out.consume(n)
-        dst.set_writing(n < pending)
+        if n < pending:
+            self._blocked.add(dst)
+            dst.set_writing(True)
+        else:
+            self._blocked.discard(dst)
+            dst.set_writing(False)
 
     def writable(self, port: Port) -> None:
         self._send(port)

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from xcon import __version__, native
 from xcon.errors import ModeError
@@ -16,7 +17,7 @@ from xcon.linkspec import SpecError, parse_endpoint, parse_link
 
 log = logging.getLogger("xcon")
 
-ENGINES = ("epoll",)
+ENGINES = ("epoll", "uvloop")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--health-file", default="health", metavar="PATH", help="health file (default ./health)"
     )
-    p.add_argument("--engine", default="epoll", help="event loop: epoll (default)")
+    p.add_argument(
+        "--engine",
+        default="epoll",
+        help="event loop: epoll (default) or uvloop (asyncio on uvloop)",
+    )
     p.add_argument(
         "--log-level",
         default=None,
@@ -125,7 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
 
-    app = Xcon(health_path=args.health_file or None, trace_interval=args.trace)
+    engine: Any = None
+    if args.engine == "uvloop":
+        from xcon.aioengine import AsyncioEngine, EngineUnavailable
+
+        try:
+            engine = AsyncioEngine()
+        except EngineUnavailable as e:
+            print(f"xcon: error: {e}", file=sys.stderr)
+            return 2
+    app = Xcon(engine=engine, health_path=args.health_file or None, trace_interval=args.trace)
     try:
         if links:
             for spec in links:

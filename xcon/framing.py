@@ -189,10 +189,11 @@ class OutBuffer:
         self.nframes = 0
         self.sent_frames_base = 0
 
-    def free(self) -> int:
+    def free(self, compact: bool = True) -> int:
+        """Room at the end; reclaims consumed space first (moving bytes only if ``compact``)."""
         if self.start and self.start == self.end:
             self.start = self.end = 0
-        elif self.capacity - self.end < MIN_ROOM and self.start:
+        elif compact and self.capacity - self.end < MIN_ROOM and self.start:
             n = self.end - self.start
             self.mv[0:n] = self.mv[self.start : self.end]
             self.start, self.end = 0, n

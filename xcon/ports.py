@@ -34,6 +34,7 @@ class PortOwner(Protocol):
     def port_up(self, port: Port) -> None: ...
     def port_down(self, port: Port, reason: str) -> None: ...
     def readable(self, port: Port) -> None: ...
+    def received(self, port: Port, n: int) -> object: ...
     def writable(self, port: Port) -> None: ...
 
 
@@ -105,23 +106,32 @@ class Port:
 
 
 class StreamPort(Port):
-    """A port over a connected stream socket carrying length-prefixed frames."""
+    """A port over a connected stream socket carrying length-prefixed frames.
+
+    On the epoll engine the port reads and writes the socket itself; on an
+    engine with transports (asyncio/uvloop, see :mod:`xcon.aioengine`) the
+    socket is handed to a transport and the port only relays its callbacks.
+    """
 
     def __init__(self, engine: EpollEngine, name: str, owner: PortOwner | None = None) -> None:
         super().__init__(engine, name, owner)
         self.sock: socket.socket | None = None
         self._recv_into = None  # bound methods cached while connected
         self._send = None
+        self._proto: Any = None  # StreamProtocol while on a transport
+        self._transport: Any = None
+        self._held = 0  # bytes a transport still holds from the last send()
+        self._paused = False
 
     def _attach(self, sock: socket.socket) -> None:
         """The stream is established: become up and tell the owner."""
         self.sock = sock
+        if getattr(self.engine, "transports", False):
+            self._proto = self.engine.attach_stream(self, sock)  # type: ignore[attr-defined]
+            return
         self._recv_into = sock.recv_into  # type: ignore[assignment]
         self._send = sock.send  # type: ignore[assignment]
-        self.up = True
-        self.stats.connects += 1
-        self._writing = False
-        self._reading = True
+        self._became_up()
         if self._reg is None:
             self._reg = self.engine.register(sock.fileno(), self, self._mask())
         else:
@@ -129,7 +139,56 @@ class StreamPort(Port):
         assert self.owner is not None
         self.owner.port_up(self)
 
+    def _became_up(self) -> None:
+        self.up = True
+        self.stats.connects += 1
+        self._writing = False
+        self._reading = True
+
+    def _transport_made(self, proto: Any, transport: Any) -> None:
+        self._transport = transport
+        self._held = 0
+        self._paused = False
+        self._became_up()
+        assert self.owner is not None
+        self.owner.port_up(self)
+
+    def _attach_failed(self, reason: str) -> None:
+        self._proto = None
+        self.sock = None
+        self._retry_after_failure(reason)
+
+    def _retry_after_failure(self, reason: str) -> None:
+        """A connection could not be set up (subclasses decide what comes next)."""
+
+    def set_reading(self, on: bool) -> None:
+        t = self._transport
+        if t is None:
+            super().set_reading(on)
+            return
+        self._reading = on
+        if on == self._paused:  # paused and asked to read, or reading and asked to pause
+            self._paused = not on
+            if on:
+                t.resume_reading()
+            else:
+                t.pause_reading()
+
+    def set_writing(self, on: bool) -> None:
+        if self._transport is None:
+            super().set_writing(on)
+        else:
+            self._writing = on  # the transport calls resume_writing when it drains
+
     def _detach(self) -> None:
+        if self._proto is not None:
+            self._proto.active = False
+            self._proto = None
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+            self.sock = None  # the transport owned it
+        self._held = 0
         if self._reg is not None:
             self._reg.close()
             self._reg = None
@@ -156,7 +215,13 @@ class StreamPort(Port):
         return int(n)
 
     def send(self, view: memoryview) -> int:
-        """Send what the kernel takes now; -1 means the port just went down."""
+        """Send; returns the bytes released to the caller, -1 if the port just went down.
+
+        On a socket, the bytes the kernel took.  On a transport, ``view`` is
+        handed over whole; if the transport could not send it at once it keeps
+        a reference to that memory, so nothing is released until it drains."""
+        if self._transport is not None:
+            return self._send_transport(view)
         try:
             return int(self._send(view))  # type: ignore[misc]
         except (BlockingIOError, InterruptedError):
@@ -164,6 +229,24 @@ class StreamPort(Port):
         except OSError as e:
             self.fail(e.strerror or str(e))
             return -1
+
+    def _send_transport(self, view: memoryview) -> int:
+        t = self._transport
+        released = 0
+        if self._held:
+            if t.get_write_buffer_size():
+                return 0
+            released, self._held = self._held, 0
+            view = view[released:]
+            if not view:
+                return released
+        t.write(view)
+        if self._transport is None:
+            return -1  # the write failed and the port went down
+        if t.get_write_buffer_size():
+            self._held = len(view)
+            return released
+        return released + len(view)
 
     def handle_event(self, events: int) -> None:
         owner = self.owner
@@ -323,6 +406,9 @@ class QemuPort(StreamPort):
         else:
             log.debug("%s: attempt %d failed (%s)", self.name, self._attempts, reason)
         self._timer = self.engine.call_later(delay, self._attempt)
+
+    def _retry_after_failure(self, reason: str) -> None:
+        self._retry(reason)
 
     # -- established ----------------------------------------------------------------
     def fail(self, reason: str) -> None:

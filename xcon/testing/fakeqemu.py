@@ -143,7 +143,11 @@ class FakeQemu:
 
     # -- sending --------------------------------------------------------------------
     def send_raw(self, data: bytes, timeout: float = 10.0) -> None:
-        """Send bytes as they are (for malformed input)."""
+        """Send bytes as they are (for malformed input).
+
+        A client whose connect() completed may still wait in the backlog for a
+        moment: wait for it to be accepted (up to ``timeout``)."""
+        self.wait_connected(timeout)
         c = self._client
         if c is None:
             raise ConnectionError("no client connected")
