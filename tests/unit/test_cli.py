@@ -96,3 +96,13 @@ def test_version_names_backend(capsys):
 def test_health_text():
     assert health_text(4, 4) == "0\nAll 4 sockets connected\n"
     assert health_text(3, 4) == "1\nExpected 4 sockets but only 3 connected\n"
+
+
+def test_uvloop_engine_missing_is_a_clear_error(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    rc, err = run_cli(["--p2p", "127.0.0.1/1--127.0.0.1/2", "--engine", "uvloop"], capsys)
+    assert rc == 2
+    assert "uvloop" in err and "pip install" in err
+    assert "Traceback" not in err
