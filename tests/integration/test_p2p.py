@@ -230,3 +230,42 @@ def test_trace_logs_counters(peers, xcon):
     assert b.wait_frames(3)
     xc.wait_log(f"trace {endpoint(a)}->{endpoint(b)}: frames=3 bytes=180")
     assert xc.terminate() == 0
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_names_and_ipv6_endpoints(xcon):
+    """A name is resolved at connect time; a bracketed IPv6 address works."""
+    import random
+
+    from xcon.testing.fakeqemu import FakeQemu
+
+    nic = random.randrange(20000, 50000)
+    with FakeQemu("127.0.0.1", nic) as a, FakeQemu("::1", nic + 1) as b:
+        xc = xcon("--p2p", f"localhost/{nic}--[::1]/{nic + 1}")
+        up(xc)
+        a.send(ether(b"v4 to v6"))
+        b.send(ether(b"v6 to v4"))
+        assert b.wait_frames(1) and a.wait_frames(1)
+        assert b.frames == [ether(b"v4 to v6")] and a.frames == [ether(b"v6 to v4")]
+        assert xc.terminate() == 0
+
+
+def test_unresolvable_name_keeps_retrying(peers, xcon):
+    a = peers()
+    xc = xcon("--p2p", f"{endpoint(a)}--no-such-router.invalid/1")
+    xc.wait_health("1", contains="only 1 connected")
+    xc.wait_log("cannot resolve 'no-such-router.invalid'", timeout=30)
+    time.sleep(0.5)
+    assert xc.proc.poll() is None
+    assert xc.terminate() == 0
