@@ -74,7 +74,8 @@ Functions (offsets are absolute positions in the buffers):
 
 ``write_frames(fd, buf, start, end) -> (consumed_pos, nframes, ndropped, err)``
     Write each complete frame of ``buf[start:end]`` with one ``write`` of its
-    payload (datagram semantics: a tap or packet socket takes a frame whole).
+    payload (datagram semantics: a tap or packet socket takes a frame whole,
+    so a short write counts as written; not for stream sockets).
     Stops at an incomplete trailing frame (err 0), at EAGAIN (err 0,
     ``consumed_pos`` is the unwritten frame's header, so the caller retries
     from there), or at any other error (err = errno, ``consumed_pos`` at the

@@ -502,10 +502,67 @@ def frame_streams(draw: st.DrawFn) -> tuple[bytes, int, int]:
 
 
 PROPERTY = settings(
-    max_examples=500,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+BACKENDS = pytest.mark.parametrize("backend", ["python", "native"])
+
+
+def get_backend(name: str) -> Backend:
+    return _native_backend() if name == "native" else native.load_backend("python")
+
+
+@st.composite
+def vlan_cases(draw: st.DrawFn) -> tuple[bytes, int, int, int, bool, int, int]:
+    buf, start, end = draw(frame_streams())
+    vid = draw(VIDS)
+    strip = draw(st.booleans())
+    dst_start = draw(st.integers(0, 32))
+    plenty = dst_start + 2 * (end - start) + 64
+    dst_size = plenty if draw(st.booleans()) else draw(st.integers(dst_start, plenty))
+    return buf, start, end, vid, strip, dst_start, dst_size
+
+
+def run_vlan(be: Backend, case: tuple[bytes, int, int, int, bool, int, int]):
+    buf, start, end, vid, strip, dst_start, dst_size = case
+    dst = bytearray(b"\xa5" * dst_size)
+    fn = be.vlan_strip if strip else be.vlan_insert
+    res = fn(memoryview(buf), start, end, vid, dst, dst_start, dst_size)
+    return res, bytes(dst)
+
+
+@BACKENDS
+@PROPERTY
+@given(stream=frame_streams())
+def test_scan_matches_model(backend: str, stream: tuple[bytes, int, int]) -> None:
+    be = get_backend(backend)
+    buf, start, end = stream
+    pos, n, status = be.scan(bytearray(buf), start, end)
+    frames = list(ref_frames(buf, start, end))
+    assert n == len(frames)
+    assert pos == (frames[-1][0] + 4 + len(frames[-1][1]) if frames else start)
+    if end - pos < 4:
+        assert status == NEED_DATA
+    else:
+        length = int.from_bytes(buf[pos : pos + 4], "big")
+        assert status == (ZERO if length == 0 else TOO_BIG if length > MAX_FRAME else NEED_DATA)
+    assert list(native.iter_frames(buf, start, end)) == [(h + 4, len(f)) for h, f in frames]
+
+
+@BACKENDS
+@PROPERTY
+@given(case=vlan_cases())
+def test_vlan_matches_model(
+    backend: str, case: tuple[bytes, int, int, int, bool, int, int]
+) -> None:
+    be = get_backend(backend)
+    buf, start, end, vid, strip, dst_start, dst_size = case
+    (consumed, written, nout, drops), dst_bytes = run_vlan(be, case)
+    ref = ref_vlan(buf, start, end, vid, dst_size - dst_start, strip)
+    assert (consumed, dst_bytes[dst_start:written], nout, drops) == ref
+    assert dst_bytes[:dst_start] == b"\xa5" * dst_start
+    assert dst_bytes[written:] == b"\xa5" * (dst_size - written)
 
 
 @PROPERTY
@@ -514,40 +571,15 @@ def test_scan_agrees(stream: tuple[bytes, int, int]) -> None:
     nat = _native_backend()
     py = native.load_backend("python")
     buf, start, end = stream
-    got = py.scan(buf, start, end)
-    assert nat.scan(bytearray(buf), start, end) == got
-    frames = list(ref_frames(buf, start, end))
-    assert got[1] == len(frames)
-    assert got[0] == (frames[-1][0] + 4 + len(frames[-1][1]) if frames else start)
-    assert list(native.iter_frames(buf, start, end)) == [(h + 4, len(f)) for h, f in frames]
+    assert nat.scan(bytearray(buf), start, end) == py.scan(buf, start, end)
 
 
 @PROPERTY
-@given(stream=frame_streams(), vid=VIDS, strip=st.booleans(), data=st.data())
-def test_vlan_agrees(
-    stream: tuple[bytes, int, int], vid: int, strip: bool, data: st.DataObject
-) -> None:
+@given(case=vlan_cases())
+def test_vlan_agrees(case: tuple[bytes, int, int, int, bool, int, int]) -> None:
     nat = _native_backend()
     py = native.load_backend("python")
-    buf, start, end = stream
-    dst_start = data.draw(st.integers(0, 32))
-    plenty = dst_start + 2 * (end - start) + 64
-    if data.draw(st.booleans()):
-        dst_size = plenty
-    else:
-        dst_size = data.draw(st.integers(dst_start, plenty))
-    results = []
-    for impl in (py, nat):
-        dst = bytearray(b"\xa5" * dst_size)
-        fn = impl.vlan_strip if strip else impl.vlan_insert
-        res = fn(memoryview(buf), start, end, vid, dst, dst_start, dst_size)
-        results.append((res, bytes(dst)))
-    assert results[0] == results[1]
-    (consumed, written, nout, drops), dst_bytes = results[0]
-    ref = ref_vlan(buf, start, end, vid, dst_size - dst_start, strip)
-    assert (consumed, dst_bytes[dst_start:written], nout, drops) == ref
-    assert dst_bytes[:dst_start] == b"\xa5" * dst_start
-    assert dst_bytes[written:] == b"\xa5" * (dst_size - written)
+    assert run_vlan(nat, case) == run_vlan(py, case)
 
 
 # --------------------------------------------------------------------------
@@ -705,3 +737,61 @@ def test_write_then_read_round_trip(be: Backend, seqpair) -> None:
     dst = bytearray(len(frames) * (4 + 9018))
     assert be.read_frames(b.fileno(), dst, 0, len(dst), 9018) == (len(src), len(frames), 0)
     assert dst[: len(src)] == src
+
+
+def test_vlan_buffer_types(be: Backend) -> None:
+    f = eth(46, tags=dot1q(VID))
+    src = wire(f)
+    expect = wire(untag(f))
+    with mmap.mmap(-1, 4096) as mm:
+        res = be.vlan_strip(memoryview(bytearray(src)), 0, len(src), VID, mm, 100, 4096)
+        assert res == (len(src), 100 + len(expect), 1, (0, 0, 0))
+        assert mm[100 : 100 + len(expect)] == expect
+        res2 = be.vlan_insert(
+            mm, 100, 100 + len(expect), VID, memoryview(bytearray(200))[10:], 0, 190
+        )
+        assert res2 == (100 + len(expect), len(src), 1, (0, 0))
+
+
+IO_LENGTHS = st.one_of(
+    st.integers(0, 20), st.integers(14, 1600), st.sampled_from([9018, MAX_FRAME, MAX_FRAME + 1])
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lengths=st.lists(IO_LENGTHS, max_size=8), tail=st.binary(max_size=6))
+def test_io_agrees(lengths: list[int], tail: bytes) -> None:
+    """write_frames then read_frames over a fresh socket pair: same results on both backends."""
+    backends = (native.load_backend("python"), _native_backend())
+    buf = b"".join(struct.pack(">I", n) + FILL[:n] for n in lengths) + tail
+    outcomes = []
+    for impl in backends:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            a.setblocking(False)
+            b.setblocking(False)
+            wrote = impl.write_frames(a.fileno(), buf, 0, len(buf))
+            dst = bytearray(9 * (4 + MAX_FRAME))
+            got = impl.read_frames(b.fileno(), dst, 0, len(dst), MAX_FRAME)
+            outcomes.append((wrote, got, bytes(dst[: got[0]])))
+        finally:
+            a.close()
+            b.close()
+    assert outcomes[0] == outcomes[1]
+    (consumed, n, dropped, err), (_, nread, rerr), data = outcomes[0]
+    # Everything before `consumed` was either written or dropped as invalid;
+    # the socket may push back (EAGAIN) before the end.
+    pos = 0
+    valid = []
+    invalid = 0
+    while pos < consumed:
+        length = int.from_bytes(buf[pos : pos + 4], "big")
+        if 0 < length <= MAX_FRAME:
+            valid.append(buf[pos + 4 : pos + 4 + length])
+        else:
+            invalid += 1
+        pos += 4 + length
+    assert pos == consumed
+    assert (n, dropped, err) == (len(valid), invalid, 0)
+    assert (nread, rerr) == (len(valid), 0)
+    assert data == wires(*valid)
