@@ -23,6 +23,7 @@ NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(NATIVE_DIR)
 
 CDEF = """
+#define XCON_API_VERSION ...
 #define XCON_MAX_FRAME ...
 #define XCON_HDR_LEN ...
 #define XCON_NEED_DATA ...
@@ -30,26 +31,16 @@ CDEF = """
 #define XCON_TOO_BIG ...
 #define XCON_READ_EOF ...
 #define XCON_READ_BATCH ...
+#define XCON_OUT_LEN ...
 
-int xcon_scan(const uint8_t *buf, size_t start, size_t end,
-              size_t *out_pos, size_t *out_nframes);
-
+int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                     uint8_t *dst, size_t dst_start, size_t dst_end,
-                     size_t *consumed, size_t *written, size_t *nout,
-                     size_t drops[3]);
-
+                     uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
 void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                      uint8_t *dst, size_t dst_start, size_t dst_end,
-                      size_t *consumed, size_t *written, size_t *nout,
-                      size_t drops[2]);
-
+                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
 int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
-                     size_t max_frame, size_t max_count,
-                     size_t *written, size_t *nframes);
-
-int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
-                      size_t *consumed, size_t *nframes, size_t *ndropped);
+                     size_t max_frame, size_t max_count, size_t out[]);
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
 """
 
 ffibuilder = cffi.FFI()

@@ -54,8 +54,7 @@ static inline size_t frame_len_at(const uint8_t *buf, size_t pos, size_t end)
     return len;
 }
 
-int xcon_scan(const uint8_t *buf, size_t start, size_t end,
-              size_t *out_pos, size_t *out_nframes)
+int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[])
 {
     size_t pos = start, n = 0;
     int status = XCON_NEED_DATA;
@@ -78,15 +77,13 @@ int xcon_scan(const uint8_t *buf, size_t start, size_t end,
         pos += XCON_HDR_LEN + len;
         n++;
     }
-    *out_pos = pos;
-    *out_nframes = n;
+    out[0] = pos;
+    out[1] = n;
     return status;
 }
 
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                     uint8_t *dst, size_t dst_start, size_t dst_end,
-                     size_t *consumed, size_t *written, size_t *nout,
-                     size_t drops[3])
+                     uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[])
 {
     size_t pos = start, w = dst_start, n = 0;
     size_t untagged = 0, other_vlan = 0, runt = 0;
@@ -126,18 +123,16 @@ void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int 
         }
         pos += XCON_HDR_LEN + len;
     }
-    *consumed = pos;
-    *written = w;
-    *nout = n;
-    drops[0] = untagged;
-    drops[1] = other_vlan;
-    drops[2] = runt;
+    out[0] = pos;
+    out[1] = w;
+    out[2] = n;
+    out[3] = untagged;
+    out[4] = other_vlan;
+    out[5] = runt;
 }
 
 void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                      uint8_t *dst, size_t dst_start, size_t dst_end,
-                      size_t *consumed, size_t *written, size_t *nout,
-                      size_t drops[2])
+                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[])
 {
     size_t pos = start, w = dst_start, n = 0;
     size_t too_big = 0, runt = 0;
@@ -177,16 +172,15 @@ void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int
         }
         pos += XCON_HDR_LEN + len;
     }
-    *consumed = pos;
-    *written = w;
-    *nout = n;
-    drops[0] = too_big;
-    drops[1] = runt;
+    out[0] = pos;
+    out[1] = w;
+    out[2] = n;
+    out[3] = too_big;
+    out[4] = runt;
 }
 
 int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
-                     size_t max_frame, size_t max_count,
-                     size_t *written, size_t *nframes)
+                     size_t max_frame, size_t max_count, size_t out[])
 {
     size_t pos = start, n = 0;
     int err = 0;
@@ -217,8 +211,8 @@ int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
             n++;
         }
     }
-    *written = pos;
-    *nframes = n;
+    out[0] = pos;
+    out[1] = n;
     return err;
 }
 
@@ -228,8 +222,7 @@ static inline int frame_rejected(int e)
     return e == EMSGSIZE || e == EINVAL || e == ENOBUFS;
 }
 
-int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
-                      size_t *consumed, size_t *nframes, size_t *ndropped)
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[])
 {
     size_t pos = start, n = 0, dropped = 0;
     int err = 0;
@@ -264,8 +257,8 @@ int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
         n++;
         pos += XCON_HDR_LEN + len;
     }
-    *consumed = pos;
-    *nframes = n;
-    *ndropped = dropped;
+    out[0] = pos;
+    out[1] = n;
+    out[2] = dropped;
     return err;
 }

@@ -19,6 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Bumped on every change of the functions below; xcon/native.py refuses a
+ * compiled module built from other sources. */
+#define XCON_API_VERSION 2
+
 #define XCON_MAX_FRAME 69632
 #define XCON_HDR_LEN 4
 
@@ -34,24 +38,28 @@
  * starve the others. */
 #define XCON_READ_BATCH 1024
 
-int xcon_scan(const uint8_t *buf, size_t start, size_t end,
-              size_t *out_pos, size_t *out_nframes);
+/*
+ * Results go to out[]: a caller-owned array of XCON_OUT_LEN size_t, one per
+ * calling thread (the calls release the GIL), filled as listed per function.
+ */
+#define XCON_OUT_LEN 8
 
+/* out: [0] pos, [1] nframes. Returns the status. */
+int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
+
+/* out: [0] consumed, [1] written, [2] nout, [3] untagged, [4] other_vlan, [5] runt. */
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                     uint8_t *dst, size_t dst_start, size_t dst_end,
-                     size_t *consumed, size_t *written, size_t *nout,
-                     size_t drops[3]);
+                     uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
 
+/* out: [0] consumed, [1] written, [2] nout, [3] too_big, [4] runt. */
 void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                      uint8_t *dst, size_t dst_start, size_t dst_end,
-                      size_t *consumed, size_t *written, size_t *nout,
-                      size_t drops[2]);
+                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
 
+/* out: [0] written position, [1] nframes. Returns 0, XCON_READ_EOF or an errno. */
 int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
-                     size_t max_frame, size_t max_count,
-                     size_t *written, size_t *nframes);
+                     size_t max_frame, size_t max_count, size_t out[]);
 
-int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end,
-                      size_t *consumed, size_t *nframes, size_t *ndropped);
+/* out: [0] consumed, [1] nframes, [2] ndropped. Returns 0 or an errno. */
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
 
 #endif

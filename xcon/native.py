@@ -95,6 +95,7 @@ import errno
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -400,33 +401,45 @@ _PYTHON = Backend(
 # --------------------------------------------------------------------------
 
 
+_API_VERSION = 2
+
+
 def _bind_native() -> Backend:
     """Import ``xcon._native`` and wrap it; raises ImportError when unavailable."""
     from xcon import _native  # type: ignore[attr-defined, unused-ignore]
 
     ffi = _native.ffi
     lib = _native.lib
-    if lib.XCON_MAX_FRAME != MAX_FRAME or lib.XCON_READ_EOF != READ_EOF:
-        raise ImportError("xcon._native was built from different sources (constants differ)")
+    version = getattr(lib, "XCON_API_VERSION", 1)
+    if version != _API_VERSION or lib.XCON_MAX_FRAME != MAX_FRAME:
+        raise ImportError(
+            f"xcon._native is stale (API {version}, expected {_API_VERSION}); "
+            "rebuild it: python native/build_native.py"
+        )
 
     from_buffer = ffi.from_buffer
+    new = ffi.new
+    out_decl = f"size_t[{lib.XCON_OUT_LEN}]"
     c_scan = lib.xcon_scan
     c_strip = lib.xcon_vlan_strip
     c_insert = lib.xcon_vlan_insert
     c_read = lib.xcon_read_frames
     c_write = lib.xcon_write_frames
 
-    # Out-parameters, allocated once: callers are single-threaded and every
-    # wrapper copies the values out before returning.
-    out = ffi.new("size_t[4]")
-    o0, o1, o2 = out, out + 1, out + 2
-    drops = ffi.new("size_t[3]")
+    # Results come back through a small array owned by the calling thread:
+    # allocated once per thread, not per call (the C calls release the GIL,
+    # so threads must not share it).
+    tls = threading.local()
 
     def scan(buf: ReadableBuffer, start: int, end: int) -> ScanResult:
         cbuf = from_buffer(buf)
         if not 0 <= start <= end <= len(cbuf):
             raise _bad_range(len(cbuf), start, end)
-        status = c_scan(cbuf, start, end, o0, o1)
+        try:
+            out = tls.out
+        except AttributeError:
+            out = tls.out = new(out_decl)
+        status = c_scan(cbuf, start, end, out)
         return out[0], out[1], status
 
     def vlan_strip(
@@ -446,8 +459,12 @@ def _bind_native() -> Backend:
             raise _bad_range(len(cdst), dst_start, dst_end, "destination")
         if not 0 <= vid <= _VID_MASK:
             raise _bad_vid(vid)
-        c_strip(csrc, start, end, vid, cdst, dst_start, dst_end, o0, o1, o2, drops)
-        return out[0], out[1], out[2], (drops[0], drops[1], drops[2])
+        try:
+            out = tls.out
+        except AttributeError:
+            out = tls.out = new(out_decl)
+        c_strip(csrc, start, end, vid, cdst, dst_start, dst_end, out)
+        return out[0], out[1], out[2], (out[3], out[4], out[5])
 
     def vlan_insert(
         src: ReadableBuffer,
@@ -466,8 +483,12 @@ def _bind_native() -> Backend:
             raise _bad_range(len(cdst), dst_start, dst_end, "destination")
         if not 0 <= vid <= _VID_MASK:
             raise _bad_vid(vid)
-        c_insert(csrc, start, end, vid, cdst, dst_start, dst_end, o0, o1, o2, drops)
-        return out[0], out[1], out[2], (drops[0], drops[1])
+        try:
+            out = tls.out
+        except AttributeError:
+            out = tls.out = new(out_decl)
+        c_insert(csrc, start, end, vid, cdst, dst_start, dst_end, out)
+        return out[0], out[1], out[2], (out[3], out[4])
 
     def read_frames(
         fd: int,
@@ -485,14 +506,22 @@ def _bind_native() -> Backend:
         if max_frame < 1:
             return start, 0, errno.EINVAL
         max_frame = min(max_frame, MAX_FRAME)
-        err = c_read(fd, cbuf, start, end, max_frame, max_count, o0, o1)
+        try:
+            out = tls.out
+        except AttributeError:
+            out = tls.out = new(out_decl)
+        err = c_read(fd, cbuf, start, end, max_frame, max_count, out)
         return out[0], out[1], err
 
     def write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
         cbuf = from_buffer(buf)
         if not 0 <= start <= end <= len(cbuf):
             raise _bad_range(len(cbuf), start, end)
-        err = c_write(fd, cbuf, start, end, o0, o1, o2)
+        try:
+            out = tls.out
+        except AttributeError:
+            out = tls.out = new(out_decl)
+        err = c_write(fd, cbuf, start, end, out)
         return out[0], out[1], out[2], err
 
     return Backend(

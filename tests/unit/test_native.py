@@ -208,6 +208,31 @@ def test_scan_rejects_bad_range(be: Backend, start: int, end: int) -> None:
         be.scan(bytearray(100), start, end)
 
 
+def test_concurrent_threads(be: Backend) -> None:
+    """Results never leak between threads (native calls run without the GIL)."""
+    import threading
+
+    def work(nframes: int, errors: list[str]) -> None:
+        buf = wires(*[eth(46)] * nframes)
+        dst = bytearray(2 * len(buf))
+        for _ in range(2000):
+            if be.scan(buf, 0, len(buf)) != (len(buf), nframes, NEED_DATA):
+                errors.append("scan")
+                return
+            res = be.vlan_insert(buf, 0, len(buf), VID, dst, 0, len(dst))
+            if res[:3] != (len(buf), len(buf) + 4 * nframes, nframes):
+                errors.append("insert")
+                return
+
+    errors: list[str] = []
+    threads = [threading.Thread(target=work, args=(n, errors)) for n in (1, 7, 30, 100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 # --------------------------------------------------------------------------
 # vlan_strip
 # --------------------------------------------------------------------------
