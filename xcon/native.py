@@ -17,11 +17,19 @@ Contract common to all functions:
 
 * buffers are ``bytearray``, ``mmap`` or byte-format ``memoryview`` (``bytes``
   too where only read); ``0 <= start <= end <= len(buf)`` is checked and a
-  violation raises :class:`ValueError`;
+  violation raises :class:`ValueError`, a read-only buffer where one is
+  written raises :class:`BufferError`;
 * nothing allocates per frame, no length read from the data sizes anything,
   and every function stops cleanly at the first frame it cannot handle
   entirely, returning how far it got, so the caller resumes from there;
-* source and destination ranges must not overlap.
+* source and destination ranges must not overlap;
+* calls may come from several threads (each thread gets its own result
+  slots; the C calls run without the GIL), as long as no two threads use the
+  same buffer range at once.
+
+A compiled module built from other C sources than this file expects (older
+API version) is refused as if missing, so a stale in-tree build falls back
+to Python (or fails with ``XCON_NATIVE=1``) instead of misbehaving.
 
 Functions (offsets are absolute positions in the buffers):
 
