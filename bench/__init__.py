@@ -1,0 +1,1 @@
+"""xcon benchmark suite: ``python -m bench`` (see bench/README.md)."""

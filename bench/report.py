@@ -1,0 +1,298 @@
+"""Results: the stdout table, target checks, JSON and the PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "xcon", "native"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        ).stdout.strip()
+    except OSError:
+        commit, dirty = "?", ""
+    from xcon import __version__, native
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "xcon_version": __version__,
+        "xcon_backend": native.BACKEND,
+        "git_commit": commit + ("+dirty" if dirty else ""),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "root": os.geteuid() == 0,
+    }
+
+
+# -- formatting ------------------------------------------------------------------------------------
+def _f(x: Any, fmt: str = "{:.2f}", na: str = "-") -> str:
+    if x is None:
+        return na
+    return fmt.format(x)
+
+
+def _rate(fps: float | None) -> str:
+    if fps is None:
+        return "-"
+    if fps >= 1e6:
+        return f"{fps / 1e6:.2f}M"
+    if fps >= 1e3:
+        return f"{fps / 1e3:.1f}k"
+    return f"{fps:.0f}"
+
+
+def _ratios(r: Row) -> str:
+    parts = []
+    for k, v in (r.get("ratios") or {}).items():
+        if v is None or k.startswith("pdv"):
+            continue
+        parts.append(f"{v:.2f}×{k}")
+    return " ".join(parts)
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        f"{'scenario':<17} {'relay':<12} {'frames/s':>9} {'Gbit/s':>7} {'CPU%':>5} "
+        f"{'RSS/HWM MiB':>12} {'idle µs':>8} {'load µs':>8} "
+        f"{'PDV p50/p99/p99.9/max µs (load)':>32} {'loss':>6}  ratios"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["group"] in ("qemu", "reconnect"):
+            continue
+        if r["status"] != "ok":
+            lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
+            continue
+        idle, load = r.get("idle") or {}, r.get("load") or {}
+        pdv = (
+            "/".join(
+                f"{load[k]:.0f}" for k in ("pdv_p50_us", "pdv_p99_us", "pdv_p999_us", "pdv_max_us")
+            )
+            if load
+            else "-"
+        )
+        mem = f"{_f(r.get('rss_mib'), '{:.1f}')}/{_f(r.get('hwm_mib'), '{:.1f}')}"
+        if r.get("rss_mib") is None:
+            mem = "-"
+        extra = _ratios(r)
+        if r["group"] == "links":
+            extra += f" active={r.get('active_links', 0):.0f}/{r['links']}"
+        if r["group"] == "vlan":
+            extra += " tags ok" if r.get("tags_ok") else " TAGS WRONG"
+        lines.append(
+            f"{r['scenario']:<17} {r['relay']:<12} {_rate(r.get('fps')):>9} "
+            f"{_f(r.get('gbps')):>7} {_f(r.get('cpu_pct'), '{:.0f}'):>5} {mem:>12} "
+            f"{_f(idle.get('p50_us'), '{:.0f}'):>8} {_f(load.get('p50_us'), '{:.0f}'):>8} "
+            f"{pdv:>32} {_f(r.get('loss_pct'), '{:.2f}%'):>6}  {extra}"
+        )
+    rec = [r for r in rows if r["group"] == "reconnect"]
+    if rec:
+        lines += ["", "link forwards again after its receiving peer restarts (peer down 1 s):"]
+        for r in rec:
+            if r["status"] == "ok":
+                allv = ", ".join(f"{x:.0f}" for x in r["reconnect_all_ms"])
+                lines.append(
+                    f"  {r['relay']:<12} median {r['reconnect_ms']:.0f} ms, "
+                    f"max {r['reconnect_max_ms']:.0f} ms ({allv})"
+                )
+            else:
+                lines.append(f"  {r['relay']:<12} n/a ({r['reason']})")
+    q = [r for r in rows if r["group"] == "qemu"]
+    if q:
+        lines += ["", "real qemu end to end (two qemu NICs bridged to taps in namespaces):"]
+        lines.append(
+            f"  {'path':<8} {'ping avg/mdev/max ms':>22} {'loss':>5} {'TCP Gbit/s':>10} "
+            f"{'UDP Mbit/s':>10} {'jitter ms':>9} {'UDP loss':>8}  ratios"
+        )
+        for r in q:
+            if r["status"] != "ok":
+                lines.append(f"  {r['relay']:<8} n/a ({r['reason']})")
+                continue
+            p = r.get("ping") or {}
+            ping = (
+                f"{p.get('avg_ms', 0):.3f}/{p.get('mdev_ms', 0):.3f}/{p.get('max_ms', 0):.3f}"
+                if p
+                else "-"
+            )
+            lines.append(
+                f"  {r['relay']:<8} {ping:>22} {_f(p.get('loss_pct'), '{:.1f}%'):>5} "
+                f"{_f(r.get('tcp_gbps')):>10} {_f(r.get('udp_mbps'), '{:.0f}'):>10} "
+                f"{_f(r.get('udp_jitter_ms'), '{:.3f}'):>9} "
+                f"{_f(r.get('udp_loss_pct'), '{:.2f}%'):>8}  {_ratios(r)}"
+            )
+    return "\n".join(lines)
+
+
+# -- targets -----------------------------------------------------------------------------------------
+def _find(rows: list[Row], scenario: str, relay: str) -> Row | None:
+    for r in rows:
+        if r["scenario"] == scenario and r["relay"] == relay and r["status"] == "ok":
+            return r
+    return None
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, higher: bool, unit: str = "") -> None:
+        if value is None:
+            out.append({"target": name, "value": None, "limit": limit, "met": None})
+            return
+        met = value >= limit if higher else value <= limit
+        out.append(
+            {"target": name, "value": round(value, 3), "limit": limit, "met": met, "unit": unit}
+        )
+
+    def ratio(scn: str, base: str, key: str = "fps") -> float | None:
+        a, b = _find(rows, scn, "xcon"), _find(rows, scn, base)
+        return a[key] / b[key] if a and b and b.get(key) else None
+
+    if any(r["group"] == "p2p" for r in rows):
+        add("p2p 1500 B Gbit/s ≥ 2× socat", ratio("p2p-1500", "socat", "gbps"), 2.0, True, "×")
+        add("p2p 64 B frames/s ≥ 2× socat", ratio("p2p-64", "socat"), 2.0, True, "×")
+        add("p2p 1500 B ≥ 0.8× splice ceiling", ratio("p2p-1500", "splice", "gbps"), 0.8, True, "×")
+        add("p2p 64 B ≥ 0.6× splice ceiling", ratio("p2p-64", "splice"), 0.6, True, "×")
+        for name, _ in (("64", 0), ("512", 0), ("1500", 0), ("9000", 0), ("imix", 0)):
+            x, s = _find(rows, f"p2p-{name}", "xcon"), _find(rows, f"p2p-{name}", "socat")
+            if x and s and x.get("load") and s.get("load"):
+                add(
+                    f"p2p {name}: PDV p99 under load ≤ socat's (µs, socat "
+                    f"{s['load']['pdv_p99_us']:.0f})",
+                    x["load"]["pdv_p99_us"],
+                    round(s["load"]["pdv_p99_us"], 1),
+                    False,
+                    "µs",
+                )
+    one, many = _find(rows, "links-1", "xcon"), _find(rows, "links-500", "xcon")
+    if one:
+        add("RSS (VmHWM) with 1 link ≤ 40 MB", one.get("hwm_mib"), 40, False, "MiB")
+    if many:
+        add("RSS (VmHWM) with 500 links ≤ 150 MB", many.get("hwm_mib"), 150, False, "MiB")
+    rec = _find(rows, "reconnect", "xcon")
+    if rec:
+        add("forwards again ≤ 250 ms after peer is back (max)", rec["reconnect_max_ms"], 250, False)
+    qx, qs, qd = (_find(rows, "qemu", k) for k in ("xcon", "socat", "direct"))
+    if qx and qs:
+        add(
+            "qemu iperf3 TCP via xcon ≥ 1.0× socat",
+            qx["tcp_gbps"] / qs["tcp_gbps"] if qs.get("tcp_gbps") else None,
+            1.0,
+            True,
+            "×",
+        )
+    if qx and qd:
+        add(
+            "qemu iperf3 TCP via xcon ≥ 90% of direct",
+            qx["tcp_gbps"] / qd["tcp_gbps"] if qd.get("tcp_gbps") else None,
+            0.9,
+            True,
+            "×",
+        )
+    return out
+
+
+def targets_text(ts: list[dict[str, Any]]) -> str:
+    lines = ["targets:"]
+    for t in ts:
+        mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
+        val = "-" if t["value"] is None else f"{t['value']:g}{t.get('unit', '')}"
+        lines.append(f"  [{mark}] {t['target']}: {val}")
+    return "\n".join(lines)
+
+
+# -- files -----------------------------------------------------------------------------------------------
+def write_json(doc: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"{stamp}.json"
+    text = json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+    path.write_text(text)
+    (out_dir / "latest.json").write_text(text)
+    return path
+
+
+def write_png(rows: list[Row], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no PNG (pip install -e '.[bench]')", file=sys.stderr)
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    ax = axes[0]
+    for r in rows:
+        if r["scenario"] == "p2p-1500" and r["status"] == "ok" and r.get("load_cdf"):
+            xs = [p[0] for p in r["load_cdf"]]
+            ys = [p[1] for p in r["load_cdf"]]
+            ax.plot(xs, ys, label=f"{r['relay']} @ {r['load']['offered_fps'] / 1e3:.0f}k fps")
+    ax.set_xscale("log")
+    ax.set_xlabel("one-way delay (µs), log scale")
+    ax.set_ylabel("fraction of frames")
+    ax.set_title("p2p 1500 B one-way delay CDF under load")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    for ax, key, title, scale in (
+        (axes[1], "gbps", "p2p throughput (Gbit/s)", 1.0),
+        (axes[2], "fps", "p2p frame rate (Mframes/s)", 1e-6),
+    ):
+        sizes = [r["scenario"] for r in rows if r["group"] == "p2p" and r["relay"] == "direct"]
+        relays = []
+        for r in rows:
+            if r["group"] == "p2p" and r["relay"] not in relays and r["relay"] != "direct":
+                relays.append(r["relay"])
+        width = 0.8 / max(len(relays), 1)
+        for i, rel in enumerate(relays):
+            vals = []
+            for scn in sizes:
+                row = _find(rows, scn, rel)
+                vals.append((row.get(key) or 0) * scale if row else 0)
+            ax.bar([j + i * width for j in range(len(sizes))], vals, width, label=rel)
+        ax.set_xticks([j + width * (len(relays) - 1) / 2 for j in range(len(sizes))])
+        ax.set_xticklabels([s.replace("p2p-", "") for s in sizes])
+        ax.set_xlabel("frame size (bytes)")
+        ax.set_title(title)
+        ax.set_yscale("log")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

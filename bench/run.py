@@ -1,0 +1,137 @@
+"""``python -m bench``: run the scenarios, print the table, write JSON and PNG."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import resource
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import harness, report, scenarios
+from bench.scenarios import Progress, Settings
+
+NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
+    "vlan",
+    "hub",
+    "links",
+    "reconnect",
+    "tap",
+    "qemu",
+]
+
+
+def raise_nofile(want: int = 8192) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def selected(only: list[str] | None) -> list[str]:
+    if not only:
+        return NAMES
+    out = []
+    for name in NAMES:
+        if any(name == o or name.startswith(o + "-") or name.startswith(o) for o in only):
+            out.append(name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="short run: 1 repetition, short windows")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these scenarios (repeatable; prefix match): {', '.join(NAMES)}",
+    )
+    p.add_argument("--out", type=Path, default=report.RESULTS, help="results directory")
+    p.add_argument("--no-save", action="store_true", help="print only, write no files")
+    p.add_argument("--profile", action="store_true", help="also py-spy xcon at 64 and 1500 B")
+    args = p.parse_args(argv)
+    names = selected(args.only)
+    if not names:
+        p.error(f"--only matches nothing; scenarios: {', '.join(NAMES)}")
+
+    atexit.register(harness.kill_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    nofile = raise_nofile()
+    s = Settings(quick=args.quick)
+    progress = Progress()
+    info = report.machine_info()
+    print(
+        f"xcon bench: {info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, "
+        f"python {info['python']}, fast path {info['xcon_backend']}, commit {info['git_commit']}"
+        f"{' (quick)' if args.quick else ''}",
+        file=sys.stderr,
+    )
+    rows: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    na: dict[str, str] = {}
+    try:
+        for name in names:
+            if name.startswith("p2p-"):
+                size = dict(scenarios.SIZES)[name[4:]]
+                rows += scenarios.p2p_size(name[4:], size, s, progress, na)
+            elif name == "vlan":
+                rows += scenarios.vlan(s, progress, rows)
+            elif name == "hub":
+                rows += scenarios.hub(s, progress)
+            elif name == "links":
+                rows += scenarios.links(s, progress)
+            elif name == "reconnect":
+                rows += scenarios.reconnect(s, progress)
+            elif name == "tap":
+                rows += scenarios.tap(s, progress)
+            elif name == "qemu":
+                from bench import qemu
+
+                rows += qemu.run(s, progress)
+        profiles = []
+        if args.profile and not args.no_save:
+            for size in (64, 1500):
+                progress(f"profile: py-spy on xcon at {size} B")
+                out = args.out / f"profile-xcon-{size}.txt"
+                args.out.mkdir(parents=True, exist_ok=True)
+                if scenarios.profile_xcon(5, size, str(out)):
+                    profiles.append(str(out))
+    finally:
+        progress.done()
+        harness.kill_all()
+        shutil.rmtree(harness.TMP, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    ts = report.targets(rows)
+    print(report.table(rows))
+    print()
+    print(report.targets_text(ts))
+    cmd = "python -m bench" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
+    doc = {
+        "command": cmd.strip(),
+        "quick": args.quick,
+        "scenarios": names,
+        "elapsed_s": round(elapsed, 1),
+        "machine": info,
+        "settings": {
+            "repetitions": s.reps,
+            "saturated_window_s": s.duration,
+            "delay_window_s": s.delay_duration,
+            "warmup_s": s.warmup,
+            "idle_rate_fps": scenarios.IDLE_FPS,
+            "nofile_limit": nofile,
+        },
+        "targets": ts,
+        "results": rows,
+    }
+    if not args.no_save:
+        path = report.write_json(doc, args.out)
+        png = report.write_png(rows, args.out / "latest.png")
+        print(f"\nresults: {path} (and latest.json){f', plot: {png}' if png else ''}")
+    print(f"elapsed {elapsed:.0f} s", file=sys.stderr)
+    return 0
