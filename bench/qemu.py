@@ -1,0 +1,240 @@
+"""Real qemu end to end: two qemu NICs (socket netdev bridged to a tap in a namespace),
+joined by xcon, by socat, or directly (qemu ``connect=``); ping and iperf3 across them."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.harness import TMP, Relay, hosts, reap, spawn
+from bench.scenarios import Progress, Row, Settings, na_row
+
+QEMU = "qemu-system-x86_64"
+NET = ("10.77.0.1", "10.77.0.2")
+ADDR = tuple(h.rsplit(".", 1)[0] + x for h, x in zip(hosts(), (".11", ".12"), strict=True))
+
+
+def missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (taps, network namespaces)"
+    for tool, pkg in ((QEMU, "qemu-system-x86"), ("iperf3", "iperf3"), ("ping", "iputils-ping")):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install {pkg})"
+    if shutil.which("ip") is None:
+        return "ip not installed (apt-get install iproute2)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing"
+    return None
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+class Lab:
+    """Two qemu "routers" whose NIC 1 is bridged to a tap inside a namespace of ours."""
+
+    def __init__(self, direct: bool) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.ns = (f"xcb-{tag}-a", f"xcb-{tag}-b")
+        self.taps = (f"xq{tag}a", f"xq{tag}b")
+        self.dir = Path(TMP) / f"qemu-{tag}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pids: list[int] = []
+        self.direct = direct
+        self._closed = False
+        atexit.register(self.close)
+
+    def start(self) -> None:
+        for i in range(2):
+            if i == 1 and self.direct:
+                sock = f"socket,id=s0,connect={ADDR[0]}:10001"
+            else:
+                sock = f"socket,id=s0,listen={ADDR[i]}:10001"
+            pidfile = self.dir / f"q{i}.pid"
+            sh(
+                QEMU,
+                "-nodefaults",
+                "-display",
+                "none",
+                "-machine",
+                "none",
+                "-daemonize",
+                "-pidfile",
+                str(pidfile),
+                "-netdev",
+                sock,
+                "-netdev",
+                f"tap,id=t0,ifname={self.taps[i]},script=no,downscript=no",
+                "-netdev",
+                "hubport,id=h0,hubid=0,netdev=s0",
+                "-netdev",
+                "hubport,id=h1,hubid=0,netdev=t0",
+            )
+            self.pids.append(int(pidfile.read_text().strip()))
+            ns = self.ns[i]
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", self.taps[i], "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", f"{NET[i]}/24", "dev", self.taps[i])
+            sh("ip", "-n", ns, "link", "set", self.taps[i], "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for pid in self.pids:
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+        for pid in self.pids:
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.02)
+            else:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def ping_ok(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                ["ip", "netns", "exec", self.ns[0], "ping", "-c", "1", "-W", "1", NET[1]],
+                capture_output=True,
+            )
+            if r.returncode == 0:
+                return True
+        return False
+
+    def ping(self, count: int) -> dict[str, float]:
+        r = sh(
+            "ip",
+            "netns",
+            "exec",
+            self.ns[0],
+            "ping",
+            "-q",
+            "-c",
+            str(count),
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            NET[1],
+            check=False,
+            timeout=count * 0.05 + 30,
+        )
+        out: dict[str, float] = {"count": count}
+        m = re.search(r"([\d.]+)% packet loss", r.stdout)
+        if m:
+            out["loss_pct"] = float(m.group(1))
+        m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", r.stdout)
+        if m:
+            mn, avg, mx, mdev = (float(x) for x in m.groups())
+            out.update(min_ms=mn, avg_ms=avg, max_ms=mx, mdev_ms=mdev)
+        return out
+
+    def iperf(self, seconds: float, udp_rate: str | None = None) -> dict[str, Any]:
+        server = spawn(
+            ["ip", "netns", "exec", self.ns[1], "iperf3", "-s", "-1", "-B", NET[1]],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            cmd = ["ip", "netns", "exec", self.ns[0], "iperf3", "-c", NET[1], "-J"]
+            cmd += ["-t", str(seconds)]
+            if udp_rate:
+                cmd += ["-u", "-b", udp_rate, "-l", "1400"]
+            r = None
+            for _ in range(20):
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+                if r.returncode == 0 or "Connection refused" not in r.stdout + r.stderr:
+                    break
+                time.sleep(0.1)
+            assert r is not None
+            doc = json.loads(r.stdout)
+            if "error" in doc:
+                raise RuntimeError(f"iperf3: {doc['error']}")
+            end = doc["end"]
+            if udp_rate:
+                s = end["sum"]
+                return {
+                    "udp_mbps": end.get("sum_received", s)["bits_per_second"] / 1e6
+                    if "sum_received" in end
+                    else s["bits_per_second"] / 1e6,
+                    "udp_jitter_ms": s["jitter_ms"],
+                    "udp_loss_pct": s["lost_percent"],
+                }
+            return {
+                "tcp_gbps": end["sum_received"]["bits_per_second"] / 1e9,
+                "tcp_retransmits": end["sum_sent"].get("retransmits"),
+            }
+        finally:
+            reap(server)
+
+
+def run(s: Settings, progress: Progress) -> list[Row]:
+    reason = missing()
+    if reason:
+        return [na_row("qemu", "qemu", r, reason) for r in ("direct", "socat", "xcon")]
+    rows: list[Row] = []
+    pings = 200 if s.quick else 1000
+    secs = 2 if s.quick else 5
+    udp_rate = "500M"
+    for name in ("direct", "socat", "xcon"):
+        if name == "socat" and shutil.which("socat") is None:
+            rows.append(na_row("qemu", "qemu", name, "socat not installed"))
+            continue
+        lab = Lab(direct=name == "direct")
+        relay = Relay(name, name)
+        try:
+            progress(f"qemu: {name}: starting two qemu and their namespaces")
+            lab.start()
+            if name != "direct":
+                relay.start("p2p", [f"{ADDR[0]}/1--{ADDR[1]}/1"])
+            if not lab.ping_ok():
+                raise RuntimeError("no ping reply across the link within 10 s")
+            row: Row = {"group": "qemu", "scenario": "qemu", "relay": name, "status": "ok"}
+            progress(f"qemu: {name}: {pings} pings every 10 ms")
+            row["ping"] = lab.ping(pings)
+            progress(f"qemu: {name}: iperf3 TCP {secs}s")
+            c0 = relay.cpu()
+            row.update(lab.iperf(secs))
+            row["cpu_pct_tcp"] = 100 * (relay.cpu() - c0) / secs if relay.procs else None
+            progress(f"qemu: {name}: iperf3 UDP {udp_rate}bit/s {secs}s")
+            row.update(lab.iperf(secs, udp_rate))
+            row["udp_offered"] = udp_rate
+            rows.append(row)
+        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+            rows.append(na_row("qemu", "qemu", name, f"failed: {e}"))
+        finally:
+            relay.stop()
+            lab.close()
+    by = {r["relay"]: r for r in rows if r["status"] == "ok"}
+    if "xcon" in by:
+        x = by["xcon"]
+        x["ratios"] = {
+            k: x["tcp_gbps"] / by[k]["tcp_gbps"]
+            for k in ("socat", "direct")
+            if k in by and by[k].get("tcp_gbps")
+        }
+    if "socat" in by and "direct" in by and by["direct"].get("tcp_gbps"):
+        by["socat"]["ratios"] = {"direct": by["socat"]["tcp_gbps"] / by["direct"]["tcp_gbps"]}
+    return rows
