@@ -96,6 +96,7 @@ class Xcon:
                     f"{p.name}: {state} connects={s.connects} drops={s.drops} "
                     f"protocol_errors={s.protocol_errors} partial_bytes={s.partial_bytes}"
                     + (f" last_error={s.last_error!r}" if s.last_error else "")
+                    + (f" {p.counter_text()}" if hasattr(p, "counter_text") else "")
                 )
         return lines
 

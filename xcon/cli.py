@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipv6-address", metavar="ADDR/LEN", help="IPv6 address for the tap interface")
     p.add_argument("--ipv6-route", metavar="NEXTHOP", help="IPv6 default route via NEXTHOP")
     p.add_argument("--vlan", type=int, metavar="VID", help="put the tap addresses on VLAN VID")
+    p.add_argument(
+        "--mtu",
+        type=int,
+        metavar="BYTES",
+        help="set the tap's MTU (default: leave it as the kernel made it)",
+    )
     p.add_argument("--debug", action="store_true", help="log every frame (one line and a hexdump)")
     p.add_argument(
         "--trace",

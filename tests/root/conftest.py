@@ -1,0 +1,70 @@
+"""Fixtures of the root tests: throw-away network namespaces and xcon run inside them.
+
+Every name carries a random suffix, and everything is removed after the test
+even when it fails.  Traffic stays inside the namespaces these tests create.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.root.nsutil import ROOT_REASON, NsXcon, sh, suffix, workdir
+
+
+def _can_netns() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@pytest.fixture
+def netns():
+    """Factory of network namespaces (loopback up); all deleted after the test."""
+    if not _can_netns():
+        pytest.skip(ROOT_REASON + " and iproute2")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"xct-{suffix()}"
+        sh("ip", "netns", "add", name)
+        made.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    yield make
+    for name in made:
+        sh("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture
+def nsxcon():
+    """Factory of xcon processes inside a namespace; all killed after the test."""
+    made: list[NsXcon] = []
+
+    def run(ns: str, *args: str, user: str | None = None) -> NsXcon:
+        p = NsXcon(ns, list(args), workdir(), user=user)
+        made.append(p)
+        return p
+
+    yield run
+    for p in made:
+        p.kill()
+        shutil.rmtree(p.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def closing():
+    """Register objects with a close() method; all closed after the test."""
+    objs: list = []
+
+    def add(obj):
+        objs.append(obj)
+        return obj
+
+    yield add
+    for o in reversed(objs):
+        try:
+            o.close()
+        except Exception:
+            pass

@@ -1,0 +1,265 @@
+"""Helpers for the root tests: network namespaces, sockets inside them, xcon run in one.
+
+A socket belongs to the network namespace of the thread that created it, so
+:func:`in_netns` creates sockets on a short-lived thread that has joined the
+namespace (``setns``); the test process itself never leaves its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from xcon.testing.process import XconProcess
+
+ROOT_REASON = "needs root (tap devices, AF_PACKET sockets, network namespaces)"
+#: Mark for every module here: skipped, with the reason shown, when not root.
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_REASON)
+
+CLONE_NEWNET = 0x40000000
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_OUTGOING = 4
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+SO_RCVBUFFORCE = 33
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def suffix() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
+
+
+def ip_json(ns: str, *args: str) -> Any:
+    return json.loads(sh("ip", "-n", ns, "-j", *args).stdout or "[]")
+
+
+def in_netns(ns: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on a thread inside namespace ``ns``; returns its result."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            box["v"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+            box["e"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
+class NsXcon(XconProcess):
+    """``ip netns exec NS python -m xcon ARGS`` (same observation helpers)."""
+
+    def __init__(self, ns: str, args: Sequence[str], workdir: str, user: str | None = None) -> None:
+        self.workdir = workdir
+        self.health_file = os.path.join(workdir, "health")
+        self.log_path = os.path.join(workdir, "xcon.log")
+        cmd = ["ip", "netns", "exec", ns]
+        if user:
+            cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+        cmd += [sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
+        if "--log-level" not in args:
+            cmd += ["--log-level", "info"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
+        self.pid = self.proc.pid
+
+
+def workdir() -> str:
+    d = tempfile.mkdtemp(prefix="xcon-root-")
+    os.chmod(d, 0o777)
+    return d
+
+
+# -- a qemu-like client of xcon's listening port ----------------------------------------
+class StreamClient:
+    """Connects to xcon like ``-netdev socket,connect=``; records the frames it receives.
+
+    ``responder(frame) -> reply | None`` answers frames (ARP/ICMP) from the reader thread.
+    """
+
+    def __init__(
+        self,
+        ns: str,
+        port: int,
+        host: str = "127.0.0.1",
+        responder: Callable[[bytes], bytes | None] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.frames: list[bytes] = []
+        self.responder = responder
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        deadline = time.monotonic() + timeout
+        while True:
+            s = in_netns(ns, lambda: socket.socket(family, socket.SOCK_STREAM))
+            try:
+                s.settimeout(2)
+                s.connect((host, port))
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        s.settimeout(None)
+        self.sock = s
+        self._send_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def send_frames(self, frames: Sequence[bytes]) -> None:
+        data = b"".join(struct.pack(">I", len(f)) + f for f in frames)
+        with self._send_lock:
+            self.sock.sendall(data)
+
+    def wait_frames(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not pred(self.frames):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def _read(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.05)
+                if not r:
+                    continue
+                data = self.sock.recv(1 << 20)
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            buf += data
+            got = []
+            while len(buf) >= 4:
+                (n,) = struct.unpack_from(">I", buf)
+                if len(buf) < 4 + n:
+                    break
+                got.append(buf[4 : 4 + n])
+                buf = buf[4 + n :]
+            if got:
+                with self._cond:
+                    self.frames.extend(got)
+                    self._cond.notify_all()
+                if self.responder:
+                    replies = [r for r in map(self.responder, got) if r]
+                    if replies:
+                        try:
+                            self.send_frames(replies)
+                        except OSError:
+                            return
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(5)
+        self.sock.close()
+
+
+# -- an AF_PACKET observer/sender on an interface in a namespace -------------------------
+class PacketSocket:
+    """Receives every frame of an interface (tags restored from PACKET_AUXDATA) and sends."""
+
+    def __init__(self, ns: str, ifname: str) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+            s.bind((ifname, ETH_P_ALL))
+            s.setblocking(False)
+            return s
+
+        self.sock: socket.socket = in_netns(ns, make)
+        self.incoming: list[bytes] = []
+        self.outgoing: list[bytes] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buf = bytearray(70000)
+        anc = socket.CMSG_SPACE(20)
+        while not self._stop.is_set():
+            r, _, _ = select.select([self.sock], [], [], 0.05)
+            if not r:
+                continue
+            while True:
+                try:
+                    n, ancdata, _flags, addr = self.sock.recvmsg_into([buf], anc)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    return
+                frame = bytes(buf[:n])
+                for level, kind, data in ancdata:
+                    if level == SOL_PACKET and kind == PACKET_AUXDATA:
+                        status, _l, _s, _m, _n, tci, tpid = struct.unpack("=IIIHHHH", data[:20])
+                        if status & TP_STATUS_VLAN_VALID:
+                            if not status & TP_STATUS_VLAN_TPID_VALID:
+                                tpid = 0x8100
+                            frame = frame[:12] + struct.pack(">HH", tpid, tci) + frame[12:]
+                with self._cond:
+                    (self.outgoing if addr[2] == PACKET_OUTGOING else self.incoming).append(frame)
+                    self._cond.notify_all()
+
+    def send(self, frame: bytes) -> None:
+        select.select([], [self.sock], [], 5)
+        self.sock.send(frame)
+
+    def wait(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not pred(self.incoming):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()

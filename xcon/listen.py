@@ -1,0 +1,204 @@
+"""A listening port: the qemu side connects to xcon (``--tap-listen`` / ``--raw-listen``).
+
+:class:`ListenPort` listens on ``[::]:10000+N`` (dual stack: IPv4 clients
+arrive as v4-mapped addresses; a host without IPv6 falls back to
+``0.0.0.0``) and serves **one client at a time**, like qemu's own
+``-netdev socket,listen=``: while a client is served the listening socket is
+not watched at all, so a second client's connect completes in the kernel
+backlog and waits there until the first one leaves.  The served connection is
+an ordinary :class:`~xcon.ports.StreamPort` (length-prefixed frames, the same
+receive buffer and validation as a :class:`~xcon.ports.QemuPort`).  When the
+client leaves (EOF, reset, protocol error) the partial frame it was sending is
+discarded, the port goes down and listening resumes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from xcon.engine import READ, EpollEngine, Registration, Timer
+from xcon.errors import ModeError
+from xcon.ports import PortOwner, StreamPort
+
+log = logging.getLogger("xcon.port")
+
+#: Connections the kernel queues while one client is served.
+BACKLOG = 8
+#: Pause before accepting again after a resource error (EMFILE, ENOBUFS ...).
+ACCEPT_PAUSE = 1.0
+
+
+class ListenPort(StreamPort):
+    """Accepts one stream client at a time on ``[::]:port``."""
+
+    kind = "listen"
+
+    def __init__(
+        self,
+        engine: EpollEngine,
+        port: int,
+        owner: PortOwner | None = None,
+        name: str | None = None,
+        host: str = "::",
+    ) -> None:
+        super().__init__(engine, name or f"tcp:{port}", owner)
+        self.tcp_port = port
+        self.host = host
+        self.lsock: socket.socket | None = None
+        self._lreg: Registration | None = None
+        self._pause: Timer | None = None
+        self._closed = False
+        self.peer = ""
+
+    # -- listening ------------------------------------------------------------------
+    def bind(self) -> None:
+        """Create the listening socket now (so a busy port is an error at start)."""
+        if self.lsock is not None:
+            return
+        try:
+            s = self._bind_dual() if self.host == "::" else self._bind_one(self.host)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ModeError(
+                    f"cannot listen on TCP port {self.tcp_port}: it is already in use"
+                ) from None
+            raise ModeError(
+                f"cannot listen on TCP port {self.tcp_port}: {e.strerror or e}"
+            ) from None
+        s.setblocking(False)
+        self.lsock = s
+        log.info("%s: listening on %s", self.name, _fmt_sockname(s))
+
+    def _bind_dual(self) -> socket.socket:
+        try:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        except OSError as e:
+            if e.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+                return self._bind_one("0.0.0.0")
+            raise
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", self.tcp_port))
+            s.listen(BACKLOG)
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRNOTAVAIL:  # IPv6 disabled on this host
+                return self._bind_one("0.0.0.0")
+            raise
+        return s
+
+    def _bind_one(self, host: str) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, self.tcp_port))
+            s.listen(BACKLOG)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def start(self) -> None:
+        self._closed = False
+        self.bind()
+        assert self.lsock is not None
+        if self._lreg is None:
+            self._lreg = self.engine.register(self.lsock.fileno(), _Acceptor(self), READ)
+
+    def _listen(self, on: bool) -> None:
+        if self._lreg is not None:
+            self._lreg.set(READ if on else 0)
+
+    def _accept(self) -> None:
+        if self.up or self._closed or self.lsock is None:
+            self._listen(False)
+            return
+        try:
+            s, addr = self.lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                return
+            # Out of descriptors or memory: the backlog stays readable, so pause
+            # instead of spinning on it.
+            log.error("%s: accept failed (%s); retrying in %.0f s", self.name, e, ACCEPT_PAUSE)
+            self._listen(False)
+            self._pause = self.engine.call_later(ACCEPT_PAUSE, self._resume)
+            return
+        s.setblocking(False)
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self._listen(False)
+        self.peer = _fmt_addr(addr)
+        log.info("%s: client connected from %s", self.name, self.peer)
+        self._attach(s)
+
+    def _resume(self) -> None:
+        self._pause = None
+        if not self.up and not self._closed:
+            self._listen(True)
+
+    # -- established ----------------------------------------------------------------
+    def fail(self, reason: str) -> None:
+        if not self.up:
+            return
+        self.up = False
+        self.stats.drops += 1
+        self.stats.last_error = reason
+        self.stats.partial_bytes += self.inbuf.discard_partial()
+        self._detach()
+        log.warning("%s: client %s left (%s); listening again", self.name, self.peer, reason)
+        assert self.owner is not None
+        self.owner.port_down(self, reason)
+        if not self._closed and self._pause is None:
+            self._listen(True)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pause is not None:
+            self._pause.cancel()
+            self._pause = None
+        was_up = self.up
+        self.up = False
+        self._detach()
+        if self._lreg is not None:
+            self._lreg.close()
+            self._lreg = None
+        if self.lsock is not None:
+            self.lsock.close()
+            self.lsock = None
+        if was_up and self.owner is not None:
+            self.owner.port_down(self, "closed")
+
+
+class _Acceptor:
+    """Readiness handler of the listening socket."""
+
+    __slots__ = ("port",)
+
+    def __init__(self, port: ListenPort) -> None:
+        self.port = port
+
+    def handle_event(self, events: int) -> None:
+        self.port._accept()
+
+
+def _fmt_addr(addr: tuple[object, ...]) -> str:
+    host, port = str(addr[0]), addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _fmt_sockname(s: socket.socket) -> str:
+    try:
+        return _fmt_addr(s.getsockname())
+    except OSError:
+        return "?"
