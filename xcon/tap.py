@@ -370,7 +370,6 @@ class RawPort(DgramPort):
         assert sock is not None
         recvmsg_into = sock.recvmsg_into
         ancsize = self._ancsize
-        ufilter = self._userspace_outgoing_filter
         limit = len(view) - (2 * HDR + MAX_FRAME)  # room: header, frame, a restored tag
         pos = 0
         count = 0
@@ -392,7 +391,7 @@ class RawPort(DgramPort):
                 self.truncated += 1
                 self.rx_dropped += 1
                 continue
-            if ufilter and addr[2] == PACKET_OUTGOING:
+            if addr[2] == PACKET_OUTGOING:  # only without PACKET_IGNORE_OUTGOING
                 self.outgoing_ignored += 1
                 continue
             for level, kind, data in anc:
