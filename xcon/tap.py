@@ -214,7 +214,7 @@ class DgramPort(Port):
             owner.writable(self)
 
     def _error_event(self) -> None:
-        self.fail("device error")
+        self.fail("device gone (deleted?)")
 
     def _log_once(self, err: int, msg: str) -> None:
         if err not in self._logged:
