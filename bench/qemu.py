@@ -163,7 +163,7 @@ class Lab:
             if udp_rate:
                 cmd += ["-u", "-b", udp_rate, "-l", "1400"]
             r = None
-            for _ in range(20):
+            for _ in range(60):
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
                 if r.returncode == 0 or "Connection refused" not in r.stdout + r.stderr:
                     break

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=report.RESULTS, help="results directory")
     p.add_argument("--no-save", action="store_true", help="print only, write no files")
-    p.add_argument("--profile", action="store_true", help="also py-spy xcon at 64 and 1500 B")
+    p.add_argument(
+        "--profile", action="store_true", help="also profile xcon with py-spy at 64 and 1500 B"
+    )
     args = p.parse_args(argv)
     names = selected(args.only)
     if not names:
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
     na: dict[str, str] = {}
+    profiles: list[dict[str, Any]] = []
     try:
         for name in names:
             if name.startswith("p2p-"):
@@ -94,14 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import qemu
 
                 rows += qemu.run(s, progress)
-        profiles = []
-        if args.profile and not args.no_save:
+        if args.profile:
             for size in (64, 1500):
-                progress(f"profile: py-spy on xcon at {size} B")
-                out = args.out / f"profile-xcon-{size}.txt"
-                args.out.mkdir(parents=True, exist_ok=True)
-                if scenarios.profile_xcon(5, size, str(out)):
-                    profiles.append(str(out))
+                prof = scenarios.profile_xcon(5 if args.quick else 10, size, progress)
+                if prof:
+                    profiles.append(prof)
     finally:
         progress.done()
         harness.kill_all()
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(rows))
     print()
     print(report.targets_text(ts))
+    for prof in profiles:
+        print(f"\npy-spy profile of xcon, saturated {prof['size']} B ({prof['samples']} samples):")
+        for pct, frame in prof["self_pct"][:8]:
+            print(f"  {pct:5.1f}% self  {frame}")
     cmd = "python -m bench" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
     doc = {
         "command": cmd.strip(),
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": ts,
         "results": rows,
+        "profiles": profiles,
     }
     if not args.no_save:
         path = report.write_json(doc, args.out)

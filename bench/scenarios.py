@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import NotAvailable, Peer, Relay, hosts, reap, spawn
+from bench.harness import TMP, NotAvailable, Peer, Relay, hosts, reap, spawn
 from bench.metrics import cdf_points, delay_stats, median, median_runs
 
 Row = dict[str, Any]
@@ -36,7 +36,7 @@ class Settings:
 
     @property
     def delay_duration(self) -> float:
-        return 1.0 if self.quick else 3.0
+        return 1.0 if self.quick else 2.5
 
     @property
     def warmup(self) -> float:
@@ -426,14 +426,40 @@ def tap(s: Settings, progress: Progress) -> list[Row]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def profile_xcon(seconds: float, size: int, out_path: str) -> str | None:
-    """py-spy top-of-stack profile of xcon forwarding saturated ``size``-byte frames."""
+def summarize_profile(path: str, top: int = 12) -> dict[str, Any]:
+    """Self and inclusive shares of a py-spy ``raw`` (collapsed stacks) profile."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n_s = line.rstrip("\n").rpartition(" ")
+            if not stack or not n_s.isdigit():
+                continue
+            n = int(n_s)
+            total += n
+            frames = stack.split(";")
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for fr in set(frames):
+                incl[fr] = incl.get(fr, 0) + n
+
+    def best(d: dict[str, int]) -> list[list[Any]]:
+        items = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [[round(100 * v / total, 1), k] for k, v in items]
+
+    return {"samples": total, "self_pct": best(own), "inclusive_pct": best(incl)}
+
+
+def profile_xcon(seconds: float, size: int, progress: Progress) -> dict[str, Any] | None:
+    """py-spy profile (Python and native frames) of xcon forwarding saturated frames."""
     import shutil
 
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(pyspy):
         return None
+    progress(f"profile: py-spy on xcon forwarding {size} B frames for {seconds:.0f}s")
     sh, rh = hosts()
+    out_path = str(TMP / f"profile-{size}.txt")
     r = Relay("xcon", "xcon")
     rx = Peer([f"l:{rh}:10001:r"], size=size)
     tx = Peer([f"l:{sh}:10001:s"], size=size)
@@ -443,14 +469,14 @@ def profile_xcon(seconds: float, size: int, out_path: str) -> str | None:
         tx.wait("ready", 5)
         r.start("p2p", [f"{sh}/1--{rh}/1"])
         rx.wait("first", 10)
-        cmd = [pyspy, "record", "--native", "-d", str(int(seconds)), "-f", "raw"]
-        prof = spawn(
-            [*cmd, "-o", out_path, "-p", str(r.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        cmd = [pyspy, "record", "--native", "-d", str(int(seconds)), "-f", "raw", "-o", out_path]
+        prof = spawn([*cmd, "-p", str(r.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         prof.wait(seconds + 30)
-        return out_path
+        summary = summarize_profile(out_path)
+        summary["size"] = size
+        return summary
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return None
     finally:
         if prof is not None:
             reap(prof)
