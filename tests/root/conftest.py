@@ -38,12 +38,12 @@ def netns():
 
 
 @pytest.fixture
-def nsxcon():
-    """Factory of xcon processes inside a namespace; all killed after the test."""
+def nsxcon(engine):
+    """Factory of xcon processes inside a namespace, once per engine; all killed after the test."""
     made: list[NsXcon] = []
 
     def run(ns: str, *args: str, user: str | None = None) -> NsXcon:
-        p = NsXcon(ns, list(args), workdir(), user=user)
+        p = NsXcon(ns, [*args, "--engine", engine], workdir(), user=user)
         made.append(p)
         return p
 
