@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xcon.engine import READ, WRITE, Handler
+from xcon.engine import READ, WRITE, Handler, run_in_thread
 
 if TYPE_CHECKING:
     from xcon.ports import StreamPort
@@ -183,14 +182,7 @@ class AsyncioEngine:
     def run_in_thread(
         self, fn: Callable[[], object], done: Callable[[object, BaseException | None], None]
     ) -> None:
-        def work() -> None:
-            try:
-                result, err = fn(), None
-            except BaseException as e:  # noqa: BLE001 - handed back to the loop
-                result, err = None, e
-            self.loop.call_soon_threadsafe(done, result, err)
-
-        threading.Thread(target=work, name="xcon-resolve", daemon=True).start()
+        run_in_thread(self.call_soon_threadsafe, fn, done)
 
     # -- signals and running ----------------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:

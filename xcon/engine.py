@@ -46,6 +46,35 @@ class Handler(Protocol):
     def handle_event(self, events: int) -> None: ...
 
 
+class Callback:
+    """A readiness handler that just calls ``fn()`` (accepting, connect completion)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def handle_event(self, events: int) -> None:
+        self.fn()
+
+
+def run_in_thread(
+    call_soon_threadsafe: Callable[[Callable[[], None]], None],
+    fn: Callable[[], object],
+    done: Callable[[object, BaseException | None], None],
+) -> None:
+    """Run blocking ``fn`` on a daemon thread; ``done(result, error)`` runs on the loop."""
+
+    def work() -> None:
+        try:
+            result, err = fn(), None
+        except BaseException as e:  # noqa: BLE001 - handed back to the loop
+            result, err = None, e
+        call_soon_threadsafe(lambda: done(result, err))
+
+    threading.Thread(target=work, name="xcon-resolve", daemon=True).start()
+
+
 class Timer:
     """A scheduled callback; :meth:`cancel` makes it a no-op."""
 

@@ -18,9 +18,9 @@ import errno
 import logging
 import socket
 
-from xcon.engine import READ, EpollEngine, Registration, Timer
+from xcon.engine import READ, Callback, EpollEngine, Registration, Timer
 from xcon.errors import ModeError
-from xcon.ports import PortOwner, StreamPort
+from xcon.ports import PortOwner, StreamPort, fmt_addr
 
 log = logging.getLogger("xcon.port")
 
@@ -107,7 +107,7 @@ class ListenPort(StreamPort):
         self.bind()
         assert self.lsock is not None
         if self._lreg is None:
-            self._lreg = self.engine.register(self.lsock.fileno(), _Acceptor(self), READ)
+            self._lreg = self.engine.register(self.lsock.fileno(), Callback(self._accept), READ)
 
     def _listen(self, on: bool) -> None:
         if self._lreg is not None:
@@ -136,7 +136,7 @@ class ListenPort(StreamPort):
         except OSError:
             pass
         self._listen(False)
-        self.peer = _fmt_addr(addr)
+        self.peer = fmt_addr(addr)
         log.info("%s: client connected from %s", self.name, self.peer)
         self._attach(s)
 
@@ -178,27 +178,8 @@ class ListenPort(StreamPort):
             self.owner.port_down(self, "closed")
 
 
-class _Acceptor:
-    """Readiness handler of the listening socket."""
-
-    __slots__ = ("port",)
-
-    def __init__(self, port: ListenPort) -> None:
-        self.port = port
-
-    def handle_event(self, events: int) -> None:
-        self.port._accept()
-
-
-def _fmt_addr(addr: tuple[object, ...]) -> str:
-    host, port = str(addr[0]), addr[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _fmt_sockname(s: socket.socket) -> str:
     try:
-        return _fmt_addr(s.getsockname())
+        return fmt_addr(s.getsockname())
     except OSError:
         return "?"

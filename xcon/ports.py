@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from xcon.engine import ERRORS, READ, WRITE, EpollEngine, Registration, Timer
+from xcon.engine import ERRORS, READ, WRITE, Callback, EpollEngine, Registration, Timer
 from xcon.framing import FrameBuffer
 
 log = logging.getLogger("xcon.port")
@@ -354,7 +354,7 @@ class QemuPort(StreamPort):
             return
         self.connecting = True
         self._csock = s
-        self._creg = self.engine.register(s.fileno(), _Connecting(self), WRITE)
+        self._creg = self.engine.register(s.fileno(), Callback(self._connect_event), WRITE)
         self._timer = self.engine.call_later(CONNECT_TIMEOUT, self._connect_timeout)
 
     def _connect_timeout(self) -> None:
@@ -389,7 +389,7 @@ class QemuPort(StreamPort):
         self.connecting = False
         self._attempts = 0
         self._logged_waiting = False
-        log.info("%s: connected to %s", self.name, _fmt_addr(s))
+        log.info("%s: connected to %s", self.name, fmt_peer(s))
         self._attach(s)
 
     def _retry(self, reason: str) -> None:
@@ -437,22 +437,16 @@ class QemuPort(StreamPort):
             self.owner.port_down(self, "closed")
 
 
-class _Connecting:
-    """Readiness handler of a socket while its connect() is in progress."""
-
-    __slots__ = ("port",)
-
-    def __init__(self, port: QemuPort) -> None:
-        self.port = port
-
-    def handle_event(self, events: int) -> None:
-        self.port._connect_event()
+def fmt_addr(addr: tuple[Any, ...]) -> str:
+    """``host:port`` or ``[v6]:port``; v4-mapped IPv6 addresses shown as IPv4."""
+    host, port = str(addr[0]), addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _fmt_addr(s: socket.socket) -> str:
+def fmt_peer(s: socket.socket) -> str:
     try:
-        addr = s.getpeername()
+        return fmt_addr(s.getpeername())
     except OSError:
         return "?"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
