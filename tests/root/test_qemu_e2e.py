@@ -1,0 +1,537 @@
+"""End to end with real qemu "routers": pings between network namespaces through xcon.
+
+Each router is a qemu with no machine and no guest (see PROTOCOL.md, "Real qemu
+as a test peer"): its socket netdev listens on a loopback address like a
+vrnetlab router's NIC, and qemu's hub bridges it to a tap moved into a network
+namespace of its own, with an address there.  A ping from one namespace to
+another crosses qemu, xcon and qemu again, exactly the path of a lab.
+
+Everything is made with a random suffix and removed afterwards, also on
+failure: xcon processes, qemu processes (by their pidfiles), taps, namespaces.
+Addresses exist only inside the namespaces made here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (tap devices and network namespaces)"
+    if QEMU is None:
+        return "qemu-system-x86_64 not found (Debian package qemu-system-x86)"
+    if shutil.which("ip") is None:
+        return "ip not found (Debian package iproute2)"
+    if shutil.which("ping") is None:
+        return "ping not found (Debian package iputils-ping)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing: no tap devices"
+    return None
+
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+]
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def in_netns(netns: str | None, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)
+
+
+def alive(pid: int) -> bool:
+    """True while pid runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+# -- qemu routers -------------------------------------------------------------------
+
+
+class QemuRouter:
+    """A qemu whose NIC ``nic`` listens on ``host`` and is bridged to a tap in ``netns``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        tap: str,
+        host: str,
+        nic: int,
+        netns: str,
+        address: str,
+        mac: str,
+        run_netns: str | None = None,
+    ) -> None:
+        self.workdir, self.tap, self.host, self.nic = workdir, tap, host, nic
+        self.netns, self.address, self.mac, self.run_netns = netns, address, mac, run_netns
+        self.pidfile = workdir / f"{tap}.pid"
+        self.logfile = workdir / f"{tap}.log"
+        self.pid: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}/{self.nic}"
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+    def start(self) -> None:
+        cmd = in_netns(
+            self.run_netns,
+            str(QEMU),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-machine",
+            "none",
+            "-daemonize",
+            "-pidfile",
+            str(self.pidfile),
+            "-netdev",
+            f"socket,id=s0,listen={self.host}:{10000 + self.nic}",
+            "-netdev",
+            f"tap,id=t0,ifname={self.tap},script=no,downscript=no",
+            "-netdev",
+            "hubport,id=h0,hubid=0,netdev=s0",
+            "-netdev",
+            "hubport,id=h1,hubid=0,netdev=t0",
+        )
+        with open(self.logfile, "ab") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=log, timeout=30).returncode
+        if rc != 0:
+            raise RuntimeError(f"qemu failed to start ({rc}): {self.logfile.read_text()}")
+        self.pid = int(self.pidfile.read_text().strip())
+        here = ["-n", self.run_netns] if self.run_netns else []
+        sh("ip", *here, "link", "set", self.tap, "netns", self.netns)
+        sh("ip", "-n", self.netns, "link", "set", self.tap, "address", self.mac)
+        sh("ip", "-n", self.netns, "addr", "add", self.address, "dev", self.tap)
+        sh("ip", "-n", self.netns, "link", "set", self.tap, "up")
+
+    def stop(self) -> None:
+        """Kill this qemu (by its pidfile) and wait until it and its tap are gone."""
+        pid = self.pid
+        self.pid = None
+        if pid is None:
+            return
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = str(self.pidfile).encode() in f.read()
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if not alive(pid):
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if sh("ip", "-n", self.netns, "link", "show", self.tap, check=False).returncode:
+                break
+            time.sleep(0.01)
+
+
+# -- xcon processes -------------------------------------------------------------------
+
+
+class Xcon:
+    """``python -m xcon ARGS``, optionally inside a network namespace."""
+
+    def __init__(self, workdir: Path, args: list[str], netns: str | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.health_file = workdir / "health"
+        self.log_path = workdir / "xcon.log"
+        self._log = open(self.log_path, "wb")
+        cmd = in_netns(netns, sys.executable, "-m", "xcon", *args)
+        cmd += ["--health-file", str(self.health_file)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> str:
+        try:
+            return self.health_file.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def wait_health(self, first_line: str, contains: str = "", timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            text = self.health()
+            if text.splitlines()[:1] == [first_line] and contains in text:
+                return
+            time.sleep(0.005)
+        raise AssertionError(
+            f"health never {first_line!r}/{contains!r}: {self.health()!r}\n{self.log()}"
+        )
+
+    def terminate(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+# -- the lab: everything one test makes, removed at the end ----------------------------
+
+
+class Lab:
+    def __init__(self, tmp: Path, engine: str) -> None:
+        self.tmp = tmp
+        self.engine = engine
+        self.tag = secrets.token_hex(3)
+        rnd = random.Random()
+        self.subnet = f"10.{rnd.randrange(64, 250)}.{rnd.randrange(256)}"
+        self.loopback = f"127.{rnd.randrange(2, 255)}.{rnd.randrange(256)}"
+        self.namespaces: list[str] = []
+        self.routers: list[QemuRouter] = []
+        self.xcons: list[Xcon] = []
+
+    def netns(self, role: str) -> str:
+        name = f"xcon-e2e-{self.tag}-{role}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def router(
+        self, role: str, host: str | None = None, nic: int = 1, run_netns: str | None = None
+    ) -> QemuRouter:
+        """A started qemu router whose tap is in a new namespace ``role`` at subnet.N/24."""
+        n = len(self.routers) + 1
+        netns = self.netns(role)
+        r = QemuRouter(
+            self.tmp,
+            tap=f"xq{self.tag}{n}",
+            host=host or f"{self.loopback}.{n}",
+            nic=nic,
+            netns=netns,
+            address=f"{self.subnet}.{n}/24",
+            mac=f"02:58:{self.tag[:2]}:{self.tag[2:4]}:{self.tag[4:]}:{n:02x}",
+            run_netns=run_netns,
+        )
+        self.routers.append(r)
+        r.start()
+        return r
+
+    def xcon(self, *args: str, netns: str | None = None) -> Xcon:
+        args = (*args, "--engine", self.engine)
+        x = Xcon(self.tmp / f"xcon{len(self.xcons)}", list(args), netns=netns)
+        self.xcons.append(x)
+        return x
+
+    def close(self) -> None:
+        errors = []
+        for x in self.xcons:
+            x.kill()
+        for r in self.routers:
+            try:
+                r.stop()
+            except Exception as e:
+                errors.append(e)
+        for name in reversed(self.namespaces):
+            r = sh("ip", "netns", "del", name, check=False)
+            if r.returncode:
+                errors.append(RuntimeError(f"ip netns del {name}: {r.stderr.strip()}"))
+        for r in self.routers:
+            sh("ip", "link", "del", r.tap, check=False)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def lab(tmp_path, engine):
+    """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
+    lab = Lab(tmp_path, engine)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+# -- ping -----------------------------------------------------------------------------
+
+
+@dataclass
+class Ping:
+    transmitted: int
+    received: int
+    rtt: tuple[float, float, float] | None  # min, avg, max in ms
+    times: list[float]  # each reply's round trip, ms
+    replies: list[tuple[float, int]]  # (timestamp, icmp_seq) with -D
+    output: str
+
+    def figures(self) -> str:
+        if not self.times or not self.rtt:
+            return f"{self.received}/{self.transmitted} replies"
+        median = statistics.median(self.times)
+        return (
+            f"{self.received}/{self.transmitted} replies, rtt ms min {self.rtt[0]:.2f} "
+            f"median {median:.2f} avg {self.rtt[1]:.2f} max {self.rtt[2]:.2f}"
+        )
+
+
+def parse_ping(output: str) -> Ping:
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert m, output
+    rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/", output)
+    replies = [
+        (float(ts), int(seq))
+        for ts, seq in re.findall(r"^\[([\d.]+)\] \d+ bytes from .*icmp_seq=(\d+)", output, re.M)
+    ]
+    return Ping(
+        int(m.group(1)),
+        int(m.group(2)),
+        tuple(float(x) for x in rtt.groups()) if rtt else None,  # type: ignore[arg-type]
+        [float(t) for t in re.findall(r"icmp_seq=\d+ ttl=\d+ time=([\d.]+)", output)],
+        replies,
+        output,
+    )
+
+
+def ping(netns: str, dst: str, count: int = 1, interval: float = 0.2, wait: float = 1) -> Ping:
+    """``count`` pings; each reply may take up to ``wait`` seconds.
+
+    ``-w`` (a deadline) rather than ``-W`` alone: once replies have been seen,
+    ping otherwise waits only two round trips for the last one.  With ``-w``
+    ping keeps sending until ``count`` replies are in, so a late reply can make
+    it send (and get) one or two more: callers check ``received >= count``.
+    """
+    deadline = math.ceil(count * interval + wait)
+    r = subprocess.run(
+        ["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count), "-i", str(interval)]
+        + ["-W", str(wait), "-w", str(deadline), dst],
+        capture_output=True,
+        text=True,
+        timeout=deadline + 20,
+    )
+    return parse_ping(r.stdout + r.stderr)
+
+
+def wait_ping(netns: str, dst: str, timeout: float) -> float:
+    """Ping until a reply comes; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        if ping(netns, dst, wait=0.5).received:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"no reply from {dst} in {netns} within {timeout} s")
+        time.sleep(0.05)
+
+
+def report(record_property, lab: Lab, name: str, value) -> None:
+    record_property(name, value)
+    print(f"[qemu-e2e {lab.engine}] {name}: {value}")
+
+
+# -- tests ----------------------------------------------------------------------------
+
+
+def test_ping_across_p2p(lab, record_property):
+    ra, rb = lab.router("ra"), lab.router("rb")
+    xc = lab.xcon("--p2p", f"{ra.endpoint}--{rb.endpoint}")
+    xc.wait_health("0", "All 2 sockets connected")
+    wait_ping(ra.netns, rb.ip, timeout=10)
+    there = ping(ra.netns, rb.ip, count=50, interval=0.02)
+    back = ping(rb.netns, ra.ip, count=20, interval=0.02)
+    assert there.received >= 50, there.output
+    assert back.received >= 20, back.output
+    report(record_property, lab, "p2p_ping_a_to_b", there.figures())
+    report(record_property, lab, "p2p_ping_b_to_a", back.figures())
+    assert xc.terminate() == 0
+
+
+def test_router_restart_link_recovers(lab, record_property):
+    ra, rb = lab.router("ra"), lab.router("rb")
+    xc = lab.xcon("--p2p", f"{ra.endpoint}--{rb.endpoint}")
+    xc.wait_health("0", "All 2 sockets connected")
+    wait_ping(ra.netns, rb.ip, timeout=10)
+
+    rb.stop()
+    xc.wait_health("1", "Expected 2 sockets but only 1 connected")
+    assert ping(ra.netns, rb.ip, wait=0.5).received == 0, "the far router is down"
+    assert xc.proc.poll() is None, "a router going away does not stop xcon"
+
+    rb.start()
+    took = wait_ping(ra.netns, rb.ip, timeout=5)
+    report(record_property, lab, "router_restart_to_first_reply_s", round(took, 3))
+    xc.wait_health("0", "All 2 sockets connected")
+    after = ping(rb.netns, ra.ip, count=10, interval=0.02)
+    assert after.received >= 10, after.output
+    assert xc.terminate() == 0
+
+
+def test_hub_of_three_routers(lab):
+    routers = [lab.router(f"r{c}") for c in "abc"]
+    xc = lab.xcon("--hub", *[r.endpoint for r in routers])
+    xc.wait_health("0", "All 3 sockets connected")
+    for src in routers:
+        for dst in routers:
+            if src is dst:
+                continue
+            wait_ping(src.netns, dst.ip, timeout=10)
+            p = ping(src.netns, dst.ip, count=5, interval=0.02)
+            assert p.received >= 5, f"{src.netns} -> {dst.ip}: {p.output}"
+    assert xc.terminate() == 0
+
+
+@pytest.mark.parametrize("order", ["stop_then_start", "start_then_stop"])
+def test_xcon_restart_outage_while_pinging(lab, record_property, order):
+    """Replace xcon three times under a 10 ms ping; the link comes back each time.
+
+    stop_then_start: SIGTERM the running xcon, then start a new one (docker stop;
+    docker run).  start_then_stop: start the new one first; qemu serves one
+    client at a time, so its connections wait in qemu's backlog until the old
+    xcon exits on SIGTERM, and are served at once.
+    """
+    interval, restarts = 0.01, 3
+    ra, rb = lab.router("ra"), lab.router("rb")
+    link = f"{ra.endpoint}--{rb.endpoint}"
+    xc = lab.xcon("--p2p", link)
+    xc.wait_health("0", "All 2 sockets connected")
+    wait_ping(ra.netns, rb.ip, timeout=10)
+
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", ra.netns, "ping", "-n", "-D", "-i", str(interval)]
+        + ["-W", "1", rb.ip],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        handovers = []
+        time.sleep(1.0)
+        for _ in range(restarts):
+            if order == "stop_then_start":
+                t0 = time.monotonic()
+                assert xc.terminate() == 0, xc.log()
+                xc = lab.xcon("--p2p", link)
+                xc.wait_health("0", "All 2 sockets connected")
+            else:
+                new = lab.xcon("--p2p", link)
+                new.wait_health("0", "All 2 sockets connected")
+                t0 = time.monotonic()
+                assert xc.terminate() == 0, xc.log()
+                xc = new
+            handovers.append(time.monotonic() - t0)
+            time.sleep(1.0)
+        pinger.send_signal(signal.SIGINT)
+        out, _ = pinger.communicate(timeout=30)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+            pinger.wait()
+
+    p = parse_ping(out)
+    assert p.replies, out
+    gaps = [
+        (b_ts - a_ts, b_seq - a_seq - 1)
+        for (a_ts, a_seq), (b_ts, b_seq) in zip(p.replies, p.replies[1:], strict=False)
+    ]
+    outages = sorted(gaps, reverse=True)[:restarts]
+    lost = p.transmitted - p.received
+    report(record_property, lab, f"{order}_handover_s", [round(h, 3) for h in handovers])
+    report(
+        record_property,
+        lab,
+        f"{order}_outage_ms_by_reply_gap",
+        sorted(round((gap - interval) * 1000) for gap, _ in outages),
+    )
+    report(record_property, lab, f"{order}_lost_pings_per_outage", sorted(n for _, n in outages))
+    report(
+        record_property,
+        lab,
+        f"{order}_total",
+        f"{p.transmitted} sent, {lost} lost over {restarts} restarts "
+        f"= {lost * interval * 1000 / restarts:.0f} ms per restart at {interval * 1000:.0f} ms",
+    )
+    # The link came back after every restart: replies keep arriving up to the end
+    # of the run, and the pings lost are few next to the ones answered.
+    last_seq = p.replies[-1][1]
+    assert last_seq > p.transmitted - 50, f"replies stopped at icmp_seq {last_seq}\n{out[-2000:]}"
+    assert lost < p.received, out[-2000:]
+    assert max(gap for gap, _ in outages) < 5, "each outage is short"
+    assert ping(ra.netns, rb.ip, count=10, interval=0.02).received >= 10
+    assert xc.terminate() == 0
+
+
+def test_tap_listen_against_qemu_router(lab):
+    """A router's NIC joined to xcon's tap (upstream's Tcp2Tap usage), in one namespace 'rt'.
+
+    In rt: the qemu router listening on 127.0.0.1:10001, ``xcon --tap-listen 2``
+    (its tap carries subnet.100), and ``xcon --p2p 127.0.0.1/1--127.0.0.1/2``
+    between them, as ``docker run vr-xcon --p2p r1/1--app/1`` does in a lab.
+    """
+    rt = lab.netns("rt")
+    tap_if = f"xt{lab.tag}"
+    tap_ip = f"{lab.subnet}.100"
+    tap = lab.xcon(
+        "--tap-listen", "2", "--tap-if", tap_if, "--ipv4-address", f"{tap_ip}/24", netns=rt
+    )
+    deadline = time.monotonic() + 10
+    while tap.proc.poll() is None and "fast path" not in tap.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"xcon --tap-listen did not start:\n{tap.log()}")
+        time.sleep(0.02)
+    if tap.proc.poll() is not None:
+        text = tap.log()
+        if "not implemented" in text:
+            pytest.skip("tap mode not implemented")
+        raise AssertionError(f"xcon --tap-listen exited {tap.proc.returncode}:\n{text}")
+
+    router = lab.router("ra", host="127.0.0.1", nic=1, run_netns=rt)
+    xc = lab.xcon("--p2p", "127.0.0.1/1--127.0.0.1/2", netns=rt)
+    xc.wait_health("0", "All 2 sockets connected")
+    wait_ping(router.netns, tap_ip, timeout=10)
+    there = ping(router.netns, tap_ip, count=20, interval=0.02)
+    back = ping(rt, router.ip, count=20, interval=0.02)
+    assert there.received >= 20, there.output
+    assert back.received >= 20, back.output
+    assert xc.terminate() == 0
+    assert tap.terminate() == 0
