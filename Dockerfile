@@ -5,7 +5,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Build stage: the xcon wheel with its compiled fast path (xcon._native), plus the
-# wheels of its runtime dependencies (cffi, pyroute2), so the runtime stage installs offline.
+# wheels of its runtime dependencies (cffi, pyroute2, uvloop for --engine uvloop), so
+# the runtime stage installs offline.
 FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -14,7 +15,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY native/ native/
 COPY xcon/ xcon/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[uvloop]'
 
 # Runtime stage: no compiler; the same tools as upstream's image.
 FROM ${PYTHON_IMAGE}
@@ -22,7 +23,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 iputils-ping tcpdump \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels xcon \
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'xcon[uvloop]' \
  && rm -rf /wheels
 COPY docker/xcon.py /xcon.py
 COPY docker/xcon.py /xcon

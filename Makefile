@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# REGISTRY=registry.example.com:1234 names the image registry.example.com:1234/vr-xcon.
+IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 
 .PHONY: install demo test test-fallback lint bench bench-micro docker clean
 
@@ -36,6 +38,9 @@ bench: install
 
 bench-micro: install
 	$(PY) -m pytest -q bench/micro --benchmark-storage=file://bench/micro/baseline --benchmark-compare --benchmark-compare-fail=median:100%
+
+docker:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info xcon/_native*.so xcon/_native.c

@@ -315,7 +315,7 @@ def image(tmp_path_factory):
 
 def test_dockerfile_shape():
     build, runtime = read_stages()
-    assert any(re.search(r"\bpip wheel\b.*\s\.(\s|$)", run) for run in build.all("RUN")), (
+    assert any(re.search(r"\bpip wheel\b.*\s'?\.(\[[\w,]+\])?'?(\s|$)", run) for run in build.all("RUN")), (
         "the build stage builds the wheel with `pip wheel .`"
     )
     for stage in (build, runtime):
