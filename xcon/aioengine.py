@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xcon.engine import READ, WRITE, Handler, run_in_thread
+from xcon.ports import QUICKACK_BELOW
 
 if TYPE_CHECKING:
     from xcon.ports import StreamPort
@@ -94,9 +95,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.active:
-            owner = self.port.owner
+            port = self.port
+            if nbytes < QUICKACK_BELOW:
+                port.quickack()
+            owner = port.owner
             assert owner is not None
-            owner.received(self.port, nbytes)
+            owner.received(port, nbytes)
 
     def eof_received(self) -> bool:
         if self.active:

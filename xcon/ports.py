@@ -28,6 +28,9 @@ QEMU_BASE_PORT = 10000
 BACKOFF_FIRST = 0.02
 BACKOFF_CAP = 0.25
 CONNECT_TIMEOUT = 3.0
+#: Reads shorter than this renew TCP_QUICKACK (see StreamPort.quickack).
+QUICKACK_BELOW = 16 * 1024
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 
 
 class PortOwner(Protocol):
@@ -147,6 +150,7 @@ class StreamPort(Port):
 
     def _transport_made(self, proto: Any, transport: Any) -> None:
         self._transport = transport
+        self.sock = transport.get_extra_info("socket")  # for quickack()
         self._held = 0
         self._paused = False
         self._became_up()
@@ -212,7 +216,24 @@ class StreamPort(Port):
         if n == 0:
             self.fail("connection closed by peer")
             return -1
+        if n < QUICKACK_BELOW:
+            self.quickack()
         return int(n)
+
+    def quickack(self) -> None:
+        """Acknowledge at once rather than after the delayed-ACK timer.
+
+        qemu leaves Nagle on for its socket netdev: after a small frame it holds
+        the next one until that frame is acknowledged, so a delayed ACK from us
+        (up to 40 ms) would become latency and jitter on the link.  Linux drops
+        out of quick-ACK mode by itself, so this is renewed after each small
+        read; large reads mean a busy link, where ACKs go out anyway."""
+        s = self.sock
+        if s is not None:
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass
 
     def send(self, view: memoryview) -> int:
         """Send; returns the bytes released to the caller, -1 if the port just went down.
