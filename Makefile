@@ -37,7 +37,7 @@ bench: install
 	$(PY) -m bench
 
 bench-micro: install
-	$(PY) -m pytest -q bench/micro --benchmark-storage=file://bench/micro/baseline --benchmark-compare --benchmark-compare-fail=median:100%
+	$(PY) -m pytest -q bench/micro --benchmark-storage=file://bench/micro/baseline --benchmark-compare --benchmark-compare-fail=min:50% --benchmark-compare-fail=median:100%
 
 docker:
 	docker build -t $(IMAGE) .
