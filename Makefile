@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # REGISTRY=registry.example.com:1234 names the image registry.example.com:1234/vr-xcon.
 IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 
-.PHONY: install demo test test-fallback lint bench bench-micro docker clean
+.PHONY: install demo test lint bench bench-micro docker clean
 
 install: $(STAMP)
 
