@@ -315,9 +315,9 @@ def image(tmp_path_factory):
 
 def test_dockerfile_shape():
     build, runtime = read_stages()
-    assert any(re.search(r"\bpip wheel\b.*\s'?\.(\[[\w,]+\])?'?(\s|$)", run) for run in build.all("RUN")), (
-        "the build stage builds the wheel with `pip wheel .`"
-    )
+    assert any(
+        re.search(r"\bpip wheel\b.*\s'?\.(\[[\w,]+\])?'?(\s|$)", run) for run in build.all("RUN")
+    ), "the build stage builds the wheel with `pip wheel .`"
     for stage in (build, runtime):
         assert re.search(r"bookworm", stage.base), f"{stage.base}: not Debian bookworm"
     assert "slim" in runtime.base, f"{runtime.base}: the runtime image is a slim one"
