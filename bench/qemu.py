@@ -153,21 +153,31 @@ class Lab:
 
     def iperf(self, seconds: float, udp_rate: str | None = None) -> dict[str, Any]:
         server = spawn(
-            ["ip", "netns", "exec", self.ns[1], "iperf3", "-s", "-1", "-B", NET[1]],
+            ["ip", "netns", "exec", self.ns[1], "iperf3", "-s", "-B", NET[1]],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                ss = subprocess.run(
+                    ["ip", "netns", "exec", self.ns[1], "ss", "-Hltn", "sport", "= :5201"],
+                    capture_output=True,
+                    text=True,
+                )
+                if ss.stdout.strip() or server.poll() is not None:
+                    break
+                time.sleep(0.05)
             cmd = ["ip", "netns", "exec", self.ns[0], "iperf3", "-c", NET[1], "-J"]
             cmd += ["-t", str(seconds)]
             if udp_rate:
                 cmd += ["-u", "-b", udp_rate, "-l", "1400"]
             r = None
-            for _ in range(60):
+            for _ in range(3):
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
-                if r.returncode == 0 or "Connection refused" not in r.stdout + r.stderr:
+                if r.returncode == 0:
                     break
-                time.sleep(0.1)
+                time.sleep(0.5)
             assert r is not None
             doc = json.loads(r.stdout)
             if "error" in doc:
