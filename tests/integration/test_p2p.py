@@ -250,8 +250,18 @@ def test_names_and_ipv6_endpoints(xcon):
 
     from xcon.testing.fakeqemu import FakeQemu
 
-    nic = random.randrange(20000, 50000)
-    with FakeQemu("127.0.0.1", nic) as a, FakeQemu("::1", nic + 1) as b:
+    # TCP ports 12000..22000: below the ephemeral range, tried until both are free.
+    for _ in range(50):
+        nic = random.randrange(2000, 12000)
+        a, b = FakeQemu("127.0.0.1", nic), FakeQemu("::1", nic + 1)
+        try:
+            a.start()
+            b.start()
+            break
+        except OSError:
+            a.stop()
+            b.stop()
+    with a, b:
         xc = xcon("--p2p", f"localhost/{nic}--[::1]/{nic + 1}")
         up(xc)
         a.send(ether(b"v4 to v6"))
