@@ -32,7 +32,14 @@ lint: install
 	$(PY) -m ruff format --check xcon tests bench native
 	$(PY) -m mypy
 
+# The baselines and the real-qemu scenario need Debian packages (installed when root).
+BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
+
 bench: install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_DEBS) >/dev/null; }; \
+	fi
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
