@@ -21,6 +21,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "links",
     "reconnect",
     "tap",
+    "engines",
     "qemu",
 ]
 
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += scenarios.reconnect(s, progress)
             elif name == "tap":
                 rows += scenarios.tap(s, progress)
+            elif name == "engines":
+                rows += scenarios.engines(s, progress)
             elif name == "qemu":
                 from bench import qemu
 

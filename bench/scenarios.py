@@ -280,6 +280,44 @@ def p2p_size(
     return list(rows.values())
 
 
+# -- engines head to head --------------------------------------------------------------------
+ENGINE_SIZES = (64, 512, 1500)
+
+
+def engines(s: Settings, progress: Progress) -> list[Row]:
+    """epoll against uvloop alone: paired runs, the order swapped every pair, and the median
+    of the per-pair ratios (a busy spell on the shared machine hits both runs of a pair)."""
+    ep, uv = Relay("xcon", "xcon"), Relay("xcon-uvloop", "xcon", engine="uvloop")
+    try:
+        run_flow(uv, s, size=64, duration=0.1)
+    except NotAvailable as e:
+        return [na_row("engines", "engines", "xcon-uvloop", str(e))]
+    pairs = 3 if s.quick else 9
+    rows: list[Row] = []
+    for size in ENGINE_SIZES:
+        label = f"engines-{size}"
+        runs: dict[str, list[Row]] = {"xcon": [], "xcon-uvloop": []}
+        ratios = []
+        for i in range(pairs):
+            order = (ep, uv) if i % 2 == 0 else (uv, ep)
+            got = {}
+            for r in order:
+                progress(f"{label}: {r.name} saturated, pair {i + 1}/{pairs}")
+                got[r.name], _ = run_flow(r, s, size=size)
+                runs[r.name].append(got[r.name])
+            ratios.append(got["xcon-uvloop"]["fps"] / got["xcon"]["fps"])
+        for r in (ep, uv):
+            row: Row = dict(median_runs(runs[r.name]))
+            row["runs"] = [{k: x[k] for k in ("fps", "gbps", "cpu_pct")} for x in runs[r.name]]
+            row.update(group="engines", scenario=label, relay=r.name, status="ok", size=size)
+            row["idle"], _ = delay_run(r, s, progress, label, IDLE_FPS, size=size)
+            if r is uv:
+                row["pair_ratios"] = ratios
+                row["ratios"] = {"xcon": median(ratios)}
+            rows.append(row)
+    return rows
+
+
 # -- VLAN access port -----------------------------------------------------------------------------
 def vlan(s: Settings, progress: Progress, p2p_rows: list[Row]) -> list[Row]:
     out = []
