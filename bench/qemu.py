@@ -195,6 +195,8 @@ class Lab:
             return {
                 "tcp_gbps": end["sum_received"]["bits_per_second"] / 1e9,
                 "tcp_retransmits": end["sum_sent"].get("retransmits"),
+                # the sender's smoothed RTT under load (kernel tcp_info), microseconds
+                "tcp_mean_rtt_us": (end.get("streams") or [{}])[0].get("sender", {}).get("mean_rtt"),
             }
         finally:
             reap(server)
@@ -203,12 +205,12 @@ class Lab:
 def run(s: Settings, progress: Progress) -> list[Row]:
     reason = missing()
     if reason:
-        return [na_row("qemu", "qemu", r, reason) for r in ("direct", "socat", "xcon")]
+        return [na_row("qemu", "qemu", r, reason) for r in ("direct", "splice", "socat", "xcon")]
     rows: list[Row] = []
     pings = 200 if s.quick else 1000
     secs = 2 if s.quick else 5
     udp_rate = "500M"
-    for name in ("direct", "socat", "xcon"):
+    for name in ("direct", "splice", "socat", "xcon"):
         if name == "socat" and shutil.which("socat") is None:
             rows.append(na_row("qemu", "qemu", name, "socat not installed"))
             continue
@@ -242,9 +244,10 @@ def run(s: Settings, progress: Progress) -> list[Row]:
         x = by["xcon"]
         x["ratios"] = {
             k: x["tcp_gbps"] / by[k]["tcp_gbps"]
-            for k in ("socat", "direct")
+            for k in ("socat", "splice", "direct")
             if k in by and by[k].get("tcp_gbps")
         }
-    if "socat" in by and "direct" in by and by["direct"].get("tcp_gbps"):
-        by["socat"]["ratios"] = {"direct": by["socat"]["tcp_gbps"] / by["direct"]["tcp_gbps"]}
+    for k in ("splice", "socat"):
+        if k in by and "direct" in by and by["direct"].get("tcp_gbps"):
+            by[k]["ratios"] = {"direct": by[k]["tcp_gbps"] / by["direct"]["tcp_gbps"]}
     return rows
