@@ -196,7 +196,9 @@ class Lab:
                 "tcp_gbps": end["sum_received"]["bits_per_second"] / 1e9,
                 "tcp_retransmits": end["sum_sent"].get("retransmits"),
                 # the sender's smoothed RTT under load (kernel tcp_info), microseconds
-                "tcp_mean_rtt_us": (end.get("streams") or [{}])[0].get("sender", {}).get("mean_rtt"),
+                "tcp_mean_rtt_us": (end.get("streams") or [{}])[0]
+                .get("sender", {})
+                .get("mean_rtt"),
             }
         finally:
             reap(server)
