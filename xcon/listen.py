@@ -147,18 +147,10 @@ class ListenPort(StreamPort):
 
     # -- established ----------------------------------------------------------------
     def fail(self, reason: str) -> None:
-        if not self.up:
-            return
-        self.up = False
-        self.stats.drops += 1
-        self.stats.last_error = reason
-        self.stats.partial_bytes += self.inbuf.discard_partial()
-        self._detach()
-        log.warning("%s: client %s left (%s); listening again", self.name, self.peer, reason)
-        assert self.owner is not None
-        self.owner.port_down(self, reason)
-        if not self._closed and self._pause is None:
-            self._listen(True)
+        msg = "%s: client %s left (%s); listening again"
+        if self._went_down(reason, msg, self.name, self.peer, reason):
+            if not self._closed and self._pause is None:
+                self._listen(True)
 
     def close(self) -> None:
         self._closed = True

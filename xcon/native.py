@@ -105,7 +105,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "BACKEND",
@@ -450,7 +450,7 @@ def _bind_native() -> Backend:
         status = c_scan(cbuf, start, end, out)
         return out[0], out[1], status
 
-    def vlan_strip(
+    def vlan_args(
         src: ReadableBuffer,
         start: int,
         end: int,
@@ -458,7 +458,8 @@ def _bind_native() -> Backend:
         dst: WritableBuffer,
         dst_start: int,
         dst_end: int,
-    ) -> StripResult:
+    ) -> tuple[Any, Any, Any]:
+        """Checked C views of a VLAN rewrite's buffers and this thread's result array."""
         csrc = from_buffer(src)
         cdst = from_buffer(dst, require_writable=True)
         if not 0 <= start <= end <= len(csrc):
@@ -471,6 +472,18 @@ def _bind_native() -> Backend:
             out = tls.out
         except AttributeError:
             out = tls.out = new(out_decl)
+        return csrc, cdst, out
+
+    def vlan_strip(
+        src: ReadableBuffer,
+        start: int,
+        end: int,
+        vid: int,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+    ) -> StripResult:
+        csrc, cdst, out = vlan_args(src, start, end, vid, dst, dst_start, dst_end)
         c_strip(csrc, start, end, vid, cdst, dst_start, dst_end, out)
         return out[0], out[1], out[2], (out[3], out[4], out[5])
 
@@ -483,18 +496,7 @@ def _bind_native() -> Backend:
         dst_start: int,
         dst_end: int,
     ) -> InsertResult:
-        csrc = from_buffer(src)
-        cdst = from_buffer(dst, require_writable=True)
-        if not 0 <= start <= end <= len(csrc):
-            raise _bad_range(len(csrc), start, end, "source")
-        if not 0 <= dst_start <= dst_end <= len(cdst):
-            raise _bad_range(len(cdst), dst_start, dst_end, "destination")
-        if not 0 <= vid <= _VID_MASK:
-            raise _bad_vid(vid)
-        try:
-            out = tls.out
-        except AttributeError:
-            out = tls.out = new(out_decl)
+        csrc, cdst, out = vlan_args(src, start, end, vid, dst, dst_start, dst_end)
         c_insert(csrc, start, end, vid, cdst, dst_start, dst_end, out)
         return out[0], out[1], out[2], (out[3], out[4])
 

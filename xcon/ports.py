@@ -165,6 +165,21 @@ class StreamPort(Port):
     def _retry_after_failure(self, reason: str) -> None:
         """A connection could not be set up (subclasses decide what comes next)."""
 
+    def _went_down(self, reason: str, msg: str, *args: object) -> bool:
+        """An established stream ended: count it, lose only the partial frame in
+        flight, log ``msg`` and tell the owner.  False if the port was not up."""
+        if not self.up:
+            return False
+        self.up = False
+        self.stats.drops += 1
+        self.stats.last_error = reason
+        self.stats.partial_bytes += self.inbuf.discard_partial()
+        self._detach()
+        log.warning(msg, *args)
+        assert self.owner is not None
+        self.owner.port_down(self, reason)
+        return True
+
     def set_reading(self, on: bool) -> None:
         t = self._transport
         if t is None:
@@ -433,17 +448,8 @@ class QemuPort(StreamPort):
 
     # -- established ----------------------------------------------------------------
     def fail(self, reason: str) -> None:
-        if not self.up:
-            return
-        self.up = False
-        self.stats.drops += 1
-        self.stats.last_error = reason
-        self.stats.partial_bytes += self.inbuf.discard_partial()
-        self._detach()
-        log.warning("%s: link down (%s)", self.name, reason)
-        assert self.owner is not None
-        self.owner.port_down(self, reason)
-        self._retry(reason)
+        if self._went_down(reason, "%s: link down (%s)", self.name, reason):
+            self._retry(reason)
 
     def close(self) -> None:
         self._closed = True
