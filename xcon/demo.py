@@ -79,12 +79,36 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is outside 1..3600")
+    return v
+
+
+def _size(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 64 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is outside 64..65535")
+    return v
+
+
 def main(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(prog="xcon demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=6.0, help="total duration (default 6)")
-    ap.add_argument("--size", type=int, default=1500, help="frame size in bytes (default 1500)")
+    ap.add_argument(
+        "--seconds", type=_seconds, default=6.0, help="total duration, 1 to 3600 (default 6)"
+    )
+    ap.add_argument(
+        "--size", type=_size, default=1500, help="frame size in bytes, 64 to 65535 (default 1500)"
+    )
     args = ap.parse_args(list(argv))
-    size = max(64, min(args.size, 65535))
+    size = args.size
 
     recv = Receiver()
     a = FakeQemu("127.0.77.1", 1, record=False)
