@@ -216,8 +216,9 @@ class Relay:
             return "socat not installed (apt-get install socat)"
         return None
 
-    def start(self, mode: str, args: list[str]) -> None:
-        """mode p2p: ``args`` are xcon link specs; hub: xcon endpoints; tap: xcon args."""
+    def start(self, mode: str, args: list[str], netns: str | None = None) -> None:
+        """mode p2p: ``args`` are xcon link specs; hub: xcon endpoints; tap: xcon args.
+        ``netns``: run the relay inside that network namespace."""
         if self.kind == "direct":
             return
         if self.kind in ("splice", "socat"):
@@ -229,9 +230,11 @@ class Relay:
                 cmd = [str(build("splice_relay")), h1, str(p1), h2, str(p2)]
             else:
                 cmd = ["socat", f"TCP:{h1}:{p1}", f"TCP:{h2}:{p2}"]
+            if netns:
+                cmd = ["ip", "netns", "exec", netns, *cmd]
             self.procs.append(spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             return
-        self.start_xcon([f"--{mode}", *args] if mode in ("p2p", "hub") else args)
+        self.start_xcon([f"--{mode}", *args] if mode in ("p2p", "hub") else args, netns)
 
     def start_xcon(self, args: list[str], netns: str | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="xcon-", dir=TMP))

@@ -20,6 +20,8 @@ from bench.scenarios import Progress, Row, Settings, na_row
 QEMU = "qemu-system-x86_64"
 NET = ("10.77.0.1", "10.77.0.2")
 ADDR = tuple(h.rsplit(".", 1)[0] + x for h, x in zip(hosts(), (".11", ".12"), strict=True))
+BRIDGED_NET = "172.31.77"
+BRIDGED_ADDR = (f"{BRIDGED_NET}.2", f"{BRIDGED_NET}.3")
 
 
 def missing() -> str | None:
@@ -42,7 +44,7 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Complet
 class Lab:
     """Two qemu "routers" whose NIC 1 is bridged to a tap inside a namespace of ours."""
 
-    def __init__(self, direct: bool) -> None:
+    def __init__(self, direct: bool, bridged: bool = False) -> None:
         tag = uuid.uuid4().hex[:6]
         self.ns = (f"xcb-{tag}-a", f"xcb-{tag}-b")
         self.taps = (f"xq{tag}a", f"xq{tag}b")
@@ -50,17 +52,46 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pids: list[int] = []
         self.direct = direct
+        # bridged: each qemu runs inside its namespace and listens on a veth there; the
+        # relay runs in a third namespace and reaches both through a Linux bridge
+        # (MTU 1500), as between containers on docker's network.
+        self.bridged = bridged
+        self.relay_ns = f"xcb-{tag}-x" if bridged else None
+        self.addr = BRIDGED_ADDR if bridged else ADDR
         self._closed = False
         atexit.register(self.close)
 
+    def _bridge_up(self) -> None:
+        x = self.relay_ns
+        assert x is not None
+        sh("ip", "netns", "add", x)
+        sh("ip", "-n", x, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", x, "addr", "add", f"{BRIDGED_NET}.1/24", "dev", "br0")
+        sh("ip", "-n", x, "link", "set", "br0", "up")
+        sh("ip", "-n", x, "link", "set", "lo", "up")
+        for i, ns in enumerate(self.ns):
+            host, peer = f"{self.taps[i]}h", f"{self.taps[i]}v"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+            sh("ip", "link", "set", peer, "netns", ns)
+            sh("ip", "link", "set", host, "netns", x)
+            sh("ip", "-n", x, "link", "set", host, "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.addr[i]}/24", "dev", peer)
+            sh("ip", "-n", ns, "link", "set", peer, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
     def start(self) -> None:
+        if self.bridged:
+            self._bridge_up()
         for i in range(2):
             if i == 1 and self.direct:
-                sock = f"socket,id=s0,connect={ADDR[0]}:10001"
+                sock = f"socket,id=s0,connect={self.addr[0]}:10001"
             else:
-                sock = f"socket,id=s0,listen={ADDR[i]}:10001"
+                sock = f"socket,id=s0,listen={self.addr[i]}:10001"
             pidfile = self.dir / f"q{i}.pid"
+            inside = ("ip", "netns", "exec", self.ns[i]) if self.bridged else ()
             sh(
+                *inside,
                 QEMU,
                 "-nodefaults",
                 "-display",
@@ -81,8 +112,9 @@ class Lab:
             )
             self.pids.append(int(pidfile.read_text().strip()))
             ns = self.ns[i]
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", self.taps[i], "netns", ns)
+            if not self.bridged:
+                sh("ip", "netns", "add", ns)
+                sh("ip", "link", "set", self.taps[i], "netns", ns)
             sh("ip", "-n", ns, "addr", "add", f"{NET[i]}/24", "dev", self.taps[i])
             sh("ip", "-n", ns, "link", "set", self.taps[i], "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -108,8 +140,9 @@ class Lab:
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
-        for ns in self.ns:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for ns in (*self.ns, self.relay_ns):
+            if ns:
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def ping_ok(self, timeout: float = 10.0) -> bool:
@@ -204,40 +237,44 @@ class Lab:
             reap(server)
 
 
-def run(s: Settings, progress: Progress) -> list[Row]:
+def run(s: Settings, progress: Progress, bridged: bool = False) -> list[Row]:
+    """``qemu``: the routers' sockets on loopback (PROTOCOL.md's recipe).  ``qemu-bridged``:
+    each router in its own namespace behind a veth on a Linux bridge, the relay in a third
+    namespace, as with containers on docker's network (MTU 1500 instead of 65536)."""
+    scn = "qemu-bridged" if bridged else "qemu"
     reason = missing()
     if reason:
-        return [na_row("qemu", "qemu", r, reason) for r in ("direct", "splice", "socat", "xcon")]
+        return [na_row("qemu", scn, r, reason) for r in ("direct", "splice", "socat", "xcon")]
     rows: list[Row] = []
     pings = 200 if s.quick else 1000
     secs = 2 if s.quick else 5
     udp_rate = "500M"
     for name in ("direct", "splice", "socat", "xcon"):
         if name == "socat" and shutil.which("socat") is None:
-            rows.append(na_row("qemu", "qemu", name, "socat not installed"))
+            rows.append(na_row("qemu", scn, name, "socat not installed"))
             continue
-        lab = Lab(direct=name == "direct")
+        lab = Lab(direct=name == "direct", bridged=bridged)
         relay = Relay(name, name)
         try:
-            progress(f"qemu: {name}: starting two qemu and their namespaces")
+            progress(f"{scn}: {name}: starting two qemu and their namespaces")
             lab.start()
             if name != "direct":
-                relay.start("p2p", [f"{ADDR[0]}/1--{ADDR[1]}/1"])
+                relay.start("p2p", [f"{lab.addr[0]}/1--{lab.addr[1]}/1"], lab.relay_ns)
             if not lab.ping_ok():
                 raise RuntimeError("no ping reply across the link within 10 s")
-            row: Row = {"group": "qemu", "scenario": "qemu", "relay": name, "status": "ok"}
-            progress(f"qemu: {name}: {pings} pings every 10 ms")
+            row: Row = {"group": "qemu", "scenario": scn, "relay": name, "status": "ok"}
+            progress(f"{scn}: {name}: {pings} pings every 10 ms")
             row["ping"] = lab.ping(pings)
-            progress(f"qemu: {name}: iperf3 TCP {secs}s")
+            progress(f"{scn}: {name}: iperf3 TCP {secs}s")
             c0 = relay.cpu()
             row.update(lab.iperf(secs))
             row["cpu_pct_tcp"] = 100 * (relay.cpu() - c0) / secs if relay.procs else None
-            progress(f"qemu: {name}: iperf3 UDP {udp_rate}bit/s {secs}s")
+            progress(f"{scn}: {name}: iperf3 UDP {udp_rate}bit/s {secs}s")
             row.update(lab.iperf(secs, udp_rate))
             row["udp_offered"] = udp_rate
             rows.append(row)
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
-            rows.append(na_row("qemu", "qemu", name, f"failed: {e}"))
+            rows.append(na_row("qemu", scn, name, f"failed: {e}"))
         finally:
             relay.stop()
             lab.close()

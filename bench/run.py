@@ -23,6 +23,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "tap",
     "engines",
     "qemu",
+    "qemu-bridged",
 ]
 
 
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += scenarios.tap(s, progress)
             elif name == "engines":
                 rows += scenarios.engines(s, progress)
-            elif name == "qemu":
+            elif name in ("qemu", "qemu-bridged"):
                 from bench import qemu
 
-                rows += qemu.run(s, progress)
+                rows += qemu.run(s, progress, bridged=name == "qemu-bridged")
         if args.profile:
             for size in (64, 1500):
                 prof = scenarios.profile_xcon(5 if args.quick else 10, size, progress)
