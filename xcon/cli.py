@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
+    from xcon.limits import ensure_nofile
 
     engine: Any = None
     if args.engine == "uvloop":
@@ -147,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     app = Xcon(engine=engine, health_path=args.health_file or None, trace_interval=args.trace)
     try:
+        ensure_nofile(2 * len(links) if links else len(hub) if hub else 2)
         if links:
             for spec in links:
                 app.add_p2p(spec, debug=args.debug)

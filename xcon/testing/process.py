@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class XconProcess:
@@ -21,7 +21,9 @@ class XconProcess:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         log_level: str = "info",
+        preexec: Callable[[], None] | None = None,
     ) -> None:
+        """``preexec`` runs in the child before xcon starts (to set resource limits)."""
         self.workdir = cwd or tempfile.mkdtemp(prefix="xcon-")
         self.health_file = health_file or os.path.join(self.workdir, "health")
         self.log_path = os.path.join(self.workdir, "xcon.log")
@@ -33,7 +35,12 @@ class XconProcess:
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, env=full_env
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=full_env,
+            preexec_fn=preexec,
         )
         self.pid = self.proc.pid
 
