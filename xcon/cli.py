@@ -13,7 +13,7 @@ from typing import Any
 
 from xcon import __version__, native
 from xcon.errors import ModeError
-from xcon.linkspec import SpecError, parse_endpoint, parse_link
+from xcon.linkspec import SpecError, check_distinct, parse_endpoint, parse_link
 
 log = logging.getLogger("xcon")
 
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
     try:
         links = [parse_link(s) for s in args.p2p] if args.p2p else []
+        check_distinct(links)
         hub = [parse_endpoint(s, allow_vid=False) for s in args.hub] if args.hub else []
     except SpecError as e:
         return fail(str(e))

@@ -92,3 +92,23 @@ def parse_link(text: str) -> LinkSpec:
             f"{text!r}: a VLAN id on both sides (changing the VLAN id) is not supported"
         )
     return LinkSpec(left, right)
+
+
+def check_distinct(links: list[LinkSpec]) -> None:
+    """Each qemu NIC serves one connection at a time, so a NIC can be in one link only.
+
+    A second link to the same NIC would wait in qemu's listen backlog forever (and
+    look connected); catch that typo at start."""
+    seen: dict[tuple[str, int], LinkSpec] = {}
+    for link in links:
+        a, b = ((e.host.lower(), e.nic) for e in (link.left, link.right))
+        if a == b:
+            raise SpecError(f"'{link}': both ends are the same NIC")
+        for key, end in ((a, link.left), (b, link.right)):
+            other = seen.get(key)
+            if other is not None:
+                raise SpecError(
+                    f"{Endpoint(end.host, end.nic)} is in two links ('{other}' and '{link}'): a qemu NIC serves "
+                    "one connection at a time; join three or more NICs with --hub"
+                )
+            seen[key] = link

@@ -65,6 +65,13 @@ def run_cli(argv, capsys):
         (["--tap-listen", "0"], "outside 1..55535"),
         (["--tap-listen", "1", "--vlan", "4095"], "outside 1..4094"),
         (["--p2p", "vr1/1--vr2/1", "--engine", "nope"], "unknown engine"),
+        (["--p2p", "vr1/1--VR1/1"], "both ends are the same NIC"),
+        (
+            ["--p2p", "vr1/1--vr2/1", "vr1/2--vr3/1", "vr1/1--vr3/2"],
+            "vr1/1 is in two links ('vr1/1--vr2/1' and 'vr1/1--vr3/2')",
+        ),
+        (["--p2p", "vr1/1--vr2/1", "vr3/1--vr2/1:7"], "vr2/1 is in two links"),
+        (["--p2p", "[::1]/1:5--a/1", "b/1--[::1]/1"], "[::1]/1 is in two links"),
     ],
 )
 def test_bad_input_exits_2(argv, needle, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xcon.linkspec import Endpoint, SpecError, parse_endpoint, parse_link
+from xcon.linkspec import Endpoint, SpecError, check_distinct, parse_endpoint, parse_link
 
 
 @pytest.mark.parametrize(
@@ -52,5 +52,26 @@ def test_nic_100_and_above_reachable():
 def test_invalid_links(text, needle):
     with pytest.raises(SpecError) as e:
         parse_link(text)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_distinct_nics_pass():
+    # the seed README's topology: one router, several NICs, each in one link
+    check_distinct([parse_link(t) for t in ("vr1/1--vr2/1", "vr1/2--vr3/1", "vr2/2--vr3/2")])
+
+
+@pytest.mark.parametrize(
+    "texts,needle",
+    [
+        (["a/1--a/1"], "both ends are the same NIC"),
+        (["a/1--b/1", "c/1--A/1"], "is in two links ('a/1--b/1' and 'c/1--A/1')"),
+        (["a/1--b/1:10", "b/1--c/1"], "b/1 is in two links"),
+        (["[2001:db8::1]/3--b/1", "c/1--[2001:DB8::1]/3:9"], "[2001:DB8::1]/3 is in two links"),
+    ],
+)
+def test_a_nic_in_two_links_is_refused(texts, needle):
+    with pytest.raises(SpecError) as e:
+        check_distinct([parse_link(t) for t in texts])
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
