@@ -45,11 +45,22 @@ def test_concurrent_senders_never_interleave(peers, xcon):
     tb.start()
     ta.join()
     tb.join()
-    assert c.wait_frames(2 * n, timeout=20)
+    # Two senders at full speed may overrun c's 1 MiB queue: the hub then drops
+    # whole frames for c and counts them.  Every frame must be either delivered
+    # whole and in order or counted; none may be cut, merged or lost unseen.
+    deadline = time.monotonic() + 20
+    while True:
+        m = re.search(rf"hub->{re.escape(endpoint(c))}: .*?queue_full=(\d+)", xc.counters())
+        dropped = int(m.group(1)) if m else 0
+        if len(c.frames) + dropped >= 2 * n or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(c.frames) + dropped == 2 * n, (len(c.frames), dropped)
     seqs = [check_numbered(f) for f in c.frames]  # raises on any corrupt frame
     from_a = [s for s in seqs if s < 100000]
     from_b = [s - 100000 for s in seqs if s >= 100000]
-    assert from_a == list(range(n)) and from_b == list(range(n))
+    assert from_a == sorted(set(from_a)) and from_b == sorted(set(from_b)), "order kept"
+    assert from_a and from_b
     assert c.oversized == 0
     assert xc.terminate() == 0
 
