@@ -47,24 +47,6 @@ class Xcon:
         self.exit_code = 0
 
     # -- building -----------------------------------------------------------------
-    def add_p2p(self, spec: LinkSpec, debug: bool = False) -> P2PLink:
-        a = QemuPort(self.engine, spec.left.host, spec.left.nic)
-        b = QemuPort(self.engine, spec.right.host, spec.right.nic)
-        access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
-        link = P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=self.update_health)
-        self.bridges.append(link)
-        return link
-
-    def add_hub(self, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
-        if len(endpoints) < 2:
-            raise ModeError("--hub needs at least two ports", exit_code=2)
-        if len(set(endpoints)) != len(endpoints):
-            raise ModeError("--hub lists the same port twice", exit_code=2)
-        ports: list[Port] = [QemuPort(self.engine, e.host, e.nic) for e in endpoints]
-        hub = Hub(ports, debug=debug, on_state=self.update_health)
-        self.bridges.append(hub)
-        return hub
-
     def add_bridge(self, bridge: Any) -> None:
         """Add any bridge (an object with ``name``, ``ports``, ``start``, ``close``,
         ``flow_stats``); its ports must call :meth:`update_health` on state changes."""

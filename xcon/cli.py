@@ -11,13 +11,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from xcon import __version__, native
+from xcon import __version__, modes, native, netconf
 from xcon.errors import ModeError
+from xcon.limits import qemu_tcp_port
 from xcon.linkspec import SpecError, check_distinct, parse_endpoint, parse_link
 
 log = logging.getLogger("xcon")
 
 ENGINES = ("epoll", "uvloop")
+_TAP_ONLY = ("ipv4_address", "ipv4_route", "ipv6_address", "ipv6_route", "vlan", "mtu")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
-    from xcon.limits import ensure_nofile
+    from xcon.rlimit import ensure_nofile
 
     engine: Any = None
     if args.engine == "uvloop":
@@ -151,22 +153,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ensure_nofile(2 * len(links) if links else len(hub) if hub else 2)
         if links:
-            for spec in links:
-                app.add_p2p(spec, debug=args.debug)
+            modes.p2p(app, links, debug=args.debug)
             what = f"{len(links)} p2p link(s)"
         elif hub:
-            app.add_hub(hub, debug=args.debug)
+            modes.hub(app, hub, debug=args.debug)
             what = f"hub of {len(hub)} ports"
         elif args.tap_listen is not None:
-            from xcon.tapmode import add_tap_listen
-
-            add_tap_listen(app, args)
-            what = f"tap {args.tap_if} <-> TCP {10000 + args.tap_listen}"
+            netconf.check_ifname(args.tap_if, "--tap-if")
+            plan = netconf.plan_from_args(args)
+            modes.tap_listen(app, args.tap_listen, args.tap_if, plan, debug=args.debug)
+            what = f"tap {args.tap_if} <-> TCP {qemu_tcp_port(args.tap_listen)}"
         else:
-            from xcon.tapmode import add_raw_listen
-
-            add_raw_listen(app, args)
-            what = f"interface {args.raw_if} <-> TCP {10000 + args.raw_listen}"
+            netconf.check_ifname(args.raw_if, "--raw-if")
+            for opt in _TAP_ONLY:
+                if getattr(args, opt, None) is not None:
+                    flag = "--" + opt.replace("_", "-")
+                    raise ModeError(f"{flag} applies to --tap-listen only", exit_code=2)
+            modes.raw_listen(app, args.raw_listen, args.raw_if, debug=args.debug)
+            what = f"interface {args.raw_if} <-> TCP {qemu_tcp_port(args.raw_listen)}"
     except ModeError as e:
         app.close()
         print(f"xcon: error: {e}", file=sys.stderr)

@@ -1,43 +1,35 @@
-"""Open-file limits for labs with many links.
+"""Numbers that define the wire and the command line, in one place.
 
-Every p2p link holds two sockets and every hub port one, so a lab of a few
-hundred links outgrows the usual soft limit of 1024 descriptors.  Without room,
-``socket()`` fails with EMFILE and the links past the limit would only ever
-retry.  At start xcon raises its soft limit as far as it needs (the hard limit
-allows it for any user); if the hard limit itself is too low it refuses to
-start and says which limit to raise.
+Everything that validates input or sizes a buffer takes its bounds from here,
+so the parser, the ports, the fast path and the error messages agree.
 """
 
 from __future__ import annotations
 
-import logging
-import resource
+#: qemu's socket/stream netdev: every frame is a 4-byte big-endian length,
+#: then that many bytes of Ethernet frame (no FCS).
+FRAME_HEADER = 4
+#: The longest frame qemu accepts (NET_BUFSIZE = 4096 + 65536); one byte more
+#: and qemu closes the connection.  Lengths above it are a protocol error.
+MAX_FRAME = 69632
 
-from xcon.errors import ModeError
+#: ``host/N`` is qemu NIC N, listening on TCP ``QEMU_BASE_PORT + N``.
+QEMU_BASE_PORT = 10000
+MIN_NIC = 1
+MAX_NIC = 65535 - QEMU_BASE_PORT
 
-log = logging.getLogger("xcon")
+#: 802.1Q VLAN ids usable on an access port (0 and 4095 are reserved).
+MIN_VID = 1
+MAX_VID = 4094
 
-#: Descriptors beyond the ports' sockets: stdio, the log, epoll, wake-up pipes,
-#: health-file writes, name resolution in helper threads, a listening socket.
-HEADROOM = 64
+#: Largest MTU a tap accepts (the kernel's limit for tun/tap).
+MTU_MAX = 65521
+MTU_MIN = 68
+
+#: Linux interface names: IFNAMSIZ is 16 including the terminating NUL.
+IFNAMSIZ = 16
 
 
-def ensure_nofile(sockets: int) -> int:
-    """Make room for ``sockets`` long-lived descriptors; return the soft limit now in force.
-
-    Raises :class:`ModeError` (exit 1) when the hard limit is too low."""
-    need = sockets + HEADROOM
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    inf = resource.RLIM_INFINITY
-    if soft == inf or soft >= need:
-        return soft
-    if hard != inf and hard < need:
-        raise ModeError(
-            f"{sockets} sockets need about {need} open files, but the hard limit is {hard}: "
-            "raise it (ulimit -Hn, LimitNOFILE= in systemd, docker run --ulimit nofile=N:N)",
-            exit_code=1,
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != inf else need, hard))
-    new = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    log.debug("open-file soft limit raised from %d to %d for %d sockets", soft, new, sockets)
-    return new
+def qemu_tcp_port(nic: int) -> int:
+    """The TCP port of qemu NIC ``nic`` (``-netdev socket,listen=:100NN``)."""
+    return QEMU_BASE_PORT + nic

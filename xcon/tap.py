@@ -307,7 +307,7 @@ class RawPort(DgramPort):
         self.ifindex = 0
         self.outgoing_ignored = 0
         self.truncated = 0
-        self._userspace_outgoing_filter = False
+        self.userspace_outgoing_filter = False
         self._ancsize = socket.CMSG_SPACE(_AUXDATA.size)
 
     def _open(self) -> None:
@@ -318,7 +318,7 @@ class RawPort(DgramPort):
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             except OSError:
-                self._userspace_outgoing_filter = True
+                self.userspace_outgoing_filter = True
             try:
                 s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RAW_RCVBUF)
             except OSError:

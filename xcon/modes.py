@@ -1,0 +1,118 @@
+"""Building each mode from plain values: ports, the bridge joining them, and the
+start-up checks that must pass before the loop runs.
+
+The command line (:mod:`xcon.cli`) parses and validates flags, then calls one
+of these with plain values; nothing here sees an argparse namespace.  Every
+failure here is a :class:`~xcon.errors.ModeError` with one line for the user:
+exit 2 for a bad combination of arguments, 1 for a missing privilege or kernel
+feature.  A failure releases whatever was already opened.
+
+``--tap-listen``/``--raw-listen`` are one :class:`~xcon.bridge.P2PLink`
+between a :class:`~xcon.listen.ListenPort` (``[::]:10000+N``, one qemu client
+at a time) and a :class:`~xcon.tap.TapPort` / :class:`~xcon.tap.RawPort`,
+so forwarding, backpressure (the device is not read while TCP is blocked) and
+counters are those of p2p.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from xcon import netconf
+from xcon.bridge import Hub, P2PLink
+from xcon.errors import ModeError
+from xcon.limits import MAX_FRAME, qemu_tcp_port
+from xcon.linkspec import Endpoint, LinkSpec
+from xcon.listen import ListenPort
+from xcon.ports import Port, QemuPort
+from xcon.tap import RawPort, TapPort, interface_mtu
+
+if TYPE_CHECKING:
+    from xcon.app import Xcon
+
+log = logging.getLogger("xcon")
+
+
+def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLink]:
+    """One :class:`P2PLink` per spec, each between two qemu NICs."""
+    made = []
+    for spec in links:
+        a = QemuPort(app.engine, spec.left.host, spec.left.nic)
+        b = QemuPort(app.engine, spec.right.host, spec.right.nic)
+        access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
+        link = P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=app.update_health)
+        app.add_bridge(link)
+        made.append(link)
+    return made
+
+
+def hub(app: Xcon, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
+    """One :class:`Hub` joining qemu NICs."""
+    if len(endpoints) < 2:
+        raise ModeError("--hub needs at least two ports", exit_code=2)
+    if len(set(endpoints)) != len(endpoints):
+        raise ModeError("--hub lists the same port twice", exit_code=2)
+    ports: list[Port] = [QemuPort(app.engine, e.host, e.nic) for e in endpoints]
+    bridge = Hub(ports, debug=debug, on_state=app.update_health)
+    app.add_bridge(bridge)
+    return bridge
+
+
+def tap_listen(
+    app: Xcon, nic: int, ifname: str, plan: netconf.NetPlan, debug: bool = False
+) -> P2PLink:
+    """``--tap-listen N``: listen on TCP 10000+N, bridge to the tap ``ifname``
+    configured as ``plan`` says (validated beforehand)."""
+    engine = app.engine
+    listen = ListenPort(engine, qemu_tcp_port(nic))
+    tap = TapPort(engine, ifname)
+    try:
+        tap.open()
+        target = netconf.apply(plan, tap.ifname)
+        listen.bind()
+    except BaseException:
+        tap.close()
+        listen.close()
+        raise
+    tap.mtu = interface_mtu(tap.ifname)
+    log.info(
+        "%s: MTU %d%s (reads take any frame up to %d bytes)",
+        tap.ifname,
+        tap.mtu,
+        f", addresses on {target}" if target != tap.ifname else "",
+        MAX_FRAME,
+    )
+
+    def reconfigure() -> None:
+        netconf.apply(plan, tap.ifname)
+
+    tap.on_open = reconfigure
+    link = P2PLink(listen, tap, debug=debug, on_state=app.update_health)
+    app.add_bridge(link)
+    return link
+
+
+def raw_listen(app: Xcon, nic: int, ifname: str, debug: bool = False) -> P2PLink:
+    """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
+    engine = app.engine
+    listen = ListenPort(engine, qemu_tcp_port(nic))
+    raw = RawPort(engine, ifname)
+    try:
+        raw.open()
+        listen.bind()
+    except BaseException:
+        raw.close()
+        listen.close()
+        raise
+    raw.mtu = interface_mtu(raw.ifname)
+    log.info(
+        "%s: MTU %d, promiscuous, outgoing frames ignored%s",
+        raw.ifname,
+        raw.mtu,
+        " (filtered in user space)" if raw.userspace_outgoing_filter else "",
+    )
+    link = P2PLink(listen, raw, debug=debug, on_state=app.update_health)
+    app.add_bridge(link)
+    return link
