@@ -1,55 +1,42 @@
-"""Wires a parsed command line into ports, bridges and an engine, and runs it."""
+"""One xcon process: bridges on an engine, the health file, signals, counters
+and ``--trace``."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Sequence
-from typing import Any, Protocol
 
-from xcon.bridge import Hub, P2PLink
-from xcon.engine import EpollEngine
-from xcon.errors import ModeError
+from xcon.bridges import Bridge
+from xcon.engines import Engine
 from xcon.health import HealthFile
-from xcon.linkspec import Endpoint, LinkSpec
-from xcon.ports import Port, QemuPort
+from xcon.ports import Port
 from xcon.stats import FlowStats
 
 log = logging.getLogger("xcon")
 
 
-class Bridge(Protocol):
-    name: str
-
-    @property
-    def ports(self) -> Sequence[Port]: ...
-
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def flow_stats(self) -> list[FlowStats]: ...
-
-
 class Xcon:
-    """One xcon process: bridges on an engine, a health file, signals, tracing."""
+    """Bridges on an engine, a health file, signals, tracing."""
 
     def __init__(
         self,
-        engine: Any = None,
+        engine: Engine | None = None,
         health_path: str | None = "health",
         trace_interval: float | None = None,
     ) -> None:
-        self.engine: Any = engine or EpollEngine()
+        if engine is None:
+            from xcon.engines.epoll import EpollEngine
+
+            engine = EpollEngine()
+        self.engine: Engine = engine
         self.bridges: list[Bridge] = []
         self.health = HealthFile(health_path)
         self.trace_interval = trace_interval
-        self.exit_code = 0
+        self._traced: dict[int, tuple[int, int, int]] = {}
 
     # -- building -----------------------------------------------------------------
-    def add_bridge(self, bridge: Any) -> None:
-        """Add any bridge (an object with ``name``, ``ports``, ``start``, ``close``,
-        ``flow_stats``); its ports must call :meth:`update_health` on state changes."""
+    def add_bridge(self, bridge: Bridge) -> None:
+        """Add a bridge; its ``on_state`` must be :meth:`update_health`."""
         self.bridges.append(bridge)
 
     def close(self) -> None:
@@ -64,7 +51,8 @@ class Xcon:
 
     def update_health(self) -> None:
         ports = self.ports()
-        self.health.update(sum(1 for p in ports if p.up), len(ports))
+        up = sum(1 for p in ports if p.up)
+        self.health.update(up, len(ports), sum(1 for p in ports if p.healthy))
 
     def counters(self) -> list[str]:
         lines = []
@@ -72,24 +60,22 @@ class Xcon:
             for fs in b.flow_stats():
                 lines.append(fs.render())
             for p in b.ports:
-                s = p.stats
-                state = "up" if p.up else "down"
-                lines.append(
-                    f"{p.name}: {state} connects={s.connects} drops={s.drops} "
-                    f"protocol_errors={s.protocol_errors} partial_bytes={s.partial_bytes}"
-                    + (f" last_error={s.last_error!r}" if s.last_error else "")
-                    + (f" {p.counter_text()}" if hasattr(p, "counter_text") else "")
-                )
+                lines.append(_port_line(p))
         return lines
 
     def log_counters(self, *_: object) -> None:
         for line in self.counters():
             log.info("counters %s", line)
 
-    def _trace(self) -> None:
+    def trace(self) -> None:
+        """One line per direction whose counters changed since the last call, with rates."""
+        interval = self.trace_interval or 1.0
         for b in self.bridges:
             for fs in b.flow_stats():
-                log.info("trace %s", fs.render())
+                line = _trace_line(fs, self._traced.get(id(fs)), interval)
+                self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
+                if line:
+                    log.info("trace %s", line)
 
     # -- running ------------------------------------------------------------------
     def stop(self, signum: int | None = None) -> None:
@@ -98,6 +84,7 @@ class Xcon:
         self.engine.stop()
 
     def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code (0)."""
         eng = self.engine
         eng.add_signal_handler(signal.SIGTERM, self.stop)
         eng.add_signal_handler(signal.SIGINT, self.stop)
@@ -105,13 +92,40 @@ class Xcon:
         self.update_health()
         for b in self.bridges:
             b.start()
+        self.update_health()  # listening ports are ready now
         if self.trace_interval:
-            eng.call_every(self.trace_interval, self._trace)
+            for b in self.bridges:
+                for fs in b.flow_stats():
+                    self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
+            eng.call_every(self.trace_interval, self.trace)
         try:
             eng.run()
         finally:
+            self.log_counters()  # before closing, so states are those of the run
             for b in self.bridges:
                 b.close()
-            self.log_counters()
             eng.close()
-        return self.exit_code
+        return 0
+
+
+def _port_line(p: Port) -> str:
+    s = p.stats
+    extra = p.counter_text()
+    return (
+        f"{p.name}: {'up' if p.up else 'down'} connects={s.connects} drops={s.drops} "
+        f"protocol_errors={s.protocol_errors} partial_bytes={s.partial_bytes}"
+        + (f" last_error={s.last_error!r}" if s.last_error else "")
+        + (f" {extra}" if extra else "")
+    )
+
+
+def _trace_line(fs: FlowStats, before: tuple[int, int, int] | None, interval: float) -> str:
+    frames0, bytes0, dropped0 = before or (0, 0, 0)
+    df, db, dd = fs.frames - frames0, fs.bytes - bytes0, fs.dropped - dropped0
+    if not (df or db or dd):
+        return ""
+    rate = f"{df / interval:.0f} frames/s {db * 8 / interval / 1e6:.3f} Mbit/s"
+    if dd:
+        rate += f" {dd / interval:.0f} drops/s"
+    return f"{fs.render()} ({rate})"
+

@@ -140,15 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from xcon.app import Xcon
     from xcon.rlimit import ensure_nofile
 
-    engine: Any = None
-    if args.engine == "uvloop":
-        from xcon.aioengine import AsyncioEngine, EngineUnavailable
+    from xcon.engines import EngineUnavailable, make_engine
 
-        try:
-            engine = AsyncioEngine()
-        except EngineUnavailable as e:
-            print(f"xcon: error: {e}", file=sys.stderr)
-            return 2
+    try:
+        engine = make_engine(args.engine)
+    except EngineUnavailable as e:
+        print(f"xcon: error: {e}", file=sys.stderr)
+        return 2
     app = Xcon(engine=engine, health_path=args.health_file or None, trace_interval=args.trace)
     try:
         ensure_nofile(2 * len(links) if links else len(hub) if hub else 2)

@@ -26,11 +26,13 @@ connection.  No length is ever used to size an allocation.
 from __future__ import annotations
 
 import mmap
+import struct
+from collections.abc import Iterator
 
 from xcon import native
+from xcon.limits import FRAME_HEADER, MAX_FRAME
 
-HEADER = 4
-MAX_FRAME = native.MAX_FRAME
+__all__ = ["FRAME_HEADER", "MAX_FRAME", "FrameBuffer", "OutBuffer", "iter_frames"]
 #: Default capacity of one direction's buffer: room for a burst of many frames
 #: and always for one maximum-size frame.
 DEFAULT_CAPACITY = 256 * 1024
@@ -47,7 +49,7 @@ class FrameBuffer:
     __slots__ = ("buf", "mv", "capacity", "start", "ready", "end", "nready", "zero_frames", "error")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        if capacity < MAX_FRAME + HEADER + MIN_ROOM:
+        if capacity < MAX_FRAME + FRAME_HEADER + MIN_ROOM:
             raise ValueError(f"capacity {capacity} cannot hold a maximum-size frame and a read")
         # Anonymous mmap: pages cost memory only once touched, so idle links are cheap.
         self.buf = mmap.mmap(-1, capacity)
@@ -108,10 +110,19 @@ class FrameBuffer:
             # A zero-length frame sits at ``pos``: slide the complete frames
             # before it over its 4 header bytes so the span stays contiguous.
             mv, start = self.mv, self.start
-            mv[start + HEADER : pos + HEADER] = mv[start:pos]
-            self.start = start + HEADER
-            self.ready = pos + HEADER
+            mv[start + FRAME_HEADER : pos + FRAME_HEADER] = mv[start:pos]
+            self.start = start + FRAME_HEADER
+            self.ready = pos + FRAME_HEADER
             self.zero_frames += 1
+
+    def take_zero_frames(self) -> int:
+        """Zero-length frames dropped since the last call (for the drop counter)."""
+        n, self.zero_frames = self.zero_frames, 0
+        return n
+
+    def bad_length(self) -> int:
+        """The oversized length that made :meth:`filled` return ``PROTOCOL_ERROR``."""
+        return int.from_bytes(self.mv[self.error : self.error + FRAME_HEADER], "big")
 
     # -- consuming -----------------------------------------------------------------
     def span(self) -> memoryview:
@@ -137,11 +148,6 @@ class FrameBuffer:
         self.consume(self.ready - self.start)
         self.nready = 0
         return n
-
-    def reset(self) -> None:
-        """Forget everything (the connection this buffer belonged to is gone)."""
-        self.start = self.ready = self.end = self.nready = 0
-        self.error = -1
 
     def discard_partial(self) -> int:
         """Drop the bytes of an incomplete frame (its connection went away); returns them."""
@@ -178,7 +184,7 @@ class OutBuffer:
     """A bounded linear queue of whole frames to send (used when frames are
     rewritten or fanned out, so the source buffer cannot be sent directly)."""
 
-    __slots__ = ("buf", "mv", "capacity", "start", "end", "nframes", "sent_frames_base")
+    __slots__ = ("buf", "mv", "capacity", "start", "end", "nframes")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.buf = mmap.mmap(-1, capacity)
@@ -187,7 +193,6 @@ class OutBuffer:
         self.start = 0
         self.end = 0
         self.nframes = 0
-        self.sent_frames_base = 0
 
     def free(self, compact: bool = True) -> int:
         """Room at the end; reclaims consumed space first (moving bytes only if ``compact``)."""
@@ -202,6 +207,18 @@ class OutBuffer:
     @property
     def pending(self) -> int:
         return self.end - self.start
+
+    def append(self, frames: memoryview, nframes: int) -> None:
+        """Copy ``nframes`` whole frames in (the caller made room with :meth:`free`)."""
+        end = self.end
+        self.mv[end : end + len(frames)] = frames
+        self.end = end + len(frames)
+        self.nframes += nframes
+
+    def commit(self, end: int, nframes: int) -> None:
+        """``nframes`` frames were written in place up to offset ``end``."""
+        self.end = end
+        self.nframes += nframes
 
     def span(self) -> memoryview:
         return self.mv[self.start : self.end]
@@ -220,3 +237,22 @@ class OutBuffer:
     def close(self) -> None:
         self.mv.release()
         self.buf.close()
+
+
+_LEN = struct.Struct(">I").unpack_from
+
+
+def iter_frames(buf: native.abi.ReadableBuffer, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(payload_offset, length)`` for each complete valid frame from ``start``.
+
+    Stops where :func:`native.scan` stops (incomplete, zero or too-big header).
+    For logging and tools, not the hot path."""
+    size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
+    native.abi.check_range(size, start, end)
+    pos = start
+    while end - pos >= FRAME_HEADER:
+        (length,) = _LEN(buf, pos)
+        if length == 0 or length > MAX_FRAME or pos + FRAME_HEADER + length > end:
+            return
+        yield pos + FRAME_HEADER, length
+        pos += FRAME_HEADER + length

@@ -2,7 +2,14 @@
 
 First line: the exit code (0 healthy, 1 not); second line: a message in the
 format users of vr-xcon's successor know ("All N sockets connected" /
-"Expected N sockets but only M connected").  Rewritten atomically (write a
+"Expected N sockets but only M connected").
+
+What healthy means depends on the mode.  ``--p2p`` and ``--hub``: every
+router connection is up.  ``--tap-listen`` / ``--raw-listen``: xcon plays a
+router's NIC there, so it is healthy once it is ready for a client (the
+device is open and the TCP port listens), as a router container is before
+anything is linked to it; the message then says "Ready: M of N sockets
+connected, listening for a client" until the client is there.  Rewritten atomically (write a
 temporary file, then rename over) so a reader never sees half a file.
 """
 
@@ -14,9 +21,13 @@ import os
 log = logging.getLogger("xcon.health")
 
 
-def health_text(connected: int, total: int) -> str:
+def health_text(connected: int, total: int, ready: int | None = None) -> str:
+    """The file's content: ``connected`` of ``total`` ports up, ``ready`` of them
+    up or listening for a client (default: the connected ones)."""
     if connected >= total:
         return f"0\nAll {total} sockets connected\n"
+    if ready is not None and ready >= total:
+        return f"0\nReady: {connected} of {total} sockets connected, listening for a client\n"
     return f"1\nExpected {total} sockets but only {connected} connected\n"
 
 
@@ -27,8 +38,8 @@ class HealthFile:
         self.path = path
         self._last: str | None = None
 
-    def update(self, connected: int, total: int) -> None:
-        text = health_text(connected, total)
+    def update(self, connected: int, total: int, ready: int | None = None) -> None:
+        text = health_text(connected, total, ready)
         if text == self._last or not self.path:
             return
         self._last = text

@@ -7,9 +7,10 @@ failure here is a :class:`~xcon.errors.ModeError` with one line for the user:
 exit 2 for a bad combination of arguments, 1 for a missing privilege or kernel
 feature.  A failure releases whatever was already opened.
 
-``--tap-listen``/``--raw-listen`` are one :class:`~xcon.bridge.P2PLink`
-between a :class:`~xcon.listen.ListenPort` (``[::]:10000+N``, one qemu client
-at a time) and a :class:`~xcon.tap.TapPort` / :class:`~xcon.tap.RawPort`,
+``--tap-listen``/``--raw-listen`` are one :class:`~xcon.bridges.p2p.P2PLink`
+between a :class:`~xcon.ports.listen.ListenPort` (``[::]:10000+N``, one qemu
+client at a time) and a :class:`~xcon.ports.tap.TapPort` /
+:class:`~xcon.ports.raw.RawPort`,
 so forwarding, backpressure (the device is not read while TCP is blocked) and
 counters are those of p2p.
 """
@@ -17,17 +18,21 @@ counters are those of p2p.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from xcon import netconf
-from xcon.bridge import Hub, P2PLink
+from xcon.bridges.hub import Hub
+from xcon.bridges.p2p import P2PLink
 from xcon.errors import ModeError
 from xcon.limits import MAX_FRAME, qemu_tcp_port
 from xcon.linkspec import Endpoint, LinkSpec
-from xcon.listen import ListenPort
-from xcon.ports import Port, QemuPort
-from xcon.tap import RawPort, TapPort, interface_mtu
+from xcon.ports import Port
+from xcon.ports.device import DevicePort, interface_mtu
+from xcon.ports.listen import ListenPort
+from xcon.ports.qemu import QemuPort
+from xcon.ports.raw import RawPort
+from xcon.ports.tap import TapPort
 
 if TYPE_CHECKING:
     from xcon.app import Xcon
@@ -60,59 +65,55 @@ def hub(app: Xcon, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
     return bridge
 
 
+def _device_link(
+    app: Xcon, nic: int, device: DevicePort, configure: Callable[[], str] | None, debug: bool
+) -> P2PLink:
+    """A listening qemu-side port linked to ``device``; everything opened first
+    (device, its configuration, the listening socket) or nothing is left open."""
+    listen = ListenPort(app.engine, qemu_tcp_port(nic))
+    try:
+        device.open()
+        target = configure() if configure is not None else device.ifname
+        listen.bind()
+    except BaseException:
+        device.close()
+        listen.close()
+        raise
+    device.mtu = interface_mtu(device.ifname)
+    log.info(
+        "%s: MTU %d%s (reads take any frame up to %d bytes)",
+        device.ifname,
+        device.mtu,
+        f", addresses on {target}" if target != device.ifname else "",
+        MAX_FRAME,
+    )
+    link = P2PLink(listen, device, debug=debug, on_state=app.update_health)
+    app.add_bridge(link)
+    return link
+
+
 def tap_listen(
     app: Xcon, nic: int, ifname: str, plan: netconf.NetPlan, debug: bool = False
 ) -> P2PLink:
     """``--tap-listen N``: listen on TCP 10000+N, bridge to the tap ``ifname``
     configured as ``plan`` says (validated beforehand)."""
-    engine = app.engine
-    listen = ListenPort(engine, qemu_tcp_port(nic))
-    tap = TapPort(engine, ifname)
-    try:
-        tap.open()
-        target = netconf.apply(plan, tap.ifname)
-        listen.bind()
-    except BaseException:
-        tap.close()
-        listen.close()
-        raise
-    tap.mtu = interface_mtu(tap.ifname)
-    log.info(
-        "%s: MTU %d%s (reads take any frame up to %d bytes)",
-        tap.ifname,
-        tap.mtu,
-        f", addresses on {target}" if target != tap.ifname else "",
-        MAX_FRAME,
-    )
+    tap = TapPort(app.engine, ifname)
 
-    def reconfigure() -> None:
-        netconf.apply(plan, tap.ifname)
+    def configure() -> str:
+        return netconf.apply(plan, ifname)
 
-    tap.on_open = reconfigure
-    link = P2PLink(listen, tap, debug=debug, on_state=app.update_health)
-    app.add_bridge(link)
+    link = _device_link(app, nic, tap, configure, debug)
+    tap.on_open = configure  # a re-created tap has lost its addressing
     return link
 
 
 def raw_listen(app: Xcon, nic: int, ifname: str, debug: bool = False) -> P2PLink:
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
-    engine = app.engine
-    listen = ListenPort(engine, qemu_tcp_port(nic))
-    raw = RawPort(engine, ifname)
-    try:
-        raw.open()
-        listen.bind()
-    except BaseException:
-        raw.close()
-        listen.close()
-        raise
-    raw.mtu = interface_mtu(raw.ifname)
+    raw = RawPort(app.engine, ifname)
+    link = _device_link(app, nic, raw, None, debug)
     log.info(
-        "%s: MTU %d, promiscuous, outgoing frames ignored%s",
-        raw.ifname,
-        raw.mtu,
+        "%s: promiscuous, outgoing frames ignored%s",
+        ifname,
         " (filtered in user space)" if raw.userspace_outgoing_filter else "",
     )
-    link = P2PLink(listen, raw, debug=debug, on_state=app.update_health)
-    app.add_bridge(link)
     return link

@@ -22,8 +22,10 @@ class FlowStats:
         if n:
             self.drops[reason] += n
 
-    def as_dict(self) -> dict[str, object]:
-        return {"frames": self.frames, "bytes": self.bytes, "drops": dict(self.drops)}
+    @property
+    def dropped(self) -> int:
+        """Frames dropped for any reason."""
+        return sum(self.drops.values())
 
     def render(self) -> str:
         drops = ",".join(f"{k}={v}" for k, v in sorted(self.drops.items()) if v) or "0"

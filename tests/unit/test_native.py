@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xcon import native
+from xcon.framing import iter_frames
 from xcon.native import MAX_FRAME, NEED_DATA, READ_EOF, TOO_BIG, ZERO, Backend
 
 VID = 123
@@ -572,7 +573,7 @@ def test_scan_matches_model(backend: str, stream: tuple[bytes, int, int]) -> Non
     else:
         length = int.from_bytes(buf[pos : pos + 4], "big")
         assert status == (ZERO if length == 0 else TOO_BIG if length > MAX_FRAME else NEED_DATA)
-    assert list(native.iter_frames(buf, start, end)) == [(h + 4, len(f)) for h, f in frames]
+    assert list(iter_frames(buf, start, end)) == [(h + 4, len(f)) for h, f in frames]
 
 
 @BACKENDS

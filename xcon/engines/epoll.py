@@ -19,6 +19,12 @@ How this loop uses epoll, and why:
   never inside a half-done forward.
 * Work finished on another thread (name resolution) comes back through the
   same wake-up socket with :meth:`EpollEngine.call_soon_threadsafe`.
+* :meth:`EpollEngine.call_soon` callbacks run after the handlers of the
+  current round (before the next poll): a port that fails inside a bridge's
+  send goes down from there, never in the middle of the bridge's work.
+* A connected stream socket is a :class:`SocketStream`: it reads straight into
+  its port's frame buffer (a bounded batch per event) and sends with one
+  ``send`` per call.
 """
 
 from __future__ import annotations
@@ -33,46 +39,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+
+from xcon.engines import (
+    ERRORS,
+    QUICKACK_BELOW,
+    READ,
+    READS_PER_EVENT,
+    WRITE,
+    Handler,
+    StreamEvents,
+    quickack,
+    run_in_thread,
+    socket_error,
+)
 
 log = logging.getLogger("xcon.engine")
-
-READ = select.EPOLLIN
-WRITE = select.EPOLLOUT
-_ERRORS = select.EPOLLERR | select.EPOLLHUP
-
-
-class Handler(Protocol):
-    def handle_event(self, events: int) -> None: ...
-
-
-class Callback:
-    """A readiness handler that just calls ``fn()`` (accepting, connect completion)."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn = fn
-
-    def handle_event(self, events: int) -> None:
-        self.fn()
-
-
-def run_in_thread(
-    call_soon_threadsafe: Callable[[Callable[[], None]], None],
-    fn: Callable[[], object],
-    done: Callable[[object, BaseException | None], None],
-) -> None:
-    """Run blocking ``fn`` on a daemon thread; ``done(result, error)`` runs on the loop."""
-
-    def work() -> None:
-        try:
-            result, err = fn(), None
-        except BaseException as e:  # noqa: BLE001 - handed back to the loop
-            result, err = None, e
-        call_soon_threadsafe(lambda: done(result, err))
-
-    threading.Thread(target=work, name="xcon-resolve", daemon=True).start()
 
 
 class Timer:
@@ -124,6 +105,7 @@ class EpollEngine:
         self._seq = itertools.count()
         self._running = False
         self._soon: deque[Callable[[], None]] = deque()
+        self._ready: deque[Callable[[], None]] = deque()
         self._signal_handlers: dict[int, Callable[[int], None]] = {}
         self._old_wakeup = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -138,6 +120,9 @@ class EpollEngine:
         self._handlers[fd] = handler
         return Registration(self, fd, mask)
 
+    def open_stream(self, sock: socket.socket, events: StreamEvents) -> None:
+        events.stream_opened(SocketStream(self, sock, events))
+
     def _unregister(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
             try:
@@ -146,10 +131,6 @@ class EpollEngine:
                 pass
 
     # -- time ---------------------------------------------------------------------
-    @staticmethod
-    def time() -> float:
-        return time.monotonic()
-
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         t = Timer(time.monotonic() + max(0.0, delay), next(self._seq), callback)
         heapq.heappush(self._timers, t)
@@ -179,16 +160,10 @@ class EpollEngine:
     def run_in_thread(
         self, fn: Callable[[], object], done: Callable[[object, BaseException | None], None]
     ) -> None:
-        """Run blocking ``fn`` on a daemon thread; ``done(result, error)`` runs on the loop."""
+        run_in_thread(self.call_soon_threadsafe, fn, done)
 
-        def work() -> None:
-            try:
-                result, err = fn(), None
-            except BaseException as e:  # noqa: BLE001 - handed back to the loop
-                result, err = None, e
-            self.call_soon_threadsafe(lambda: done(result, err))
-
-        threading.Thread(target=work, name="xcon-resolve", daemon=True).start()
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self._ready.append(callback)
 
     # -- signals ------------------------------------------------------------------
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None:
@@ -224,9 +199,12 @@ class EpollEngine:
         timers = self._timers
         wake_fd = self._wake_r.fileno()
         monotonic = time.monotonic
+        ready = self._ready
         while self._running:
             timeout = -1.0
-            if timers:
+            if ready:
+                timeout = 0.0
+            elif timers:
                 timeout = max(0.0, timers[0].when - monotonic())
             events = ep_poll(timeout, 256)
             for fd, ev in events:
@@ -236,6 +214,8 @@ class EpollEngine:
                 h = handlers.get(fd)
                 if h is not None:
                     h.handle_event(ev)
+            while ready:
+                ready.popleft()()
             if timers:
                 now = monotonic()
                 while timers and timers[0].when <= now:
@@ -258,4 +238,95 @@ def _ignore(signum: int, frame: object) -> None:
     """Python-level handler: the real work happens on the loop via the wake-up fd."""
 
 
-ERRORS = _ERRORS
+
+class SocketStream:
+    """A connected non-blocking stream socket driven by the epoll loop.
+
+    Reads land in the port's frame buffer (``events.inbuf.room()``), a bounded
+    batch per readiness event; the port says after each read whether to go
+    on.  Sends are one ``send`` of the span; what the kernel does not take
+    stays with the caller, who asks for writability."""
+
+    __slots__ = ("sock", "events", "reg", "_reading", "_writing", "_closed", "_recv_into", "_send")
+
+    def __init__(self, engine: EpollEngine, sock: socket.socket, events: StreamEvents) -> None:
+        self.sock = sock
+        self.events = events
+        self._reading = True
+        self._writing = False
+        self._closed = False
+        self._recv_into = sock.recv_into
+        self._send = sock.send
+        self.reg = engine.register(sock.fileno(), self, READ)
+
+    def _update(self) -> None:
+        if not self._closed:
+            self.reg.set((READ if self._reading else 0) | (WRITE if self._writing else 0))
+
+    def set_reading(self, on: bool) -> None:
+        if on != self._reading:
+            self._reading = on
+            self._update()
+
+    def set_writing(self, on: bool) -> None:
+        if on != self._writing:
+            self._writing = on
+            self._update()
+
+    def send(self, view: memoryview) -> int:
+        if self._closed:
+            return 0
+        try:
+            return self._send(view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            self._broken(e.strerror or str(e))
+            return 0
+
+    def _broken(self, reason: str) -> None:
+        self._reading = self._writing = False
+        self._update()
+        self.events.stream_closed(reason)
+
+    def handle_event(self, events: int) -> None:
+        if self._closed:
+            return
+        ev = self.events
+        if events & READ:
+            buf = ev.inbuf
+            recv_into = self._recv_into
+            for _ in range(READS_PER_EVENT):
+                room = buf.room()
+                try:
+                    n = recv_into(room)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    self._broken(e.strerror or str(e))
+                    return
+                if n == 0:
+                    self._broken("connection closed by peer")
+                    return
+                if n < QUICKACK_BELOW:
+                    quickack(self.sock)
+                if not ev.stream_data(n) or n < len(room):
+                    break
+            if self._closed:
+                return
+        if events & WRITE and self._writing:
+            ev.stream_writable()
+            if self._closed:
+                return
+        if events & ERRORS and not events & READ:
+            self._broken(socket_error(self.sock))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.reg.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -6,10 +6,14 @@ arrive as v4-mapped addresses; a host without IPv6 falls back to
 ``-netdev socket,listen=``: while a client is served the listening socket is
 not watched at all, so a second client's connect completes in the kernel
 backlog and waits there until the first one leaves.  The served connection is
-an ordinary :class:`~xcon.ports.StreamPort` (length-prefixed frames, the same
-receive buffer and validation as a :class:`~xcon.ports.QemuPort`).  When the
-client leaves (EOF, reset, protocol error) the partial frame it was sending is
-discarded, the port goes down and listening resumes.
+an ordinary :class:`~xcon.ports.stream.StreamPort` (length-prefixed frames, the
+same receive buffer and validation as a :class:`~xcon.ports.qemu.QemuPort`).
+When the client leaves (EOF, reset, protocol error) the partial frame it was
+sending is discarded, the port goes down and listening resumes.
+
+Health: xcon plays a router's NIC here, so the port counts as healthy as soon
+as it listens (a router container is healthy before anything is linked to
+it), whether or not a client is connected.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import errno
 import logging
 import socket
 
-from xcon.engine import READ, Callback, EpollEngine, Registration, Timer
+from xcon.engines import READ, Callback, Engine, Registration, TimerHandle
 from xcon.errors import ModeError
-from xcon.ports import PortOwner, StreamPort, fmt_addr
+from xcon.ports import fmt_addr
+from xcon.ports.stream import StreamPort
 
 log = logging.getLogger("xcon.port")
 
@@ -33,24 +38,21 @@ ACCEPT_PAUSE = 1.0
 class ListenPort(StreamPort):
     """Accepts one stream client at a time on ``[::]:port``."""
 
-    kind = "listen"
-
     def __init__(
-        self,
-        engine: EpollEngine,
-        port: int,
-        owner: PortOwner | None = None,
-        name: str | None = None,
-        host: str = "::",
+        self, engine: Engine, port: int, name: str | None = None, host: str = "::"
     ) -> None:
-        super().__init__(engine, name or f"tcp:{port}", owner)
+        super().__init__(engine, name or f"tcp:{port}")
         self.tcp_port = port
         self.host = host
         self.lsock: socket.socket | None = None
         self._lreg: Registration | None = None
-        self._pause: Timer | None = None
-        self._closed = False
+        self._pause: TimerHandle | None = None
         self.peer = ""
+
+    @property
+    def healthy(self) -> bool:
+        """Listening (ready for a client) or serving one."""
+        return self._lreg is not None or self.up
 
     # -- listening ------------------------------------------------------------------
     def bind(self) -> None:
@@ -138,36 +140,33 @@ class ListenPort(StreamPort):
         self._listen(False)
         self.peer = fmt_addr(addr)
         log.info("%s: client connected from %s", self.name, self.peer)
-        self._attach(s)
+        self._open_stream(s)
 
     def _resume(self) -> None:
         self._pause = None
         if not self.up and not self._closed:
             self._listen(True)
 
-    # -- established ----------------------------------------------------------------
-    def fail(self, reason: str) -> None:
-        msg = "%s: client %s left (%s); listening again"
-        if self._went_down(reason, msg, self.name, self.peer, reason):
-            if not self._closed and self._pause is None:
-                self._listen(True)
+    # -- Port hooks -----------------------------------------------------------------
+    def _went_down(self, reason: str) -> None:
+        log.warning("%s: client %s left (%s); listening again", self.name, self.peer, reason)
+
+    def _again(self, reason: str) -> None:
+        if self._pause is None:
+            self._listen(True)
 
     def close(self) -> None:
         self._closed = True
         if self._pause is not None:
             self._pause.cancel()
             self._pause = None
-        was_up = self.up
-        self.up = False
-        self._detach()
+        super().close()
         if self._lreg is not None:
             self._lreg.close()
             self._lreg = None
         if self.lsock is not None:
             self.lsock.close()
             self.lsock = None
-        if was_up and self.owner is not None:
-            self.owner.port_down(self, "closed")
 
 
 def _fmt_sockname(s: socket.socket) -> str:

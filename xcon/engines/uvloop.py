@@ -1,13 +1,13 @@
 """The second engine: the same ports and bridges on an asyncio loop (uvloop).
 
-Stream ports (qemu connections, accepted clients) run on transports instead of
-raw readiness:
+A port's stream (a qemu connection, an accepted client) is a transport here,
+wrapped in a :class:`TransportStream`, instead of a socket read by the loop:
 
 * **Reading** goes through :class:`asyncio.BufferedProtocol`: ``get_buffer``
   hands the transport the free space of the port's own
-  :class:`~xcon.framing.FrameBuffer`, ``buffer_updated(n)`` tells the bridge
-  that ``n`` bytes landed there.  No allocation per read, and the bridge code
-  after the read is the same as on the epoll engine.
+  :class:`~xcon.framing.FrameBuffer`, ``buffer_updated(n)`` tells the port
+  that ``n`` bytes landed there (``stream_data``), exactly as the epoll
+  engine's socket stream does.  No allocation per read.
 * **Writing** hands ``transport.write`` a memoryview of the bridge's buffer
   (zero copy).  A transport that cannot send everything at once keeps a
   reference to the unsent part of *that memory* (uvloop does not copy), so the
@@ -27,17 +27,21 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from xcon.engine import READ, WRITE, Handler, run_in_thread
-from xcon.ports import QUICKACK_BELOW
+from xcon.engines import (
+    QUICKACK_BELOW,
+    READ,
+    WRITE,
+    EngineUnavailable,
+    Handler,
+    StreamEvents,
+    TimerHandle,
+    quickack,
+    run_in_thread,
+)
 
-if TYPE_CHECKING:
-    from xcon.ports import StreamPort
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine's event loop library is not installed."""
+__all__ = ["AsyncioEngine", "EngineUnavailable", "TransportStream"]
 
 
 class AioRegistration:
@@ -72,59 +76,106 @@ class AioRegistration:
         self.set(0)
 
 
-class StreamProtocol(asyncio.BufferedProtocol):
-    """Connects a transport to a :class:`~xcon.ports.StreamPort` and its bridge."""
+class TransportStream(asyncio.BufferedProtocol):
+    """A port's stream on a transport: the protocol and the port's send side.
 
-    __slots__ = ("port", "transport", "active")
+    ``send`` hands the transport a view of the caller's memory.  If the
+    transport cannot send it all at once it keeps a reference to that memory
+    (uvloop does not copy), so nothing is reported released until it has
+    drained (high water mark 0: ``resume_writing`` means drained); the caller
+    meanwhile treats the stream as blocked and leaves those bytes alone."""
 
-    def __init__(self, port: StreamPort) -> None:
-        self.port = port
+    def __init__(self, events: StreamEvents) -> None:
+        self.events = events
         self.transport: Any = None
+        self.sock: socket.socket | None = None
         self.active = True
+        self._held = 0  # bytes the transport still holds from the last send()
+        self._paused = False
+        self._writing = False
 
+    # -- asyncio.BufferedProtocol ------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.set_write_buffer_limits(high=0, low=0)
-        if self.active:
-            self.port._transport_made(self, transport)
-        else:
+        if not self.active:
             transport.abort()
+            return
+        transport.set_write_buffer_limits(high=0, low=0)
+        self.sock = transport.get_extra_info("socket")
+        self.events.stream_opened(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.port.inbuf.room()
+        return self.events.inbuf.room()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.active:
-            port = self.port
-            if nbytes < QUICKACK_BELOW:
-                port.quickack()
-            owner = port.owner
-            assert owner is not None
-            owner.received(port, nbytes)
+            if nbytes < QUICKACK_BELOW and self.sock is not None:
+                quickack(self.sock)
+            self.events.stream_data(nbytes)
 
     def eof_received(self) -> bool:
-        if self.active:
-            self.port.fail("connection closed by peer")
+        self._closed("connection closed by peer")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.active:
-            self.port.fail(str(exc) if exc else "connection closed")
+        self._closed(str(exc) if exc else "connection closed")
 
     def pause_writing(self) -> None:
-        pass  # the port notices held bytes itself (get_write_buffer_size)
+        pass  # send() notices held bytes itself (get_write_buffer_size)
 
     def resume_writing(self) -> None:
+        if self.active and self._writing:
+            self.events.stream_writable()
+
+    def _closed(self, reason: str) -> None:
         if self.active:
-            owner = self.port.owner
-            assert owner is not None
-            owner.writable(self.port)
+            self.active = False
+            self.events.stream_closed(reason)
+
+    # -- Stream ------------------------------------------------------------------------
+    def send(self, view: memoryview) -> int:
+        t = self.transport
+        if not self.active or t is None:
+            return 0
+        released = 0
+        if self._held:
+            if t.get_write_buffer_size():
+                return 0
+            released, self._held = self._held, 0
+            view = view[released:]
+            if not view:
+                return released
+        t.write(view)
+        if not self.active:
+            return released  # the write failed: the port goes down from the loop
+        if t.get_write_buffer_size():
+            self._held = len(view)
+            return released
+        return released + len(view)
+
+    def set_reading(self, on: bool) -> None:
+        t = self.transport
+        if t is None or not self.active or on != self._paused:
+            return
+        self._paused = not on
+        if on:
+            t.resume_reading()
+        else:
+            t.pause_reading()
+
+    def set_writing(self, on: bool) -> None:
+        self._writing = on  # the transport calls resume_writing when it drains
+
+    def close(self) -> None:
+        self.active = False
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+        self._held = 0
 
 
 class AsyncioEngine:
     """Runs every port and bridge on one asyncio event loop (uvloop by default)."""
-
-    transports = True
 
     def __init__(self, use_uvloop: bool = True) -> None:
         if use_uvloop:
@@ -145,40 +196,27 @@ class AsyncioEngine:
     def register(self, fd: int, handler: Handler, mask: int) -> AioRegistration:
         return AioRegistration(self, fd, handler, mask)
 
-    def attach_stream(self, port: StreamPort, sock: socket.socket) -> StreamProtocol:
-        """Wrap a connected socket in a transport whose protocol feeds ``port``."""
-        proto = StreamProtocol(port)
+    def open_stream(self, sock: socket.socket, events: StreamEvents) -> None:
+        proto = TransportStream(events)
 
         async def attach() -> None:
             try:
                 await self.loop.connect_accepted_socket(lambda: proto, sock)
             except OSError as e:
-                if proto.active:
-                    port._attach_failed(str(e))
+                sock.close()
+                proto._closed(e.strerror or str(e))
 
         self.loop.create_task(attach())
-        return proto
 
     # -- time ---------------------------------------------------------------------
-    def time(self) -> float:
-        return self.loop.time()
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.loop.call_soon(callback)
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self.loop.call_later(max(0.0, delay), callback)
 
-    def call_every(self, interval: float, callback: Callable[[], None]) -> Any:
-        state: dict[str, Any] = {}
-
-        class Repeating:
-            def cancel(self) -> None:
-                state["handle"].cancel()
-
-        def tick() -> None:
-            callback()
-            state["handle"] = self.loop.call_later(interval, tick)
-
-        state["handle"] = self.loop.call_later(interval, tick)
-        return Repeating()
+    def call_every(self, interval: float, callback: Callable[[], None]) -> TimerHandle:
+        return _Repeating(self.loop, interval, callback)
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         self.loop.call_soon_threadsafe(callback)
@@ -206,3 +244,22 @@ class AsyncioEngine:
         # Let transports finish closing (connection_lost callbacks) before the loop goes.
         self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
+
+
+class _Repeating:
+    """``callback`` every ``interval`` seconds until cancelled."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, interval: float, callback: Callable[[], None]
+    ) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.callback = callback
+        self.handle = loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        self.callback()
+        self.handle = self.loop.call_later(self.interval, self._tick)
+
+    def cancel(self) -> None:
+        self.handle.cancel()

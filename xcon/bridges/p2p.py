@@ -1,0 +1,277 @@
+"""Point-to-point links: two ports joined both ways.
+
+A :class:`Flow` is one direction of a link (frames read from ``src`` go to
+``dst``).  The hot path is :class:`DirectFlow`: the source port hands over the
+whole frames in its :class:`~xcon.framing.FrameBuffer` and that span is given
+to ``dst.send`` as a memoryview of the receive buffer itself (zero copy).  If
+the destination takes only part of it, the unsent tail stays where it is and
+the source is not read again until it has drained (backpressure): memory per
+direction is the buffer, whatever the routers do.
+
+:class:`VlanFlow` rewrites frames (tag insert or strip, native) from the source
+buffer into an out buffer and sends that; the same backpressure rule applies.
+
+A flow whose destination is down drops the whole frames meant for it and
+counts them, as a pulled cable would.  A destination that breaks while being
+sent to simply takes nothing; it goes down from the loop afterwards, and only
+then does the flow drop what was pending for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from xcon import native
+from xcon.framing import OutBuffer, iter_frames
+from xcon.limits import MAX_FRAME
+from xcon.native.abi import INSERT_DROPS, STRIP_DROPS
+from xcon.ports import Port
+from xcon.stats import FlowStats
+from xcon.trace import insert_verdict, log_frame, log_frames, strip_verdict
+
+log = logging.getLogger("xcon.bridge")
+
+__all__ = ["DirectFlow", "Flow", "P2PLink", "VlanFlow"]
+
+
+class Flow:
+    """One direction of a link."""
+
+    def __init__(self, src: Port, dst: Port, name: str, debug: bool = False) -> None:
+        self.src = src
+        self.dst = dst
+        self.stats = FlowStats(name)
+        self.debug = debug
+        self.blocked = False  # output pending: source reading paused
+
+    def received(self) -> None:
+        """Whole frames wait in the source's buffer: forward them."""
+        zero = self.src.inbuf.take_zero_frames()
+        if zero:
+            self.stats.drop("zero_length", zero)
+            if self.debug:
+                log_frame(self.stats.name, f"dropped: zero_length (x{zero})", b"")
+        if self.src.inbuf.nready:
+            self.push()
+
+    def push(self) -> None:
+        """Send what is ready (also called when the destination is writable again)."""
+        raise NotImplementedError
+
+    def drop_pending(self) -> None:
+        """The destination went down: what was queued for it is lost."""
+        raise NotImplementedError
+
+    def _block(self, on: bool) -> None:
+        if on != self.blocked:
+            self.blocked = on
+            self.src.set_reading(not on)
+            self.dst.set_writing(on)
+
+    def _drop_ready(self, reason: str) -> None:
+        buf = self.src.inbuf
+        if self.debug:
+            log_frames(self.stats.name, f"dropped: {reason}", buf.mv, buf.start, buf.ready)
+        self.stats.drop(reason, buf.drop_ready())
+
+    def source_down(self) -> None:
+        """The source dropped: whole frames already read still go out."""
+        if self.dst.up and self.src.inbuf.nready:
+            self.push()
+
+    def dest_down(self) -> None:
+        self.drop_pending()
+        self._block(False)
+
+
+class DirectFlow(Flow):
+    """p2p without rewriting: complete-frame spans are sent zero-copy."""
+
+    def __init__(self, src: Port, dst: Port, name: str, debug: bool = False) -> None:
+        super().__init__(src, dst, name, debug)
+        self._batch_frames = 0  # frames in the span being sent
+        self._batch_bytes = 0
+
+    def push(self) -> None:
+        buf = self.src.inbuf
+        if not self.blocked:
+            # Start a new batch: everything complete in the buffer.
+            if not self.dst.up:
+                self._drop_ready("port_down")
+                return
+            self._batch_frames = buf.nready
+            self._batch_bytes = buf.pending
+            if self.debug:
+                log_frames(self.stats.name, "forwarded", buf.mv, buf.start, buf.ready)
+        pending = buf.pending
+        n = self.dst.send(buf.span())
+        buf.consume(n)
+        if n == pending:
+            st = self.stats
+            st.frames += self._batch_frames
+            st.bytes += self._batch_bytes - 4 * self._batch_frames
+            self._batch_frames = 0
+            self._block(False)
+        else:
+            self._block(True)
+
+    def drop_pending(self) -> None:
+        buf = self.src.inbuf
+        if not buf.nready:
+            return
+        if self.blocked and self._batch_frames:
+            # Part of the batch is in the kernel: frames wholly before ``start``
+            # were delivered, the rest are lost with the connection.
+            first = buf.ready - self._batch_bytes
+            _pos, full, _st = native.scan(buf.buf, first, buf.start)
+            self.stats.frames += full
+            self.stats.drop("port_down", self._batch_frames - full)
+            buf.consume(buf.pending)
+            self._batch_frames = 0
+        else:
+            self._drop_ready("port_down")
+
+
+VlanFn = Callable[..., tuple[int, int, int, tuple[int, ...]]]
+
+
+class VlanFlow(Flow):
+    """p2p with a VLAN rewrite (access port emulation) into an out buffer.
+
+    ``strip``: trunk to access port (frames of VLAN ``vid`` lose their tag,
+    others are dropped); otherwise access port to trunk (every frame gets the
+    tag).  Drop reasons: :data:`~xcon.native.abi.STRIP_DROPS` /
+    :data:`~xcon.native.abi.INSERT_DROPS`."""
+
+    def __init__(
+        self, src: Port, dst: Port, name: str, vid: int, strip: bool, debug: bool = False
+    ) -> None:
+        super().__init__(src, dst, name, debug)
+        self.vid = vid
+        self.strip = strip
+        self.out = OutBuffer()
+        self._fn: VlanFn = native.vlan_strip if strip else native.vlan_insert
+        self._reasons = STRIP_DROPS if strip else INSERT_DROPS
+
+    def push(self) -> None:
+        buf, out, st = self.src.inbuf, self.out, self.stats
+        if not self.dst.up:
+            lost = out.clear()
+            st.frames -= lost  # counted as forwarded when rewritten
+            st.drop("port_down", lost)
+            self._drop_ready("port_down")
+            return
+        while True:
+            # While a send is outstanding the queued bytes stay where they are:
+            # a transport may still hold a view of them.
+            if buf.nready and out.free(compact=not self.blocked):
+                start, end = buf.start, out.end
+                consumed, written, nout, drops = self._fn(
+                    buf.buf, start, buf.ready, self.vid, out.buf, end, out.capacity
+                )
+                ndrop = 0
+                for reason, k in zip(self._reasons, drops, strict=True):
+                    if k:
+                        st.drop(reason, k)
+                        ndrop += k
+                if self.debug:
+                    self._log(start, consumed)
+                st.frames += nout
+                st.bytes += written - end - 4 * nout
+                buf.consume_frames(consumed, nout + ndrop)
+                out.commit(written, nout)
+            if not out.pending:
+                self._block(False)
+                return
+            pending = out.pending
+            n = self.dst.send(out.span())
+            out.consume(n)
+            if n < pending:
+                self._block(True)
+                return
+            if not buf.nready:
+                self._block(False)
+                return
+
+    def _log(self, start: int, end: int) -> None:
+        mv, vid, name = self.src.inbuf.mv, self.vid, self.stats.name
+        for off, length in iter_frames(mv, start, end):
+            frame = mv[off : off + length]
+            if self.strip:
+                verdict = strip_verdict(frame, vid)
+            else:
+                verdict = insert_verdict(frame, vid, MAX_FRAME)
+            log_frame(name, verdict, frame)
+
+    def drop_pending(self) -> None:
+        # Frames in the out queue were counted as forwarded when rewritten;
+        # move them to the drop count.
+        lost = self.out.clear()
+        self.stats.frames -= lost
+        self.stats.drop("port_down", lost)
+        self._drop_ready("port_down")
+
+
+class P2PLink:
+    """Two ports joined both ways, with an optional VLAN access port on one side."""
+
+    def __init__(
+        self,
+        a: Port,
+        b: Port,
+        *,
+        vlan: int | None = None,
+        access: Port | None = None,
+        debug: bool = False,
+        on_state: Callable[[], None] | None = None,
+    ) -> None:
+        self.a, self.b = a, b
+        self.name = f"{a.name}--{b.name}"
+        a.owner = self
+        b.owner = self
+        self.on_state = on_state
+        self.flows: dict[Port, Flow] = {}
+        for src, dst in ((a, b), (b, a)):
+            name = f"{src.name}->{dst.name}"
+            flow: Flow
+            if vlan is None:
+                flow = DirectFlow(src, dst, name, debug)
+            else:
+                flow = VlanFlow(src, dst, name, vlan, strip=dst is access, debug=debug)
+            self.flows[src] = flow
+        self._into = {flow.dst: flow for flow in self.flows.values()}
+
+    @property
+    def ports(self) -> tuple[Port, Port]:
+        return (self.a, self.b)
+
+    def start(self) -> None:
+        self.a.start()
+        self.b.start()
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+
+    def flow_stats(self) -> list[FlowStats]:
+        return [f.stats for f in self.flows.values()]
+
+    # -- PortOwner ------------------------------------------------------------------
+    def received(self, port: Port) -> None:
+        self.flows[port].received()
+
+    def writable(self, port: Port) -> None:
+        self._into[port].push()
+
+    def port_up(self, port: Port) -> None:
+        # Read from the port unless frames it sent earlier still wait for the peer.
+        port.set_reading(not self.flows[port].blocked)
+        if self.on_state:
+            self.on_state()
+
+    def port_down(self, port: Port, reason: str) -> None:
+        self._into[port].dest_down()
+        self.flows[port].source_down()
+        if self.on_state:
+            self.on_state()

@@ -1,0 +1,149 @@
+"""The C backend of the frame functions: ``xcon._native``, built from
+``native/`` by cffi in API mode (see :mod:`xcon.native` for the contract).
+
+The C functions trust their offsets, so every wrapper runs the ABI's argument
+checks first.  Results come back through a small array owned by the calling
+thread, allocated once per thread (the C calls release the GIL, so threads
+must not share it).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any
+
+from xcon.native.abi import (
+    API_VERSION,
+    MAX_FRAME,
+    READ_BATCH,
+    Backend,
+    InsertResult,
+    ReadableBuffer,
+    ReadResult,
+    ScanResult,
+    StripResult,
+    WritableBuffer,
+    WriteResult,
+    check_count,
+    check_range,
+    check_vid,
+)
+
+
+def bind() -> Backend:
+    """Import ``xcon._native`` and wrap it; raises ImportError when it is
+    missing or was built from other sources than this ABI expects."""
+    from xcon import _native  # type: ignore[attr-defined, unused-ignore]
+
+    ffi = _native.ffi
+    lib = _native.lib
+    version = getattr(lib, "XCON_API_VERSION", 1)
+    if version != API_VERSION or lib.XCON_MAX_FRAME != MAX_FRAME:
+        raise ImportError(
+            f"xcon._native is stale (API {version}, expected {API_VERSION}); "
+            "rebuild it: python native/build_native.py"
+        )
+
+    from_buffer = ffi.from_buffer
+    new = ffi.new
+    out_decl = f"size_t[{lib.XCON_OUT_LEN}]"
+    c_scan = lib.xcon_scan
+    c_strip = lib.xcon_vlan_strip
+    c_insert = lib.xcon_vlan_insert
+    c_read = lib.xcon_read_frames
+    c_write = lib.xcon_write_frames
+    tls = threading.local()
+
+    def results() -> Any:
+        """This thread's result array."""
+        try:
+            return tls.out
+        except AttributeError:
+            tls.out = new(out_decl)
+            return tls.out
+
+    def scan(buf: ReadableBuffer, start: int, end: int) -> ScanResult:
+        cbuf = from_buffer(buf)
+        check_range(len(cbuf), start, end)
+        out = results()
+        status = c_scan(cbuf, start, end, out)
+        return out[0], out[1], status
+
+    def rewrite_args(
+        src: ReadableBuffer,
+        start: int,
+        end: int,
+        vid: int,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+    ) -> tuple[Any, Any]:
+        """Checked C views of a VLAN rewrite's buffers."""
+        csrc = from_buffer(src)
+        cdst = from_buffer(dst, require_writable=True)
+        check_range(len(csrc), start, end, "source")
+        check_range(len(cdst), dst_start, dst_end, "destination")
+        check_vid(vid)
+        return csrc, cdst
+
+    def vlan_strip(
+        src: ReadableBuffer,
+        start: int,
+        end: int,
+        vid: int,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+    ) -> StripResult:
+        csrc, cdst = rewrite_args(src, start, end, vid, dst, dst_start, dst_end)
+        out = results()
+        c_strip(csrc, start, end, vid, cdst, dst_start, dst_end, out)
+        return out[0], out[1], out[2], (out[3], out[4], out[5])
+
+    def vlan_insert(
+        src: ReadableBuffer,
+        start: int,
+        end: int,
+        vid: int,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+    ) -> InsertResult:
+        csrc, cdst = rewrite_args(src, start, end, vid, dst, dst_start, dst_end)
+        out = results()
+        c_insert(csrc, start, end, vid, cdst, dst_start, dst_end, out)
+        return out[0], out[1], out[2], (out[3], out[4])
+
+    def read_frames(
+        fd: int,
+        buf: WritableBuffer,
+        start: int,
+        end: int,
+        max_frame: int,
+        max_count: int = READ_BATCH,
+    ) -> ReadResult:
+        cbuf = from_buffer(buf, require_writable=True)
+        check_range(len(cbuf), start, end)
+        check_count(max_count)
+        if max_frame < 1:
+            return start, 0, errno.EINVAL
+        out = results()
+        err = c_read(fd, cbuf, start, end, min(max_frame, MAX_FRAME), max_count, out)
+        return out[0], out[1], err
+
+    def write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
+        cbuf = from_buffer(buf)
+        check_range(len(cbuf), start, end)
+        out = results()
+        err = c_write(fd, cbuf, start, end, out)
+        return out[0], out[1], out[2], err
+
+    return Backend(
+        name="native",
+        scan=scan,
+        vlan_strip=vlan_strip,
+        vlan_insert=vlan_insert,
+        read_frames=read_frames,
+        write_frames=write_frames,
+    )

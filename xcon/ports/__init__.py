@@ -1,0 +1,189 @@
+"""Ports: the ends of links, and (with the engines) the only code that touches
+file descriptors.
+
+A port owns one descriptor (or a stream the engine made of it), knows how to
+(re)open it and how frames are delimited on it, and reads into its own
+:class:`~xcon.framing.FrameBuffer`.  Its bridge (the :class:`PortOwner`) sees
+only whole frames and four events:
+
+* ``port_up(port)`` / ``port_down(port, reason)``: the port can carry frames /
+  lost its descriptor (the bridge drops what is sent to a down port, like a
+  pulled cable, until it is up again);
+* ``received(port)``: whole, validated frames are waiting in
+  ``port.inbuf`` (``inbuf.span()``); the bridge consumes what it forwarded and
+  may pause the port (``set_reading(False)``) while the peer is backlogged;
+* ``writable(port)``: a send that was cut short can go on.
+
+The bridge sends with ``port.send(view)``, which returns how many bytes went
+(possibly 0) and never raises and never calls back into the bridge: a port
+that breaks while sending goes down from the loop afterwards
+(:meth:`Port.fail`), so no bridge method ever runs inside another.
+
+Kinds (one module each): :mod:`~xcon.ports.stream` (length-prefixed byte
+stream, the base of the next two), :mod:`~xcon.ports.qemu` (TCP client of a
+qemu NIC, reconnecting), :mod:`~xcon.ports.listen` (one client at a time,
+xcon plays the qemu NIC), :mod:`~xcon.ports.device` (one frame per system
+call, the base of :mod:`~xcon.ports.tap` and :mod:`~xcon.ports.raw`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xcon.engines import Engine
+from xcon.framing import FrameBuffer
+
+log = logging.getLogger("xcon.port")
+
+__all__ = ["Port", "PortOwner", "PortStats", "fmt_addr"]
+
+
+class PortOwner(Protocol):
+    """The bridge a port reports to (see the module docstring)."""
+
+    def port_up(self, port: Port) -> None: ...
+    def port_down(self, port: Port, reason: str) -> None: ...
+    def received(self, port: Port) -> None: ...
+    def writable(self, port: Port) -> None: ...
+
+
+@dataclass
+class PortStats:
+    connects: int = 0
+    drops: int = 0  # times an established connection went away
+    protocol_errors: int = 0
+    partial_bytes: int = 0  # bytes of incomplete frames lost with a connection
+    last_error: str = ""
+
+
+class Port:
+    """A named link end with a receive buffer; subclasses own the descriptor.
+
+    Life cycle: :meth:`start` begins opening (now or in the background); the
+    port calls ``owner.port_up`` once it can carry frames; :meth:`fail` takes
+    it down from the loop (``owner.port_down``), after which a subclass tries
+    again in its own way; :meth:`close` ends it for good.
+    """
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.owner: PortOwner | None = None
+        self.up = False
+        self.inbuf = FrameBuffer()
+        self.stats = PortStats()
+        self._reading = True
+        self._writing = False
+        self._failing: str | None = None  # the reason of a down-transition under way
+        self._closed = False
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the health file counts this port as connected."""
+        return self.up
+
+    # -- what the bridge calls ---------------------------------------------------------
+    def set_reading(self, on: bool) -> None:
+        """Read (and report ``received``) or pause, leaving input in the kernel."""
+        self._reading = on
+        if self.up and self._failing is None:
+            self._interest()
+
+    def set_writing(self, on: bool) -> None:
+        """Report ``writable`` once a cut-short send can go on."""
+        self._writing = on
+        if self.up and self._failing is None:
+            self._interest()
+
+    def send(self, view: memoryview) -> int:
+        """Send whole frames from ``view``; returns the bytes that went (maybe 0)."""
+        raise NotImplementedError
+
+    def counter_text(self) -> str:
+        """Counters of this kind of port beyond :class:`PortStats` (for logs)."""
+        return ""
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, reason: str) -> None:
+        """The descriptor broke: stop its I/O now, go down from the loop soon.
+
+        Deferred so that a failure found inside a bridge's send (or while the
+        bridge handles ``received``) never runs the bridge's ``port_down`` in
+        the middle of its own work."""
+        if not self.up or self._failing is not None:
+            return
+        self._failing = reason
+        self._quiet()
+        self.engine.call_soon(self._go_down)
+
+    def protocol_error(self, reason: str) -> None:
+        """The peer sent something qemu itself would reject: reset this connection."""
+        self.stats.protocol_errors += 1
+        self.fail(f"protocol error: {reason}")
+
+    def close(self) -> None:
+        """Release everything for good; a port that was up reports ``port_down``."""
+        self._closed = True
+        was_up = self.up
+        self.up = False
+        self._failing = None
+        self._release()
+        if was_up and self.owner is not None:
+            self.owner.port_down(self, "closed")
+
+    def _go_down(self) -> None:
+        reason = self._failing
+        self._failing = None
+        if reason is None or not self.up:
+            return  # closed meanwhile
+        self.up = False
+        self.stats.drops += 1
+        self.stats.last_error = reason
+        self.stats.partial_bytes += self.inbuf.discard_partial()
+        self._release()
+        self._went_down(reason)
+        assert self.owner is not None
+        self.owner.port_down(self, reason)
+        if not self._closed:
+            self._again(reason)
+
+    def _became_up(self) -> None:
+        """The descriptor is ready: count it and tell the owner."""
+        self.up = True
+        self.stats.connects += 1
+        self._reading, self._writing = True, False
+        assert self.owner is not None
+        self.owner.port_up(self)
+
+    # -- subclass hooks ----------------------------------------------------------------
+    def _interest(self) -> None:
+        """Apply ``_reading``/``_writing`` to the descriptor."""
+        raise NotImplementedError
+
+    def _quiet(self) -> None:
+        """Stop all I/O of a failing descriptor (until it is released)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Close the descriptor and cancel pending work (idempotent)."""
+        raise NotImplementedError
+
+    def _went_down(self, reason: str) -> None:
+        """Log the loss (the one line a user sees)."""
+        log.warning("%s: down (%s)", self.name, reason)
+
+    def _again(self, reason: str) -> None:
+        """Start trying to come back up (reconnect, listen, re-open)."""
+
+
+def fmt_addr(addr: tuple[Any, ...]) -> str:
+    """``host:port`` or ``[v6]:port``; v4-mapped IPv6 addresses shown as IPv4."""
+    host, port = str(addr[0]), addr[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

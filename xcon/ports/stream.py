@@ -1,0 +1,89 @@
+"""A port over a connected byte stream carrying qemu's length-prefixed frames.
+
+The engine turns the connected socket into a stream
+(:meth:`~xcon.engines.Engine.open_stream`: a socket on the epoll engine, a
+transport on uvloop) that reads straight into this port's
+:class:`~xcon.framing.FrameBuffer`.  After each read the port validates what
+arrived and hands the bridge the whole frames (``received``); an oversized
+length resets the connection (qemu would drop it too), after the frames before
+it were handed on.  When the stream ends only the partial frame in flight is
+lost.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from xcon.engines import Engine, Stream
+from xcon.framing import PROTOCOL_ERROR
+from xcon.limits import MAX_FRAME
+from xcon.ports import Port
+
+
+class StreamPort(Port):
+    """Base of :class:`~xcon.ports.qemu.QemuPort` and :class:`~xcon.ports.listen.ListenPort`."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        super().__init__(engine, name)
+        self._stream: Stream | None = None
+
+    def _open_stream(self, sock: socket.socket) -> None:
+        """``sock`` is connected: hand it to the engine (``stream_opened`` follows)."""
+        self.engine.open_stream(sock, self)
+
+    # -- StreamEvents (called by the engine's stream) ------------------------------------
+    def stream_opened(self, stream: Stream) -> None:
+        if self._closed:
+            stream.close()
+            return
+        self._stream = stream
+        self._became_up()
+
+    def stream_data(self, n: int) -> bool:
+        buf = self.inbuf
+        status = buf.filled(n)
+        if buf.nready or buf.zero_frames:
+            assert self.owner is not None
+            self.owner.received(self)
+        if status == PROTOCOL_ERROR:
+            self.protocol_error(f"frame length {buf.bad_length()} exceeds {MAX_FRAME}")
+            return False
+        return self._reading and self._failing is None
+
+    def stream_writable(self) -> None:
+        if self._failing is None and self.owner is not None:
+            self.owner.writable(self)
+
+    def stream_closed(self, reason: str) -> None:
+        if self.up:
+            self.fail(reason)
+        elif self._stream is None and not self._closed:
+            self._setup_failed(reason)  # the engine could not take the socket
+
+    # -- Port ------------------------------------------------------------------------
+    def send(self, view: memoryview) -> int:
+        stream = self._stream
+        if stream is None or self._failing is not None:
+            return 0
+        return stream.send(view)
+
+    def _interest(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.set_reading(self._reading)
+            stream.set_writing(self._writing)
+
+    def _quiet(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.set_reading(False)
+            stream.set_writing(False)
+
+    def _release(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def _setup_failed(self, reason: str) -> None:
+        """A connected socket could not become a stream: treat as a failed attempt."""
+        self._again(reason)
