@@ -128,4 +128,3 @@ def _trace_line(fs: FlowStats, before: tuple[int, int, int] | None, interval: fl
     if dd:
         rate += f" {dd / interval:.0f} drops/s"
     return f"{fs.render()} ({rate})"
-

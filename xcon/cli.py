@@ -9,7 +9,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from xcon import __version__, modes, native, netconf
 from xcon.errors import ModeError
@@ -138,9 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
-    from xcon.rlimit import ensure_nofile
-
     from xcon.engines import EngineUnavailable, make_engine
+    from xcon.rlimit import ensure_nofile
 
     try:
         engine = make_engine(args.engine)

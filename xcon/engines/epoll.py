@@ -238,7 +238,6 @@ def _ignore(signum: int, frame: object) -> None:
     """Python-level handler: the real work happens on the loop via the wake-up fd."""
 
 
-
 class SocketStream:
     """A connected non-blocking stream socket driven by the epoll loop.
 

@@ -239,5 +239,3 @@ BACKEND = Backend(
     read_frames=_py_read_frames,
     write_frames=_py_write_frames,
 )
-
-

@@ -57,7 +57,7 @@ class DevicePort(Port):
         self.tx_dropped = 0
         self.rx_dropped = 0
         #: Run after a successful re-open (the tap's addressing is lost with it).
-        self.on_open: Callable[[], None] | None = None
+        self.on_open: Callable[[], object] | None = None
         self._reg: Registration | None = None
         self._timer: TimerHandle | None = None
         self._logged: set[int] = set()
