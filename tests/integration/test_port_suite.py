@@ -1,0 +1,358 @@
+"""The port contract, one suite for every kind of link end, on both engines.
+
+Each kind comes with a *kit*: how to make the port and how to play its peer
+(send frames, read what the port sent, vanish mid-frame, come back).  Every
+test below runs for every kit on every engine, in-process: a recording owner
+stands in for the bridge and sees exactly what a bridge would.  A new kind of
+port adds a kit to :data:`KITS` and must pass the whole suite.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import new_host
+from xcon.engines import Engine, make_engine
+from xcon.framing import iter_frames
+from xcon.limits import MAX_FRAME
+from xcon.ports import Port
+from xcon.ports.listen import ListenPort
+from xcon.ports.qemu import QemuPort
+from xcon.testing.fakeport import encode_frames
+from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.frames import numbered
+
+TIMEOUT = 5.0
+
+
+class Recorder:
+    """A bridge that keeps what it is told: events, frames, zero-length drops.
+
+    ``queue`` holds bytes to send to the port, sent as a bridge would (what
+    does not go now waits for ``writable``)."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.frames: list[bytes] = []
+        self.zero = 0
+        self.queue = bytearray()
+        self.port: Port | None = None
+
+    def port_up(self, port: Port) -> None:
+        self.events.append("up")
+        self.flush()
+
+    def port_down(self, port: Port, reason: str) -> None:
+        self.events.append(("down", reason))
+
+    def received(self, port: Port) -> None:
+        buf = port.inbuf
+        self.zero += buf.take_zero_frames()
+        for off, n in iter_frames(buf.mv, buf.start, buf.ready):
+            self.frames.append(bytes(buf.mv[off : off + n]))
+        buf.consume(buf.pending)
+
+    def writable(self, port: Port) -> None:
+        self.flush()
+
+    def send(self, frames: list[bytes]) -> None:
+        self.queue += encode_frames(frames)
+        self.flush()
+
+    def flush(self) -> None:
+        port = self.port
+        if port is None or not port.up or not self.queue:
+            return
+        n = port.send(memoryview(self.queue))
+        del self.queue[:n]
+        port.set_writing(bool(self.queue))
+
+    @property
+    def ups(self) -> int:
+        return self.events.count("up")
+
+    @property
+    def downs(self) -> list[str]:
+        return [e[1] for e in self.events if isinstance(e, tuple)]
+
+
+def run_until(engine: Engine, cond: Callable[[], bool], what: str) -> None:
+    """Turn the loop until ``cond()`` holds; fail after TIMEOUT seconds."""
+    deadline = time.monotonic() + TIMEOUT
+    timed_out = []
+
+    def check() -> None:
+        if cond():
+            engine.stop()
+        elif time.monotonic() > deadline:
+            timed_out.append(True)
+            engine.stop()
+
+    ticker = engine.call_every(0.002, check)
+    try:
+        if not cond():
+            engine.run()
+    finally:
+        ticker.cancel()
+    if timed_out:
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_for(engine: Engine, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    run_until(engine, lambda: time.monotonic() >= end, "time to pass")
+
+
+# -- kits: one per kind of port ---------------------------------------------------------
+
+
+class StreamPeer:
+    """The far end of a stream port, as seen by the test."""
+
+    def send_raw(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def frames(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def vanish(self) -> None:
+        """Close abruptly (the port must go down)."""
+        raise NotImplementedError
+
+    def come_back(self) -> None:
+        """Be reachable again (the port must come up again)."""
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """Stop reading (the port's sends back up)."""
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class QemuKit(StreamPeer):
+    """:class:`QemuPort` against a fake qemu NIC."""
+
+    name = "qemu"
+
+    def __init__(self, engine: Engine) -> None:
+        self.q = FakeQemu(new_host(), 1).start()
+        self.port = QemuPort(engine, self.q.host, 1)
+
+    def send_raw(self, data: bytes) -> None:
+        self.q.send_raw(data)
+
+    def frames(self) -> list[bytes]:
+        return list(self.q.frames)
+
+    def vanish(self) -> None:
+        self.q.disconnect_client()
+
+    def come_back(self) -> None:
+        pass  # qemu listens again by itself; the port reconnects
+
+    def pause(self) -> None:
+        self.q.pause_reading()
+
+    def resume(self) -> None:
+        self.q.resume_reading()
+
+    def close(self) -> None:
+        self.q.stop()
+
+
+class ListenKit(StreamPeer):
+    """:class:`ListenPort` with a plain TCP client as the qemu side."""
+
+    name = "listen"
+
+    def __init__(self, engine: Engine) -> None:
+        self.host = new_host()
+        self.port = ListenPort(engine, 10001, host=self.host)
+        self.port.bind()
+        self._got = bytearray()
+        self._lock = threading.Lock()
+        self._reading = threading.Event()
+        self._reading.set()
+        self.sock: socket.socket | None = None
+        self.come_back()
+
+    def come_back(self) -> None:
+        s = socket.create_connection((self.host, 10001), timeout=TIMEOUT)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = s
+        with self._lock:
+            self._got.clear()
+        threading.Thread(target=self._read, args=(s,), daemon=True).start()
+
+    def pause(self) -> None:
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
+    def _read(self, s: socket.socket) -> None:
+        while True:
+            if not self._reading.wait(0.05):
+                continue
+            try:
+                data = s.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self._got += data
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.sock is not None
+        self.sock.sendall(data)
+
+    def frames(self) -> list[bytes]:
+        with self._lock:
+            data = bytes(self._got)
+        return [data[o : o + n] for o, n in iter_frames(data, 0, len(data))]
+
+    def vanish(self) -> None:
+        assert self.sock is not None
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+KITS = [QemuKit, ListenKit]
+
+
+@pytest.fixture(params=KITS, ids=lambda k: k.name)
+def kit_class(request):
+    return request.param
+
+
+@pytest.fixture
+def loop(engine):
+    eng = make_engine(engine)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def end(kit_class, loop):
+    """(kit, recorder) with the port started and up."""
+    kit = kit_class(loop)
+    rec = Recorder()
+    kit.port.owner = rec
+    rec.port = kit.port
+    kit.port.start()
+    try:
+        run_until(loop, lambda: kit.port.up, "the port to come up")
+        yield kit, rec
+    finally:
+        kit.port.close()
+        kit.close()
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+def test_up_once_and_whole_frames_both_ways(end, loop):
+    kit, rec = end
+    assert rec.ups == 1 and kit.port.stats.connects == 1
+    out = [numbered(i, 60 + i * 97) for i in range(40)] + [numbered(99, MAX_FRAME)]
+    inb = [numbered(1000 + i, 1514) for i in range(40)]
+    rec.send(out)
+    kit.send_raw(encode_frames(inb))
+    run_until(loop, lambda: len(rec.frames) == 40 and len(kit.frames()) == 41, "frames")
+    assert rec.frames == inb
+    assert kit.frames() == out
+
+
+def test_frames_arriving_in_pieces_are_handed_on_whole(end, loop):
+    kit, rec = end
+    frames = [numbered(i, 300) for i in range(5)]
+    data = encode_frames(frames)
+    for i in range(0, len(data), 101):
+        kit.send_raw(data[i : i + 101])
+        run_for(loop, 0.002)
+    run_until(loop, lambda: len(rec.frames) == 5, "frames")
+    assert rec.frames == frames
+
+
+def test_zero_length_frames_are_reported_not_handed_on(end, loop):
+    kit, rec = end
+    kit.send_raw(b"\0\0\0\0" + encode_frames([numbered(1, 64)]) + b"\0\0\0\0")
+    run_until(loop, lambda: rec.zero == 2 and len(rec.frames) == 1, "frames")
+    assert rec.frames == [numbered(1, 64)]
+
+
+def test_paused_port_reads_nothing_until_resumed(end, loop):
+    kit, rec = end
+    kit.port.set_reading(False)
+    kit.send_raw(encode_frames([numbered(1, 100)]))
+    run_for(loop, 0.2)
+    assert rec.frames == []
+    kit.port.set_reading(True)
+    run_until(loop, lambda: len(rec.frames) == 1, "the frame after resuming")
+
+
+def test_peer_gone_mid_frame_loses_only_that_frame_and_comes_back(end, loop):
+    kit, rec = end
+    data = encode_frames([numbered(1, 500), numbered(2, 500)])
+    kit.send_raw(data[:-200])
+    run_until(loop, lambda: len(rec.frames) == 1, "the whole frame")
+    kit.vanish()
+    run_until(loop, lambda: len(rec.downs) == 1, "port_down")
+    assert not kit.port.up
+    assert kit.port.stats.partial_bytes == 304
+    assert kit.port.stats.drops == 1
+    kit.come_back()
+    run_until(loop, lambda: rec.ups == 2, "the port to come back")
+    kit.send_raw(encode_frames([numbered(3, 80)]))
+    run_until(loop, lambda: len(rec.frames) == 2, "a frame on the new connection")
+    assert rec.frames == [numbered(1, 500), numbered(3, 80)]
+    assert len(rec.downs) == 1
+
+
+def test_oversized_length_resets_the_connection(end, loop):
+    kit, rec = end
+    kit.send_raw(encode_frames([numbered(1, 64)]) + struct.pack(">I", MAX_FRAME + 1) + b"x")
+    run_until(loop, lambda: rec.downs, "port_down")
+    assert rec.frames == [numbered(1, 64)]  # what came before still went on
+    assert kit.port.stats.protocol_errors == 1
+    assert "exceeds 69632" in rec.downs[0]
+    if isinstance(kit, ListenKit):
+        kit.come_back()
+    run_until(loop, lambda: rec.ups == 2, "a new connection")
+
+
+def test_a_send_the_peer_cannot_take_is_held_until_writable(end, loop):
+    kit, rec = end
+    kit.pause()
+    frames = [numbered(i, 60000) for i in range(400)]  # 24 MB: more than socket buffers
+    rec.send(frames)
+    run_for(loop, 0.2)
+    assert rec.queue, "the kernel took 24 MB without the peer reading"
+    assert kit.port.up
+    kit.resume()
+    run_until(loop, lambda: len(kit.frames()) == 400, "every frame")
+    assert kit.frames() == frames
+
+
+def test_close_reports_down_once_and_stays_down(end, loop):
+    kit, rec = end
+    kit.port.close()
+    assert rec.downs == ["closed"]
+    run_for(loop, 0.3)
+    assert rec.ups == 1 and not kit.port.up
