@@ -67,6 +67,26 @@ def _py_scan(buf: ReadableBuffer, start: int, end: int) -> ScanResult:
     return pos, n, NEED_DATA
 
 
+def _rewrite_views(
+    src: ReadableBuffer,
+    start: int,
+    end: int,
+    vid: int,
+    dst: WritableBuffer,
+    dst_start: int,
+    dst_end: int,
+) -> tuple[memoryview, memoryview]:
+    """Checked byte views of a VLAN rewrite's buffers."""
+    s = memoryview(src).cast("B")
+    d = memoryview(dst).cast("B")
+    if d.readonly:
+        raise BufferError("destination buffer is not writable")
+    check_range(s.nbytes, start, end, "source")
+    check_range(d.nbytes, dst_start, dst_end, "destination")
+    check_vid(vid)
+    return s, d
+
+
 def _py_vlan_strip(
     src: ReadableBuffer,
     start: int,
@@ -76,13 +96,7 @@ def _py_vlan_strip(
     dst_start: int,
     dst_end: int,
 ) -> StripResult:
-    s = memoryview(src).cast("B")
-    d = memoryview(dst).cast("B")
-    if d.readonly:
-        raise BufferError("destination buffer is not writable")
-    check_range(s.nbytes, start, end, "source")
-    check_range(d.nbytes, dst_start, dst_end, "destination")
-    check_vid(vid)
+    s, d = _rewrite_views(src, start, end, vid, dst, dst_start, dst_end)
     get32 = _get_u32
     get16 = _get_u16
     put32 = _put_u32
@@ -124,13 +138,7 @@ def _py_vlan_insert(
     dst_start: int,
     dst_end: int,
 ) -> InsertResult:
-    s = memoryview(src).cast("B")
-    d = memoryview(dst).cast("B")
-    if d.readonly:
-        raise BufferError("destination buffer is not writable")
-    check_range(s.nbytes, start, end, "source")
-    check_range(d.nbytes, dst_start, dst_end, "destination")
-    check_vid(vid)
+    s, d = _rewrite_views(src, start, end, vid, dst, dst_start, dst_end)
     tag = _u32.pack((TPID_8021Q << 16) | vid)
     get32 = _get_u32
     put32 = _put_u32
