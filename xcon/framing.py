@@ -32,15 +32,25 @@ from collections.abc import Iterator
 from xcon import native
 from xcon.limits import FRAME_HEADER, MAX_FRAME
 
-__all__ = ["FRAME_HEADER", "MAX_FRAME", "FrameBuffer", "OutBuffer", "iter_frames"]
+__all__ = [
+    "FRAME_HEADER",
+    "MAX_FRAME",
+    "NEED_DATA",
+    "TOO_BIG",
+    "FrameBuffer",
+    "OutBuffer",
+    "iter_frames",
+]
 #: Default capacity of one direction's buffer: room for a burst of many frames
 #: and always for one maximum-size frame.
 DEFAULT_CAPACITY = 256 * 1024
 #: A read is offered at least this much room; below it the tail is compacted.
 MIN_ROOM = 64 * 1024
 
-OK = 0
-PROTOCOL_ERROR = 2
+#: :meth:`FrameBuffer.filled` speaks the fast path's status vocabulary:
+#: ``NEED_DATA`` (all well, waiting for more) or ``TOO_BIG`` (protocol error).
+NEED_DATA = native.NEED_DATA
+TOO_BIG = native.TOO_BIG
 
 
 class FrameBuffer:
@@ -75,7 +85,7 @@ class FrameBuffer:
     def filled(self, n: int) -> int:
         """Account for ``n`` bytes written into :meth:`room`; scan the new frames.
 
-        Returns ``OK`` or ``PROTOCOL_ERROR`` (an oversized length; the complete
+        Returns ``NEED_DATA`` or ``TOO_BIG`` (an oversized length; the complete
         frames before it are still in ``[start, ready)``).
         """
         self.end += n
@@ -83,7 +93,7 @@ class FrameBuffer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         """Copy ``data`` in (for tests and tools; sockets use room/filled)."""
-        status = OK
+        status = NEED_DATA
         view = memoryview(data)
         while view:
             room = self.room()
@@ -93,7 +103,7 @@ class FrameBuffer:
             room[:k] = view[:k]
             view = view[k:]
             status = self.filled(k)
-            if status != OK:
+            if status != NEED_DATA:
                 return status
         return status
 
@@ -103,10 +113,10 @@ class FrameBuffer:
             self.ready = pos
             self.nready += nframes
             if status == native.NEED_DATA:
-                return OK
+                return NEED_DATA
             if status == native.TOO_BIG:
                 self.error = pos
-                return PROTOCOL_ERROR
+                return TOO_BIG
             # A zero-length frame sits at ``pos``: slide the complete frames
             # before it over its 4 header bytes so the span stays contiguous.
             mv, start = self.mv, self.start
@@ -121,7 +131,7 @@ class FrameBuffer:
         return n
 
     def bad_length(self) -> int:
-        """The oversized length that made :meth:`filled` return ``PROTOCOL_ERROR``."""
+        """The oversized length that made :meth:`filled` return ``TOO_BIG``."""
         return int.from_bytes(self.mv[self.error : self.error + FRAME_HEADER], "big")
 
     # -- consuming -----------------------------------------------------------------

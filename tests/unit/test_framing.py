@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xcon.framing import MAX_FRAME, OK, PROTOCOL_ERROR, FrameBuffer
+from xcon.framing import MAX_FRAME, NEED_DATA, TOO_BIG, FrameBuffer
 from xcon.testing.fakeqemu import frame_bytes
 
 
@@ -36,7 +36,7 @@ def feed_in_pieces(fb: FrameBuffer, stream: bytes, cuts: list[int]) -> list[byte
             room = fb.room()
             k = min(len(room), len(piece))
             room[:k] = piece[:k]
-            assert fb.filled(k) == OK
+            assert fb.filled(k) == NEED_DATA
             got += drain(fb)
             piece = piece[k:]
         prev = c
@@ -51,7 +51,7 @@ def test_whole_stream():
     fb = FrameBuffer()
     got = []
     for f in frames:  # each maximum-size frame fits with room to spare
-        assert fb.feed(frame_bytes(f)) == OK
+        assert fb.feed(frame_bytes(f)) == NEED_DATA
         got += drain(fb)
     assert got == frames
 
@@ -62,7 +62,7 @@ def test_one_byte_at_a_time():
     fb = FrameBuffer()
     got = []
     for i in range(len(stream)):
-        assert fb.feed(stream[i : i + 1]) == OK
+        assert fb.feed(stream[i : i + 1]) == NEED_DATA
         if fb.nready:
             got += drain(fb)
     assert got == frames
@@ -82,7 +82,7 @@ def test_trailing_partial_is_never_yielded():
 def test_zero_length_dropped_and_counted():
     fb = FrameBuffer()
     stream = frame_bytes(b"a" * 20) + b"\0\0\0\0" + frame_bytes(b"b" * 30) + b"\0\0\0\0"
-    assert fb.feed(stream) == OK
+    assert fb.feed(stream) == NEED_DATA
     assert drain(fb) == [b"a" * 20, b"b" * 30]
     assert fb.zero_frames == 2
 
@@ -92,14 +92,14 @@ def test_oversized_length_is_protocol_error(length):
     fb = FrameBuffer()
     good = frame_bytes(b"x" * 64)
     status = fb.feed(good + struct.pack(">I", length) + b"junk")
-    assert status == PROTOCOL_ERROR
+    assert status == TOO_BIG
     assert drain(fb) == [b"x" * 64]  # frames before the bad header are still whole
     assert fb.error >= 0
 
 
 def test_max_frame_accepted():
     fb = FrameBuffer()
-    assert fb.feed(frame_bytes(b"m" * MAX_FRAME)) == OK
+    assert fb.feed(frame_bytes(b"m" * MAX_FRAME)) == NEED_DATA
     assert drain(fb) == [b"m" * MAX_FRAME]
 
 

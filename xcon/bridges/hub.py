@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xcon import native
-from xcon.framing import OutBuffer, iter_frames
+from xcon.framing import FRAME_HEADER, OutBuffer, iter_frames
 from xcon.ports import Port
 from xcon.stats import FlowStats
 from xcon.trace import log_frame, log_frames
@@ -95,7 +95,7 @@ class Hub:
         size = ready - start
         rx = self.rx[src]
         rx.frames += nframes
-        rx.bytes += size - 4 * nframes
+        rx.bytes += size - FRAME_HEADER * nframes
         if self.debug:
             n = len(self._ports) - 1
             log_frames(rx.name, f"flooded to {n} port{'s' * (n != 1)}", buf.mv, start, ready)
@@ -126,7 +126,7 @@ class Hub:
             if fit:
                 out.append(span[:cut], fit)
                 tx.frames += fit
-                tx.bytes += cut - 4 * fit
+                tx.bytes += cut - FRAME_HEADER * fit
                 self._send(dst)
         buf.consume(size)
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 
 from xcon import native
-from xcon.framing import OutBuffer, iter_frames
+from xcon.framing import FRAME_HEADER, OutBuffer, iter_frames
 from xcon.limits import MAX_FRAME
 from xcon.native.abi import INSERT_DROPS, STRIP_DROPS
 from xcon.ports import Port
@@ -110,7 +110,7 @@ class DirectFlow(Flow):
         if n == pending:
             st = self.stats
             st.frames += self._batch_frames
-            st.bytes += self._batch_bytes - 4 * self._batch_frames
+            st.bytes += self._batch_bytes - FRAME_HEADER * self._batch_frames
             self._batch_frames = 0
             self._block(False)
         else:
@@ -178,7 +178,7 @@ class VlanFlow(Flow):
                 if self.debug:
                     self._log(start, consumed)
                 st.frames += nout
-                st.bytes += written - end - 4 * nout
+                st.bytes += written - end - FRAME_HEADER * nout
                 buf.consume_frames(consumed, nout + ndrop)
                 out.commit(written, nout)
             if not out.pending:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 
 from xcon.engines import Engine, Stream
-from xcon.framing import PROTOCOL_ERROR
+from xcon.framing import TOO_BIG
 from xcon.limits import MAX_FRAME
 from xcon.ports import Port
 
@@ -45,7 +45,7 @@ class StreamPort(Port):
         if buf.nready or buf.zero_frames:
             assert self.owner is not None
             self.owner.received(self)
-        if status == PROTOCOL_ERROR:
+        if status == TOO_BIG:
             self.protocol_error(f"frame length {buf.bad_length()} exceeds {MAX_FRAME}")
             return False
         return self._reading and self._failing is None

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from xcon.engines import Handler, Registration, StreamEvents, TimerHandle
-from xcon.framing import PROTOCOL_ERROR
+from xcon.framing import TOO_BIG
 from xcon.limits import FRAME_HEADER, MAX_FRAME
 from xcon.ports import Port
 
@@ -203,7 +203,7 @@ class FakePort(Port):
                 self.owner.received(self)
             finally:
                 self.in_received = False
-        if status == PROTOCOL_ERROR:
+        if status == TOO_BIG:
             self.protocol_error(f"frame length {buf.bad_length()} exceeds {MAX_FRAME}")
         return status
 
