@@ -14,6 +14,30 @@ from xcon.stats import FlowStats
 
 log = logging.getLogger("xcon")
 
+#: Signals whose default action ends the process: each is handled as a clean
+#: shutdown (connections closed, counters logged, health file set to 1).
+#: SIGHUP too, for now (a hang-up ends xcon as it would any daemon in a
+#: terminal).  SIGUSR1 logs the counters instead.  SIGPIPE is ignored by Python.
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM",
+        "SIGINT",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",
+        "SIGPWR",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGSTKFLT",
+    )
+    if hasattr(signal, name)
+)
+
 
 class Xcon:
     """Bridges on an engine, a health file, signals, tracing."""
@@ -33,6 +57,7 @@ class Xcon:
         self.health = HealthFile(health_path)
         self.trace_interval = trace_interval
         self._traced: dict[int, tuple[int, int, int]] = {}
+        self._stopped_by = "stopped"
 
     # -- building -----------------------------------------------------------------
     def add_bridge(self, bridge: Bridge) -> None:
@@ -80,14 +105,18 @@ class Xcon:
     # -- running ------------------------------------------------------------------
     def stop(self, signum: int | None = None) -> None:
         if signum is not None:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
+            self._stopped_by = signal.Signals(signum).name
+            log.info("received %s, shutting down", self._stopped_by)
         self.engine.stop()
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the exit code (0)."""
+        """Run until a stop signal; returns the exit code (0).
+
+        Whatever ends the run (a signal, an error), the health file says 1
+        before this returns: it never outlives the process as healthy."""
         eng = self.engine
-        eng.add_signal_handler(signal.SIGTERM, self.stop)
-        eng.add_signal_handler(signal.SIGINT, self.stop)
+        for signum in STOP_SIGNALS:
+            eng.add_signal_handler(signum, self.stop)
         eng.add_signal_handler(signal.SIGUSR1, self.log_counters)
         self.update_health()
         for b in self.bridges:
@@ -100,7 +129,11 @@ class Xcon:
             eng.call_every(self.trace_interval, self.trace)
         try:
             eng.run()
+        except BaseException as e:
+            self._stopped_by = f"error: {e!r}"
+            raise
         finally:
+            self.health.stopped(self._stopped_by)
             self.log_counters()  # before closing, so states are those of the run
             for b in self.bridges:
                 b.close()

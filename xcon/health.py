@@ -2,7 +2,9 @@
 
 First line: the exit code (0 healthy, 1 not); second line: a message in the
 format users of vr-xcon's successor know ("All N sockets connected" /
-"Expected N sockets but only M connected").
+"Expected N sockets but only M connected").  When xcon ends (any signal it
+can handle, or an error), the file says ``1`` / ``xcon is not running (...)``
+before the process exits, so it never outlives xcon as healthy.
 
 What healthy means depends on the mode.  ``--p2p`` and ``--hub``: every
 router connection is up.  ``--tap-listen`` / ``--raw-listen``: xcon plays a
@@ -37,9 +39,18 @@ class HealthFile:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._last: str | None = None
+        self._final = False
 
     def update(self, connected: int, total: int, ready: int | None = None) -> None:
-        text = health_text(connected, total, ready)
+        if not self._final:
+            self._write(health_text(connected, total, ready))
+
+    def stopped(self, why: str) -> None:
+        """xcon is ending: unhealthy from now on, whatever is reported later."""
+        self._final = True
+        self._write(f"1\nxcon is not running ({why})\n")
+
+    def _write(self, text: str) -> None:
         if text == self._last or not self.path:
             return
         self._last = text
