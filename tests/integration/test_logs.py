@@ -25,6 +25,8 @@ def test_an_established_link_that_closes_is_reported_as_down_not_unreachable(pee
     a, b = peers(), peers()
     xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
     up(xc)
+    b.send(ether(b"x" * 50))  # the link has carried traffic
+    a.wait_frames(1)
     b.stop()
     text = xc.wait_log(f"{endpoint(b)}: link down (connection closed by peer); reconnecting")
     time.sleep(0.6)  # several failed reconnects
@@ -61,3 +63,47 @@ def test_counters_at_exit_show_the_state_of_the_run(peers, xcon):
     exit_block = text[text.index("shutting down") :]
     assert f"counters {endpoint(a)}: up " in exit_block
     assert f"counters {endpoint(b)}: up " in exit_block
+
+
+def test_a_peer_that_accepts_and_closes_gets_backoff_not_a_storm(peers, xcon):
+    import socket
+    import threading
+
+    from tests.conftest import new_host
+
+    host = new_host()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, 10001))
+    ls.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        ls.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            accepted.append(time.monotonic())
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        b = peers()
+        xc = xcon("--p2p", f"{host}/1--{endpoint(b)}")
+        time.sleep(3.0)
+        n = len(accepted)
+        # Backoff grows to the 250 ms cap: at most ~4 connects/s after the first few
+        # (it was 45/s when every connect reset the backoff).
+        assert 3 <= n <= 20, n
+        log = xc.log()
+        assert log.count("right after connecting") == 1, log
+        assert log.count(f"connected to {host}:10001") == 1
+        assert xc.terminate() == 0
+    finally:
+        stop.set()
+        t.join()
+        ls.close()

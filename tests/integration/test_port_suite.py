@@ -225,11 +225,16 @@ class ListenKit(StreamPeer):
 
     def vanish(self) -> None:
         assert self.sock is not None
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # shutdown first: close() alone would wait for the reader thread's recv.
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
     def close(self) -> None:
         if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.sock.close()
 
 

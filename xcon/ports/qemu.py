@@ -8,6 +8,13 @@ down and keeps trying.  Retries start 20 ms after a failure and double up to
 not retry in lockstep; the cap is never exceeded.  The cap is short because a
 lab wants a restarted router's links back at once and a refused connect on a
 LAN costs next to nothing.
+
+The backoff starts again from 20 ms only after a connection has proved itself
+(it carried frames, or stayed up :data:`STABLE_AFTER` seconds).  A peer that
+accepts and closes at once (not a qemu NIC, or one shutting down) therefore
+sees retries slow to the cap instead of a reconnect storm, and its repeated
+"connected"/"link down" lines are logged once, then summed up every
+:data:`FLAP_REPORT_EVERY` seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import ipaddress
 import logging
 import random
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +40,10 @@ BACKOFF_CAP = 0.25
 #: Random share taken off each retry delay (never added: the cap holds).
 BACKOFF_JITTER = 0.1
 CONNECT_TIMEOUT = 3.0
+#: A connection up this long, or that carried frames, resets the backoff.
+STABLE_AFTER = 1.0
+#: How often repeated short-lived connections are summed up in the log.
+FLAP_REPORT_EVERY = 60.0
 
 
 def backoff_delay(attempt: int) -> float:
@@ -70,6 +82,11 @@ class QemuPort(StreamPort):
         self._csock: socket.socket | None = None
         self._creg: Registration | None = None
         self._logged_waiting = False
+        self._opened_at = 0.0
+        self._rx_at_open = 0
+        self._flaps = 0  # short, silent connections in a row
+        self._flaps_unreported = 0
+        self._flap_report_at = 0.0
 
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
@@ -148,9 +165,11 @@ class QemuPort(StreamPort):
         self._creg.close()
         self._creg = None
         self._csock = None
-        self._attempts = 0
         self._logged_waiting = False
-        log.info("%s: connected to %s", self.name, _fmt_peer(s))
+        self._opened_at = time.monotonic()
+        self._rx_at_open = self.rx_bytes
+        level = logging.DEBUG if self._flaps else logging.INFO
+        log.log(level, "%s: connected to %s", self.name, _fmt_peer(s))
         self._open_stream(s)
 
     def _retry(self, reason: str) -> None:
@@ -168,8 +187,38 @@ class QemuPort(StreamPort):
 
     # -- Port hooks -----------------------------------------------------------------
     def _went_down(self, reason: str) -> None:
-        log.warning("%s: link down (%s); reconnecting", self.name, reason)
-        self._logged_waiting = True  # the line above says it: no "not reachable" too
+        self._logged_waiting = True  # the line below says it: no "not reachable" too
+        now = time.monotonic()
+        if self.rx_bytes != self._rx_at_open or now - self._opened_at >= STABLE_AFTER:
+            if self._flaps_unreported:
+                self._report_flaps()
+            self._flaps = 0
+            self._attempts = 0  # a connection that worked: retry at once
+            log.warning("%s: link down (%s); reconnecting", self.name, reason)
+            return
+        # Closed right after connecting, nothing received: keep backing off.
+        self._flaps += 1
+        if self._flaps == 1:
+            log.warning(
+                "%s: link down right after connecting (%s); reconnecting with backoff",
+                self.name,
+                reason,
+            )
+            self._flap_report_at = now + FLAP_REPORT_EVERY
+            return
+        self._flaps_unreported += 1
+        log.debug("%s: link down right after connecting (%s)", self.name, reason)
+        if now >= self._flap_report_at:
+            self._report_flaps()
+            self._flap_report_at = now + FLAP_REPORT_EVERY
+
+    def _report_flaps(self) -> None:
+        log.warning(
+            "%s: %d more connections closed by the peer right after connecting",
+            self.name,
+            self._flaps_unreported,
+        )
+        self._flaps_unreported = 0
 
     def _again(self, reason: str) -> None:
         self._retry(reason)

@@ -26,6 +26,8 @@ class StreamPort(Port):
     def __init__(self, engine: Engine, name: str) -> None:
         super().__init__(engine, name)
         self._stream: Stream | None = None
+        #: Bytes read on all connections so far.
+        self.rx_bytes = 0
 
     def _open_stream(self, sock: socket.socket) -> None:
         """``sock`` is connected: hand it to the engine (``stream_opened`` follows)."""
@@ -40,6 +42,7 @@ class StreamPort(Port):
         self._became_up()
 
     def stream_data(self, n: int) -> bool:
+        self.rx_bytes += n
         buf = self.inbuf
         status = buf.filled(n)
         if buf.nready or buf.zero_frames:
