@@ -76,8 +76,8 @@ class Xcon:
 
     def update_health(self) -> None:
         ports = self.ports()
-        up = sum(1 for p in ports if p.up)
-        self.health.update(up, len(ports), sum(1 for p in ports if p.healthy))
+        connected = sum(1 for p in ports if p.connected)
+        self.health.update(connected, len(ports), sum(1 for p in ports if p.healthy))
 
     def counters(self) -> list[str]:
         lines = []

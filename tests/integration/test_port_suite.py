@@ -12,8 +12,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -21,92 +19,14 @@ from tests.conftest import new_host
 from xcon.engines import Engine, make_engine
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
-from xcon.ports import Port
 from xcon.ports.listen import ListenPort
 from xcon.ports.qemu import QemuPort
 from xcon.testing.fakeport import encode_frames
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import numbered
+from xcon.testing.loop import Recorder, run_for, run_until
 
 TIMEOUT = 5.0
-
-
-class Recorder:
-    """A bridge that keeps what it is told: events, frames, zero-length drops.
-
-    ``queue`` holds bytes to send to the port, sent as a bridge would (what
-    does not go now waits for ``writable``)."""
-
-    def __init__(self) -> None:
-        self.events: list[object] = []
-        self.frames: list[bytes] = []
-        self.zero = 0
-        self.queue = bytearray()
-        self.port: Port | None = None
-
-    def port_up(self, port: Port) -> None:
-        self.events.append("up")
-        self.flush()
-
-    def port_down(self, port: Port, reason: str) -> None:
-        self.events.append(("down", reason))
-
-    def received(self, port: Port) -> None:
-        buf = port.inbuf
-        self.zero += buf.take_zero_frames()
-        for off, n in iter_frames(buf.mv, buf.start, buf.ready):
-            self.frames.append(bytes(buf.mv[off : off + n]))
-        buf.consume(buf.pending)
-
-    def writable(self, port: Port) -> None:
-        self.flush()
-
-    def send(self, frames: list[bytes]) -> None:
-        self.queue += encode_frames(frames)
-        self.flush()
-
-    def flush(self) -> None:
-        port = self.port
-        if port is None or not port.up or not self.queue:
-            return
-        n = port.send(memoryview(self.queue))
-        del self.queue[:n]
-        port.set_writing(bool(self.queue))
-
-    @property
-    def ups(self) -> int:
-        return self.events.count("up")
-
-    @property
-    def downs(self) -> list[str]:
-        return [e[1] for e in self.events if isinstance(e, tuple)]
-
-
-def run_until(engine: Engine, cond: Callable[[], bool], what: str) -> None:
-    """Turn the loop until ``cond()`` holds; fail after TIMEOUT seconds."""
-    deadline = time.monotonic() + TIMEOUT
-    timed_out = []
-
-    def check() -> None:
-        if cond():
-            engine.stop()
-        elif time.monotonic() > deadline:
-            timed_out.append(True)
-            engine.stop()
-
-    ticker = engine.call_every(0.002, check)
-    try:
-        if not cond():
-            engine.run()
-    finally:
-        ticker.cancel()
-    if timed_out:
-        raise AssertionError(f"timed out waiting for {what}")
-
-
-def run_for(engine: Engine, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    run_until(engine, lambda: time.monotonic() >= end, "time to pass")
 
 
 # -- kits: one per kind of port ---------------------------------------------------------

@@ -64,6 +64,10 @@ class Hub:
         return [self.rx[p] for p in self._ports] + [self.tx[p] for p in self._ports]
 
     # -- PortOwner ------------------------------------------------------------------
+    def port_state(self, port: Port) -> None:
+        if self.on_state:
+            self.on_state()
+
     def port_up(self, port: Port) -> None:
         port.set_reading(True)
         if self.on_state:

@@ -264,6 +264,10 @@ class P2PLink:
     def writable(self, port: Port) -> None:
         self._into[port].push()
 
+    def port_state(self, port: Port) -> None:
+        if self.on_state:
+            self.on_state()
+
     def port_up(self, port: Port) -> None:
         # Read from the port unless frames it sent earlier still wait for the peer.
         port.set_reading(not self.flows[port].blocked)

@@ -12,7 +12,9 @@ only whole frames and four events:
 * ``received(port)``: whole, validated frames are waiting in
   ``port.inbuf`` (``inbuf.span()``); the bridge consumes what it forwarded and
   may pause the port (``set_reading(False)``) while the peer is backlogged;
-* ``writable(port)``: a send that was cut short can go on.
+* ``writable(port)``: a send that was cut short can go on;
+* ``port_state(port)``: what the health file counts changed without the port
+  going up or down (a listening port's client sent its first whole frame).
 
 The bridge sends with ``port.send(view)``, which returns how many bytes went
 (possibly 0) and never raises and never calls back into the bridge: a port
@@ -47,6 +49,7 @@ class PortOwner(Protocol):
     def port_down(self, port: Port, reason: str) -> None: ...
     def received(self, port: Port) -> None: ...
     def writable(self, port: Port) -> None: ...
+    def port_state(self, port: Port) -> None: ...
 
 
 @dataclass
@@ -80,8 +83,13 @@ class Port:
         self._closed = False
 
     @property
-    def healthy(self) -> bool:
+    def connected(self) -> bool:
         """Whether the health file counts this port as connected."""
+        return self.up
+
+    @property
+    def healthy(self) -> bool:
+        """Whether this port is as it should be (connected, or ready for a client)."""
         return self.up
 
     # -- what the bridge calls ---------------------------------------------------------

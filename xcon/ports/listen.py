@@ -13,14 +13,27 @@ sending is discarded, the port goes down and listening resumes.
 
 Health: xcon plays a router's NIC here, so the port counts as healthy as soon
 as it listens (a router container is healthy before anything is linked to
-it), whether or not a client is connected.
+it), whether or not a client is connected.  It counts as *connected* only once
+the client has sent a whole frame: a client that connects and stays silent (or
+stops inside a frame header) is not reported as a working link.
+
+**Squatters.**  Serving one client at a time means an idle client can hold the
+only slot.  A client that has not sent a whole frame within
+:data:`IDLE_GRACE` seconds is dropped as soon as another client is waiting in
+the backlog (checked every :data:`SQUAT_CHECK` seconds while it is silent), so
+squatting and connection floods cannot lock out the real client; a silent
+client that nobody else is waiting for is left alone (qemu's ``connect=``
+never reconnects, so dropping it would cut the link for good).  The backlog
+is bounded (:data:`BACKLOG`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
+import time
 
 from xcon.engines import READ, Callback, Engine, Registration, TimerHandle
 from xcon.errors import ModeError
@@ -33,6 +46,10 @@ log = logging.getLogger("xcon.port")
 BACKLOG = 8
 #: Pause before accepting again after a resource error (EMFILE, ENOBUFS ...).
 ACCEPT_PAUSE = 1.0
+#: A client silent this long (no whole frame) gives its place to a waiting one.
+IDLE_GRACE = 2.0
+#: How often a silent client is checked for others waiting.
+SQUAT_CHECK = 0.5
 
 
 class ListenPort(StreamPort):
@@ -47,7 +64,14 @@ class ListenPort(StreamPort):
         self.lsock: socket.socket | None = None
         self._lreg: Registration | None = None
         self._pause: TimerHandle | None = None
+        self._squat: TimerHandle | None = None
+        self._accepted_at = 0.0
         self.peer = ""
+
+    @property
+    def connected(self) -> bool:
+        """A client is attached and has sent a whole frame."""
+        return self.up and self.proved
 
     @property
     def healthy(self) -> bool:
@@ -140,7 +164,32 @@ class ListenPort(StreamPort):
         self._listen(False)
         self.peer = fmt_addr(addr)
         log.info("%s: client connected from %s", self.name, self.peer)
+        self._accepted_at = time.monotonic()
+        self._squat = self.engine.call_later(SQUAT_CHECK, self._check_squatter)
         self._open_stream(s)
+
+    def _check_squatter(self) -> None:
+        self._squat = None
+        if self._closed or self.proved or self.lsock is None:
+            return
+        if not self.up and self._stream is None and self._failing is None:
+            return  # not attached (yet)
+        if time.monotonic() - self._accepted_at >= IDLE_GRACE and _pending(self.lsock):
+            log.warning(
+                "%s: client %s sent no frame in %.0f s and another client is waiting; "
+                "dropping it",
+                self.name,
+                self.peer,
+                IDLE_GRACE,
+            )
+            self.fail(f"no frame in {IDLE_GRACE:.0f} s, another client waiting")
+            return
+        self._squat = self.engine.call_later(SQUAT_CHECK, self._check_squatter)
+
+    def _proved(self) -> None:
+        super()._proved()
+        if self.owner is not None:
+            self.owner.port_state(self)  # now counted as connected
 
     def _resume(self) -> None:
         self._pause = None
@@ -152,11 +201,17 @@ class ListenPort(StreamPort):
         log.warning("%s: client %s left (%s); listening again", self.name, self.peer, reason)
 
     def _again(self, reason: str) -> None:
+        if self._squat is not None:
+            self._squat.cancel()
+            self._squat = None
         if self._pause is None:
             self._listen(True)
 
     def close(self) -> None:
         self._closed = True
+        if self._squat is not None:
+            self._squat.cancel()
+            self._squat = None
         if self._pause is not None:
             self._pause.cancel()
             self._pause = None
@@ -167,6 +222,15 @@ class ListenPort(StreamPort):
         if self.lsock is not None:
             self.lsock.close()
             self.lsock = None
+
+
+def _pending(lsock: socket.socket) -> bool:
+    """Whether a connection waits in the listening socket's backlog."""
+    try:
+        readable, _w, _x = select.select([lsock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 def _fmt_sockname(s: socket.socket) -> str:

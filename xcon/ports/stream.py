@@ -28,6 +28,8 @@ class StreamPort(Port):
         self._stream: Stream | None = None
         #: Bytes read on all connections so far.
         self.rx_bytes = 0
+        #: The current connection has delivered at least one whole frame.
+        self.proved = False
 
     def _open_stream(self, sock: socket.socket) -> None:
         """``sock`` is connected: hand it to the engine (``stream_opened`` follows)."""
@@ -39,6 +41,7 @@ class StreamPort(Port):
             stream.close()
             return
         self._stream = stream
+        self.proved = False
         self._became_up()
 
     def stream_data(self, n: int) -> bool:
@@ -46,6 +49,8 @@ class StreamPort(Port):
         buf = self.inbuf
         status = buf.filled(n)
         if buf.nready or buf.zero_frames:
+            if not self.proved:
+                self._proved()
             assert self.owner is not None
             self.owner.received(self)
         if status == TOO_BIG:
@@ -86,6 +91,10 @@ class StreamPort(Port):
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
+
+    def _proved(self) -> None:
+        """The first whole frame of this connection arrived."""
+        self.proved = True
 
     def _setup_failed(self, reason: str) -> None:
         """A connected socket could not become a stream: treat as a failed attempt."""
