@@ -176,8 +176,7 @@ class ListenPort(StreamPort):
             return  # not attached (yet)
         if time.monotonic() - self._accepted_at >= IDLE_GRACE and _pending(self.lsock):
             log.warning(
-                "%s: client %s sent no frame in %.0f s and another client is waiting; "
-                "dropping it",
+                "%s: client %s sent no frame in %.0f s and another client is waiting; dropping it",
                 self.name,
                 self.peer,
                 IDLE_GRACE,
