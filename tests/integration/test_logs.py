@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import endpoint
-from xcon.ports.qemu import BACKOFF_CAP, BACKOFF_FIRST, backoff_delay
+from xcon.ports.qemu import BACKOFF_CAP, BACKOFF_FIRST, RETRY_GRID, backoff_delay
 from xcon.testing.frames import ether
 
 
@@ -18,7 +18,7 @@ def test_retry_delays_double_and_never_exceed_the_cap():
         for _ in range(50):
             d = backoff_delay(attempt)
             nominal = min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
-            assert 0.9 * nominal <= d <= nominal <= BACKOFF_CAP
+            assert 0.9 * nominal - RETRY_GRID <= d <= nominal <= BACKOFF_CAP
 
 
 def test_an_established_link_that_closes_is_reported_as_down_not_unreachable(peers, xcon):
@@ -107,3 +107,49 @@ def test_a_peer_that_accepts_and_closes_gets_backoff_not_a_storm(peers, xcon):
         stop.set()
         t.join()
         ls.close()
+
+
+def test_ports_of_a_host_that_is_down_probe_one_at_a_time(xcon):
+    """A booting lab: the NICs of a router that is not up cost one connection
+    attempt per retry interval for the whole router, not one per NIC."""
+    import socket
+    import threading
+
+    from tests.conftest import new_host
+
+    host, other = new_host(), new_host()
+    links = [f"{host}/{n}--{other}/{n}" for n in range(1, 9)]
+    xc = xcon("--p2p", *links, "--log-level", "debug")
+    time.sleep(2.0)
+    text = xc.log()
+    failed = sum(1 for ln in text.splitlines() if "attempt failed" in ln and f"{host}/" in ln)
+    # 8 NICs retrying every <= 250 ms on their own would be >= 60 in 2 s.
+    assert failed <= 14, failed
+    # The router comes up: every NIC is back within one retry interval.
+    listeners = []
+    for n in range(1, 9):
+        for h in (host, other):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((h, 10000 + n))
+            s.listen(1)
+            listeners.append(s)
+    t0 = time.monotonic()
+    accepted = []
+
+    def accept_all() -> None:
+        for s in listeners:
+            s.settimeout(3)
+            try:
+                accepted.append(s.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept_all)
+    t.start()
+    xc.wait_health("0", contains="All 16 sockets connected", timeout=3)
+    assert time.monotonic() - t0 < 1.0
+    t.join()
+    for s in listeners + accepted:
+        s.close()
+    assert xc.terminate() == 0

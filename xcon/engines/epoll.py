@@ -57,21 +57,19 @@ log = logging.getLogger("xcon.engine")
 
 
 class Timer:
-    """A scheduled callback; :meth:`cancel` makes it a no-op."""
+    """A scheduled callback; :meth:`cancel` makes it a no-op.
 
-    __slots__ = ("when", "seq", "callback", "cancelled")
+    The heap holds ``(when, seq, timer)`` tuples, so ordering is compared in C
+    (a lab with many ports down keeps thousands of retry timers)."""
 
-    def __init__(self, when: float, seq: int, callback: Callable[[], None]) -> None:
-        self.when = when
-        self.seq = seq
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
         self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
-
-    def __lt__(self, other: Timer) -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
 
 
 class Registration:
@@ -101,7 +99,7 @@ class EpollEngine:
     def __init__(self) -> None:
         self._ep = select.epoll()
         self._handlers: dict[int, Handler] = {}
-        self._timers: list[Timer] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._running = False
         self._soon: deque[Callable[[], None]] = deque()
@@ -132,13 +130,13 @@ class EpollEngine:
 
     # -- time ---------------------------------------------------------------------
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        t = Timer(time.monotonic() + max(0.0, delay), next(self._seq), callback)
-        heapq.heappush(self._timers, t)
+        t = Timer(callback)
+        heapq.heappush(self._timers, (time.monotonic() + max(0.0, delay), next(self._seq), t))
         return t
 
     def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` every ``interval`` seconds; cancel the returned timer to stop."""
-        handle = Timer(0.0, -1, callback)
+        handle = Timer(callback)
 
         def tick() -> None:
             if handle.cancelled:
@@ -205,7 +203,7 @@ class EpollEngine:
             if ready:
                 timeout = 0.0
             elif timers:
-                timeout = max(0.0, timers[0].when - monotonic())
+                timeout = max(0.0, timers[0][0] - monotonic())
             events = ep_poll(timeout, 256)
             for fd, ev in events:
                 if fd == wake_fd:
@@ -218,8 +216,8 @@ class EpollEngine:
                 ready.popleft()()
             if timers:
                 now = monotonic()
-                while timers and timers[0].when <= now:
-                    t = heapq.heappop(timers)
+                while timers and timers[0][0] <= now:
+                    t = heapq.heappop(timers)[2]
                     if not t.cancelled:
                         t.callback()
 

@@ -9,6 +9,18 @@ not retry in lockstep; the cap is never exceeded.  The cap is short because a
 lab wants a restarted router's links back at once and a refused connect on a
 LAN costs next to nothing.
 
+**A lab that is still booting** (hundreds of ports down) must cost next to
+nothing.  The ports of one host (one router) share a :class:`HostGate`: one
+name resolution for all of them (cached :data:`RESOLVE_TTL` seconds; a name
+that fails to resolve is asked again after a delay that doubles up to
+:data:`RESOLVE_RETRY_CAP`), and while none of the host's ports is connected
+only one of them probes at a time, in turn, on the backoff above.  qemu
+opens every NIC's listening socket at once, so when the probe connects the
+host is up and all its waiting ports connect at once: each link is still back
+within one retry interval of its router listening, at the cost of one
+connection attempt per host instead of one per port.  While some port of the
+host is connected, each other port retries on its own.
+
 The backoff starts again from 20 ms only after a connection has proved itself
 (it carried frames, or stayed up :data:`STABLE_AFTER` seconds).  A peer that
 accepts and closes at once (not a qemu NIC, or one shutting down) therefore
@@ -25,10 +37,12 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Sequence
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from xcon.engines import WRITE, Callback, Engine, Registration, TimerHandle
+from xcon.engines import WRITE, Callback, Engine, Registration, Stream, TimerHandle
 from xcon.limits import qemu_tcp_port
 from xcon.ports import fmt_addr
 from xcon.ports.stream import StreamPort
@@ -39,7 +53,13 @@ BACKOFF_FIRST = 0.02
 BACKOFF_CAP = 0.25
 #: Random share taken off each retry delay (never added: the cap holds).
 BACKOFF_JITTER = 0.1
+#: Retries are due on this grid (seconds), so many ports share one wake-up.
+RETRY_GRID = 0.01
 CONNECT_TIMEOUT = 3.0
+#: How long a resolved name is reused by the ports of its host.
+RESOLVE_TTL = 1.0
+#: A name that fails to resolve is asked again after 250 ms, doubling up to this.
+RESOLVE_RETRY_CAP = 2.0
 #: A connection up this long, or that carried frames, resets the backoff.
 STABLE_AFTER = 1.0
 #: How often repeated short-lived connections are summed up in the log.
@@ -47,17 +67,161 @@ FLAP_REPORT_EVERY = 60.0
 
 
 def backoff_delay(attempt: int) -> float:
-    """Delay before retry number ``attempt`` (0-based): 20 ms doubling, at most the cap."""
+    """Delay before retry number ``attempt`` (0-based): 20 ms doubling, at most the cap.
+
+    Due times are rounded down to a :data:`RETRY_GRID` grid, so the retries of
+    many ports wake the loop together rather than one by one."""
     delay = min(BACKOFF_CAP, BACKOFF_FIRST * (2 ** min(attempt, 16)))
-    return delay * (1.0 - BACKOFF_JITTER * random.random())
+    delay *= 1.0 - BACKOFF_JITTER * random.random()
+    now = time.monotonic()
+    return max(0.0, (now + delay) // RETRY_GRID * RETRY_GRID - now)
 
 
-def _is_ip_literal(host: str) -> bool:
+def _literal_family(host: str) -> int | None:
+    """AF_INET/AF_INET6 for an IP literal, None for a name."""
     try:
-        ipaddress.ip_address(host)
-        return True
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+#: (family, address without port) pairs of a host.
+Addrs = list[tuple[int, tuple[Any, ...]]]
+Resolved = Callable[[Addrs | None, str], None]
+
+
+class HostGate:
+    """What the ports of one host share (see the module docstring)."""
+
+    def __init__(self, engine: Engine, host: str) -> None:
+        self.engine = engine
+        self.host = host
+        family = _literal_family(host)
+        self._literal: Addrs | None = [(family, (host, 0))] if family is not None else None
+        self.live = 0  # ports of this host that are connected
+        self._waiting: deque[QemuPort] = deque()
+        self._probe: QemuPort | None = None
+        self._probe_timer: TimerHandle | None = None
+        self._attempts = 0
+        # name resolution
+        self._addrs: Addrs | None = None
+        self._error = ""
+        self._expires = 0.0
+        self._neg_delay = 0.0
+        self._pending: list[Resolved] = []
+
+    # -- resolution -----------------------------------------------------------------
+    def resolve(self, done: Resolved) -> None:
+        """``done(addrs, "")`` or ``done(None, error)``, now or from the loop."""
+        if self._literal is not None:
+            done(self._literal, "")
+            return
+        if time.monotonic() < self._expires:
+            done(self._addrs, self._error)
+            return
+        self._pending.append(done)
+        if len(self._pending) > 1:
+            return  # a lookup is under way
+        host = self.host
+
+        def lookup() -> Addrs:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            return [(fam, addr) for fam, _t, _p, _c, addr in infos]
+
+        self.engine.run_in_thread(lookup, self._resolved)
+
+    def _resolved(self, result: object, err: BaseException | None) -> None:
+        now = time.monotonic()
+        if err is None and result:
+            self._addrs, self._error = result, ""  # type: ignore[assignment]
+            self._neg_delay = 0.0
+            self._expires = now + RESOLVE_TTL
+        else:
+            self._addrs, self._error = None, f"cannot resolve {self.host!r}: {err}"
+            self._neg_delay = min(RESOLVE_RETRY_CAP, max(BACKOFF_CAP, 2 * self._neg_delay))
+            self._expires = now + self._neg_delay
+        pending, self._pending = self._pending, []
+        for done in pending:
+            done(self._addrs, self._error)
+
+    # -- who may try ----------------------------------------------------------------
+    def want(self, port: QemuPort, at_once: bool = True) -> None:
+        """``port`` is down and wants to connect (now, or after the first backoff
+        step when its connection was just lost)."""
+        if self.live or port._flaps:
+            # The host is up (or this port's peer accepts and closes at once):
+            # the port retries on its own backoff.
+            port._schedule_retry()
+            return
+        if port not in self._waiting and port is not self._probe:
+            self._waiting.append(port)
+        if at_once:
+            self._kick()
+        elif self._probe is None and self._probe_timer is None:
+            delay = backoff_delay(self._attempts)
+            self._attempts += 1
+            self._probe_timer = self.engine.call_later(delay, self._next_probe)
+
+    def failed(self, port: QemuPort) -> None:
+        """An attempt of ``port`` failed."""
+        if port is self._probe:
+            self._probe = None
+            self._waiting.append(port)
+            delay = backoff_delay(self._attempts)
+            self._attempts += 1
+            self._probe_timer = self.engine.call_later(delay, self._next_probe)
+        else:
+            self.want(port)
+
+    def connected(self, port: QemuPort) -> None:
+        """``port`` connected: the host is up, every waiting port tries now."""
+        self.live += 1
+        self._attempts = 0
+        if port is self._probe:
+            self._probe = None
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+        waiting, self._waiting = self._waiting, deque()
+        for p in waiting:
+            p._attempt()
+
+    def lost(self, port: QemuPort) -> None:
+        """``port``'s connection ended (it will call :meth:`want` to come back)."""
+        self.live -= 1
+
+    def leave(self, port: QemuPort) -> None:
+        """``port`` closed for good."""
+        if port in self._waiting:
+            self._waiting.remove(port)
+        if port is self._probe:
+            self._probe = None
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._probe is None and self._probe_timer is None and self._waiting:
+            self._next_probe()
+
+    def _next_probe(self) -> None:
+        self._probe_timer = None
+        if self.live or not self._waiting:
+            return
+        self._probe = self._waiting.popleft()
+        self._probe._attempt()
+
+
+_gates: weakref.WeakKeyDictionary[Any, dict[str, HostGate]] = weakref.WeakKeyDictionary()
+
+
+def host_gate(engine: Engine, host: str) -> HostGate:
+    """The gate shared by every port of ``host`` on ``engine``."""
+    gates = _gates.setdefault(engine, {})
+    key = host.lower().rstrip(".")
+    gate = gates.get(key)
+    if gate is None:
+        gate = gates[key] = HostGate(engine, host)
+    return gate
 
 
 class QemuPort(StreamPort):
@@ -87,38 +251,35 @@ class QemuPort(StreamPort):
         self._flaps = 0  # short, silent connections in a row
         self._flaps_unreported = 0
         self._flap_report_at = 0.0
+        self._gate = host_gate(engine, host)
+        self._connecting = False  # from an attempt until connected or failed
 
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
         self._closed = False
-        self._attempt()
+        self._gate.want(self)
 
     def _attempt(self) -> None:
-        self._timer = None
+        """One connection attempt now (the gate decides when)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._closed or self.up or self._connecting:
+            return
+        self._connecting = True
+        self._gate.resolve(self._resolved)
+
+    def _resolved(self, addrs: Addrs | None, error: str) -> None:
         if self._closed:
             return
-        if _is_ip_literal(self.host):
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            self._connect([(family, (self.host, self.tcp_port))])
-            return
-        host, port = self.host, self.tcp_port
-
-        def resolve() -> list[tuple[int, Any]]:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            return [(fam, addr) for fam, _t, _p, _c, addr in infos]
-
-        def resolved(result: object, err: BaseException | None) -> None:
-            if self._closed:
-                return
-            if err is not None or not result:
-                self._retry(f"cannot resolve {host!r}: {err}")
-            else:
-                self._connect(result)  # type: ignore[arg-type]
-
-        self.engine.run_in_thread(resolve, resolved)
+        if addrs is None:
+            self._retry(error)
+        else:
+            self._connect(addrs)
 
     def _connect(self, addrs: Sequence[tuple[int, Any]]) -> None:
-        family, addr = addrs[self._addr_index % len(addrs)]
+        family, host_addr = addrs[self._addr_index % len(addrs)]
+        addr = (host_addr[0], self.tcp_port, *host_addr[2:])
         self._addr_index += 1
         try:
             s = socket.socket(family, socket.SOCK_STREAM)
@@ -128,6 +289,10 @@ class QemuPort(StreamPort):
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = s.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            # On loopback (and any local address) the refusal is already known
+            # when connect() returns: fail now, without a round through the loop.
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.EINPROGRESS
         if err not in (0, errno.EINPROGRESS):
             s.close()
             self._retry(errno.errorcode.get(err, str(err)))
@@ -172,21 +337,39 @@ class QemuPort(StreamPort):
         log.log(level, "%s: connected to %s", self.name, _fmt_peer(s))
         self._open_stream(s)
 
+    def stream_opened(self, stream: Stream) -> None:
+        self._connecting = False
+        super().stream_opened(stream)
+        if self.up:
+            self._gate.connected(self)
+
+    def _setup_failed(self, reason: str) -> None:
+        self._retry(reason)
+
     def _retry(self, reason: str) -> None:
+        """An attempt failed: log it, and let the gate say when to try again."""
+        self._connecting = False
         self.stats.last_error = reason
         if self._closed:
             return
-        delay = backoff_delay(self._attempts)
-        self._attempts += 1
         if not self._logged_waiting:
             log.info("%s: not reachable (%s); retrying until it is", self.name, reason)
             self._logged_waiting = True
         else:
-            log.debug("%s: attempt %d failed (%s)", self.name, self._attempts, reason)
+            log.debug("%s: attempt failed (%s)", self.name, reason)
+        self._gate.failed(self)
+
+    def _schedule_retry(self) -> None:
+        """Retry on this port's own backoff (its host is up)."""
+        if self._closed or self._timer is not None or self._connecting:
+            return
+        delay = backoff_delay(self._attempts)
+        self._attempts += 1
         self._timer = self.engine.call_later(delay, self._attempt)
 
     # -- Port hooks -----------------------------------------------------------------
     def _went_down(self, reason: str) -> None:
+        self._gate.lost(self)
         self._logged_waiting = True  # the line below says it: no "not reachable" too
         now = time.monotonic()
         if self.rx_bytes != self._rx_at_open or now - self._opened_at >= STABLE_AFTER:
@@ -221,7 +404,7 @@ class QemuPort(StreamPort):
         self._flaps_unreported = 0
 
     def _again(self, reason: str) -> None:
-        self._retry(reason)
+        self._gate.want(self, at_once=False)
 
     def close(self) -> None:
         self._closed = True
@@ -229,6 +412,9 @@ class QemuPort(StreamPort):
             self._timer.cancel()
             self._timer = None
         self._abort_connect()
+        self._gate.leave(self)
+        if self.up:
+            self._gate.lost(self)
         super().close()
 
 
