@@ -1,30 +1,110 @@
 """Command line: vr-xcon's flags with the same spelling and meaning, plus a few new ones.
 
 ``xcon demo`` runs the built-in demonstration instead (see :mod:`xcon.demo`).
+
+Every argument is checked (:func:`check`) before anything is created: no
+engine, port, device or file exists yet when a usage error is reported.  A
+usage error is one line on stderr (``xcon: error: ...``) and exit code 2; a
+failure to start (a missing privilege or kernel feature) is one line and
+exit code 1.  The checked arguments (:class:`Setup`) are plain values, handed
+to the builders of :mod:`xcon.modes`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from xcon import __version__, modes, native, netconf
 from xcon.errors import ModeError
-from xcon.limits import qemu_tcp_port
-from xcon.linkspec import SpecError, check_distinct, parse_endpoint, parse_link
+from xcon.limits import (
+    MAX_NIC,
+    MAX_VID,
+    MIN_NIC,
+    MIN_VID,
+    MTU_MAX,
+    MTU_MIN,
+    TRACE_DEFAULT,
+    TRACE_MAX,
+    TRACE_MIN,
+    qemu_tcp_port,
+)
+from xcon.linkspec import (
+    Endpoint,
+    LinkSpec,
+    SpecError,
+    bounded_int,
+    check_distinct,
+    check_hub,
+    parse_endpoint,
+    parse_link,
+)
 
 log = logging.getLogger("xcon")
 
 ENGINES = ("epoll", "uvloop")
-_TAP_ONLY = ("ipv4_address", "ipv4_route", "ipv6_address", "ipv6_route", "vlan", "mtu")
+DEFAULT_TAP_IF = "tap0"
+DEFAULT_RAW_IF = "eth1"
+
+#: Flags that only mean something with one mode: (namespace attribute, flag, mode flag).
+_MODE_ONLY = (
+    ("tap_if", "--tap-if", "--tap-listen"),
+    ("ipv4_address", "--ipv4-address", "--tap-listen"),
+    ("ipv4_route", "--ipv4-route", "--tap-listen"),
+    ("ipv6_address", "--ipv6-address", "--tap-listen"),
+    ("ipv6_route", "--ipv6-route", "--tap-listen"),
+    ("vlan", "--vlan", "--tap-listen"),
+    ("mtu", "--mtu", "--tap-listen"),
+    ("raw_if", "--raw-if", "--raw-listen"),
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line for the user, exit code 2."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break or other unprintable character escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"xcon: error: {message}\n")
+        """One line on stderr and exit 2 (no usage block: ``--help`` has it)."""
+        self.exit(2, f"xcon: error: {one_line(message)}\n")
+
+
+def _whole(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
+    """An argparse type: ASCII digits only, within ``lo..hi``."""
+
+    def parse(text: str) -> int:
+        n = bounded_int(text, lo, hi)
+        if n is not None:
+            return n
+        if text.isascii() and text.isdigit():
+            raise argparse.ArgumentTypeError(f"{text} is outside {lo}..{hi}{what}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({lo}..{hi}{what})")
+
+    return parse
+
+
+def trace_seconds(text: str) -> float:
+    """``--trace SECONDS``: a finite number from TRACE_MIN to TRACE_MAX."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and TRACE_MIN <= value <= TRACE_MAX):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside {TRACE_MIN:g}..{TRACE_MAX:g} seconds"
+        )
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,47 +112,74 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xcon",
         description="Cross-connect qemu virtual router NICs (vrnetlab socket netdevs): "
         "p2p links, a hub, a local tap or a raw interface.  'xcon demo' runs a "
-        "self-contained demonstration.",
+        "self-contained demonstration.  A usage error is one line on stderr and exit code 2.",
     )
-    modes = p.add_mutually_exclusive_group(required=True)
-    modes.add_argument(
+    nic = _whole(MIN_NIC, MAX_NIC, " (TCP port 10000+N)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
         "--p2p",
         nargs="+",
+        action="extend",
         metavar="LINK",
         help="point-to-point links HOST/N--HOST/N[:VID] (N = NIC, TCP port 10000+N); "
-        "':VID' makes that side an access port of VLAN VID",
+        "':VID' makes that side an access port of VLAN VID; may be repeated",
     )
-    modes.add_argument("--hub", nargs="+", metavar="HOST/N", help="join NICs in a hub (flood)")
-    modes.add_argument(
-        "--tap-listen", type=int, metavar="N", help="listen on TCP 10000+N and bridge to a tap"
+    mode.add_argument(
+        "--hub",
+        nargs="+",
+        action="extend",
+        metavar="HOST/N",
+        help="join NICs in a hub (flood); may be repeated",
     )
-    modes.add_argument(
+    mode.add_argument(
+        "--tap-listen", type=nic, metavar="N", help="listen on TCP 10000+N and bridge to a tap"
+    )
+    mode.add_argument(
         "--raw-listen",
-        type=int,
+        type=nic,
         metavar="N",
         help="listen on TCP 10000+N and bridge to an interface",
     )
-    p.add_argument("--tap-if", default="tap0", help="tap interface name (default tap0)")
-    p.add_argument("--raw-if", default="eth1", help="interface for --raw-listen (default eth1)")
+    p.add_argument(
+        "--tap-if",
+        metavar="NAME",
+        help=f"tap interface name (default {DEFAULT_TAP_IF}; 1 to 15 bytes, "
+        "no '/', ':', '%%' or whitespace)",
+    )
+    p.add_argument(
+        "--raw-if",
+        metavar="NAME",
+        help=f"interface for --raw-listen (default {DEFAULT_RAW_IF})",
+    )
     p.add_argument("--ipv4-address", metavar="ADDR/LEN", help="IPv4 address for the tap interface")
-    p.add_argument("--ipv4-route", metavar="NEXTHOP", help="IPv4 default route via NEXTHOP")
+    p.add_argument(
+        "--ipv4-route", metavar="NEXTHOP", help="IPv4 default route via NEXTHOP (needs the address)"
+    )
     p.add_argument("--ipv6-address", metavar="ADDR/LEN", help="IPv6 address for the tap interface")
-    p.add_argument("--ipv6-route", metavar="NEXTHOP", help="IPv6 default route via NEXTHOP")
-    p.add_argument("--vlan", type=int, metavar="VID", help="put the tap addresses on VLAN VID")
+    p.add_argument(
+        "--ipv6-route", metavar="NEXTHOP", help="IPv6 default route via NEXTHOP (needs the address)"
+    )
+    p.add_argument(
+        "--vlan",
+        type=_whole(MIN_VID, MAX_VID),
+        metavar="VID",
+        help=f"put the tap addresses on VLAN VID ({MIN_VID}..{MAX_VID})",
+    )
     p.add_argument(
         "--mtu",
-        type=int,
+        type=_whole(MTU_MIN, MTU_MAX),
         metavar="BYTES",
-        help="set the tap's MTU (default: leave it as the kernel made it)",
+        help=f"set the tap's MTU ({MTU_MIN}..{MTU_MAX}; default: leave it as the kernel made it)",
     )
     p.add_argument("--debug", action="store_true", help="log every frame (one line and a hexdump)")
     p.add_argument(
         "--trace",
         nargs="?",
-        const=1.0,
-        type=float,
+        const=TRACE_DEFAULT,
+        type=trace_seconds,
         metavar="SECONDS",
-        help="log per-link frame/byte counters every SECONDS (default 1)",
+        help=f"log per-link frame/byte counters every SECONDS (default {TRACE_DEFAULT:g}; "
+        f"{TRACE_MIN:g} to {TRACE_MAX:g})",
     )
     p.add_argument(
         "--health-file", default="health", metavar="PATH", help="health file (default ./health)"
@@ -96,6 +203,90 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass
+class Setup:
+    """The checked command line, as plain values."""
+
+    mode: str  # "p2p", "hub", "tap" or "raw"
+    links: list[LinkSpec] = field(default_factory=list)
+    hub: list[Endpoint] = field(default_factory=list)
+    nic: int | None = None
+    ifname: str | None = None
+    plan: netconf.NetPlan | None = None
+    engine: str = "epoll"
+    trace: float | None = None
+    health_file: str | None = "health"
+    debug: bool = False
+    log_level: str = "info"
+
+    @property
+    def sockets(self) -> int:
+        """Long-lived descriptors the mode needs."""
+        if self.mode == "p2p":
+            return 2 * len(self.links)
+        if self.mode == "hub":
+            return len(self.hub)
+        return 2
+
+    def describe(self) -> str:
+        if self.mode == "p2p":
+            return f"{len(self.links)} p2p link(s)"
+        if self.mode == "hub":
+            return f"hub of {len(self.hub)} ports: {' '.join(map(str, self.hub))}"
+        assert self.nic is not None
+        what = "tap" if self.mode == "tap" else "interface"
+        return f"{what} {self.ifname} <-> TCP {qemu_tcp_port(self.nic)}"
+
+
+def check(args: argparse.Namespace) -> Setup:
+    """Validate a parsed command line; raises :class:`UsageError`, :class:`SpecError`
+    or :class:`ModeError` (exit 2).  Touches nothing."""
+    if args.p2p:
+        mode, mode_flag = "p2p", "--p2p"
+    elif args.hub:
+        mode, mode_flag = "hub", "--hub"
+    elif args.tap_listen is not None:
+        mode, mode_flag = "tap", "--tap-listen"
+    else:
+        mode, mode_flag = "raw", "--raw-listen"
+    for dest, flag, owner in _MODE_ONLY:
+        if getattr(args, dest) is not None and owner != mode_flag:
+            raise UsageError(f"{flag} applies to {owner} only (not {mode_flag})")
+    if args.engine not in ENGINES:
+        raise UsageError(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
+    setup = Setup(
+        mode,
+        engine=args.engine,
+        trace=args.trace,
+        health_file=args.health_file or None,
+        debug=args.debug,
+        log_level=args.log_level or "info",
+    )
+    if mode == "p2p":
+        setup.links = [parse_link(s) for s in args.p2p]
+        check_distinct(setup.links)
+    elif mode == "hub":
+        setup.hub = [parse_endpoint(s, allow_vid=False) for s in args.hub]
+        check_hub(setup.hub)
+    elif mode == "tap":
+        setup.nic = args.tap_listen
+        setup.ifname = args.tap_if if args.tap_if is not None else DEFAULT_TAP_IF
+        setup.plan = netconf.make_plan(
+            setup.ifname,
+            mtu=args.mtu,
+            vlan=args.vlan,
+            ipv4_address=args.ipv4_address,
+            ipv4_route=args.ipv4_route,
+            ipv6_address=args.ipv6_address,
+            ipv6_route=args.ipv6_route,
+        )
+    else:
+        setup.nic = args.raw_listen
+        setup.ifname = args.raw_if if args.raw_if is not None else DEFAULT_RAW_IF
+        netconf.check_ifname(setup.ifname, "--raw-if")
+    return setup
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -105,76 +296,75 @@ def setup_logging(level: str) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["demo"]:
-        from xcon.demo import main as demo_main
+def _error(message: str, code: int) -> int:
+    print(f"xcon: error: {one_line(message)}", file=sys.stderr)
+    return code
 
-        return demo_main(args_list[1:])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
 
-    def fail(msg: str) -> int:
-        parser.print_usage(sys.stderr)
-        print(f"xcon: error: {msg}", file=sys.stderr)
-        return 2
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    return e.code if isinstance(e.code, int) else 1
 
-    if args.engine not in ENGINES:
-        return fail(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
-    try:
-        links = [parse_link(s) for s in args.p2p] if args.p2p else []
-        check_distinct(links)
-        hub = [parse_endpoint(s, allow_vid=False) for s in args.hub] if args.hub else []
-    except SpecError as e:
-        return fail(str(e))
-    for n in (args.tap_listen, args.raw_listen):
-        if n is not None and not 1 <= n <= 55535:
-            return fail(f"interface {n} is outside 1..55535 (TCP port 10000+N)")
-    if args.vlan is not None and not 1 <= args.vlan <= 4094:
-        return fail(f"VLAN id {args.vlan} is outside 1..4094")
 
-    setup_logging(args.log_level or "info")
-    if args.debug:
+def run(setup: Setup) -> int:
+    """Build the mode on an engine and run it; returns the exit code."""
+    setup_logging(setup.log_level)
+    if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
     from xcon.engines import EngineUnavailable, make_engine
     from xcon.rlimit import ensure_nofile
 
     try:
-        engine = make_engine(args.engine)
+        engine = make_engine(setup.engine)
     except EngineUnavailable as e:
-        print(f"xcon: error: {e}", file=sys.stderr)
-        return 2
-    app = Xcon(engine=engine, health_path=args.health_file or None, trace_interval=args.trace)
+        return _error(str(e), 2)
+    app = Xcon(engine=engine, health_path=setup.health_file, trace_interval=setup.trace)
     try:
-        ensure_nofile(2 * len(links) if links else len(hub) if hub else 2)
-        if links:
-            modes.p2p(app, links, debug=args.debug)
-            what = f"{len(links)} p2p link(s)"
-        elif hub:
-            modes.hub(app, hub, debug=args.debug)
-            what = f"hub of {len(hub)} ports"
-        elif args.tap_listen is not None:
-            netconf.check_ifname(args.tap_if, "--tap-if")
-            plan = netconf.plan_from_args(args)
-            modes.tap_listen(app, args.tap_listen, args.tap_if, plan, debug=args.debug)
-            what = f"tap {args.tap_if} <-> TCP {qemu_tcp_port(args.tap_listen)}"
+        ensure_nofile(setup.sockets)
+        if setup.mode == "p2p":
+            modes.p2p(app, setup.links, debug=setup.debug)
+        elif setup.mode == "hub":
+            modes.hub(app, setup.hub, debug=setup.debug)
+        elif setup.mode == "tap":
+            assert setup.nic is not None and setup.ifname and setup.plan is not None
+            modes.tap_listen(app, setup.nic, setup.ifname, setup.plan, debug=setup.debug)
         else:
-            netconf.check_ifname(args.raw_if, "--raw-if")
-            for opt in _TAP_ONLY:
-                if getattr(args, opt, None) is not None:
-                    flag = "--" + opt.replace("_", "-")
-                    raise ModeError(f"{flag} applies to --tap-listen only", exit_code=2)
-            modes.raw_listen(app, args.raw_listen, args.raw_if, debug=args.debug)
-            what = f"interface {args.raw_if} <-> TCP {qemu_tcp_port(args.raw_listen)}"
+            assert setup.nic is not None and setup.ifname
+            modes.raw_listen(app, setup.nic, setup.ifname, debug=setup.debug)
     except ModeError as e:
         app.close()
-        print(f"xcon: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _error(str(e), e.exit_code)
     log.info(
-        "xcon %s (fast path: %s, engine: %s): %s", __version__, native.BACKEND, args.engine, what
+        "xcon %s (fast path: %s, engine: %s): %s",
+        __version__,
+        native.BACKEND,
+        setup.engine,
+        setup.describe(),
     )
+    for spec in setup.links:
+        log.info("p2p link %s", spec)
     return app.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        from xcon.demo import main as demo_main
+
+        return demo_main(args_list[1:])
+    try:
+        args = build_parser().parse_args(args_list)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return _exit_code(e)
+    try:
+        setup = check(args)
+    except ModeError as e:
+        return _error(str(e), e.exit_code)
+    except (SpecError, UsageError) as e:
+        return _error(str(e), 2)
+    return run(setup)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,24 @@ MAX_NIC = 65535 - QEMU_BASE_PORT
 MIN_VID = 1
 MAX_VID = 4094
 
-#: Largest MTU a tap accepts (the kernel's limit for tun/tap).
-MTU_MAX = 65521
+#: A tap's MTU (``--mtu``): Linux's limits for an Ethernet device, the
+#: largest being the kernel's limit for tun/tap.
 MTU_MIN = 68
+MTU_MAX = 65521
 
-#: Linux interface names: IFNAMSIZ is 16 including the terminating NUL.
+#: Linux interface names: IFNAMSIZ is 16 including the terminating NUL, so a
+#: name has at most ``IFNAMSIZ - 1`` bytes.
 IFNAMSIZ = 16
+
+#: ``--trace SECONDS``: the default, and the bounds (a tenth of a second, a day).
+TRACE_DEFAULT = 1.0
+TRACE_MIN = 0.1
+TRACE_MAX = 86400.0
+
+#: DNS names (RFC 1035/1123): a name has at most 253 characters (without a
+#: trailing dot), a label 1 to 63.
+MAX_HOSTNAME = 253
+MAX_LABEL = 63
 
 
 def qemu_tcp_port(nic: int) -> int:

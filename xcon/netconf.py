@@ -1,8 +1,9 @@
 """Addressing of the tap interface (``--tap-listen``): validation, then netlink.
 
-Everything the user asked for is checked by :func:`plan_from_args` before
-anything on the host is touched (bad input: :class:`~xcon.errors.ModeError`
-with exit code 2).  :func:`apply` then does, in this order:
+Everything the user asked for is checked by :func:`make_plan` (and the
+interface names by :func:`check_ifname`) before anything on the host is
+touched (bad input: :class:`~xcon.errors.ModeError` with exit code 2).
+:func:`apply` then does, in this order:
 
 1. ``--mtu``: set the tap's MTU (ioctl, no netlink needed);
 2. bring the tap up (ioctl);
@@ -22,7 +23,6 @@ reported as one line (exit 1), never as a traceback.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import ipaddress
@@ -34,13 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcon.errors import ModeError
+from xcon.limits import IFNAMSIZ, MAX_VID, MIN_VID, MTU_MAX, MTU_MIN
 
 log = logging.getLogger("xcon.netconf")
-
-IFNAMSIZ = 16
-#: Linux's limits for an Ethernet device's MTU (a tap allows 68..65521).
-MTU_MIN = 68
-MTU_MAX = 65521
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -77,14 +73,30 @@ def _usage(msg: str) -> ModeError:
 
 
 def check_ifname(name: str, flag: str) -> None:
-    if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
-        raise _usage(f"{flag} {name!r} is not a valid interface name (1..15 characters)")
+    """A name the kernel takes as it is (``dev_valid_name``): 1 to IFNAMSIZ-1 bytes
+    of UTF-8, not ``.`` or ``..``, no ``/``, ``:`` or whitespace, and no ``%``
+    (``tap%d`` would make the kernel pick a name) or control character."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _usage(f"{flag} {name!r} is not a valid interface name (not UTF-8)") from None
+    why = None
+    if not 1 <= size < IFNAMSIZ:
+        why = f"1 to {IFNAMSIZ - 1} bytes"
+    elif name in (".", ".."):
+        why = "not '.' or '..'"
+    elif any(c in "/:%" or c.isspace() or not c.isprintable() for c in name):
+        why = "no '/', ':', '%', whitespace or control characters"
+    if why is not None:
+        raise _usage(f"{flag} {name!r} is not a valid interface name ({why})")
 
 
 def parse_address(text: str, version: int, flag: str) -> Interface:
     """``ADDR/LEN`` (``/LEN`` optional: a host prefix) of the given IP version."""
     try:
-        iface = ipaddress.ip_interface(text.strip())
+        if "%" in text:
+            raise ValueError(text)
+        iface = ipaddress.ip_interface(text)
     except ValueError:
         raise _usage(f"{flag} {text!r} is not an IPv{version} ADDRESS/LEN") from None
     if iface.version != version:
@@ -102,7 +114,9 @@ def parse_address(text: str, version: int, flag: str) -> Interface:
 def parse_nexthop(text: str, version: int, flag: str, iface: Interface | None) -> Address:
     """A next hop; when the interface address is known it must be inside its network."""
     try:
-        nh = ipaddress.ip_address(text.strip())
+        if "%" in text:
+            raise ValueError(text)
+        nh = ipaddress.ip_address(text)
     except ValueError:
         raise _usage(f"{flag} {text!r} is not an IPv{version} address") from None
     if nh.version != version:
@@ -124,28 +138,43 @@ def parse_nexthop(text: str, version: int, flag: str, iface: Interface | None) -
     return nh
 
 
-def plan_from_args(args: argparse.Namespace) -> NetPlan:
-    """Validate the tap addressing flags; raises ModeError (exit 2) on bad input."""
+def make_plan(
+    ifname: str,
+    *,
+    mtu: int | None = None,
+    vlan: int | None = None,
+    ipv4_address: str | None = None,
+    ipv4_route: str | None = None,
+    ipv6_address: str | None = None,
+    ipv6_route: str | None = None,
+) -> NetPlan:
+    """Validate what ``--tap-listen`` is to configure on the tap ``ifname`` (its
+    name included); raises ModeError (exit 2) on bad input, touches nothing."""
+    check_ifname(ifname, "--tap-if")
     plan = NetPlan()
-    mtu = getattr(args, "mtu", None)
     if mtu is not None:
         if not MTU_MIN <= mtu <= MTU_MAX:
             raise _usage(f"--mtu {mtu} is outside {MTU_MIN}..{MTU_MAX}")
         plan.mtu = mtu
-    if args.vlan is not None:
-        if not 1 <= args.vlan <= 4094:
-            raise _usage(f"VLAN id {args.vlan} is outside 1..4094")
-        plan.vlan = args.vlan
-        check_ifname(vlan_ifname(args.tap_if, args.vlan), "--tap-if/--vlan sub-interface")
-    for version in (4, 6):
-        addr_text = getattr(args, f"ipv{version}_address")
-        route_text = getattr(args, f"ipv{version}_route")
+    if vlan is not None:
+        if not MIN_VID <= vlan <= MAX_VID:
+            raise _usage(f"--vlan {vlan}: VLAN id is outside {MIN_VID}..{MAX_VID}")
+        plan.vlan = vlan
+        check_ifname(vlan_ifname(ifname, vlan), "--tap-if/--vlan sub-interface")
+    given = {4: (ipv4_address, ipv4_route), 6: (ipv6_address, ipv6_route)}
+    for version, (addr_text, route_text) in given.items():
         iface = None
         if addr_text is not None:
             iface = parse_address(addr_text, version, f"--ipv{version}-address")
             plan.addresses.append(iface)
         if route_text is not None:
-            plan.routes.append(parse_nexthop(route_text, version, f"--ipv{version}-route", iface))
+            nh = parse_nexthop(route_text, version, f"--ipv{version}-route", iface)
+            if iface is None:
+                raise _usage(
+                    f"--ipv{version}-route needs --ipv{version}-address (the next hop must be "
+                    "inside the network of the tap's address)"
+                )
+            plan.routes.append(nh)
     return plan
 
 
