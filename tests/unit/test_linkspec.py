@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from xcon.linkspec import Endpoint, SpecError, check_distinct, parse_endpoint, parse_link
+from xcon.limits import qemu_tcp_port
+from xcon.linkspec import (
+    Endpoint,
+    LinkSpec,
+    SpecError,
+    check_distinct,
+    check_hub,
+    host_key,
+    parse_endpoint,
+    parse_link,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,17 +28,32 @@ from xcon.linkspec import Endpoint, SpecError, check_distinct, parse_endpoint, p
         ("10.0.0.1/100--10.0.0.2/55535", Endpoint("10.0.0.1", 100), Endpoint("10.0.0.2", 55535)),
         ("[::1]/1--[2001:db8::2]/3:4094", Endpoint("::1", 1), Endpoint("2001:db8::2", 3, 4094)),
         ("my-router.lab/7--x_y/8", Endpoint("my-router.lab", 7), Endpoint("x_y", 8)),
+        ("vr1./1--VR-2/2", Endpoint("vr1.", 1), Endpoint("VR-2", 2)),
+        ("xn--bcher-kva/1", None, None),
+        ("bücher.example/1--a/1", Endpoint("bücher.example", 1), Endpoint("a", 1)),
+        ("[fe80::1%eth0]/1--[::ffff:10.0.0.1]/2", Endpoint("fe80::1%eth0", 1), None),
+        ("a1/0001--b/1", Endpoint("a1", 1), Endpoint("b", 1)),
+        ("3com/1--a.b.c-d.e1/1", Endpoint("3com", 1), Endpoint("a.b.c-d.e1", 1)),
+        ("x" * 63 + "/1--" + ".".join(["y" * 63] * 3) + "/1", None, None),
     ],
 )
 def test_valid_links(text, left, right):
+    if "--" not in text or text.startswith("xn--"):
+        end = parse_endpoint(text)
+        assert end.host == text.split("/")[0]
+        return
     spec = parse_link(text)
-    assert (spec.left, spec.right) == (left, right)
-    assert str(spec) == text
+    if left is not None:
+        assert spec.left == left
+    if right is not None:
+        assert spec.right == right
+    if not text.startswith("a1/0"):
+        assert str(spec) == text
 
 
 def test_nic_100_and_above_reachable():
-    assert parse_endpoint("vr1/100").tcp_port == 10100
-    assert parse_endpoint("vr1/1").tcp_port == 10001
+    assert qemu_tcp_port(parse_endpoint("vr1/100").nic) == 10100
+    assert qemu_tcp_port(parse_endpoint("vr1/1").nic) == 10001
 
 
 @pytest.mark.parametrize(
@@ -47,6 +72,41 @@ def test_nic_100_and_above_reachable():
         ("/1--vr2/1", "expected HOST/N"),
         ("[vr1]/1--vr2/1", "IPv6"),
         ("::1/1--vr2/1", "in brackets"),
+        # a third '-' makes the second host start with '-'
+        ("a/1---b/1", "'-b' is not a valid host name (a label cannot start or end with '-')"),
+        ("a-/1--b/1", "cannot start or end with '-'"),
+        # whitespace and line breaks are not part of a name
+        (" a/1--b/1", "' a' is not a valid host name"),
+        ("a/1--b /1", "'b ' is not a valid host name"),
+        ("a/1--b/1 ", "expected HOST/N"),
+        ("a/1--b/1\n", "expected HOST/N"),
+        ("a\nb/1--c/1", "not a valid host name"),
+        ("a/1--b\t/1", "not a valid host name"),
+        ("a*b/1--c/1", "letters, digits, '-', '_' and '.' only"),
+        ("a..b/1--c/1", "empty label"),
+        (".a/1--c/1", "empty label"),
+        ("a../1--c/1", "empty label"),
+        ("x" * 64 + "/1--c/1", "a label has at most 63 characters"),
+        (".".join(["y" * 63] * 4) + "/1--c/1", "at most 253 characters"),
+        # IP literals are checked, not handed to the resolver
+        ("[zz:zz]/1--a/1", "[zz:zz] is not a valid IPv6 address"),
+        ("[1::2::3]/1--a/1", "not a valid IPv6 address"),
+        ("[::1%]/1--a/1", "IPv6 zone"),
+        ("[fe80::1%a b]/1--a/1", "IPv6 zone"),
+        ("[fe80::1%a\nb]/1--a/1", "IPv6 zone"),
+        ("1.2.3.999/1--a/1", "'1.2.3.999' is not a valid IPv4 address"),
+        ("010.0.0.1/1--a/1", "not a valid IPv4 address"),
+        ("10/1--a/1", "'10' is not a valid IPv4 address"),
+        ("1.2.3.4./1--a/1", "not a valid IPv4 address"),
+        ("a.123/1--b/1", "not a valid IPv4 address"),
+        # numbers: ASCII digits, bounded, never converted at any length
+        ("a/" + "9" * 5000 + "--b/1", "outside 1..55535"),
+        ("a/1--b/1:" + "9" * 5000, "outside 1..4094"),
+        ("a/\u0661--b/1", "expected HOST/N"),
+        # internationalised names must convert with IDNA
+        ("\udcff/1--b/1", "IDNA"),
+        ("\u05d0a/1--c/1", "IDNA"),
+        ("a\u00a0b/1--c/1", "not a valid host name"),
     ],
 )
 def test_invalid_links(text, needle):
@@ -68,6 +128,12 @@ def test_distinct_nics_pass():
         (["a/1--b/1", "c/1--A/1"], "is in two links ('a/1--b/1' and 'c/1--A/1')"),
         (["a/1--b/1:10", "b/1--c/1"], "b/1 is in two links"),
         (["[2001:db8::1]/3--b/1", "c/1--[2001:DB8::1]/3:9"], "[2001:DB8::1]/3 is in two links"),
+        # the same NIC written two ways
+        (["[::1]/1--[0:0::1]/1"], "both ends are the same NIC"),
+        (["[::1]/1--[0000::0001]/1:5"], "both ends are the same NIC"),
+        (["vr1./1--VR1/1"], "both ends are the same NIC"),
+        (["[::ffff:127.0.0.1]/1--127.0.0.1/1"], "both ends are the same NIC"),
+        (["Bücher/1--a/1", "b/1--bücher./1"], "bücher./1 is in two links"),
     ],
 )
 def test_a_nic_in_two_links_is_refused(texts, needle):
@@ -75,3 +141,31 @@ def test_a_nic_in_two_links_is_refused(texts, needle):
         check_distinct([parse_link(t) for t in texts])
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_host_key_normalises():
+    assert host_key("[::1]"[1:-1]) == host_key("0:0::1") == "::1"
+    assert host_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert host_key("VR1.") == host_key("vr1") == "vr1"
+    assert host_key("Bücher") == host_key("xn--bcher-kva") == "xn--bcher-kva"
+    assert parse_endpoint("[0:0::1]/3").key == parse_endpoint("[::1]/3").key == ("::1", 3)
+
+
+def test_hub_ports_checked():
+    check_hub([parse_endpoint(t, allow_vid=False) for t in ("a/1", "a/2", "b/1")])
+    for texts, needle in (
+        (["a/1"], "at least two ports"),
+        (["a/1", "b/1", "a/1"], "lists 'a/1' twice"),
+        (["[::1]/1", "[0::1]/1"], "the same NIC twice ('[::1]/1' and '[0::1]/1')"),
+        (["A./4", "a/4"], "the same NIC twice"),
+    ):
+        with pytest.raises(SpecError) as e:
+            check_hub([parse_endpoint(t, allow_vid=False) for t in texts])
+        assert needle in str(e.value)
+
+
+def test_idna_name_and_its_ascii_form_are_one_nic():
+    a, b = parse_endpoint("Bücher/1"), parse_endpoint("XN--BCHER-KVA/1")
+    assert a.key == b.key
+    with pytest.raises(SpecError, match="is in two links"):
+        check_distinct([LinkSpec(a, parse_endpoint("c/1")), LinkSpec(parse_endpoint("d/1"), b)])
