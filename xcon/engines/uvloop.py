@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from xcon.engines import (
     QUICKACK_BELOW,
@@ -76,6 +76,18 @@ class AioRegistration:
         self.set(0)
 
 
+class _Transport(Protocol):
+    """What a stream uses of an asyncio/uvloop transport."""
+
+    def write(self, data: memoryview) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
+    def get_extra_info(self, name: str) -> Any: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class TransportStream(asyncio.BufferedProtocol):
     """A port's stream on a transport: the protocol and the port's send side.
 
@@ -87,7 +99,7 @@ class TransportStream(asyncio.BufferedProtocol):
 
     def __init__(self, events: StreamEvents) -> None:
         self.events = events
-        self.transport: Any = None
+        self.transport: _Transport | None = None
         self.sock: socket.socket | None = None
         self.active = True
         self._held = 0  # bytes the transport still holds from the last send()

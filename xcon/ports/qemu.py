@@ -211,7 +211,7 @@ class HostGate:
         self._probe._attempt()
 
 
-_gates: weakref.WeakKeyDictionary[Any, dict[str, HostGate]] = weakref.WeakKeyDictionary()
+_gates: weakref.WeakKeyDictionary[Engine, dict[str, HostGate]] = weakref.WeakKeyDictionary()
 
 
 def host_gate(engine: Engine, host: str) -> HostGate:
