@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from xcon import netconf
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
-from xcon.errors import ModeError
 from xcon.limits import MAX_FRAME, qemu_tcp_port
 from xcon.linkspec import Endpoint, LinkSpec
 from xcon.ports import Port
@@ -54,11 +53,8 @@ def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLi
 
 
 def hub(app: Xcon, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
-    """One :class:`Hub` joining qemu NICs."""
-    if len(endpoints) < 2:
-        raise ModeError("--hub needs at least two ports", exit_code=2)
-    if len(set(endpoints)) != len(endpoints):
-        raise ModeError("--hub lists the same port twice", exit_code=2)
+    """One :class:`Hub` joining qemu NICs (checked by the caller:
+    :func:`xcon.linkspec.check_hub`)."""
     ports: list[Port] = [QemuPort(app.engine, e.host, e.nic) for e in endpoints]
     bridge = Hub(ports, debug=debug, on_state=app.update_health)
     app.add_bridge(bridge)
