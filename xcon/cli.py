@@ -13,6 +13,7 @@ to the builders of :mod:`xcon.modes`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import sys
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"interface for --raw-listen (default {DEFAULT_RAW_IF})",
     )
+    p.add_argument(
+        "--listen-address",
+        metavar="ADDR",
+        help="--tap-listen/--raw-listen: listen on this IPv4 or IPv6 address only "
+        "(default: every address, IPv4 and IPv6)",
+    )
     p.add_argument("--ipv4-address", metavar="ADDR/LEN", help="IPv4 address for the tap interface")
     p.add_argument(
         "--ipv4-route", metavar="NEXTHOP", help="IPv4 default route via NEXTHOP (needs the address)"
@@ -218,6 +225,8 @@ class Setup:
     health_file: str | None = "health"
     debug: bool = False
     log_level: str = "info"
+    #: Address a listening mode binds ("::": every address, IPv4 and IPv6).
+    listen_host: str = "::"
 
     @property
     def sockets(self) -> int:
@@ -252,6 +261,10 @@ def check(args: argparse.Namespace) -> Setup:
     for dest, flag, owner in _MODE_ONLY:
         if getattr(args, dest) is not None and owner != mode_flag:
             raise UsageError(f"{flag} applies to {owner} only (not {mode_flag})")
+    if args.listen_address is not None and mode not in ("tap", "raw"):
+        raise UsageError(
+            f"--listen-address applies to --tap-listen and --raw-listen only (not {mode_flag})"
+        )
     if args.engine not in ENGINES:
         raise UsageError(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
     setup = Setup(
@@ -284,7 +297,22 @@ def check(args: argparse.Namespace) -> Setup:
         setup.nic = args.raw_listen
         setup.ifname = args.raw_if if args.raw_if is not None else DEFAULT_RAW_IF
         netconf.check_ifname(setup.ifname, "--raw-if")
+    if args.listen_address is not None:
+        setup.listen_host = listen_address(args.listen_address)
     return setup
+
+
+def listen_address(text: str) -> str:
+    """``--listen-address``: one IPv4 or IPv6 address (no brackets, no zone)."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(
+            f"--listen-address {text!r} is not an IPv4 or IPv6 address (e.g. 127.0.0.1, ::1)"
+        ) from None
+    if ip.is_multicast:
+        raise UsageError(f"--listen-address {text!r} is a multicast address")
+    return str(ip)
 
 
 def setup_logging(level: str) -> None:
@@ -329,10 +357,19 @@ def run(setup: Setup) -> int:
             modes.hub(app, setup.hub, debug=setup.debug)
         elif setup.mode == "tap":
             assert setup.nic is not None and setup.ifname and setup.plan is not None
-            modes.tap_listen(app, setup.nic, setup.ifname, setup.plan, debug=setup.debug)
+            modes.tap_listen(
+                app,
+                setup.nic,
+                setup.ifname,
+                setup.plan,
+                debug=setup.debug,
+                listen_host=setup.listen_host,
+            )
         else:
             assert setup.nic is not None and setup.ifname
-            modes.raw_listen(app, setup.nic, setup.ifname, debug=setup.debug)
+            modes.raw_listen(
+                app, setup.nic, setup.ifname, debug=setup.debug, listen_host=setup.listen_host
+            )
     except ModeError as e:
         app.close()
         return _error(str(e), e.exit_code)

@@ -62,11 +62,16 @@ def hub(app: Xcon, endpoints: Sequence[Endpoint], debug: bool = False) -> Hub:
 
 
 def _device_link(
-    app: Xcon, nic: int, device: DevicePort, configure: Callable[[], str] | None, debug: bool
+    app: Xcon,
+    nic: int,
+    device: DevicePort,
+    configure: Callable[[], str] | None,
+    debug: bool,
+    listen_host: str,
 ) -> P2PLink:
     """A listening qemu-side port linked to ``device``; everything opened first
     (device, its configuration, the listening socket) or nothing is left open."""
-    listen = ListenPort(app.engine, qemu_tcp_port(nic))
+    listen = ListenPort(app.engine, qemu_tcp_port(nic), host=listen_host)
     try:
         device.open()
         target = configure() if configure is not None else device.ifname
@@ -89,7 +94,12 @@ def _device_link(
 
 
 def tap_listen(
-    app: Xcon, nic: int, ifname: str, plan: netconf.NetPlan, debug: bool = False
+    app: Xcon,
+    nic: int,
+    ifname: str,
+    plan: netconf.NetPlan,
+    debug: bool = False,
+    listen_host: str = "::",
 ) -> P2PLink:
     """``--tap-listen N``: listen on TCP 10000+N, bridge to the tap ``ifname``
     configured as ``plan`` says (validated beforehand)."""
@@ -98,15 +108,17 @@ def tap_listen(
     def configure() -> str:
         return netconf.apply(plan, ifname)
 
-    link = _device_link(app, nic, tap, configure, debug)
+    link = _device_link(app, nic, tap, configure, debug, listen_host)
     tap.on_open = configure  # a re-created tap has lost its addressing
     return link
 
 
-def raw_listen(app: Xcon, nic: int, ifname: str, debug: bool = False) -> P2PLink:
+def raw_listen(
+    app: Xcon, nic: int, ifname: str, debug: bool = False, listen_host: str = "::"
+) -> P2PLink:
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
     raw = RawPort(app.engine, ifname)
-    link = _device_link(app, nic, raw, None, debug)
+    link = _device_link(app, nic, raw, None, debug, listen_host)
     log.info(
         "%s: promiscuous, outgoing frames ignored%s",
         ifname,

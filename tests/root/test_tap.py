@@ -285,3 +285,17 @@ def test_bad_next_hop_changes_nothing(netns, nsxcon, extra, needle):
     assert rc == 2
     assert needle in xc.log()
     assert tap not in [link["ifname"] for link in ip_json(ns, "link", "show")]
+
+
+def test_listen_address_restricts_who_can_connect(netns, nsxcon, closing):
+    ns, tap = netns(), tap_name()
+    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap, "--listen-address", "127.0.0.1")
+    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    assert "listening on 127.0.0.1:10001" in xc.log()
+    with pytest.raises(OSError):
+        StreamClient(ns, PORT, host="::1", timeout=2)  # not bound there
+    client = closing(StreamClient(ns, PORT, host="127.0.0.1"))
+    up(xc)
+    client.send_frames([ether(b"hello" * 10)])
+    xc.wait_health("0", contains="All 2 sockets connected")
+    assert xc.terminate() == 0

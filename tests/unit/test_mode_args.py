@@ -204,7 +204,7 @@ def test_tap_listen_gets_plain_values(built, capsys):
             "10.0.0.2/24", "--ipv4-route", "10.0.0.1", "--health-file", "", "--debug"]  # fmt: skip
     assert cli.main(argv) == 0
     [(name, args, kw)] = built
-    assert name == "tap_listen" and kw == {"debug": True}
+    assert name == "tap_listen" and kw == {"debug": True, "listen_host": "::"}
     nic, ifname, plan = args
     assert (nic, ifname) == (7, "tap9")
     assert isinstance(plan, netconf.NetPlan) and plan.mtu == 9000
@@ -219,4 +219,25 @@ def test_defaults_of_the_device_names(built):
         ("tap_listen", (1, "tap0")),
         ("raw_listen", (2, "eth1")),
     ]
-    assert built[1][2] == {"debug": False}
+    assert built[1][2] == {"debug": False, "listen_host": "::"}
+
+
+def test_listen_address_is_passed_on_and_checked(built, capsys):
+    assert cli.main(["--raw-listen", "2", "--listen-address", "::1", "--health-file", ""]) == 0
+    assert built[-1][2]["listen_host"] == "::1"
+    assert (
+        cli.main(["--tap-listen", "2", "--listen-address", "127.0.0.1", "--health-file", ""]) == 0
+    )
+    assert built[-1][2]["listen_host"] == "127.0.0.1"
+    capsys.readouterr()
+    for bad, needle in [
+        (["--tap-listen", "1", "--listen-address", "lab.example"], "not an IPv4 or IPv6"),
+        (["--tap-listen", "1", "--listen-address", "[::1]"], "not an IPv4 or IPv6"),
+        (["--tap-listen", "1", "--listen-address", "224.0.0.1"], "multicast"),
+        (["--p2p", "a/1--b/1", "--listen-address", "::1"], "applies to --tap-listen"),
+    ]:
+        n = len(built)
+        assert cli.main(bad) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+        assert len(built) == n
