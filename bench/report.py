@@ -93,7 +93,7 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["group"] in ("qemu", "reconnect"):
+        if r["group"] in ("qemu", "reconnect", "down"):
             continue
         if r["status"] != "ok":
             lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
@@ -132,6 +132,21 @@ def table(rows: list[Row]) -> str:
                 )
             else:
                 lines.append(f"  {r['relay']:<12} n/a ({r['reason']})")
+    down = [r for r in rows if r["group"] == "down"]
+    if down:
+        lines += ["", "1000 links, every router down (a lab still booting); then routers come up:"]
+        for r in down:
+            if r["status"] != "ok":
+                lines.append(f"  {r['scenario']:<20} n/a ({r['reason']})")
+                continue
+            back = (
+                f", back {r['back_ms']:.0f} ms median, {r['back_max_ms']:.0f} max after listening"
+                if "back_ms" in r
+                else ""
+            )
+            lines.append(
+                f"  {r['scenario']:<20} CPU {r['cpu_pct']:5.1f} %, RSS {r['rss_mib']:.0f} MiB{back}"
+            )
     for scn, title in (
         ("qemu", "real qemu end to end (two qemu NICs bridged to taps in namespaces):"),
         ("qemu-bridged", "the same with each qemu in a namespace behind a Linux bridge:"),
@@ -212,6 +227,11 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         add("RSS (VmHWM) with 1 link ≤ 40 MB", one.get("hwm_mib"), 40, False, "MiB")
     if many:
         add("RSS (VmHWM) with 500 links ≤ 150 MB", many.get("hwm_mib"), 150, False, "MiB")
+    for r in rows:
+        if r["group"] == "down" and r["status"] == "ok":
+            add(f"{r['scenario']}: 1000 down links ≤ 5 % CPU", r["cpu_pct"], 5, False, "%")
+            if "back_max_ms" in r:
+                add(f"{r['scenario']}: back ≤ 250 ms after listening", r["back_max_ms"], 250, False)
     rec = _find(rows, "reconnect", "xcon")
     if rec:
         add("forwards again ≤ 250 ms after peer is back (max)", rec["reconnect_max_ms"], 250, False)

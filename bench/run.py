@@ -20,6 +20,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "hub",
     "links",
     "reconnect",
+    "down",
     "tap",
     "engines",
     "qemu",
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += scenarios.links(s, progress)
             elif name == "reconnect":
                 rows += scenarios.reconnect(s, progress)
+            elif name == "down":
+                from bench import down
+
+                rows += down.run(s, progress)
             elif name == "tap":
                 rows += scenarios.tap(s, progress)
             elif name == "engines":

@@ -18,6 +18,7 @@ bytes into whole frames and hands them to its bridge.
 
 from __future__ import annotations
 
+import queue
 import select
 import socket
 import threading
@@ -174,12 +175,60 @@ def make_engine(name: str) -> Engine:
     raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
 
 
+#: Most threads that run blocking calls (name lookups) for the loop at once.
+WORKERS_MAX = 256
+#: A worker with nothing to do for this long ends.
+WORKER_IDLE = 10.0
+
+
+class _Workers:
+    """Daemon threads for blocking calls: an idle one takes the next job, a new one
+    starts only when none is idle (up to ``size``), and one idle for
+    :data:`WORKER_IDLE` seconds ends.  Thousands of quick lookups a second then
+    cost no thread creation, while a resolver that stalls some lookups for
+    seconds still leaves threads for the others."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.threads = 0
+        self.idle = 0
+        self.lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1  # claimed: the next idle worker takes it
+            elif self.threads < self.size:
+                self.threads += 1
+                threading.Thread(target=self._work, name="xcon-worker", daemon=True).start()
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=WORKER_IDLE)
+            except queue.Empty:
+                with self.lock:
+                    if self.idle > 0:
+                        self.idle -= 1
+                        self.threads -= 1
+                        return
+                continue  # a job was promised to this worker: wait for it
+            job()
+            with self.lock:
+                self.idle += 1
+
+
+_workers = _Workers(WORKERS_MAX)
+
+
 def run_in_thread(
     call_soon_threadsafe: Callable[[Callable[[], None]], None],
     fn: Callable[[], object],
     done: Callable[[object, BaseException | None], None],
 ) -> None:
-    """Run blocking ``fn`` on a daemon thread; ``done(result, error)`` runs on the loop."""
+    """Run blocking ``fn`` on a worker thread; ``done(result, error)`` runs on the loop."""
 
     def work() -> None:
         try:
@@ -188,7 +237,7 @@ def run_in_thread(
             result, err = None, e
         call_soon_threadsafe(lambda: done(result, err))
 
-    threading.Thread(target=work, name="xcon-resolve", daemon=True).start()
+    _workers.submit(work)
 
 
 def quickack(sock: socket.socket) -> None:

@@ -21,6 +21,14 @@ within one retry interval of its router listening, at the cost of one
 connection attempt per host instead of one per port.  While some port of the
 host is connected, each other port retries on its own.
 
+When every address of a host is local (loopback, or one of this host's: the
+routers run here), the gate does not even probe: it asks the kernel which TCP
+ports listen (:mod:`xcon.ports.listeners`, one ``sock_diag`` dump for all
+hosts every 100 ms) and connects only once a NIC's port appears.  A booting
+lab of routers on this host then costs no connection attempts at all, and a
+link is still back within about 100 ms of its router listening.  A name is
+looked up again every :data:`WATCH_RESOLVE_TTL` seconds while it is watched.
+
 The backoff starts again from 20 ms only after a connection has proved itself
 (it carried frames, or stayed up :data:`STABLE_AFTER` seconds).  A peer that
 accepts and closes at once (not a qemu NIC, or one shutting down) therefore
@@ -45,6 +53,7 @@ from typing import Any
 from xcon.engines import WRITE, Callback, Engine, Registration, Stream, TimerHandle
 from xcon.limits import qemu_tcp_port
 from xcon.ports import fmt_addr
+from xcon.ports.listeners import ListenerWatch, Waiter, is_local, listener_key
 from xcon.ports.stream import StreamPort
 
 log = logging.getLogger("xcon.port")
@@ -59,7 +68,9 @@ CONNECT_TIMEOUT = 3.0
 #: How long a resolved name is reused by the ports of its host.
 RESOLVE_TTL = 1.0
 #: A name that fails to resolve is asked again after 250 ms, doubling up to this.
-RESOLVE_RETRY_CAP = 2.0
+RESOLVE_RETRY_CAP = 5.0
+#: While a host's ports wait on the listener watch, its name is looked up this often.
+WATCH_RESOLVE_TTL = 15.0
 #: A connection up this long, or that carried frames, resets the backoff.
 STABLE_AFTER = 1.0
 #: How often repeated short-lived connections are summed up in the log.
@@ -104,10 +115,13 @@ class HostGate:
         self._probe: QemuPort | None = None
         self._probe_timer: TimerHandle | None = None
         self._attempts = 0
+        self._watch = listener_watch(engine)
+        self._waiter: Waiter | None = None
         # name resolution
         self._addrs: Addrs | None = None
         self._error = ""
         self._expires = 0.0
+        self._resolved_at = 0.0
         self._neg_delay = 0.0
         self._pending: list[Resolved] = []
 
@@ -136,6 +150,7 @@ class HostGate:
         if err is None and result:
             self._addrs, self._error = result, ""  # type: ignore[assignment]
             self._neg_delay = 0.0
+            self._resolved_at = now
             self._expires = now + RESOLVE_TTL
         else:
             self._addrs, self._error = None, f"cannot resolve {self.host!r}: {err}"
@@ -156,6 +171,10 @@ class HostGate:
             return
         if port not in self._waiting and port is not self._probe:
             self._waiting.append(port)
+            if self._waiter is not None:  # watch this port's listener too
+                self._unwatch()
+                self._next_probe()
+                return
         if at_once:
             self._kick()
         elif self._probe is None and self._probe_timer is None:
@@ -178,6 +197,7 @@ class HostGate:
         """``port`` connected: the host is up, every waiting port tries now."""
         self.live += 1
         self._attempts = 0
+        self._unwatch()
         if port is self._probe:
             self._probe = None
         if self._probe_timer is not None:
@@ -195,23 +215,97 @@ class HostGate:
         """``port`` closed for good."""
         if port in self._waiting:
             self._waiting.remove(port)
+            if self._waiter is not None:
+                self._unwatch()
+                self._kick()
         if port is self._probe:
             self._probe = None
             self._kick()
 
     def _kick(self) -> None:
-        if self._probe is None and self._probe_timer is None and self._waiting:
+        if (
+            self._probe is None
+            and self._probe_timer is None
+            and self._waiter is None
+            and self._waiting
+        ):
             self._next_probe()
 
     def _next_probe(self) -> None:
         self._probe_timer = None
-        if self.live or not self._waiting:
+        if self.live or not self._waiting or self._probe is not None:
             return
+        addrs = self._watchable()
+        if addrs is not None:
+            # Every address is local: connect only a port whose listener is there.
+            for p in self._waiting:
+                if self._watch.listening(self._keys(p, addrs)):
+                    self._waiting.remove(p)
+                    self._probe = p
+                    p._attempt()
+                    return
+            keys = frozenset(k for p in self._waiting for k in self._keys(p, addrs))
+            self._waiter = self._watch.wait(keys, self._listener_seen)
+            if self._waiter is not None:
+                for p in self._waiting:
+                    p._not_listening()
+                return
+            if self._watch.broken:
+                return self._next_probe()
         self._probe = self._waiting.popleft()
         self._probe._attempt()
 
+    def _watchable(self) -> Addrs | None:
+        """The host's addresses when all are local and the listener watch works;
+        None to probe with connect instead (a stale name is looked up again first)."""
+        if self._watch.broken:
+            return None
+        addrs = self._literal
+        if addrs is None:
+            if self._addrs is None:
+                return None
+            if time.monotonic() - self._resolved_at >= WATCH_RESOLVE_TTL:
+                self._expires = 0.0
+                self.resolve(self._looked_up)
+                return None if self._addrs is None else self._addrs
+            addrs = self._addrs
+        if all(is_local(fam, a[0]) for fam, a in addrs):
+            return addrs
+        return None
+
+    def _looked_up(self, addrs: Addrs | None, error: str) -> None:
+        """A watched name was looked up again: match its listeners at its new addresses."""
+        if self._waiter is not None:
+            self._unwatch()
+            self._kick()
+
+    @staticmethod
+    def _keys(port: QemuPort, addrs: Addrs) -> list[bytes]:
+        return [
+            listener_key(fam, socket.inet_pton(fam, a[0].split("%", 1)[0]), port.tcp_port)
+            for fam, a in addrs
+        ]
+
+    def _listener_seen(self) -> None:
+        self._waiter = None
+        self._next_probe()
+
+    def _unwatch(self) -> None:
+        if self._waiter is not None:
+            self._watch.cancel(self._waiter)
+            self._waiter = None
+
 
 _gates: weakref.WeakKeyDictionary[Engine, dict[str, HostGate]] = weakref.WeakKeyDictionary()
+_watches: weakref.WeakKeyDictionary[Engine, ListenerWatch] = weakref.WeakKeyDictionary()
+
+
+def listener_watch(engine: Engine) -> ListenerWatch:
+    """The listener watch shared by every host gate on ``engine``."""
+    watch = _watches.get(engine)
+    if watch is None:
+        watch = _watches[engine] = ListenerWatch(engine)
+    return watch
 
 
 def host_gate(engine: Engine, host: str) -> HostGate:
@@ -358,6 +452,13 @@ class QemuPort(StreamPort):
         else:
             log.debug("%s: attempt failed (%s)", self.name, reason)
         self._gate.failed(self)
+
+    def _not_listening(self) -> None:
+        """Waiting on the listener watch (a local router that is not listening yet)."""
+        self.stats.last_error = "not listening"
+        if not self._logged_waiting:
+            log.info("%s: not listening yet; connecting as soon as it is", self.name)
+            self._logged_waiting = True
 
     def _schedule_retry(self) -> None:
         """Retry on this port's own backoff (its host is up)."""

@@ -15,6 +15,7 @@ from xcon.engines import Engine
 from xcon.framing import iter_frames
 from xcon.ports import Port
 from xcon.testing.frames import encode_frames
+from xcon.testing.wait import WaitTimeout
 
 __all__ = ["TIMEOUT", "Recorder", "run_for", "run_until"]
 
@@ -94,7 +95,7 @@ def run_until(engine: Engine, cond: Callable[[], bool], what: str) -> None:
     finally:
         ticker.cancel()
     if timed_out:
-        raise AssertionError(f"timed out waiting for {what}")
+        raise WaitTimeout(f"timed out after {TIMEOUT:g} s waiting for {what}")
 
 
 def run_for(engine: Engine, seconds: float) -> None:
