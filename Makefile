@@ -7,11 +7,29 @@ PYTEST_ARGS ?=
 # REGISTRY=registry.example.com:1234 names the image registry.example.com:1234/vr-xcon.
 IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 
-.PHONY: install demo test lint bench bench-micro docker clean
+.PHONY: install demo test test-debs lint bench bench-micro docker clean
+
+# Debian packages, installed when make runs as root on a machine with apt-get (once:
+# nothing is fetched when they are all there).  Elsewhere the tests that need one
+# skip, naming the package.
+#   TEST_DEBS: iproute2 (namespaces, veth, taps), iputils-ping, util-linux (setpriv),
+#   procps, qemu-system-x86 (real qemu routers in the end-to-end tests).
+#   BUILD_DEBS: the compiler for the native fast path.
+BUILD_DEBS := gcc libc6-dev
+TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86
+BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
+define apt_install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(1) >/dev/null 2>&1 || { echo "installing Debian packages: $(1)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $(1) >/dev/null; }; \
+	else echo "not root or no apt-get: not installing $(1) (what needs them skips and says why)"; fi
+endef
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
+	$(call apt_install,$(BUILD_DEBS))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,uvloop]'
@@ -22,9 +40,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
 demo: install
 	$(PY) -m xcon demo
 
-# The whole suite on the native fast path, then again on the pure-Python fallback.
-test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test-debs:
+	$(call apt_install,$(TEST_DEBS))
+
+# The whole suite on the native fast path (XCON_NATIVE=1: a missing or stale
+# compiled module fails instead of silently testing the fallback), then the
+# unit and integration tests again on the pure-Python fallback.
+test: test-debs install
+	XCON_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 	XCON_NATIVE=0 $(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS) tests/unit tests/integration
 
 lint: install
@@ -33,13 +56,8 @@ lint: install
 	$(PY) -m mypy
 
 # The baselines and the real-qemu scenario need Debian packages (installed when root).
-BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
-
 bench: install
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_DEBS) >/dev/null; }; \
-	fi
+	$(call apt_install,$(BENCH_DEBS))
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,8 +15,9 @@ from typing import Any
 
 from bench.harness import TMP, Relay, hosts, reap, spawn
 from bench.scenarios import Progress, Row, Settings, na_row
+from xcon.testing.qemu import QemuRouter, sh
+from xcon.testing.qemu import missing as qemu_missing
 
-QEMU = "qemu-system-x86_64"
 NET = ("10.77.0.1", "10.77.0.2")
 ADDR = tuple(h.rsplit(".", 1)[0] + x for h, x in zip(hosts(), (".11", ".12"), strict=True))
 BRIDGED_NET = "172.31.77"
@@ -25,20 +25,7 @@ BRIDGED_ADDR = (f"{BRIDGED_NET}.2", f"{BRIDGED_NET}.3")
 
 
 def missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (taps, network namespaces)"
-    for tool, pkg in ((QEMU, "qemu-system-x86"), ("iperf3", "iperf3"), ("ping", "iputils-ping")):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install {pkg})"
-    if shutil.which("ip") is None:
-        return "ip not installed (apt-get install iproute2)"
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun missing"
-    return None
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+    return qemu_missing(("iperf3", "iperf3"))
 
 
 class Lab:
@@ -50,7 +37,7 @@ class Lab:
         self.taps = (f"xq{tag}a", f"xq{tag}b")
         self.dir = Path(TMP) / f"qemu-{tag}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.pids: list[int] = []
+        self.routers: list[QemuRouter] = []
         self.direct = direct
         # bridged: each qemu runs inside its namespace and listens on a veth there; the
         # relay runs in a third namespace and reaches both through a Linux bridge
@@ -84,62 +71,28 @@ class Lab:
         if self.bridged:
             self._bridge_up()
         for i in range(2):
-            if i == 1 and self.direct:
-                sock = f"socket,id=s0,connect={self.addr[0]}:10001"
-            else:
-                sock = f"socket,id=s0,listen={self.addr[i]}:10001"
-            pidfile = self.dir / f"q{i}.pid"
-            inside = ("ip", "netns", "exec", self.ns[i]) if self.bridged else ()
-            sh(
-                *inside,
-                QEMU,
-                "-nodefaults",
-                "-display",
-                "none",
-                "-machine",
-                "none",
-                "-daemonize",
-                "-pidfile",
-                str(pidfile),
-                "-netdev",
-                sock,
-                "-netdev",
-                f"tap,id=t0,ifname={self.taps[i]},script=no,downscript=no",
-                "-netdev",
-                "hubport,id=h0,hubid=0,netdev=s0",
-                "-netdev",
-                "hubport,id=h1,hubid=0,netdev=t0",
-            )
-            self.pids.append(int(pidfile.read_text().strip()))
             ns = self.ns[i]
             if not self.bridged:
                 sh("ip", "netns", "add", ns)
-                sh("ip", "link", "set", self.taps[i], "netns", ns)
-            sh("ip", "-n", ns, "addr", "add", f"{NET[i]}/24", "dev", self.taps[i])
-            sh("ip", "-n", ns, "link", "set", self.taps[i], "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+            direct = i == 1 and self.direct
+            router = QemuRouter(
+                self.dir,
+                tap=self.taps[i],
+                host=self.addr[0] if direct else self.addr[i],
+                netns=ns,
+                address=f"{NET[i]}/24",
+                run_netns=ns if self.bridged else None,
+                connect=direct,
+            )
+            self.routers.append(router.start())
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for pid in self.pids:
-            try:
-                os.kill(pid, 15)
-            except ProcessLookupError:
-                pass
-        for pid in self.pids:
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.02)
-            else:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
+        for router in self.routers:
+            router.stop()
         for ns in (*self.ns, self.relay_ns):
             if ns:
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -238,7 +191,7 @@ class Lab:
 
 
 def run(s: Settings, progress: Progress, bridged: bool = False) -> list[Row]:
-    """``qemu``: the routers' sockets on loopback (PROTOCOL.md's recipe).  ``qemu-bridged``:
+    """``qemu``: the routers' sockets on loopback (docs/TESTING.md's recipe).  ``qemu-bridged``:
     each router in its own namespace behind a veth on a Linux bridge, the relay in a third
     namespace, as with containers on docker's network (MTU 1500 instead of 65536)."""
     scn = "qemu-bridged" if bridged else "qemu"

@@ -252,7 +252,6 @@ def write_json(doc: dict[str, Any], out_dir: Path) -> Path:
     path = out_dir / f"{stamp}.json"
     text = json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n"
     path.write_text(text)
-    (out_dir / "latest.json").write_text(text)
     return path
 
 
@@ -305,6 +304,25 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
             ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RUN.json``: draw (again) the PNG of a saved run, beside it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    ap.add_argument("run", type=Path, help="a results JSON written by python -m bench")
+    args = ap.parse_args(argv)
+    doc = json.loads(args.run.read_text())
+    png = write_png(doc["results"], args.run.with_suffix(".png"))
+    if png is None:
+        return 1
+    print(png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_save:
         path = report.write_json(doc, args.out)
-        png = report.write_png(rows, args.out / "latest.png")
-        print(f"\nresults: {path} (and latest.json){f', plot: {png}' if png else ''}")
+        png = report.write_png(rows, path.with_suffix(".png"))
+        print(f"\nresults: {path}{f', plot: {png}' if png else ''}")
     print(f"elapsed {elapsed:.0f} s", file=sys.stderr)
     return 0

@@ -75,10 +75,10 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """One line on stderr and exit 2 (no usage block: ``--help`` has it)."""
-        self.exit(2, f"xcon: error: {one_line(message)}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _whole(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
@@ -109,7 +109,7 @@ def trace_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="xcon",
         description="Cross-connect qemu virtual router NICs (vrnetlab socket netdevs): "
         "p2p links, a hub, a local tap or a raw interface.  'xcon demo' runs a "

@@ -11,15 +11,18 @@ lost, reordered or corrupted and that xcon exits cleanly.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 
-from xcon.testing.fakeqemu import FakeQemu, frame_bytes
-from xcon.testing.frames import check_numbered, numbered
+from xcon.cli import OneLineParser
+from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.frames import check_numbered, numbered, wire
 from xcon.testing.process import XconProcess
+from xcon.testing.wait import WaitTimeout
 
 #: Send time (monotonic ns) of every 64th frame, by sequence number; the receiver
 #: looks it up to sample one-way latency (both peers share this process's clock).
@@ -100,7 +103,7 @@ def _size(text: str) -> int:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    ap = argparse.ArgumentParser(prog="xcon demo", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="xcon demo", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--seconds", type=_seconds, default=6.0, help="total duration, 1 to 3600 (default 6)"
     )
@@ -126,7 +129,10 @@ def main(argv: Sequence[str] = ()) -> int:
     print(f"xcon demo: two fake qemu routers, linked by: xcon --p2p {link}")
     xc = XconProcess(["--p2p", link], cwd=workdir)
     try:
-        if not (a.wait_connected(10) and b.wait_connected(10)):
+        try:
+            a.wait_connected(10)
+            b.wait_connected(10)
+        except WaitTimeout:
             print("xcon demo: xcon did not connect to the routers:\n" + xc.log())
             return 1
         print(f"health file: {xc.wait_health('0').splitlines()[1]}")
@@ -135,6 +141,7 @@ def main(argv: Sequence[str] = ()) -> int:
         xc.kill()
         a.stop()
         b.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(
@@ -157,7 +164,7 @@ def _run(
                 s = seq + i
                 if s % 64 == 0:
                     SEND_TIMES[s] = time.monotonic_ns()
-                frames.append(frame_bytes(numbered(s, size)))
+                frames.append(wire(numbered(s, size)))
             try:
                 a.send_raw(b"".join(frames))
             except OSError:
@@ -194,7 +201,10 @@ def _run(
     t.join(5)
     if tty:
         print()
-    b.wait_frames(sent[0], timeout=5)
+    try:
+        b.wait_frames(sent[0], timeout=5)
+    except WaitTimeout:
+        pass  # the summary below counts what did not arrive
     time.sleep(0.2)
     rc = xc.terminate()
     ok = (

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from tests.conftest import endpoint, new_host
-from xcon.testing.fakeqemu import QEMU_MAX_FRAME, frame_bytes
-from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.fakeqemu import QEMU_MAX_FRAME
+from xcon.testing.frames import check_numbered, numbered, wire
 
 pytestmark = pytest.mark.adversarial
 
@@ -59,7 +59,7 @@ def random_stream(rng: random.Random) -> bytes:
             n = rng.choice(
                 [1, 13, 14, 59, 60, 1514, 9018, 65535, QEMU_MAX_FRAME, rng.randrange(1, 3000)]
             )
-            parts.append(frame_bytes(rng.randbytes(n)))
+            parts.append(wire(rng.randbytes(n)))
     data = b"".join(parts)
     if rng.random() < 0.2:
         data = data[: rng.randrange(len(data) + 1)]
@@ -237,7 +237,7 @@ def test_a_flood_of_connections_to_a_listening_port_does_not_lock_out_the_client
         s.close()
     t0 = time.monotonic()
     real = socket.create_connection((host, 10001), timeout=5)
-    real.sendall(frame_bytes(b"\x02" * 60))
+    real.sendall(wire(b"\x02" * 60))
     xc.wait_health("0", contains="All 2 sockets connected", timeout=10)
     assert time.monotonic() - t0 < 5
     real.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -10,17 +11,22 @@ import sys
 import pytest
 
 
-def demo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def demo(
+    *args: str, timeout: float = 60, tmp: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TMPDIR=tmp) if tmp else None
     return subprocess.run(
         [sys.executable, "-m", "xcon", "demo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
-def test_demo_runs_and_checks_every_frame():
-    r = demo("--seconds", "2", "--size", "512")
+def test_demo_runs_and_checks_every_frame(tmp_path):
+    r = demo("--seconds", "2", "--size", "512", tmp=str(tmp_path))
+    assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind in $TMPDIR"
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "linked by: xcon --p2p 127.0.77.1/1--127.0.77.2/1" in out
@@ -62,5 +68,7 @@ def test_demo_address_in_use_is_a_clear_error():
 def test_demo_bad_arguments_exit_2(args, message):
     r = demo(*args, timeout=20)
     assert r.returncode == 2
+    assert r.stderr.startswith("xcon demo: error: ")
     assert message in r.stderr
+    assert r.stderr.count("\n") == 1, "one line, no usage block"
     assert "Traceback" not in r.stderr

@@ -19,9 +19,11 @@ def test_each_frame_goes_to_every_other_port(peers, xcon):
     xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
     up(xc, 3)
     a.send(ether(b"from a"))
-    assert b.wait_frames(1) and c.wait_frames(1)
+    b.wait_frames(1)
+    c.wait_frames(1)
     b.send(ether(b"from b"))
-    assert a.wait_frames(1) and c.wait_frames(2)
+    a.wait_frames(1)
+    c.wait_frames(2)
     time.sleep(0.1)
     assert a.frames == [ether(b"from b")]
     assert b.frames == [ether(b"from a")]
@@ -74,14 +76,14 @@ def test_stalled_port_drops_only_its_share(peers, xcon):
     for i in range(0, n, 50):
         a.send_frames(numbered(i + k, 1514) for k in range(50))
         time.sleep(0.003)  # ~25 MB/s: a pace the healthy (Python) peer always keeps up with
-    assert b.wait_frames(n, timeout=20), "the healthy port gets everything"
+    b.wait_frames(n, timeout=20)  # the healthy port gets everything
     assert [check_numbered(f) for f in b.frames] == list(range(n))
     text = xc.counters()
     m = re.search(rf"hub->{re.escape(endpoint(c))}: .*queue_full=(\d+)", text)
     assert m and int(m.group(1)) > 0, text
     c.resume_reading()
     a.send(numbered(n, 100))
-    assert b.wait_frames(n + 1)
+    b.wait_frames(n + 1)
     assert xc.terminate() == 0
 
 
@@ -92,11 +94,12 @@ def test_port_down_drops_its_share_and_reconnects(peers, xcon):
     c.stop()
     xc.wait_health("1", contains="only 2 connected")
     a.send(ether(b"while c is down"))
-    assert b.wait_frames(1)
+    b.wait_frames(1)
     c.start()
     up(xc, 3)
     a.send(ether(b"after"))
-    assert c.wait_frames(1) and b.wait_frames(2)
+    c.wait_frames(1)
+    b.wait_frames(2)
     assert c.frames == [ether(b"after")]
     text = xc.counters()
     assert re.search(rf"hub->{re.escape(endpoint(c))}: .*port_down=1", text), text

@@ -27,7 +27,7 @@ def test_low_soft_limit_is_raised_and_every_link_forwards(peers, xcon):
     for i, (a, _b) in enumerate(pairs):
         a.send(ether(bytes([i]) * 60))
     for i, (_a, b) in enumerate(pairs):
-        assert b.wait_frames(1), f"link {i} did not forward"
+        b.wait_frames(1)
         assert b.frames == [ether(bytes([i]) * 60)]
     assert "Too many open files" not in xc.log()
     assert xc.terminate() == 0

@@ -10,8 +10,7 @@ import pytest
 from tests.conftest import new_host
 from xcon.engines import make_engine
 from xcon.ports.listen import IDLE_GRACE, ListenPort
-from xcon.testing.fakeport import encode_frames
-from xcon.testing.frames import numbered
+from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
 
 

@@ -32,7 +32,8 @@ def test_bit_exact_both_directions(peers, xcon, size):
     fb = [os.urandom(size) for _ in range(20)]
     a.send_frames(fa)
     b.send_frames(fb)
-    assert b.wait_frames(20) and a.wait_frames(20)
+    b.wait_frames(20)
+    a.wait_frames(20)
     assert b.frames == fa
     assert a.frames == fb
     assert xc.terminate() == 0
@@ -45,7 +46,7 @@ def test_many_links_in_one_process(peers, xcon):
     for i, (a, _b) in enumerate(pairs):
         a.send(ether(bytes([i]) * 50))
     for i, (a, b) in enumerate(pairs):
-        assert b.wait_frames(1)
+        b.wait_frames(1)
         assert b.frames == [ether(bytes([i]) * 50)]
         assert a.frames == []
     assert xc.terminate() == 0
@@ -61,7 +62,7 @@ def test_peer_not_up_at_start(peers, xcon):
     b.start()
     up(xc)
     a.send(ether(b"late"))
-    assert b.wait_frames(1)
+    b.wait_frames(1)
     assert b.frames == [ether(b"late")]
     assert xc.terminate() == 0
 
@@ -88,13 +89,13 @@ def test_receiver_restart_mid_stream(peers, xcon):
     t = threading.Thread(target=stream, args=(a, stop, 9018, sent), daemon=True)
     t.start()
     try:
-        assert b.wait_frames(200)
+        b.wait_frames(200)
         b.stop()
         time.sleep(0.3)
         before = len(b.frames)
         b.start()
         back = time.monotonic()
-        assert b.wait_frames(before + 1, timeout=3)
+        b.wait_frames(before + 1, timeout=3)
         assert time.monotonic() - back < 1.0, "link must forward within 1 s of the peer listening"
         b.wait_frames(before + 200, timeout=3)
     finally:
@@ -117,13 +118,13 @@ def test_sender_dies_mid_frame(peers, xcon):
     whole = numbered(1, 9018)
     partial = struct.pack(">I", 9018) + numbered(2, 9018)[:4000]
     a.send_raw(struct.pack(">I", len(whole)) + whole + partial)
-    assert b.wait_frames(1)
+    b.wait_frames(1)
     a.stop()
     xc.wait_health("1")
     a.start()
     up(xc)
     a.send(numbered(3, 1500))
-    assert b.wait_frames(2)
+    b.wait_frames(2)
     assert [check_numbered(f) for f in b.frames] == [1, 3]
     assert b.oversized == 0
     text = xc.counters()
@@ -136,7 +137,7 @@ def test_zero_length_dropped_and_counted(peers, xcon):
     xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
     up(xc)
     a.send_raw(b"\0\0\0\0" + struct.pack(">I", 60) + ether(b"z" * 46))
-    assert b.wait_frames(1)
+    b.wait_frames(1)
     assert b.frames == [ether(b"z" * 46)]
     assert b.zero_frames == 0
     text = xc.counters()
@@ -152,13 +153,14 @@ def test_oversized_length_resets_that_connection_only(peers, xcon, length):
     xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", f"{endpoint(c)}--{endpoint(d)}")
     up(xc, 4)
     a.send_raw(struct.pack(">I", 60) + ether(b"g" * 46) + struct.pack(">I", length) + b"garbage")
-    assert a.wait_disconnected(3)
-    assert a.wait_connected(3), "xcon reconnects after resetting a broken peer"
+    a.wait_disconnected(3)
+    a.wait_connected(3)  # xcon reconnects after resetting a broken peer
     assert a.accepted == 2
     c.send(ether(b"other link"))
-    assert d.wait_frames(1) and d.frames == [ether(b"other link")]
+    d.wait_frames(1)
+    assert d.frames == [ether(b"other link")]
     a.send(ether(b"after"))
-    assert b.wait_frames(2)
+    b.wait_frames(2)
     assert b.frames == [ether(b"g" * 46), ether(b"after")]
     assert b.oversized == 0, "nothing qemu would reject was forwarded"
     text = xc.counters()
@@ -191,7 +193,7 @@ def test_stalled_receiver_bounded_memory_and_lossless(peers, xcon):
     assert rss_peak < 60 * 1024, f"relay RSS grew to {rss_peak} KiB while the receiver stalled"
     b.resume_reading()
     # The last send timed out part-way, so between seq and seq+64 frames were handed over.
-    assert b.wait_frames(seq, timeout=20)
+    b.wait_frames(seq, timeout=20)
     got = [check_numbered(f) for f in b.frames]
     assert got[:seq] == list(range(seq))
     assert xc.terminate() == 0
@@ -216,7 +218,7 @@ def test_debug_logs_each_frame(peers, xcon):
     xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", "--debug")
     up(xc)
     a.send(ether(b"\x01" * 46, ethertype=0x0800))
-    assert b.wait_frames(1)
+    b.wait_frames(1)
     text = xc.wait_log("type 0x0800 len 60")
     assert "52:54:00:00:00:01 > 52:54:00:00:00:02" in text
     assert xc.terminate() == 0
@@ -227,7 +229,7 @@ def test_trace_logs_counters(peers, xcon):
     xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", "--trace", "0.2")
     up(xc)
     a.send_frames([ether(b"t" * 46)] * 3)
-    assert b.wait_frames(3)
+    b.wait_frames(3)
     xc.wait_log(f"trace {endpoint(a)}->{endpoint(b)}: frames=3 bytes=180")
     assert xc.terminate() == 0
 
@@ -266,7 +268,8 @@ def test_names_and_ipv6_endpoints(xcon):
         up(xc)
         a.send(ether(b"v4 to v6"))
         b.send(ether(b"v6 to v4"))
-        assert b.wait_frames(1) and a.wait_frames(1)
+        b.wait_frames(1)
+        a.wait_frames(1)
         assert b.frames == [ether(b"v4 to v6")] and a.frames == [ether(b"v6 to v4")]
         assert xc.terminate() == 0
 

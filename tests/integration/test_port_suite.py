@@ -21,9 +21,8 @@ from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
 from xcon.ports.listen import ListenPort
 from xcon.ports.qemu import QemuPort
-from xcon.testing.fakeport import encode_frames
 from xcon.testing.fakeqemu import FakeQemu
-from xcon.testing.frames import numbered
+from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
 
 TIMEOUT = 5.0

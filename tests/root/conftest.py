@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-from tests.root.nsutil import ROOT_REASON, NsXcon, sh, suffix, workdir
+from tests.root.nsutil import ROOT_REASON, ns_prefix, sh, suffix, workdir
+from xcon.testing.process import XconProcess
 
 
 def _can_netns() -> bool:
@@ -40,10 +41,10 @@ def netns():
 @pytest.fixture
 def nsxcon(engine):
     """Factory of xcon processes inside a namespace, once per engine; all killed after the test."""
-    made: list[NsXcon] = []
+    made: list[XconProcess] = []
 
-    def run(ns: str, *args: str, user: str | None = None) -> NsXcon:
-        p = NsXcon(ns, [*args, "--engine", engine], workdir(), user=user)
+    def run(ns: str, *args: str, user: str | None = None) -> XconProcess:
+        p = XconProcess([*args, "--engine", engine], cwd=workdir(), prefix=ns_prefix(ns, user))
         made.append(p)
         return p
 

@@ -11,10 +11,10 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,11 +24,22 @@ from typing import Any
 
 import pytest
 
-from xcon.testing.process import XconProcess
+from xcon.testing.frames import encode_frames, take_frames
+from xcon.testing.wait import wait_until
 
 ROOT_REASON = "needs root (tap devices, AF_PACKET sockets, network namespaces)"
 #: Mark for every module here: skipped, with the reason shown, when not root.
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_REASON)
+
+
+def requires_tool(tool: str, package: str) -> pytest.MarkDecorator:
+    """Skip, saying which Debian package to install, when ``tool`` is not on PATH
+    (``make test`` installs them when run as root on a machine with apt-get)."""
+    return pytest.mark.skipif(
+        shutil.which(tool) is None,
+        reason=f"{tool} not found: Debian package {package} (make test installs it as root)",
+    )
+
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -79,22 +90,12 @@ def in_netns(ns: str, fn: Callable[[], Any]) -> Any:
     return box["v"]
 
 
-class NsXcon(XconProcess):
-    """``ip netns exec NS python -m xcon ARGS`` (same observation helpers)."""
-
-    def __init__(self, ns: str, args: Sequence[str], workdir: str, user: str | None = None) -> None:
-        self.workdir = workdir
-        self.health_file = os.path.join(workdir, "health")
-        self.log_path = os.path.join(workdir, "xcon.log")
-        cmd = ["ip", "netns", "exec", ns]
-        if user:
-            cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-        cmd += [sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
-        if "--log-level" not in args:
-            cmd += ["--log-level", "info"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
-        self.pid = self.proc.pid
+def ns_prefix(ns: str, user: str | None = None) -> list[str]:
+    """The command prefix that runs xcon inside ``ns`` (as ``user`` when given)."""
+    cmd = ["ip", "netns", "exec", ns]
+    if user:
+        cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    return cmd
 
 
 def workdir() -> str:
@@ -142,19 +143,17 @@ class StreamClient:
         self._thread.start()
 
     def send_frames(self, frames: Sequence[bytes]) -> None:
-        data = b"".join(struct.pack(">I", len(f)) + f for f in frames)
+        data = encode_frames(frames)
         with self._send_lock:
             self.sock.sendall(data)
 
-    def wait_frames(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not pred(self.frames):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+    def wait_frames(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> None:
+        wait_until(
+            lambda: pred(self.frames),
+            timeout,
+            lambda: f"frames at the client (have {len(self.frames)})",
+            self._cond,
+        )
 
     def _read(self) -> None:
         buf = b""
@@ -168,14 +167,7 @@ class StreamClient:
                 return
             if not data:
                 return
-            buf += data
-            got = []
-            while len(buf) >= 4:
-                (n,) = struct.unpack_from(">I", buf)
-                if len(buf) < 4 + n:
-                    break
-                got.append(buf[4 : 4 + n])
-                buf = buf[4 + n :]
+            got, buf = take_frames(buf + data)
             if got:
                 with self._cond:
                     self.frames.extend(got)
@@ -249,15 +241,13 @@ class PacketSocket:
         select.select([], [self.sock], [], 5)
         self.sock.send(frame)
 
-    def wait(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not pred(self.incoming):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+    def wait(self, pred: Callable[[list[bytes]], bool], timeout: float = 10.0) -> None:
+        wait_until(
+            lambda: pred(self.incoming),
+            timeout,
+            lambda: f"frames on the wire (have {len(self.incoming)} incoming)",
+            self._cond,
+        )
 
     def close(self) -> None:
         self._stop.set()

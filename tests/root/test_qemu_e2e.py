@@ -1,8 +1,8 @@
 """End to end with real qemu "routers": pings between network namespaces through xcon.
 
-Each router is a qemu with no machine and no guest (see PROTOCOL.md, "Real qemu
-as a test peer"): its socket netdev listens on a loopback address like a
-vrnetlab router's NIC, and qemu's hub bridges it to a tap moved into a network
+Each router is a qemu with no machine and no guest (:mod:`xcon.testing.qemu`,
+docs/TESTING.md): its socket netdev listens on a loopback address like a vrnetlab
+router's NIC, and qemu's hub bridges it to a tap moved into a network
 namespace of its own, with an address there.  A ping from one namespace to
 another crosses qemu, xcon and qemu again, exactly the path of a lab.
 
@@ -14,208 +14,26 @@ Addresses exist only inside the namespaces made here.
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-QEMU = shutil.which("qemu-system-x86_64")
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (tap devices and network namespaces)"
-    if QEMU is None:
-        return "qemu-system-x86_64 not found (Debian package qemu-system-x86)"
-    if shutil.which("ip") is None:
-        return "ip not found (Debian package iproute2)"
-    if shutil.which("ping") is None:
-        return "ping not found (Debian package iputils-ping)"
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun missing: no tap devices"
-    return None
-
+from xcon.testing.process import XconProcess
+from xcon.testing.qemu import QemuRouter, missing, netns_exec, sh
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+    pytest.mark.skipif(missing() is not None, reason=str(missing())),
 ]
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
-    return r
-
-
-def in_netns(netns: str | None, *cmd: str) -> list[str]:
-    return ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)
-
-
-def alive(pid: int) -> bool:
-    """True while pid runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-# -- qemu routers -------------------------------------------------------------------
-
-
-class QemuRouter:
-    """A qemu whose NIC ``nic`` listens on ``host`` and is bridged to a tap in ``netns``."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        tap: str,
-        host: str,
-        nic: int,
-        netns: str,
-        address: str,
-        mac: str,
-        run_netns: str | None = None,
-    ) -> None:
-        self.workdir, self.tap, self.host, self.nic = workdir, tap, host, nic
-        self.netns, self.address, self.mac, self.run_netns = netns, address, mac, run_netns
-        self.pidfile = workdir / f"{tap}.pid"
-        self.logfile = workdir / f"{tap}.log"
-        self.pid: int | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}/{self.nic}"
-
-    @property
-    def ip(self) -> str:
-        return self.address.split("/")[0]
-
-    def start(self) -> None:
-        cmd = in_netns(
-            self.run_netns,
-            str(QEMU),
-            "-nodefaults",
-            "-display",
-            "none",
-            "-machine",
-            "none",
-            "-daemonize",
-            "-pidfile",
-            str(self.pidfile),
-            "-netdev",
-            f"socket,id=s0,listen={self.host}:{10000 + self.nic}",
-            "-netdev",
-            f"tap,id=t0,ifname={self.tap},script=no,downscript=no",
-            "-netdev",
-            "hubport,id=h0,hubid=0,netdev=s0",
-            "-netdev",
-            "hubport,id=h1,hubid=0,netdev=t0",
-        )
-        with open(self.logfile, "ab") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=log, timeout=30).returncode
-        if rc != 0:
-            raise RuntimeError(f"qemu failed to start ({rc}): {self.logfile.read_text()}")
-        self.pid = int(self.pidfile.read_text().strip())
-        here = ["-n", self.run_netns] if self.run_netns else []
-        sh("ip", *here, "link", "set", self.tap, "netns", self.netns)
-        sh("ip", "-n", self.netns, "link", "set", self.tap, "address", self.mac)
-        sh("ip", "-n", self.netns, "addr", "add", self.address, "dev", self.tap)
-        sh("ip", "-n", self.netns, "link", "set", self.tap, "up")
-
-    def stop(self) -> None:
-        """Kill this qemu (by its pidfile) and wait until it and its tap are gone."""
-        pid = self.pid
-        self.pid = None
-        if pid is None:
-            return
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                ours = str(self.pidfile).encode() in f.read()
-        except FileNotFoundError:
-            ours = False
-        if ours:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + wait
-                while alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                if not alive(pid):
-                    break
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if sh("ip", "-n", self.netns, "link", "show", self.tap, check=False).returncode:
-                break
-            time.sleep(0.01)
-
-
-# -- xcon processes -------------------------------------------------------------------
-
-
-class Xcon:
-    """``python -m xcon ARGS``, optionally inside a network namespace."""
-
-    def __init__(self, workdir: Path, args: list[str], netns: str | None = None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.health_file = workdir / "health"
-        self.log_path = workdir / "xcon.log"
-        self._log = open(self.log_path, "wb")
-        cmd = in_netns(netns, sys.executable, "-m", "xcon", *args)
-        cmd += ["--health-file", str(self.health_file)]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def health(self) -> str:
-        try:
-            return self.health_file.read_text()
-        except FileNotFoundError:
-            return ""
-
-    def wait_health(self, first_line: str, contains: str = "", timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            text = self.health()
-            if text.splitlines()[:1] == [first_line] and contains in text:
-                return
-            time.sleep(0.005)
-        raise AssertionError(
-            f"health never {first_line!r}/{contains!r}: {self.health()!r}\n{self.log()}"
-        )
-
-    def terminate(self, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 # -- the lab: everything one test makes, removed at the end ----------------------------
@@ -231,7 +49,7 @@ class Lab:
         self.loopback = f"127.{rnd.randrange(2, 255)}.{rnd.randrange(256)}"
         self.namespaces: list[str] = []
         self.routers: list[QemuRouter] = []
-        self.xcons: list[Xcon] = []
+        self.xcons: list[XconProcess] = []
 
     def netns(self, role: str) -> str:
         name = f"xcon-e2e-{self.tag}-{role}"
@@ -260,9 +78,12 @@ class Lab:
         r.start()
         return r
 
-    def xcon(self, *args: str, netns: str | None = None) -> Xcon:
-        args = (*args, "--engine", self.engine)
-        x = Xcon(self.tmp / f"xcon{len(self.xcons)}", list(args), netns=netns)
+    def xcon(self, *args: str, netns: str | None = None) -> XconProcess:
+        x = XconProcess(
+            [*args, "--engine", self.engine],
+            cwd=str(self.tmp / f"xcon{len(self.xcons)}"),
+            prefix=netns_exec(netns),
+        )
         self.xcons.append(x)
         return x
 
@@ -376,7 +197,7 @@ def report(record_property, lab: Lab, name: str, value) -> None:
 def test_ping_across_p2p(lab, record_property):
     ra, rb = lab.router("ra"), lab.router("rb")
     xc = lab.xcon("--p2p", f"{ra.endpoint}--{rb.endpoint}")
-    xc.wait_health("0", "All 2 sockets connected")
+    xc.wait_health("0", contains="All 2 sockets connected")
     wait_ping(ra.netns, rb.ip, timeout=10)
     there = ping(ra.netns, rb.ip, count=50, interval=0.02)
     back = ping(rb.netns, ra.ip, count=20, interval=0.02)
@@ -390,18 +211,18 @@ def test_ping_across_p2p(lab, record_property):
 def test_router_restart_link_recovers(lab, record_property):
     ra, rb = lab.router("ra"), lab.router("rb")
     xc = lab.xcon("--p2p", f"{ra.endpoint}--{rb.endpoint}")
-    xc.wait_health("0", "All 2 sockets connected")
+    xc.wait_health("0", contains="All 2 sockets connected")
     wait_ping(ra.netns, rb.ip, timeout=10)
 
     rb.stop()
-    xc.wait_health("1", "Expected 2 sockets but only 1 connected")
+    xc.wait_health("1", contains="Expected 2 sockets but only 1 connected")
     assert ping(ra.netns, rb.ip, wait=0.5).received == 0, "the far router is down"
     assert xc.proc.poll() is None, "a router going away does not stop xcon"
 
     rb.start()
     took = wait_ping(ra.netns, rb.ip, timeout=5)
     report(record_property, lab, "router_restart_to_first_reply_s", round(took, 3))
-    xc.wait_health("0", "All 2 sockets connected")
+    xc.wait_health("0", contains="All 2 sockets connected")
     after = ping(rb.netns, ra.ip, count=10, interval=0.02)
     assert after.received >= 10, after.output
     assert xc.terminate() == 0
@@ -410,7 +231,7 @@ def test_router_restart_link_recovers(lab, record_property):
 def test_hub_of_three_routers(lab):
     routers = [lab.router(f"r{c}") for c in "abc"]
     xc = lab.xcon("--hub", *[r.endpoint for r in routers])
-    xc.wait_health("0", "All 3 sockets connected")
+    xc.wait_health("0", contains="All 3 sockets connected")
     for src in routers:
         for dst in routers:
             if src is dst:
@@ -434,7 +255,7 @@ def test_xcon_restart_outage_while_pinging(lab, record_property, order):
     ra, rb = lab.router("ra"), lab.router("rb")
     link = f"{ra.endpoint}--{rb.endpoint}"
     xc = lab.xcon("--p2p", link)
-    xc.wait_health("0", "All 2 sockets connected")
+    xc.wait_health("0", contains="All 2 sockets connected")
     wait_ping(ra.netns, rb.ip, timeout=10)
 
     pinger = subprocess.Popen(
@@ -452,10 +273,10 @@ def test_xcon_restart_outage_while_pinging(lab, record_property, order):
                 t0 = time.monotonic()
                 assert xc.terminate() == 0, xc.log()
                 xc = lab.xcon("--p2p", link)
-                xc.wait_health("0", "All 2 sockets connected")
+                xc.wait_health("0", contains="All 2 sockets connected")
             else:
                 new = lab.xcon("--p2p", link)
-                new.wait_health("0", "All 2 sockets connected")
+                new.wait_health("0", contains="All 2 sockets connected")
                 t0 = time.monotonic()
                 assert xc.terminate() == 0, xc.log()
                 xc = new
@@ -527,7 +348,7 @@ def test_tap_listen_against_qemu_router(lab):
 
     router = lab.router("ra", host="127.0.0.1", nic=1, run_netns=rt)
     xc = lab.xcon("--p2p", "127.0.0.1/1--127.0.0.1/2", netns=rt)
-    xc.wait_health("0", "All 2 sockets connected")
+    xc.wait_health("0", contains="All 2 sockets connected")
     wait_ping(router.netns, tap_ip, timeout=10)
     there = ping(router.netns, tap_ip, count=20, interval=0.02)
     back = ping(rt, router.ip, count=20, interval=0.02)

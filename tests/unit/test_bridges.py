@@ -12,8 +12,8 @@ from xcon.app import Xcon
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.limits import MAX_FRAME
-from xcon.testing.fakeport import FakeEngine, FakePort, encode_frames, split_frames
-from xcon.testing.frames import ether, numbered, tagged
+from xcon.testing.fakeport import FakeEngine, FakePort
+from xcon.testing.frames import encode_frames, ether, numbered, split_frames, tagged
 
 
 @pytest.fixture

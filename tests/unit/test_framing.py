@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xcon.framing import MAX_FRAME, NEED_DATA, TOO_BIG, FrameBuffer
-from xcon.testing.fakeqemu import frame_bytes
+from xcon.testing.frames import wire
 
 
 def drain(fb: FrameBuffer) -> list[bytes]:
@@ -51,14 +51,14 @@ def test_whole_stream():
     fb = FrameBuffer()
     got = []
     for f in frames:  # each maximum-size frame fits with room to spare
-        assert fb.feed(frame_bytes(f)) == NEED_DATA
+        assert fb.feed(wire(f)) == NEED_DATA
         got += drain(fb)
     assert got == frames
 
 
 def test_one_byte_at_a_time():
     frames = [bytes((i * 31 + s) % 256 for i in range(s)) for s in (60, 1514, 9018)]
-    stream = b"".join(frame_bytes(f) for f in frames)
+    stream = b"".join(wire(f) for f in frames)
     fb = FrameBuffer()
     got = []
     for i in range(len(stream)):
@@ -71,17 +71,17 @@ def test_one_byte_at_a_time():
 def test_trailing_partial_is_never_yielded():
     f = b"\xaa" * 100
     fb = FrameBuffer()
-    fb.feed(frame_bytes(f) + frame_bytes(b"\xbb" * 50)[:30])
+    fb.feed(wire(f) + wire(b"\xbb" * 50)[:30])
     assert drain(fb) == [f]
     assert fb.end - fb.ready == 30  # the partial frame waits
     assert fb.discard_partial() == 30
-    fb.feed(frame_bytes(b"\xcc" * 10))
+    fb.feed(wire(b"\xcc" * 10))
     assert drain(fb) == [b"\xcc" * 10]
 
 
 def test_zero_length_dropped_and_counted():
     fb = FrameBuffer()
-    stream = frame_bytes(b"a" * 20) + b"\0\0\0\0" + frame_bytes(b"b" * 30) + b"\0\0\0\0"
+    stream = wire(b"a" * 20) + b"\0\0\0\0" + wire(b"b" * 30) + b"\0\0\0\0"
     assert fb.feed(stream) == NEED_DATA
     assert drain(fb) == [b"a" * 20, b"b" * 30]
     assert fb.zero_frames == 2
@@ -90,7 +90,7 @@ def test_zero_length_dropped_and_counted():
 @pytest.mark.parametrize("length", [MAX_FRAME + 1, 2**32 - 1])
 def test_oversized_length_is_protocol_error(length):
     fb = FrameBuffer()
-    good = frame_bytes(b"x" * 64)
+    good = wire(b"x" * 64)
     status = fb.feed(good + struct.pack(">I", length) + b"junk")
     assert status == TOO_BIG
     assert drain(fb) == [b"x" * 64]  # frames before the bad header are still whole
@@ -99,7 +99,7 @@ def test_oversized_length_is_protocol_error(length):
 
 def test_max_frame_accepted():
     fb = FrameBuffer()
-    assert fb.feed(frame_bytes(b"m" * MAX_FRAME)) == NEED_DATA
+    assert fb.feed(wire(b"m" * MAX_FRAME)) == NEED_DATA
     assert drain(fb) == [b"m" * MAX_FRAME]
 
 
@@ -107,7 +107,7 @@ def test_buffer_memory_is_fixed():
     fb = FrameBuffer()
     cap = fb.capacity
     for i in range(2000):
-        fb.feed(frame_bytes(bytes([i % 256]) * 1500))
+        fb.feed(wire(bytes([i % 256]) * 1500))
         drain(fb)
     assert fb.capacity == cap and len(fb.buf) == cap
 
@@ -119,7 +119,7 @@ frame_sizes = st.lists(st.integers(min_value=1, max_value=MAX_FRAME), min_size=1
 @given(sizes=frame_sizes, data=st.data())
 def test_random_splits(sizes, data):
     frames = [bytes([(i * 7 + s) % 256]) * s for i, s in enumerate(sizes)]
-    stream = b"".join(frame_bytes(f) for f in frames)
+    stream = b"".join(wire(f) for f in frames)
     trailing = data.draw(st.binary(max_size=3))  # less than a header: never a frame
     cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=12))
     fb = FrameBuffer()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from xcon import native
 from xcon.framing import iter_frames
 from xcon.native import MAX_FRAME, NEED_DATA, READ_EOF, TOO_BIG, ZERO, Backend
+from xcon.testing.frames import encode_frames, tagged, wire
 
 VID = 123
 FILL = random.Random(7).randbytes(MAX_FRAME + 2048)
@@ -55,14 +56,6 @@ def be(request: pytest.FixtureRequest) -> Backend:
 # --------------------------------------------------------------------------
 
 
-def wire(frame: bytes) -> bytes:
-    return struct.pack(">I", len(frame)) + frame
-
-
-def wires(*frames: bytes) -> bytes:
-    return b"".join(wire(f) for f in frames)
-
-
 def tci(vid: int, pcp: int = 0, dei: int = 0) -> bytes:
     return struct.pack(">H", (pcp << 13) | (dei << 12) | vid)
 
@@ -81,10 +74,6 @@ def qinq(vid: int) -> bytes:
 
 def untag(frame: bytes) -> bytes:
     return frame[:12] + frame[16:]
-
-
-def tag(frame: bytes, vid: int) -> bytes:
-    return frame[:12] + dot1q(vid) + frame[12:]
 
 
 def strip_all(be: Backend, buf: bytes, vid: int = VID, dst_size: int | None = None):
@@ -145,7 +134,7 @@ def test_scan_empty_and_short_header(be: Backend) -> None:
 
 def test_scan_complete_frames(be: Backend) -> None:
     frames = [eth(46), eth(1486), eth(0)]
-    buf = wires(*frames)
+    buf = encode_frames(frames)
     assert be.scan(buf, 0, len(buf)) == (len(buf), 3, NEED_DATA)
     first = 4 + len(frames[0])
     assert be.scan(buf, first, len(buf)) == (len(buf), 2, NEED_DATA)
@@ -154,7 +143,7 @@ def test_scan_complete_frames(be: Backend) -> None:
 
 def test_scan_byte_at_a_time(be: Backend) -> None:
     frames = [eth(46), eth(3), eth(1000, 0x8100)]
-    buf = wires(*frames)
+    buf = encode_frames(frames)
     bounds = []
     pos = 0
     for f in frames:
@@ -167,12 +156,12 @@ def test_scan_byte_at_a_time(be: Backend) -> None:
 
 
 def test_scan_trailing_garbage(be: Backend) -> None:
-    buf = wires(eth(46)) + b"\x00\x00\x01"
+    buf = encode_frames([eth(46)]) + b"\x00\x00\x01"
     assert be.scan(buf, 0, len(buf)) == (50 + 14, 1, NEED_DATA)
 
 
 def test_scan_zero(be: Backend) -> None:
-    buf = wires(eth(46)) + b"\x00\x00\x00\x00" + wires(eth(46))
+    buf = encode_frames([eth(46)]) + b"\x00\x00\x00\x00" + encode_frames([eth(46)])
     assert be.scan(buf, 0, len(buf)) == (64, 1, ZERO)
     assert be.scan(buf, 68, len(buf)) == (len(buf), 1, NEED_DATA)
 
@@ -186,12 +175,12 @@ def test_scan_limit(be: Backend) -> None:
     # Reported as soon as the header is complete, before the payload arrives.
     assert be.scan(big, 0, 4) == (0, 0, TOO_BIG)
     assert be.scan(b"\xff\xff\xff\xff", 0, 4) == (0, 0, TOO_BIG)
-    mixed = wires(eth(46)) + struct.pack(">I", MAX_FRAME + 1)
+    mixed = encode_frames([eth(46)]) + struct.pack(">I", MAX_FRAME + 1)
     assert be.scan(mixed, 0, len(mixed)) == (64, 1, TOO_BIG)
 
 
 def test_scan_buffer_types(be: Backend) -> None:
-    data = wires(eth(46), eth(100))
+    data = encode_frames([eth(46), eth(100)])
     ba = bytearray(data)
     mv = memoryview(ba)
     for buf in (data, ba, mv, mv[4:]):
@@ -214,7 +203,7 @@ def test_concurrent_threads(be: Backend) -> None:
     import threading
 
     def work(nframes: int, errors: list[str]) -> None:
-        buf = wires(*[eth(46)] * nframes)
+        buf = encode_frames([eth(46)] * nframes)
         dst = bytearray(2 * len(buf))
         for _ in range(2000):
             if be.scan(buf, 0, len(buf)) != (len(buf), nframes, NEED_DATA):
@@ -262,7 +251,7 @@ def test_strip_drops_and_counts(be: Backend) -> None:
         keep2,
         (DST_MAC + SRC_MAC + b"\x81\x00" + tci(VID))[:17],  # tagged runt < 18
     ]
-    buf = wires(*frames)
+    buf = encode_frames(frames)
     (consumed, written, nout, drops), out = strip_all(be, buf)
     assert consumed == len(buf)
     assert nout == 2
@@ -299,7 +288,7 @@ def test_strip_stops_when_dst_full(be: Backend) -> None:
     a = eth(100, tags=dot1q(VID))
     drop = eth(100)
     b = eth(200, tags=dot1q(VID))
-    buf = wires(a, drop, b)
+    buf = encode_frames([a, drop, b])
     need_a = 4 + len(a) - 4
     for size in range(0, need_a):
         (consumed, written, nout, drops), _ = strip_all(be, buf, dst_size=size)
@@ -371,17 +360,17 @@ def test_insert_vid_encoding(be: Backend) -> None:
 def test_insert_drops(be: Backend) -> None:
     fits = b"\x00" * (MAX_FRAME - 4)
     over = b"\x00" * (MAX_FRAME - 3)
-    buf = wires(FILL[:13], over, eth(0), FILL[:1], fits)
+    buf = encode_frames([FILL[:13], over, eth(0), FILL[:1], fits])
     (consumed, _, nout, drops), out = insert_all(be, buf)
     assert (consumed, nout, drops) == (len(buf), 2, (1, 2))
-    assert out == wire(tag(eth(0), VID)) + wire(tag(fits, VID))
-    assert len(tag(fits, VID)) == MAX_FRAME
+    assert out == wire(tagged(eth(0), VID)) + wire(tagged(fits, VID))
+    assert len(tagged(fits, VID)) == MAX_FRAME
 
 
 def test_insert_stops_when_dst_full(be: Backend) -> None:
     a = eth(100)
     b = eth(10)
-    buf = wires(a, FILL[:5], b)
+    buf = encode_frames([a, FILL[:5], b])
     need_a = 4 + len(a) + 4
     (consumed, written, nout, drops), _ = insert_all(be, buf, dst_size=need_a - 1)
     assert (consumed, written, nout, drops) == (0, 0, 0, (0, 0))
@@ -391,7 +380,7 @@ def test_insert_stops_when_dst_full(be: Backend) -> None:
 
 def test_insert_then_strip_round_trip(be: Backend) -> None:
     frames = [eth(n, tags=t) for n in (0, 46, 1486, 9000) for t in (b"", dot1q(5), qinq(9))]
-    buf = wires(*frames)
+    buf = encode_frames(frames)
     (_, _, n_in, _), tagged = insert_all(be, buf)
     (_, _, n_out, drops), back = strip_all(be, tagged)
     assert n_in == n_out == len(frames)
@@ -699,7 +688,7 @@ def test_read_frames_eof_and_errors(be: Backend, seqpair) -> None:
 def test_write_frames(be: Backend, seqpair) -> None:
     a, b = seqpair
     frames = [eth(46), eth(9018 - 14), FILL[:1], eth(1486)]
-    buf = b"\x99" * 3 + wires(*frames) + b"\x00\x00\x01\x00tail"
+    buf = b"\x99" * 3 + encode_frames(frames) + b"\x00\x00\x01\x00tail"
     res = be.write_frames(a.fileno(), buf, 3, len(buf))
     assert res == (len(buf) - 8, 4, 0, 0)
     assert [b.recv(100_000) for _ in frames] == frames
@@ -707,7 +696,12 @@ def test_write_frames(be: Backend, seqpair) -> None:
 
 def test_write_frames_drops_invalid_lengths(be: Backend, seqpair) -> None:
     a, b = seqpair
-    buf = wires(eth(46)) + b"\x00\x00\x00\x00" + wire(b"\x00" * (MAX_FRAME + 1)) + wires(eth(47))
+    buf = (
+        encode_frames([eth(46)])
+        + b"\x00\x00\x00\x00"
+        + wire(b"\x00" * (MAX_FRAME + 1))
+        + encode_frames([eth(47)])
+    )
     assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (len(buf), 2, 2, 0)
     assert [b.recv(100_000), b.recv(100_000)] == [eth(46), eth(47)]
 
@@ -716,7 +710,7 @@ def test_write_frames_eagain_resumes(be: Backend, seqpair) -> None:
     a, b = seqpair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     frames = [eth(1486 - i) for i in range(200)]
-    buf = bytearray(wires(*frames))
+    buf = bytearray(encode_frames(frames))
     pos = 0
     got: list[bytes] = []
     rounds = 0
@@ -740,7 +734,7 @@ def test_write_frames_rejected_frame_dropped(be: Backend) -> None:
     try:
         a.setblocking(False)
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        buf = wires(eth(46), eth(MAX_FRAME - 14), eth(47))
+        buf = encode_frames([eth(46), eth(MAX_FRAME - 14), eth(47)])
         assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (len(buf), 2, 1, 0)
         assert [b.recv(100_000), b.recv(100_000)] == [eth(46), eth(47)]
     finally:
@@ -751,14 +745,14 @@ def test_write_frames_rejected_frame_dropped(be: Backend) -> None:
 def test_write_frames_device_error(be: Backend, seqpair) -> None:
     a, b = seqpair
     b.close()
-    buf = wires(eth(46), eth(47))
+    buf = encode_frames([eth(46), eth(47)])
     assert be.write_frames(a.fileno(), buf, 0, len(buf)) == (0, 0, 0, errno.EPIPE)
 
 
 def test_write_then_read_round_trip(be: Backend, seqpair) -> None:
     a, b = seqpair
     frames = [eth(n) for n in (0, 46, 500, 1486, 9004)]
-    src = wires(*frames)
+    src = encode_frames(frames)
     assert be.write_frames(a.fileno(), src, 0, len(src))[:2] == (len(src), len(frames))
     dst = bytearray(len(frames) * (4 + 9018))
     assert be.read_frames(b.fileno(), dst, 0, len(dst), 9018) == (len(src), len(frames), 0)
@@ -820,4 +814,4 @@ def test_io_agrees(lengths: list[int], tail: bytes) -> None:
     assert pos == consumed
     assert (n, dropped, err) == (len(valid), invalid, 0)
     assert (nread, rerr) == (len(valid), 0)
-    assert data == wires(*valid)
+    assert data == encode_frames(valid)

@@ -15,37 +15,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import socket
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from xcon.engines import Handler, Registration, StreamEvents, TimerHandle
 from xcon.framing import TOO_BIG
-from xcon.limits import FRAME_HEADER, MAX_FRAME
+from xcon.limits import MAX_FRAME
 from xcon.ports import Port
+from xcon.testing.frames import encode_frames, split_frames
 
-__all__ = ["FakeEngine", "FakePort", "encode_frames", "split_frames"]
-
-
-def encode_frames(frames: Iterable[bytes]) -> bytes:
-    """Frames in qemu's stream encoding (4-byte big-endian length, then the frame)."""
-    return b"".join(struct.pack(">I", len(f)) + f for f in frames)
-
-
-def split_frames(data: bytes | bytearray) -> list[bytes]:
-    """The frames of a length-prefixed byte string; raises ValueError if it does
-    not end on a frame boundary (a relay must never leave a partial frame)."""
-    frames, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < FRAME_HEADER:
-            raise ValueError(f"partial header at offset {pos}")
-        (n,) = struct.unpack_from(">I", data, pos)
-        end = pos + FRAME_HEADER + n
-        if end > len(data):
-            raise ValueError(f"partial frame at offset {pos}")
-        frames.append(bytes(data[pos + FRAME_HEADER : end]))
-        pos = end
-    return frames
+__all__ = ["FakeEngine", "FakePort"]
 
 
 class _Timer:

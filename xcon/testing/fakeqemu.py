@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
 
+from xcon.testing.frames import encode_frames, wire
+from xcon.testing.wait import wait_until
+
 QEMU_MAX_FRAME = 69632
-
-
-def frame_bytes(frame: bytes) -> bytes:
-    """One frame in qemu's stream encoding."""
-    return struct.pack(">I", len(frame)) + frame
 
 
 class FakeQemu:
@@ -110,24 +107,25 @@ class FakeQemu:
     def connected(self) -> bool:
         return self._client is not None
 
-    def wait_connected(self, timeout: float = 5.0) -> bool:
-        return self._wait(lambda: self._client is not None, timeout)
+    def wait_connected(self, timeout: float = 5.0) -> None:
+        """Wait for a client (xcon) to be connected; raises WaitTimeout."""
+        wait_until(
+            lambda: self._client is not None, timeout, f"a client on {self.port}", self._cond
+        )
 
-    def wait_disconnected(self, timeout: float = 5.0) -> bool:
-        return self._wait(lambda: self._client is None, timeout)
+    def wait_disconnected(self, timeout: float = 5.0) -> None:
+        wait_until(
+            lambda: self._client is None, timeout, f"the client of {self.port} to go", self._cond
+        )
 
-    def wait_frames(self, n: int, timeout: float = 5.0) -> bool:
-        return self._wait(lambda: self.frame_count >= n, timeout)
-
-    def _wait(self, pred: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not pred():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+    def wait_frames(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until ``n`` frames in all have arrived; raises WaitTimeout."""
+        wait_until(
+            lambda: self.frame_count >= n,
+            timeout,
+            lambda: f"{n} frames on {self.port} (have {self.frame_count})",
+            self._cond,
+        )
 
     def pause_reading(self) -> None:
         self._reading.clear()
@@ -156,10 +154,10 @@ class FakeQemu:
             c.sendall(data)
 
     def send(self, frame: bytes) -> None:
-        self.send_raw(frame_bytes(frame))
+        self.send_raw(wire(frame))
 
     def send_frames(self, frames: Iterable[bytes]) -> None:
-        self.send_raw(b"".join(frame_bytes(f) for f in frames))
+        self.send_raw(encode_frames(frames))
 
     def disconnect_client(self) -> None:
         """Drop the current client (qemu then listens again)."""

@@ -1,9 +1,13 @@
-"""Ethernet frames for tests, the demo and the benchmark."""
+"""Ethernet frames for tests, the demo and the benchmark, and qemu's stream encoding
+of them (4-byte big-endian length, then the frame): the one place tests build either."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
+
+from xcon.limits import FRAME_HEADER
 
 DST = bytes.fromhex("525400000002")
 SRC = bytes.fromhex("525400000001")
@@ -46,3 +50,36 @@ def check_numbered(frame: bytes) -> int:
     if filler != expect:
         raise ValueError(f"frame {seq}: content mismatch")
     return int(seq)
+
+
+def wire(frame: bytes) -> bytes:
+    """One frame in qemu's stream encoding."""
+    return struct.pack(">I", len(frame)) + frame
+
+
+def encode_frames(frames: Iterable[bytes]) -> bytes:
+    """Frames in qemu's stream encoding, back to back."""
+    return b"".join(struct.pack(">I", len(f)) + f for f in frames)
+
+
+def take_frames(data: bytes | bytearray) -> tuple[list[bytes], bytes]:
+    """The whole frames at the start of a stream, and the bytes left after them."""
+    frames, pos = [], 0
+    while len(data) - pos >= FRAME_HEADER:
+        (n,) = struct.unpack_from(">I", data, pos)
+        end = pos + FRAME_HEADER + n
+        if end > len(data):
+            break
+        frames.append(bytes(data[pos + FRAME_HEADER : end]))
+        pos = end
+    return frames, bytes(data[pos:])
+
+
+def split_frames(data: bytes | bytearray) -> list[bytes]:
+    """The frames of a length-prefixed byte string; raises ValueError if it does
+    not end on a frame boundary (a relay must never leave a partial frame)."""
+    frames, rest = take_frames(data)
+    if rest:
+        what = "header" if len(rest) < FRAME_HEADER else "frame"
+        raise ValueError(f"partial {what} at offset {len(data) - len(rest)}")
+    return frames

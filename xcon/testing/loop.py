@@ -14,7 +14,7 @@ from collections.abc import Callable
 from xcon.engines import Engine
 from xcon.framing import iter_frames
 from xcon.ports import Port
-from xcon.testing.fakeport import encode_frames
+from xcon.testing.frames import encode_frames
 
 __all__ = ["TIMEOUT", "Recorder", "run_for", "run_until"]
 

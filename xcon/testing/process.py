@@ -10,6 +10,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+from xcon.testing.wait import WaitTimeout, wait_until
+
 
 class XconProcess:
     """``python -m xcon ARGS`` with its log in a file and its health file known."""
@@ -22,12 +24,15 @@ class XconProcess:
         cwd: str | None = None,
         log_level: str = "info",
         preexec: Callable[[], None] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
-        """``preexec`` runs in the child before xcon starts (to set resource limits)."""
+        """``preexec`` runs in the child before xcon starts (to set resource limits);
+        ``prefix`` comes before the command (``ip netns exec NS``, ``setpriv ...``)."""
         self.workdir = cwd or tempfile.mkdtemp(prefix="xcon-")
+        os.makedirs(self.workdir, exist_ok=True)
         self.health_file = health_file or os.path.join(self.workdir, "health")
         self.log_path = os.path.join(self.workdir, "xcon.log")
-        cmd = [sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
+        cmd = [*prefix, sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
         if "--log-level" not in args:
             cmd += ["--log-level", log_level]
         self._log = open(self.log_path, "wb")
@@ -57,27 +62,31 @@ class XconProcess:
             return None
 
     def wait_health(self, first_line: str, timeout: float = 10.0, contains: str = "") -> str:
-        deadline = time.monotonic() + timeout
-        text = None
-        while time.monotonic() < deadline:
-            text = self.health()
+        """Wait for the health file to start with ``first_line`` and contain ``contains``;
+        returns its text.  Raises WaitTimeout (with the log) if it does not in time
+        or xcon exits first."""
+        seen: list[str | None] = [None]
+
+        def ok() -> bool:
+            text = seen[0] = self.health()
             if text and text.splitlines()[0] == first_line and contains in text:
-                return text
+                return True
             if self.proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise AssertionError(
-            f"health never became {first_line!r}/{contains!r}: {text!r}\n{self.log()}"
-        )
+                raise WaitTimeout(f"xcon exited ({self.proc.returncode}):\n{self.log()}")
+            return False
+
+        def what() -> str:
+            return f"health {first_line!r}/{contains!r}, have {seen[0]!r}\n{self.log()}"
+
+        wait_until(ok, timeout, what)
+        return seen[0] or ""
 
     def wait_log(self, needle: str, timeout: float = 5.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log()
-            if needle in text:
-                return text
-            time.sleep(0.02)
-        raise AssertionError(f"{needle!r} not in log:\n{self.log()}")
+        """Wait for ``needle`` in the log; returns the whole log.  Raises WaitTimeout."""
+        wait_until(
+            lambda: needle in self.log(), timeout, lambda: f"{needle!r} in the log:\n{self.log()}"
+        )
+        return self.log()
 
     def counters(self, timeout: float = 5.0) -> str:
         """Ask for the counters (SIGUSR1) and return the lines logged in answer."""
