@@ -48,7 +48,7 @@ root=$(mktemp -d /tmp/xcon-base.XXXXXX)
 chmod 755 "$root" # the target's /: apt's _apt user must traverse it
 cleanup() {
   for m in proc sys dev; do umount "$root/$m" 2>/dev/null || true; done
-  rm -rf --one-file-system "$root"
+  rm -rf --one-file-system "$root"; rm -f "$root.log"
 }
 trap cleanup EXIT INT TERM
 
@@ -93,12 +93,13 @@ EOF
 mount -t proc proc "$root/proc"
 chroot "$root" /bin/sh -ec '
   export DEBIAN_FRONTEND=noninteractive
-  update-ca-certificates >/dev/null 2>&1
+  update-ca-certificates
   apt-get -o Dpkg::Use-Pty=0 update -qq
-  apt-get -o Dpkg::Use-Pty=0 -y -qq upgrade >/dev/null
+  apt-get -o Dpkg::Use-Pty=0 -y -qq upgrade
   apt-get clean
   rm -rf /var/lib/apt/lists/* /usr/share/doc/*/changelog* /usr/share/man/* /usr/share/info/* /var/log/*.log
-'
+' >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; rm -f "$root.log"; exit 1; }
+rm -f "$root.log"
 umount "$root/proc"
 find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + 2>/dev/null || true
 : >"$root/etc/resolv.conf"
