@@ -68,7 +68,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if [ -z "${PYTHON_IMAGE:-}" ]; then
-  if docker image inspect "$OFFICIAL" >/dev/null 2>&1 || docker pull -q "$OFFICIAL" >/dev/null 2>&1; then
+  if docker image inspect "$OFFICIAL" >/dev/null 2>&1 || timeout 120 docker pull -q "$OFFICIAL" >/dev/null 2>&1; then
     PYTHON_IMAGE=$OFFICIAL
   else
     echo "test-docker: $OFFICIAL cannot be pulled (no registry): Debian-made base $BASE_IMAGE"
