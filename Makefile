@@ -64,8 +64,21 @@ bench: install
 bench-micro: install
 	$(PY) -m pytest -q bench/micro --benchmark-storage=file://bench/micro/baseline --benchmark-compare --benchmark-compare-fail=min:50% --benchmark-compare-fail=median:100%
 
+# PYTHON_IMAGE=... builds on another base (see docker-base); --network host: the build
+# reaches the apt mirror and PyPI even where dockerd runs without a bridge.
 docker:
-	docker build -t $(IMAGE) .
+	docker build --network host $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info xcon/_native*.so xcon/_native.c
+
+# The image on a registry-less machine: a Debian bookworm base made with debootstrap
+# (BASE_IMAGE, kept once made), then `make docker PYTHON_IMAGE=$(BASE_IMAGE)`.
+BASE_IMAGE ?= xcon-base:bookworm
+.PHONY: docker-base test-docker
+docker-base:
+	sh docker/make-base.sh $(BASE_IMAGE)
+
+# Build the image and run it with real qemu routers (tests/docker); see docker/test.sh.
+test-docker: install
+	PY=$(PY) IMAGE=$(IMAGE) sh docker/test.sh

@@ -29,6 +29,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import new_host
+from xcon.health import HealthFile
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -480,3 +481,63 @@ def test_healthcheck_reads_health_file(tmp_path, content, healthy):
     assert (r.returncode == 0) == healthy, (r.returncode, r.stdout, r.stderr)
     if content:
         assert content.splitlines()[1] in r.stdout, "the message shows in docker inspect"
+
+
+#: vrnetlab's own health check of a router container, the answer the image's must give.
+UPSTREAM_HEALTHCHECK = ["/bin/sh", "-c", "sed 1d /health; exit $(head -n1 /health)"]
+
+
+def xcon_health_files(tmp: Path) -> list[str]:
+    """Every health file xcon writes, written by xcon's own HealthFile.
+
+    Each state of every mode (p2p/hub: M of N connected; tap/raw: ready or not,
+    client or not) for a few sizes, then the file xcon leaves when it ends.
+    """
+    texts: list[str] = []
+    path = tmp / "written"
+    for total in (1, 2, 3, 250, 1000):
+        for connected in sorted({0, 1, total - 1, total} & set(range(total + 1))):
+            for ready in (None, connected, total):
+                hf = HealthFile(str(path))
+                hf.update(connected, total, ready)
+                texts.append(path.read_text())
+    for why in ("stopped", "SIGTERM", "SIGINT", "SIGHUP", "error: OSError(98, 'Address in use')"):
+        hf = HealthFile(str(path))
+        hf.update(2, 2)
+        hf.stopped(why)
+        texts.append(path.read_text())
+    return sorted(set(texts))
+
+
+def run_check(cmd: list[str], health: Path) -> tuple[int, str, str]:
+    r = subprocess.run(
+        [word.replace("/health", str(health)) for word in cmd],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_healthcheck_answers_as_upstreams_on_every_file_xcon_writes(tmp_path):
+    """Same exit code and same output as ``sed 1d /health; exit $(head -n1 /health)``."""
+    ours = healthcheck_command(read_stages()[1])
+    texts = xcon_health_files(tmp_path)
+    states = {t.splitlines()[0] for t in texts}
+    assert states == {"0", "1"}, states
+    assert len(texts) > 20
+    health = tmp_path / "health"
+    for text in texts:
+        health.write_text(text)
+        expected = run_check(UPSTREAM_HEALTHCHECK, health)
+        assert expected[0] == int(text[0]) and expected[2] == "", (text, expected)
+        assert run_check(ours, health) == expected, text
+
+
+@pytest.mark.parametrize("content", [None, "", "\n", "garbage\n", "2\nx\n"])
+def test_healthcheck_is_unhealthy_on_anything_else(tmp_path, content):
+    """A file xcon did not write (missing, empty, not a number) is unhealthy, exit 1 (never 2)."""
+    health = tmp_path / "health"
+    if content is not None:
+        health.write_text(content)
+    assert run_check(healthcheck_command(read_stages()[1]), health)[0] == 1

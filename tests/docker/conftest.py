@@ -1,0 +1,17 @@
+"""Fixtures of the container tests: the image under test and a lab that cleans up after itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.docker.dockerutil import DockerLab
+
+
+@pytest.fixture
+def dlab(tmp_path):
+    """Containers, networks, namespaces and qemu routers of one test; all removed after it."""
+    lab = DockerLab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
