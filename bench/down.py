@@ -11,6 +11,10 @@ Four shapes of the same 2000 NIC endpoints (1000 p2p links), nothing listening:
 For each, xcon's CPU share over a window after start-up, and then how soon a
 link is back once its router listens: one router of the shape starts
 listening (a fake qemu NIC) and the time until xcon is connected to it.
+
+``XCON_BENCH_BASELINE=/other/venv/bin/python`` runs every shape a second time
+with the xcon installed for that interpreter (an older checkout, say), side by
+side in the same run (relay ``baseline``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -68,7 +73,7 @@ def _missing(shape: str) -> str | None:
     return None
 
 
-def _one(shape: str, window: float, progress: Progress) -> Row:
+def _one(shape: str, window: float, progress: Progress, python: str, relay: str) -> Row:
     specs, ends = _endpoints(shape)
     work = Path(TMP) / f"down-{shape}"
     work.mkdir(parents=True, exist_ok=True)
@@ -78,12 +83,14 @@ def _one(shape: str, window: float, progress: Progress) -> Row:
         hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a, _ in ends))
         prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                   f'mount --bind "{hosts}" /etc/hosts && exec "$@"', "sh"]  # fmt: skip
-    xc = XconProcess(["--p2p", *specs], cwd=str(work), prefix=prefix, log_level="warning")
+    xc = XconProcess(
+        ["--p2p", *specs], cwd=str(work), prefix=prefix, log_level="warning", python=python
+    )
     try:
         time.sleep(3.0)  # start-up, first attempts, backoff to its cap
         if xc.proc.poll() is not None:
             raise RuntimeError(f"xcon exited {xc.proc.returncode}: {xc.log()[-500:]}")
-        progress(f"down-{shape}: CPU of xcon over {window:.0f} s with {2 * LINKS} NICs down")
+        progress(f"down-{shape}: CPU of {relay} over {window:.0f} s with {2 * LINKS} NICs down")
         c0, t0 = xc.cpu_seconds(), time.monotonic()
         time.sleep(window)
         cpu = 100 * (xc.cpu_seconds() - c0) / (time.monotonic() - t0)
@@ -107,7 +114,7 @@ def _one(shape: str, window: float, progress: Progress) -> Row:
         row: Row = {
             "group": "down",
             "scenario": f"down-{shape}",
-            "relay": "xcon",
+            "relay": relay,
             "status": "ok",
             "links": LINKS,
             "endpoints": 2 * LINKS,
@@ -126,13 +133,18 @@ def _one(shape: str, window: float, progress: Progress) -> Row:
 def run(s: Settings, progress: Progress) -> list[Row]:
     rows: list[Row] = []
     window = 5.0 if s.quick else 30.0
+    relays = [("xcon", sys.executable)]
+    baseline = os.environ.get("XCON_BENCH_BASELINE")
+    if baseline:
+        relays.append(("baseline", baseline))
     for shape in SHAPES:
-        reason = _missing(shape)
-        if reason:
-            rows.append(na_row("down", f"down-{shape}", "xcon", reason))
-            continue
-        try:
-            rows.append(_one(shape, window, progress))
-        except (RuntimeError, OSError) as e:
-            rows.append(na_row("down", f"down-{shape}", "xcon", f"failed: {e}"))
+        for relay, python in relays:
+            reason = _missing(shape)
+            if reason:
+                rows.append(na_row("down", f"down-{shape}", relay, reason))
+                continue
+            try:
+                rows.append(_one(shape, window, progress, python, relay))
+            except (RuntimeError, OSError) as e:
+                rows.append(na_row("down", f"down-{shape}", relay, f"failed: {e}"))
     return rows

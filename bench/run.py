@@ -21,6 +21,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "links",
     "reconnect",
     "down",
+    "flood",
     "tap",
     "engines",
     "qemu",
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import down
 
                 rows += down.run(s, progress)
+            elif name == "flood":
+                from bench import flood
+
+                rows += flood.run(s, progress)
             elif name == "tap":
                 rows += scenarios.tap(s, progress)
             elif name == "engines":

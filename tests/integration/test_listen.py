@@ -87,3 +87,40 @@ def test_a_flood_of_idle_connections_does_not_lock_out_the_real_client(served):
     real = client()
     real.sendall(encode_frames([numbered(1, 80)]))
     run_until(eng, lambda: numbered(1, 80) in rec.frames, "the real client's frame")
+
+
+def test_a_client_that_talks_is_served_while_a_flood_stays_connected(served):
+    """200 silent connections stay open; the real client, which sends a frame at
+    once, takes the slot without waiting out anyone's idle grace."""
+    eng, port, rec, _client = served
+    host = port.host
+    flood = []
+    try:
+        for _ in range(200):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((host, 10001))
+            flood.append(s)
+            if len(flood) % 8 == 0:
+                run_for(eng, 0.01)  # the loop drains the backlog as a busy xcon would
+        run_until(eng, lambda: port.up, "a flood client to be served")
+        real = socket.socket()
+        real.setblocking(False)
+        real.connect_ex((host, 10001))
+        flood.append(real)
+
+        def connected() -> bool:
+            try:
+                real.getpeername()
+                return True
+            except OSError:
+                return False
+
+        run_until(eng, connected, "the real client's connect")
+        real.send(encode_frames([numbered(5, 90)]))
+        run_until(eng, lambda: numbered(5, 90) in rec.frames, "the real client's frame")
+        assert port.connected
+        assert len(port._cands) <= 16, "waiting clients are bounded"
+    finally:
+        for s in flood:
+            s.close()

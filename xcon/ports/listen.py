@@ -25,6 +25,15 @@ squatting and connection floods cannot lock out the real client; a silent
 client that nobody else is waiting for is left alone (qemu's ``connect=``
 never reconnects, so dropping it would cut the link for good).  The backlog
 is bounded (:data:`BACKLOG`).
+
+**Floods.**  While the served client has sent no whole frame, xcon keeps
+accepting: newcomers wait as *candidates* (at most :data:`CANDIDATES`; over
+that the longest-waiting silent one is closed), watched for their first byte.
+The first candidate that sends anything takes the place of the silent served
+client at once.  A flood of idle connections thus churns through the
+candidate list while the real client, which sends a frame as soon as it
+connects, is served within moments; candidates still waiting when the served
+client proves itself keep their place and are served, in order, when it leaves.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ ACCEPT_PAUSE = 1.0
 IDLE_GRACE = 2.0
 #: How often a silent client is checked for others waiting.
 SQUAT_CHECK = 0.5
+#: Connections accepted while the served client is silent, waiting their turn.
+CANDIDATES = 16
 
 
 class ListenPort(StreamPort):
@@ -67,6 +78,10 @@ class ListenPort(StreamPort):
         self._squat: TimerHandle | None = None
         self._accepted_at = 0.0
         self.peer = ""
+        # fd -> (socket, registration or None once it sent data, peer)
+        self._cands: dict[int, tuple[socket.socket, Registration | None, str]] = {}
+        self._next: tuple[socket.socket, str] | None = None  # serve after going down
+        self._serving = False  # a client is attached or being attached
 
     @property
     def connected(self) -> bool:
@@ -140,7 +155,7 @@ class ListenPort(StreamPort):
             self._lreg.set(READ if on else 0)
 
     def _accept(self) -> None:
-        if self.up or self._closed or self.lsock is None:
+        if self._closed or self.lsock is None or (self.up and self.proved):
             self._listen(False)
             return
         try:
@@ -161,12 +176,87 @@ class ListenPort(StreamPort):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        self._listen(False)
-        self.peer = fmt_addr(addr)
+        if self._serving:
+            self._add_candidate(s, fmt_addr(addr))
+            return
+        self._serve(s, fmt_addr(addr))
+
+    def _serve(self, s: socket.socket, peer: str) -> None:
+        """Attach client ``s``; the listening socket stays watched until it proves itself."""
+        self._serving = True
+        self.peer = peer
         log.info("%s: client connected from %s", self.name, self.peer)
         self._accepted_at = time.monotonic()
-        self._squat = self.engine.call_later(SQUAT_CHECK, self._check_squatter)
+        if self._squat is None:
+            self._squat = self.engine.call_later(SQUAT_CHECK, self._check_squatter)
         self._open_stream(s)
+
+    # -- candidates: clients accepted while the served one is silent ----------------------
+    def _add_candidate(self, s: socket.socket, peer: str) -> None:
+        if len(self._cands) >= CANDIDATES:
+            silent = next((fd for fd, c in self._cands.items() if c[1] is not None), None)
+            if silent is None:
+                s.close()  # every candidate has sent data already: this one waits no more
+                return
+            self._drop_candidate(silent)
+        fd = s.fileno()
+        reg = self.engine.register(fd, Callback(lambda: self._candidate_readable(fd)), READ)
+        self._cands[fd] = (s, reg, peer)
+        log.debug("%s: client %s waits its turn", self.name, peer)
+
+    def _drop_candidate(self, fd: int) -> None:
+        s, reg, _peer = self._cands.pop(fd)
+        if reg is not None:
+            reg.close()
+        s.close()
+
+    def _candidate_readable(self, fd: int) -> None:
+        c = self._cands.get(fd)
+        if c is None:
+            return
+        s, reg, peer = c
+        try:
+            data = s.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_candidate(fd)  # left before its turn
+            return
+        assert reg is not None
+        reg.close()
+        self._cands[fd] = (s, None, peer)  # it talks: keep it, stop watching
+        if not self.proved and self._next is None:
+            del self._cands[fd]
+            if self.up and self._failing is None:
+                log.warning(
+                    "%s: client %s sent no frame, client %s did; serving %s",
+                    self.name,
+                    self.peer,
+                    peer,
+                    peer,
+                )
+                self._next = (s, peer)
+                self.fail(f"client {peer} sent data first")
+            elif self._serving:
+                self._next = (s, peer)  # taken when the current client is gone
+            else:
+                self._serve(s, peer)
+
+    def _take_next(self) -> tuple[socket.socket, str] | None:
+        """The client to serve next: the one chosen, else the first candidate that
+        sent data, else the longest waiting."""
+        if self._next is not None:
+            nxt, self._next = self._next, None
+            return nxt
+        if not self._cands:
+            return None
+        fd = next((fd for fd, c in self._cands.items() if c[1] is None), next(iter(self._cands)))
+        s, reg, peer = self._cands.pop(fd)
+        if reg is not None:
+            reg.close()
+        return s, peer
 
     def _check_squatter(self) -> None:
         self._squat = None
@@ -174,7 +264,9 @@ class ListenPort(StreamPort):
             return
         if not self.up and self._stream is None and self._failing is None:
             return  # not attached (yet)
-        if time.monotonic() - self._accepted_at >= IDLE_GRACE and _pending(self.lsock):
+        if time.monotonic() - self._accepted_at >= IDLE_GRACE and (
+            self._cands or _pending(self.lsock)
+        ):
             log.warning(
                 "%s: client %s sent no frame in %.0f s and another client is waiting; dropping it",
                 self.name,
@@ -187,6 +279,7 @@ class ListenPort(StreamPort):
 
     def _proved(self) -> None:
         super()._proved()
+        self._listen(False)  # serving: newcomers wait in the backlog
         if self.owner is not None:
             self.owner.port_state(self)  # now counted as connected
 
@@ -200,9 +293,15 @@ class ListenPort(StreamPort):
         log.warning("%s: client %s left (%s); listening again", self.name, self.peer, reason)
 
     def _again(self, reason: str) -> None:
+        self._serving = False
         if self._squat is not None:
             self._squat.cancel()
             self._squat = None
+        if self._closed:
+            return
+        nxt = self._take_next()
+        if nxt is not None:
+            self._serve(*nxt)
         if self._pause is None:
             self._listen(True)
 
@@ -214,6 +313,11 @@ class ListenPort(StreamPort):
         if self._pause is not None:
             self._pause.cancel()
             self._pause = None
+        for fd in list(self._cands):
+            self._drop_candidate(fd)
+        if self._next is not None:
+            self._next[0].close()
+            self._next = None
         super().close()
         if self._lreg is not None:
             self._lreg.close()

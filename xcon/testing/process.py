@@ -25,14 +25,16 @@ class XconProcess:
         log_level: str = "info",
         preexec: Callable[[], None] | None = None,
         prefix: Sequence[str] = (),
+        python: str = sys.executable,
     ) -> None:
         """``preexec`` runs in the child before xcon starts (to set resource limits);
-        ``prefix`` comes before the command (``ip netns exec NS``, ``setpriv ...``)."""
+        ``prefix`` comes before the command (``ip netns exec NS``, ``setpriv ...``);
+        ``python`` is the interpreter (another one runs the xcon installed there)."""
         self.workdir = cwd or tempfile.mkdtemp(prefix="xcon-")
         os.makedirs(self.workdir, exist_ok=True)
         self.health_file = health_file or os.path.join(self.workdir, "health")
         self.log_path = os.path.join(self.workdir, "xcon.log")
-        cmd = [*prefix, sys.executable, "-m", "xcon", *args, "--health-file", self.health_file]
+        cmd = [*prefix, python, "-m", "xcon", *args, "--health-file", self.health_file]
         if "--log-level" not in args:
             cmd += ["--log-level", log_level]
         self._log = open(self.log_path, "wb")
