@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.fakeqemu import FakeQemu, stop_all
 from xcon.testing.process import XconProcess
 
 _hosts = itertools.count(1)
@@ -34,8 +34,7 @@ def peers():
         return q
 
     yield make
-    for q in made:
-        q.stop()
+    stop_all(made)
 
 
 def _uvloop_missing() -> bool:

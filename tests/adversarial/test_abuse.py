@@ -193,9 +193,9 @@ def test_a_stalled_hub_port_costs_the_others_nothing_and_memory_stays_flat(peers
 
 
 def test_500_links_with_half_the_peers_killed_and_brought_back(peers, xcon):
-    """250 links (500 ports): kill one side of half of them, bring it back;
+    """500 links (1000 ports): kill one side of half of them, bring it back;
     every link forwards again and the health file follows."""
-    n = 250
+    n = 500
     pairs = [(peers(nic=1), peers(nic=1)) for _ in range(n)]
     xc = xcon("--p2p", *[f"{endpoint(x)}--{endpoint(y)}" for x, y in pairs])
     up(xc, 2 * n, timeout=30)

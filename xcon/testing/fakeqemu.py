@@ -26,6 +26,24 @@ from xcon.testing.wait import wait_until
 QEMU_MAX_FRAME = 69632
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` is readable within ``timeout`` s (poll: any descriptor number,
+    so a test may run a thousand of these)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(timeout * 1000))
+
+
+def stop_all(peers: Iterable[FakeQemu]) -> None:
+    """Stop many fake NICs at once: all are told first, then each is waited for."""
+    peers = list(peers)
+    for q in peers:
+        q._stop.set()
+        q._reading.set()
+    for q in peers:
+        q.stop()
+
+
 class FakeQemu:
     """One qemu NIC listening like ``-netdev socket,listen=host:port``."""
 
@@ -174,7 +192,7 @@ class FakeQemu:
         assert ls is not None
         while not self._stop.is_set():
             try:
-                r, _, _ = select.select([ls], [], [], 0.05)
+                r = _readable(ls, 0.05)
             except (OSError, ValueError):
                 return
             if not r:
@@ -208,7 +226,7 @@ class FakeQemu:
                 self._reading.wait(0.05)
                 continue
             try:
-                r, _, _ = select.select([c], [], [], 0.05)
+                r = _readable(c, 0.05)
             except (OSError, ValueError):
                 return
             if not r:
