@@ -35,13 +35,13 @@ from xcon.limits import (
     qemu_tcp_port,
 )
 from xcon.linkspec import (
-    Endpoint,
+    End,
     LinkSpec,
     SpecError,
     bounded_int,
     check_distinct,
     check_hub,
-    parse_endpoint,
+    parse_end,
     parse_link,
 )
 
@@ -122,15 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="LINK",
-        help="point-to-point links HOST/N--HOST/N[:VID] (N = NIC, TCP port 10000+N); "
-        "':VID' makes that side an access port of VLAN VID; may be repeated",
+        help="point-to-point links END--END; an END is HOST/N[:VID] (qemu NIC N, TCP port "
+        "10000+N; ':VID' makes that side an access port of VLAN VID), tcp:HOST:PORT, "
+        "unix:PATH, udp:RHOST:RPORT@[LHOST:]LPORT, vxlan:REMOTE[:PORT]/VNI[@LPORT], "
+        "tap:NAME, raw:IFNAME, listen:[HOST:]PORT or listen:unix:PATH; may be repeated",
     )
     mode.add_argument(
         "--hub",
         nargs="+",
         action="extend",
-        metavar="HOST/N",
-        help="join NICs in a hub (flood); may be repeated",
+        metavar="END",
+        help="join ends (HOST/N or any kind --p2p takes) in a hub (flood); may be repeated",
     )
     mode.add_argument(
         "--tap-listen", type=nic, metavar="N", help="listen on TCP 10000+N and bridge to a tap"
@@ -216,7 +218,7 @@ class Setup:
 
     mode: str  # "p2p", "hub", "tap" or "raw"
     links: list[LinkSpec] = field(default_factory=list)
-    hub: list[Endpoint] = field(default_factory=list)
+    hub: list[End] = field(default_factory=list)
     nic: int | None = None
     ifname: str | None = None
     plan: netconf.NetPlan | None = None
@@ -279,7 +281,7 @@ def check(args: argparse.Namespace) -> Setup:
         setup.links = [parse_link(s) for s in args.p2p]
         check_distinct(setup.links)
     elif mode == "hub":
-        setup.hub = [parse_endpoint(s, allow_vid=False) for s in args.hub]
+        setup.hub = [parse_end(s, allow_vid=False) for s in args.hub]
         check_hub(setup.hub)
     elif mode == "tap":
         setup.nic = args.tap_listen

@@ -18,6 +18,22 @@ QEMU_BASE_PORT = 10000
 MIN_NIC = 1
 MAX_NIC = 65535 - QEMU_BASE_PORT
 
+#: VXLAN (RFC 7348): a 24-bit network identifier, and the UDP port IANA
+#: assigned (4789; containerlab uses 14789, Linux's own default is 8472).
+MAX_VNI = (1 << 24) - 1
+VXLAN_PORT = 4789
+#: VXLAN's header before the inner Ethernet frame.
+VXLAN_HEADER = 8
+#: The largest UDP payload (an IPv6 jumbogram aside): a datagram end's largest frame.
+MAX_DATAGRAM = 65535
+
+#: ``sun_path`` of a unix socket address holds 108 bytes with the final NUL.
+UNIX_PATH_MAX = 107
+
+#: TCP and UDP port numbers.
+MIN_PORT = 1
+MAX_PORT = 65535
+
 #: 802.1Q VLAN ids usable on an access port (0 and 4095 are reserved).
 MIN_VID = 1
 MAX_VID = 4094

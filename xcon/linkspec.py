@@ -23,16 +23,49 @@ Everything is checked here, before anything is opened:
 Two endpoints are the same NIC when their addresses are the same once parsed:
 IP literals compare by value (``[::1]`` is ``[0:0::1]``), names without case
 and without a trailing dot.
+
+**Other kinds of link end** are written ``KIND:...`` (a host name never has a
+``:``, and an IPv6 address is bracketed, so the two forms cannot be confused):
+
+=================================  =============================================
+``tcp:HOST:PORT``                  a qemu stream NIC on any TCP port (client, reconnecting)
+``unix:PATH``                      a qemu ``-netdev stream`` unix socket (client, reconnecting)
+``udp:RHOST:RPORT@[LHOST:]LPORT``  one frame per UDP datagram (qemu ``dgram``, ubridge)
+``vxlan:REMOTE[:PORT]/VNI[@LPORT]``  RFC 7348 VXLAN to another host (default port 4789)
+``tap:NAME``                       a tap device xcon creates
+``raw:IFNAME``                     an existing interface, through a packet socket
+``listen:[HOST:]PORT``             xcon plays the qemu NIC: one TCP client at a time
+``listen:unix:PATH``               the same on a unix socket
+=================================  =============================================
+
+Each kind says which resources it holds (:attr:`End.resources`: a qemu NIC's
+TCP port, a unix path, a local UDP port, an interface), and no resource may
+be in two places (:func:`check_distinct`, :func:`check_hub`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
-from xcon.limits import MAX_HOSTNAME, MAX_LABEL, MAX_NIC, MAX_VID, MIN_NIC, MIN_VID
+from xcon.limits import (
+    MAX_HOSTNAME,
+    MAX_LABEL,
+    MAX_NIC,
+    MAX_PORT,
+    MAX_VID,
+    MAX_VNI,
+    MIN_NIC,
+    MIN_PORT,
+    MIN_VID,
+    UNIX_PATH_MAX,
+    VXLAN_PORT,
+    qemu_tcp_port,
+)
 
 _ENDPOINT = re.compile(r"(?P<host>\[[^\[\]]*\]|[^/\[\]]+)/(?P<nic>[0-9]+)(?::(?P<vid>[0-9]+))?")
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
@@ -43,26 +76,198 @@ class SpecError(ValueError):
     """A malformed endpoint or link; the message is meant for the user."""
 
 
+#: A resource an end holds: (what, identity...), compared for clashes.
+Resource = tuple[object, ...]
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass(frozen=True)
 class Endpoint:
+    """``HOST/N``: qemu NIC N of HOST (TCP 10000+N), the vr-xcon form."""
+
     host: str
     nic: int
     vid: int | None = None
+
+    kind: ClassVar[str] = "qemu"
 
     @property
     def key(self) -> tuple[str, int]:
         """What identifies the NIC: the parsed address and the NIC number."""
         return host_key(self.host), self.nic
 
+    @property
+    def resources(self) -> list[Resource]:
+        return [("tcp", host_key(self.host), qemu_tcp_port(self.nic))]
+
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}/{self.nic}" + (f":{self.vid}" if self.vid is not None else "")
+        return f"{_shown(self.host)}/{self.nic}" + (f":{self.vid}" if self.vid is not None else "")
+
+
+@dataclass(frozen=True)
+class TcpEnd:
+    """``tcp:HOST:PORT``: a qemu stream NIC listening on any TCP port."""
+
+    host: str
+    port: int
+
+    kind: ClassVar[str] = "tcp"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("tcp", host_key(self.host), self.port)]
+
+    def __str__(self) -> str:
+        return f"tcp:{_shown(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixEnd:
+    """``unix:PATH``: a qemu ``-netdev stream`` unix socket (xcon connects)."""
+
+    path: str
+
+    kind: ClassVar[str] = "unix"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("unix", os.path.abspath(self.path))]
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True)
+class UdpEnd:
+    """``udp:RHOST:RPORT@[LHOST:]LPORT``: one frame per datagram, no header."""
+
+    remote: str
+    port: int
+    local_port: int
+    local_host: str = ""
+
+    kind: ClassVar[str] = "udp"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("udp", self.local_port)]
+
+    def __str__(self) -> str:
+        local = f"{_shown(self.local_host)}:" if self.local_host else ""
+        return f"udp:{_shown(self.remote)}:{self.port}@{local}{self.local_port}"
+
+
+@dataclass(frozen=True)
+class VxlanEnd:
+    """``vxlan:REMOTE[:PORT]/VNI[@LPORT]``: RFC 7348 VXLAN (UDP, 8-byte header)."""
+
+    remote: str
+    vni: int
+    port: int = VXLAN_PORT
+    local_port: int = VXLAN_PORT
+
+    kind: ClassVar[str] = "vxlan"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("udp", self.local_port)]
+
+    def __str__(self) -> str:
+        text = f"vxlan:{_shown(self.remote)}"
+        if self.port != VXLAN_PORT:
+            text += f":{self.port}"
+        text += f"/{self.vni}"
+        if self.local_port != self.port:
+            text += f"@{self.local_port}"
+        return text
+
+
+@dataclass(frozen=True)
+class TapEnd:
+    """``tap:NAME``: a tap device xcon creates (and removes on exit)."""
+
+    name: str
+
+    kind: ClassVar[str] = "tap"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("interface", self.name)]
+
+    def __str__(self) -> str:
+        return f"tap:{self.name}"
+
+
+@dataclass(frozen=True)
+class RawEnd:
+    """``raw:IFNAME``: an existing interface through a packet socket."""
+
+    name: str
+
+    kind: ClassVar[str] = "raw"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("interface", self.name)]
+
+    def __str__(self) -> str:
+        return f"raw:{self.name}"
+
+
+@dataclass(frozen=True)
+class ListenEnd:
+    """``listen:[HOST:]PORT``: xcon listens and plays the qemu NIC (one client at a time)."""
+
+    port: int
+    host: str = ""
+
+    kind: ClassVar[str] = "listen"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("listen", self.port)]
+
+    def __str__(self) -> str:
+        return f"listen:{_shown(self.host)}:{self.port}" if self.host else f"listen:{self.port}"
+
+
+@dataclass(frozen=True)
+class ListenUnixEnd:
+    """``listen:unix:PATH``: xcon listens on a unix socket (qemu ``stream`` client)."""
+
+    path: str
+
+    kind: ClassVar[str] = "listen-unix"
+    vid: ClassVar[int | None] = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [("unix", os.path.abspath(self.path))]
+
+    def __str__(self) -> str:
+        return f"listen:unix:{self.path}"
+
+
+End = Endpoint | TcpEnd | UnixEnd | UdpEnd | VxlanEnd | TapEnd | RawEnd | ListenEnd | ListenUnixEnd
+
+#: The ``KIND:`` prefixes, in the order the help lists them.
+KINDS = ("tcp", "unix", "udp", "vxlan", "tap", "raw", "listen")
 
 
 @dataclass(frozen=True)
 class LinkSpec:
-    left: Endpoint
-    right: Endpoint
+    left: End
+    right: End
 
     @property
     def vid(self) -> int | None:
@@ -183,14 +388,144 @@ def parse_endpoint(text: str, allow_vid: bool = True) -> Endpoint:
     return Endpoint(host, nic, vid)
 
 
+_KIND = re.compile(r"([a-z]+):")
+_HEXISH = re.compile(r"[0-9a-fA-F]*")
+
+
+def parse_end(text: str, allow_vid: bool = True) -> End:
+    """Any kind of link end: ``HOST/N[:VID]`` or ``KIND:...`` (see the module docstring)."""
+    m = _KIND.match(text)
+    if m is None:
+        return parse_endpoint(text, allow_vid)
+    kind, rest = m[1], text[m.end() :]
+    if kind not in KINDS:
+        if _HEXISH.fullmatch(kind):  # fe80::1/1: an unbracketed IPv6 address
+            return parse_endpoint(text, allow_vid)
+        raise SpecError(f"{text!r}: unknown kind {kind!r} (known: {', '.join(KINDS)}, or HOST/N)")
+    if kind == "tcp":
+        host, port = _host_port(rest, text, "tcp:HOST:PORT")
+        return TcpEnd(host, port)
+    if kind == "unix":
+        return UnixEnd(_unix_path(rest, text))
+    if kind == "udp":
+        remote, sep, local = rest.partition("@")
+        if not sep:
+            raise SpecError(
+                f"{text!r}: expected udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT "
+                "(the local port to receive on is required)"
+            )
+        rhost, rport = _host_port(remote, text, "udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT")
+        lhost, lport = _local_port(local, text)
+        return UdpEnd(rhost, rport, lport, lhost)
+    if kind == "vxlan":
+        return _vxlan(rest, text)
+    if kind in ("tap", "raw"):
+        name = _ifname(rest, text)
+        return TapEnd(name) if kind == "tap" else RawEnd(name)
+    # listen
+    if rest.startswith("unix:"):
+        return ListenUnixEnd(_unix_path(rest[5:], text))
+    host, port = _local_port(rest, text)
+    return ListenEnd(port, host)
+
+
+def _port(digits: str, text: str) -> int:
+    port = bounded_int(digits, MIN_PORT, MAX_PORT)
+    if port is None:
+        raise SpecError(f"{text!r}: port {digits!r} is not a number in {MIN_PORT}..{MAX_PORT}")
+    return port
+
+
+def _host(host: str, text: str) -> str:
+    """A host name, an IPv4 address or a bracketed IPv6 address (brackets removed)."""
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        if ":" not in inner:
+            raise SpecError(f"{text!r}: brackets are for IPv6 addresses only")
+        check_ipv6(inner, text)
+        return inner
+    if ":" in host or "[" in host or "]" in host:
+        raise SpecError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]")
+    check_host(host, text)
+    return host
+
+
+def _host_port(hp: str, text: str, form: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``."""
+    host, sep, port = hp.rpartition(":")
+    if not sep or not host or (":" in host and not host.startswith("[")):
+        raise SpecError(f"{text!r}: expected {form}")
+    return _host(host, text), _port(port, text)
+
+
+def _local_port(lp: str, text: str) -> tuple[str, int]:
+    """``PORT``, ``ADDR:PORT`` or ``[V6]:PORT``; the address must be an IP literal."""
+    host, sep, port = lp.rpartition(":")
+    if not sep:
+        return "", _port(lp, text)
+    if not host:
+        raise SpecError(f"{text!r}: empty local address before ':{port}'")
+    host = _host(host, text)
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        raise SpecError(f"{text!r}: a local address is an IP address, not a name") from None
+    return host, _port(port, text)
+
+
+def _vxlan(rest: str, text: str) -> VxlanEnd:
+    remote, sep, tail = rest.rpartition("/")
+    if not sep or not remote:
+        raise SpecError(f"{text!r}: expected vxlan:REMOTE[:PORT]/VNI[@LOCALPORT]")
+    vni_text, at, local = tail.partition("@")
+    vni = bounded_int(vni_text, 0, MAX_VNI)
+    if vni is None:
+        raise SpecError(f"{text!r}: VNI {vni_text!r} is not a number in 0..{MAX_VNI}")
+    if remote.startswith("[") and remote.endswith("]") or ":" not in remote:
+        host, port = _host(remote, text), VXLAN_PORT
+    else:
+        host, port = _host_port(remote, text, "vxlan:REMOTE[:PORT]/VNI[@LOCALPORT]")
+    local_port = _port(local, text) if at else port
+    return VxlanEnd(host, vni, port, local_port)
+
+
+def _unix_path(path: str, text: str) -> str:
+    if not path:
+        raise SpecError(f"{text!r}: empty unix socket path")
+    if "\0" in path or not path.isprintable():
+        raise SpecError(f"{text!r}: a unix socket path has no control characters")
+    try:
+        size = len(path.encode())
+    except UnicodeEncodeError:
+        raise SpecError(f"{text!r}: the unix socket path is not valid UTF-8") from None
+    if size > UNIX_PATH_MAX:
+        raise SpecError(
+            f"{text!r}: a unix socket path has at most {UNIX_PATH_MAX} bytes (this one {size})"
+        )
+    return path
+
+
+def _ifname(name: str, text: str) -> str:
+    from xcon.errors import ModeError
+    from xcon.netconf import check_ifname
+
+    try:
+        check_ifname(name, f"{text!r}:")
+    except ModeError as e:
+        raise SpecError(str(e)) from None
+    return name
+
+
 def parse_link(text: str) -> LinkSpec:
     parts = text.split("--")
     if len(parts) == 1:
-        raise SpecError(f"{text!r}: a p2p link is HOST/N--HOST/N (missing '--')")
+        raise SpecError(f"{text!r}: a p2p link is END--END, e.g. vr1/1--vr2/1 (missing '--')")
     if len(parts) > 2:
-        raise SpecError(f"{text!r}: '--' separates the two ends, so it cannot appear in a name")
-    left = parse_endpoint(parts[0])
-    right = parse_endpoint(parts[1])
+        raise SpecError(
+            f"{text!r}: '--' separates the two ends, so it cannot appear in a name or path"
+        )
+    left = parse_end(parts[0])
+    right = parse_end(parts[1])
     if left.vid is not None and right.vid is not None:
         raise SpecError(
             f"{text!r}: a VLAN id on both sides (changing the VLAN id) is not supported"
@@ -198,35 +533,57 @@ def parse_link(text: str) -> LinkSpec:
     return LinkSpec(left, right)
 
 
+def _what(end: End) -> str:
+    return "NIC" if isinstance(end, Endpoint) else "end"
+
+
+def _bare(end: End) -> str:
+    return str(Endpoint(end.host, end.nic)) if isinstance(end, Endpoint) else str(end)
+
+
+def _why_once(end: End) -> str:
+    if isinstance(end, Endpoint | TcpEnd | UnixEnd):
+        return "a qemu NIC serves one connection at a time; join three or more NICs with --hub"
+    if isinstance(end, UdpEnd | VxlanEnd):
+        return f"local UDP port {end.local_port} can be bound once"
+    if isinstance(end, ListenEnd | ListenUnixEnd):
+        return "a listening end can be bound once"
+    return "an interface can be one end only"
+
+
 def check_distinct(links: Sequence[LinkSpec]) -> None:
-    """Each qemu NIC serves one connection at a time, so a NIC can be in one link only.
+    """Each qemu NIC serves one connection at a time, so a NIC can be in one link only;
+    the same holds for every resource an end holds (a local UDP port, an interface).
 
     A second link to the same NIC would wait in qemu's listen backlog forever (and
     look connected); catch that typo at start."""
-    seen: dict[tuple[str, int], LinkSpec] = {}
+    seen: dict[Resource, tuple[LinkSpec, End]] = {}
     for link in links:
-        a, b = link.left.key, link.right.key
-        if a == b:
-            raise SpecError(f"'{link}': both ends are the same NIC")
-        for key, end in ((a, link.left), (b, link.right)):
-            other = seen.get(key)
-            if other is not None:
-                raise SpecError(
-                    f"{Endpoint(end.host, end.nic)} is in two links ('{other}' and '{link}'): a qemu NIC serves "
-                    "one connection at a time; join three or more NICs with --hub"
-                )
-            seen[key] = link
+        if set(link.left.resources) & set(link.right.resources):
+            raise SpecError(f"'{link}': both ends are the same {_what(link.left)}")
+        for end in (link.left, link.right):
+            for key in end.resources:
+                other = seen.get(key)
+                if other is not None:
+                    raise SpecError(
+                        f"{_bare(end)} is in two links ('{other[0]}' and '{link}'): "
+                        + _why_once(end)
+                    )
+            for key in end.resources:
+                seen[key] = (link, end)
 
 
-def check_hub(ports: Sequence[Endpoint]) -> None:
-    """A hub joins at least two NICs, each once."""
+def check_hub(ports: Sequence[End]) -> None:
+    """A hub joins at least two ends, each once."""
     if len(ports) < 2:
         raise SpecError("--hub needs at least two ports")
-    seen: dict[tuple[str, int], Endpoint] = {}
+    seen: dict[Resource, End] = {}
     for end in ports:
-        other = seen.get(end.key)
-        if other is not None:
-            if str(end) == str(other):
-                raise SpecError(f"--hub lists '{end}' twice")
-            raise SpecError(f"--hub lists the same NIC twice ('{other}' and '{end}')")
-        seen[end.key] = end
+        for key in end.resources:
+            other = seen.get(key)
+            if other is not None:
+                if str(end) == str(other):
+                    raise SpecError(f"--hub lists '{end}' twice")
+                raise SpecError(f"--hub lists the same {_what(end)} twice ('{other}' and '{end}')")
+        for key in end.resources:
+            seen[key] = end

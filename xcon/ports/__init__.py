@@ -189,8 +189,12 @@ class Port:
         """Start trying to come back up (reconnect, listen, re-open)."""
 
 
-def fmt_addr(addr: tuple[Any, ...]) -> str:
-    """``host:port`` or ``[v6]:port``; v4-mapped IPv6 addresses shown as IPv4."""
+def fmt_addr(addr: tuple[Any, ...] | str | bytes) -> str:
+    """``host:port`` or ``[v6]:port``; v4-mapped IPv6 addresses shown as IPv4; a
+    unix socket's path (an unnamed client socket: ``unix``)."""
+    if isinstance(addr, str | bytes):
+        text = addr.decode(errors="replace") if isinstance(addr, bytes) else addr
+        return text or "unix"
     host, port = str(addr[0]), addr[1]
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
+import stat
 import time
 
 from xcon.engines import READ, Callback, Engine, Registration, TimerHandle
@@ -67,11 +69,19 @@ class ListenPort(StreamPort):
     """Accepts one stream client at a time on ``[::]:port``."""
 
     def __init__(
-        self, engine: Engine, port: int, name: str | None = None, host: str = "::"
+        self,
+        engine: Engine,
+        port: int,
+        name: str | None = None,
+        host: str = "::",
+        path: str | None = None,
     ) -> None:
-        super().__init__(engine, name or f"tcp:{port}")
+        super().__init__(engine, name or (f"listen:unix:{path}" if path else f"tcp:{port}"))
         self.tcp_port = port
         self.host = host
+        #: A unix socket path to listen on instead of TCP (``listen:unix:PATH``).
+        self.path = path
+        self._inode: tuple[int, int] | None = None  # of the socket file this port made
         self.lsock: socket.socket | None = None
         self._lreg: Registration | None = None
         self._pause: TimerHandle | None = None
@@ -98,6 +108,9 @@ class ListenPort(StreamPort):
         """Create the listening socket now (so a busy port is an error at start)."""
         if self.lsock is not None:
             return
+        if self.path is not None:
+            self._bind_unix(self.path)
+            return
         try:
             s = self._bind_dual() if self.host == "::" else self._bind_one(self.host)
         except OSError as e:
@@ -111,6 +124,41 @@ class ListenPort(StreamPort):
         s.setblocking(False)
         self.lsock = s
         log.info("%s: listening on %s", self.name, _fmt_sockname(s))
+
+    def _bind_unix(self, path: str) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                s.bind(path)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or not _stale_socket(path):
+                    raise
+                os.unlink(path)  # left behind by a process that is gone
+                s.bind(path)
+            st = os.stat(path)
+            self._inode = (st.st_dev, st.st_ino)
+            s.listen(BACKLOG)
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                why = "something listens there already" if _is_socket(path) else "a file is there"
+                raise ModeError(f"cannot listen on unix socket {path}: {why}") from None
+            raise ModeError(f"cannot listen on unix socket {path}: {e.strerror or e}") from None
+        s.setblocking(False)
+        self.lsock = s
+        log.info("%s: listening on unix socket %s", self.name, path)
+
+    def _unlink(self) -> None:
+        """Remove the socket file this port made (not one made since by another)."""
+        path, made, self._inode = self.path, self._inode, None
+        if path is None or made is None:
+            return
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == made:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def _bind_dual(self) -> socket.socket:
         try:
@@ -325,6 +373,30 @@ class ListenPort(StreamPort):
         if self.lsock is not None:
             self.lsock.close()
             self.lsock = None
+        self._unlink()
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _stale_socket(path: str) -> bool:
+    """Whether ``path`` is a unix socket nobody listens on any more."""
+    if not _is_socket(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
 
 
 def _pending(lsock: socket.socket) -> bool:

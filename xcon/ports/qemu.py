@@ -345,8 +345,15 @@ class QemuPort(StreamPort):
         self._flaps = 0  # short, silent connections in a row
         self._flaps_unreported = 0
         self._flap_report_at = 0.0
-        self._gate = host_gate(engine, host)
+        self._gate: HostGate | SoloGate = self._make_gate()
         self._connecting = False  # from an attempt until connected or failed
+
+    def _make_gate(self) -> HostGate | SoloGate:
+        return host_gate(self.engine, self.host)
+
+    def _sockaddr(self, host_addr: tuple[Any, ...]) -> Any:
+        """The address to connect to, from one of the host's resolved addresses."""
+        return (host_addr[0], self.tcp_port, *host_addr[2:])
 
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
@@ -373,7 +380,7 @@ class QemuPort(StreamPort):
 
     def _connect(self, addrs: Sequence[tuple[int, Any]]) -> None:
         family, host_addr = addrs[self._addr_index % len(addrs)]
-        addr = (host_addr[0], self.tcp_port, *host_addr[2:])
+        addr = self._sockaddr(host_addr)
         self._addr_index += 1
         try:
             s = socket.socket(family, socket.SOCK_STREAM)
@@ -381,8 +388,11 @@ class QemuPort(StreamPort):
             self._retry(f"socket: {e.strerror}")
             return
         s.setblocking(False)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family != socket.AF_UNIX:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = s.connect_ex(addr)
+        if err == errno.EAGAIN and family == socket.AF_UNIX:
+            err = errno.ECONNREFUSED  # the listener's backlog is full: try again later
         if err == errno.EINPROGRESS:
             # On loopback (and any local address) the refusal is already known
             # when connect() returns: fail now, without a round through the loop.
@@ -517,6 +527,52 @@ class QemuPort(StreamPort):
         if self.up:
             self._gate.lost(self)
         super().close()
+
+
+class SoloGate:
+    """The gate of a port that shares nothing with others (a unix socket path):
+    it retries on its own backoff; a missing path or a refused connect costs
+    one system call."""
+
+    def __init__(self, family: int, address: tuple[Any, ...]) -> None:
+        self._addrs: Addrs = [(family, address)]
+
+    def resolve(self, done: Resolved) -> None:
+        done(self._addrs, "")
+
+    def want(self, port: QemuPort, at_once: bool = True) -> None:
+        if at_once:
+            port._attempt()
+        else:
+            port._schedule_retry()
+
+    def failed(self, port: QemuPort) -> None:
+        port._schedule_retry()
+
+    def connected(self, port: QemuPort) -> None:
+        pass
+
+    def lost(self, port: QemuPort) -> None:
+        pass
+
+    def leave(self, port: QemuPort) -> None:
+        pass
+
+
+class UnixPort(QemuPort):
+    """``unix:PATH``: client of a qemu ``-netdev stream`` unix socket (qemu's
+    ``addr.type=unix,server=on``), with the same length-prefixed frames and the
+    same reconnecting as a TCP NIC."""
+
+    def __init__(self, engine: Engine, path: str, name: str | None = None) -> None:
+        self.path = path
+        super().__init__(engine, path, 0, name=name or f"unix:{path}", port=0)
+
+    def _make_gate(self) -> SoloGate:
+        return SoloGate(socket.AF_UNIX, (self.path,))
+
+    def _sockaddr(self, host_addr: tuple[Any, ...]) -> Any:
+        return self.path
 
 
 def _fmt_peer(s: socket.socket) -> str:

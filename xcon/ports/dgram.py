@@ -1,0 +1,243 @@
+"""Link ends over UDP: one Ethernet frame per datagram (``udp:``) and VXLAN (``vxlan:``).
+
+``udp:RHOST:RPORT@[LHOST:]LPORT`` is what qemu's ``-netdev dgram`` (and
+``-netdev socket,udp=…,localaddr=…``), GNS3's ubridge (``add_nio_udp``) and
+dynamips speak: each datagram is one whole frame, with no header.  The socket
+is bound to the local port and *connected* to the remote one, so the kernel
+delivers only the peer's datagrams (qemu sends from the port it receives on).
+
+``vxlan:REMOTE[:PORT]/VNI[@LPORT]`` is RFC 7348: an 8-byte header (flags
+``0x08``, the 24-bit VNI) before the frame, sent with UDP checksum 0 over
+IPv4 (as Linux's VXLAN devices do; both are accepted on receive; on IPv6 a checksum is sent, as IPv6 requires by default, and a
+zero one accepted).  A VTEP sends from any source port (Linux hashes the inner flow
+into its ephemeral range), so this socket is not connected: datagrams are
+kept when they come from the remote address (any port) and carry the I flag
+and this VNI; others are dropped and counted (``foreign``, ``bad_header``).
+Sent datagrams leave from the local port (pinned: every VTEP accepts any
+source port, and one link needs no ECMP spread).  The default port is IANA's
+4789, what kernel devices (``dstport 4789``), switches and other VXLAN
+software use unless told otherwise; containerlab's links use 14789 and are
+reached with ``vxlan:HOST:14789/VNI``.
+
+Both read in batches in the fast path (``recvmmsg``/``sendmmsg``), into the
+port's frame buffer as length-prefixed frames, so a UDP end joins any other
+end like a tap does.  Frames up to 65535 bytes fit a datagram; above the path
+MTU the kernel fragments them (IPv4 without DF, the UDP socket default) and
+reassembles them at the far host, so jumbo frames cross any network that
+passes fragments.  A frame too large for a datagram, or refused by the
+kernel, is dropped and counted (``tx_dropped``).
+
+**Up and health.**  There is no connection: the port is up (frames are sent)
+from the moment its socket is bound, and it never goes down while xcon runs
+unless the socket itself fails.  It counts as *connected* in the health file
+once a datagram from the peer has arrived, and until an ICMP port
+unreachable says the peer's port is closed (a stopped qemu); it counts as
+*ready* (healthy, "listening for a client") meanwhile, as a listening end does.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+
+from xcon import native
+from xcon.engines import Engine
+from xcon.framing import FrameBuffer
+from xcon.limits import FRAME_HEADER, VXLAN_HEADER
+from xcon.ports import fmt_addr
+from xcon.ports.device import FATAL, DevicePort
+
+log = logging.getLogger("xcon.port")
+
+#: Datagrams per read batch.
+DGRAM_BATCH = 256
+#: Receive buffer of a datagram end: room for many datagrams of the largest size.
+DGRAM_BUFFER = 2 * 1024 * 1024
+#: Socket buffers asked of the kernel (forced when privileged).
+SOCKET_BUFFER = 4 * 1024 * 1024
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+SO_NO_CHECK = 11  # IPv4: send UDP checksum 0
+UDP_NO_CHECK6_RX = 102  # IPv6: accept UDP checksum 0
+VXLAN_FLAGS = 0x08
+
+
+def vxlan_header(vni: int) -> bytes:
+    """The 8 bytes before every frame of VNI ``vni``."""
+    return bytes([VXLAN_FLAGS, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0"
+
+
+class DatagramPort(DevicePort):
+    """A UDP socket carrying one frame per datagram (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        remote: str,
+        port: int,
+        local_port: int,
+        local_host: str = "",
+        vni: int | None = None,
+    ) -> None:
+        super().__init__(engine, name, "")
+        self.inbuf = FrameBuffer(DGRAM_BUFFER)
+        self.remote = remote
+        self.port = port
+        self.local_port = local_port
+        self.local_host = local_host
+        self.vni = vni
+        self.sock: socket.socket | None = None
+        #: A datagram from the peer arrived (and no ICMP said it is gone since).
+        self.heard = False
+        self.refused = 0
+        self.bad_header = 0
+        self.foreign = 0
+        self.truncated = 0
+        self._addr: tuple[object, ...] | None = None
+        self._peer: bytes | None = None
+        if vni is None:
+            self._prefix = b""
+            self._match: tuple[int, bytes, bytes] = (0, b"", b"")
+        else:
+            self._prefix = vxlan_header(vni)
+            mask = bytes([VXLAN_FLAGS, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0])
+            self._match = (VXLAN_HEADER, self._prefix, mask)
+
+    @property
+    def connected(self) -> bool:
+        return self.up and self.heard
+
+    @property
+    def healthy(self) -> bool:
+        return self.up
+
+    # -- DevicePort hooks -------------------------------------------------------------
+    def _open(self) -> None:
+        infos = socket.getaddrinfo(self.remote, self.port, type=socket.SOCK_DGRAM)
+        if self.local_host:
+            want = socket.AF_INET6 if ":" in self.local_host else socket.AF_INET
+            infos = [i for i in infos if i[0] == want] or infos
+        family, _t, _p, _c, addr = infos[0]
+        local = self.local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for force, plain in (
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            ):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+            if self.vni is not None:
+                if family == socket.AF_INET:
+                    s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+                else:
+                    s.setsockopt(socket.IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
+            s.bind((local, self.local_port))
+            if self.vni is None:
+                s.connect(addr)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        self._addr = None if self.vni is None else addr
+        self._peer = socket.inet_pton(family, str(addr[0]).split("%", 1)[0])
+        self.sock = s
+        self.fd = s.fileno()
+        log.info(
+            "%s: UDP %s -> %s%s",
+            self.name,
+            fmt_addr(s.getsockname()),
+            fmt_addr(addr),
+            f" (VXLAN VNI {self.vni})" if self.vni is not None else "",
+        )
+
+    def _open_error(self, e: OSError) -> str:
+        if isinstance(e, socket.gaierror):
+            return f"{self.name}: cannot resolve {self.remote!r} ({e.strerror or e})"
+        if e.errno == errno.EADDRINUSE:
+            hint = ""
+            if self.vni is not None:
+                hint = " (a kernel VXLAN device or another VTEP has it? choose another with @PORT)"
+            return f"{self.name}: UDP port {self.local_port} is already in use{hint}"
+        if e.errno == errno.EADDRNOTAVAIL:
+            return f"{self.name}: {self.local_host} is not an address of this host"
+        return f"{self.name}: cannot open the UDP socket: {e.strerror or e}"
+
+    def _close_fd(self) -> None:
+        s, self.sock = self.sock, None
+        if s is not None:
+            s.close()
+        self.fd = -1
+
+    def _error_event(self) -> None:
+        assert self.sock is not None
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == errno.ECONNREFUSED:
+            self._peer_gone()
+        elif err in FATAL:
+            self.fail(os.strerror(err))
+        elif err:
+            self._log_once(err, "the network refuses datagrams")
+
+    def _read_into(self, view: memoryview) -> int:
+        prefix_len, expect, mask = self._match
+        pos, n, err, (bad, foreign, trunc) = native.recv_datagrams(
+            self.fd, view, 0, len(view), DGRAM_BATCH, prefix_len, expect, mask, self._peer
+        )
+        if bad or foreign or trunc:
+            self.bad_header += bad
+            self.foreign += foreign
+            self.truncated += trunc
+            self.rx_dropped += bad + foreign + trunc
+        if n and not self.heard:
+            self.heard = True
+            log.info("%s: receiving from the peer", self.name)
+            if self.owner is not None:
+                self.owner.port_state(self)
+        if err == errno.ECONNREFUSED:
+            self._peer_gone()
+        elif err and err != errno.ENOBUFS:
+            if err in FATAL and not pos:
+                self.fail(os.strerror(err))
+                return -1
+            self._log_once(err, "receiving failed")
+        return int(pos)
+
+    def _peer_gone(self) -> None:
+        self.refused += 1
+        if self.heard:
+            self.heard = False
+            log.warning("%s: the peer's port is closed (ICMP port unreachable)", self.name)
+            if self.owner is not None:
+                self.owner.port_state(self)
+
+    # -- data ---------------------------------------------------------------------
+    def send(self, view: memoryview) -> int:
+        if self._failing is not None or self.fd < 0:
+            return 0
+        end = len(view)
+        pos = 0
+        while True:
+            pos, _n, dropped, err = native.send_datagrams(
+                self.fd, view, pos, end, self._prefix, self._addr
+            )
+            self.tx_dropped += dropped
+            if not err:
+                return pos
+            if err in FATAL:
+                self.fail(os.strerror(err))
+                return pos
+            self._log_once(err, "the network refuses datagrams")
+            self.tx_dropped += 1
+            pos += FRAME_HEADER + int.from_bytes(view[pos : pos + FRAME_HEADER], "big")
+
+    def counter_text(self) -> str:
+        return (
+            f"{super().counter_text()} bad_header={self.bad_header} foreign={self.foreign} "
+            f"truncated={self.truncated} refused={self.refused}"
+        )
