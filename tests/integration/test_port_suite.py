@@ -9,8 +9,11 @@ port adds a kit to :data:`KITS` and must pass the whole suite.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 
 import pytest
@@ -19,6 +22,8 @@ from tests.conftest import new_host
 from xcon.engines import Engine, make_engine
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
+from xcon.linkspec import parse_end
+from xcon.modes import make_port
 from xcon.ports.listen import ListenPort
 from xcon.ports.qemu import QemuPort
 from xcon.testing.fakeqemu import FakeQemu
@@ -90,6 +95,31 @@ class QemuKit(StreamPeer):
         self.q.stop()
 
 
+class TcpKit(QemuKit):
+    """``tcp:HOST:PORT``: :class:`QemuPort` on a port that is not 10000+N."""
+
+    name = "tcp"
+
+    def __init__(self, engine: Engine) -> None:
+        self.q = FakeQemu(new_host(), port=24567).start()
+        self.port = make_port(engine, parse_end(f"tcp:{self.q.host}:24567"))
+
+
+class UnixKit(QemuKit):
+    """``unix:PATH``: :class:`UnixPort` against a fake qemu ``-netdev stream`` server."""
+
+    name = "unix"
+
+    def __init__(self, engine: Engine) -> None:
+        self.dir = tempfile.mkdtemp(prefix="xcon-unix-")
+        self.q = FakeQemu(path=os.path.join(self.dir, "nic1.sock")).start()
+        self.port = make_port(engine, parse_end(f"unix:{self.q.path}"))
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class ListenKit(StreamPeer):
     """:class:`ListenPort` with a plain TCP client as the qemu side."""
 
@@ -99,6 +129,14 @@ class ListenKit(StreamPeer):
         self.host = new_host()
         self.port = ListenPort(engine, 10001, host=self.host)
         self.port.bind()
+        self._setup()
+
+    def _connect(self) -> socket.socket:
+        s = socket.create_connection((self.host, 10001), timeout=TIMEOUT)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def _setup(self) -> None:
         self._got = bytearray()
         self._lock = threading.Lock()
         self._reading = threading.Event()
@@ -107,8 +145,7 @@ class ListenKit(StreamPeer):
         self.come_back()
 
     def come_back(self) -> None:
-        s = socket.create_connection((self.host, 10001), timeout=TIMEOUT)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = self._connect()
         self.sock = s
         with self._lock:
             self._got.clear()
@@ -157,7 +194,32 @@ class ListenKit(StreamPeer):
             self.sock.close()
 
 
-KITS = [QemuKit, ListenKit]
+class ListenUnixKit(ListenKit):
+    """``listen:unix:PATH``: xcon listens on a unix socket; the test is the qemu client."""
+
+    name = "listen-unix"
+
+    def __init__(self, engine: Engine) -> None:
+        self.dir = tempfile.mkdtemp(prefix="xcon-unix-")
+        self.path = os.path.join(self.dir, "l.sock")
+        self.port = make_port(engine, parse_end(f"listen:unix:{self.path}"))
+        assert isinstance(self.port, ListenPort)
+        self.port.bind()
+        self._setup()
+
+    def _connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(TIMEOUT)
+        s.connect(self.path)
+        s.settimeout(None)
+        return s
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+KITS = [QemuKit, TcpKit, UnixKit, ListenKit, ListenUnixKit]
 
 
 @pytest.fixture(params=KITS, ids=lambda k: k.name)
@@ -256,7 +318,7 @@ def test_oversized_length_resets_the_connection(end, loop):
     assert rec.frames == [numbered(1, 64)]  # what came before still went on
     assert kit.port.stats.protocol_errors == 1
     assert "exceeds 69632" in rec.downs[0]
-    if isinstance(kit, ListenKit):
+    if isinstance(kit, ListenKit):  # the client is the test: it reconnects
         kit.come_back()
     run_until(loop, lambda: rec.ups == 2, "a new connection")
 

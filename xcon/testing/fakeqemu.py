@@ -14,6 +14,7 @@ tests do not check xcon's framing against itself.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -54,10 +55,13 @@ class FakeQemu:
         port: int | None = None,
         record: bool = True,
         on_frame: Callable[[memoryview], None] | None = None,
+        path: str | None = None,
     ) -> None:
         self.host = host
         self.nic = nic
         self.port = port if port is not None else 10000 + nic
+        #: Listen on this unix socket path instead (qemu ``-netdev stream``, unix).
+        self.path = path
         self.record = record
         self.on_frame = on_frame
         self.frames: list[bytes] = []
@@ -77,10 +81,16 @@ class FakeQemu:
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> FakeQemu:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        ls = socket.socket(family, socket.SOCK_STREAM)
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind((self.host, self.port))
+        if self.path is not None:
+            ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            ls.bind(self.path)
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            ls = socket.socket(family, socket.SOCK_STREAM)
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind((self.host, self.port))
         ls.listen(1)
         self._lsock = ls
         self._stop.clear()
@@ -105,6 +115,8 @@ class FakeQemu:
                     pass
         self._client = None
         self._lsock = None
+        if self.path is not None and os.path.exists(self.path):
+            os.unlink(self.path)  # as qemu does when it exits
         with self._cond:
             self._cond.notify_all()
 
@@ -201,7 +213,8 @@ class FakeQemu:
                 c, _ = ls.accept()
             except OSError:
                 continue
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.path is None:
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._cond:
                 self._client = c
                 self.accepted += 1
