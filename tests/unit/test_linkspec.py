@@ -8,10 +8,19 @@ from xcon.limits import qemu_tcp_port
 from xcon.linkspec import (
     Endpoint,
     LinkSpec,
+    ListenEnd,
+    ListenUnixEnd,
+    RawEnd,
     SpecError,
+    TapEnd,
+    TcpEnd,
+    UdpEnd,
+    UnixEnd,
+    VxlanEnd,
     check_distinct,
     check_hub,
     host_key,
+    parse_end,
     parse_endpoint,
     parse_link,
 )
@@ -169,3 +178,100 @@ def test_idna_name_and_its_ascii_form_are_one_nic():
     assert a.key == b.key
     with pytest.raises(SpecError, match="is in two links"):
         check_distinct([LinkSpec(a, parse_endpoint("c/1")), LinkSpec(parse_endpoint("d/1"), b)])
+
+
+# -- other kinds of end ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,end",
+    [
+        ("tcp:vr1:10001", TcpEnd("vr1", 10001)),
+        ("tcp:[::1]:4000", TcpEnd("::1", 4000)),
+        ("tcp:10.0.0.1:1", TcpEnd("10.0.0.1", 1)),
+        ("unix:/run/lab/vr1-nic1.sock", UnixEnd("/run/lab/vr1-nic1.sock")),
+        ("unix:relative.sock", UnixEnd("relative.sock")),
+        ("udp:127.0.0.1:40001@40002", UdpEnd("127.0.0.1", 40001, 40002)),
+        ("udp:vr1:40001@0.0.0.0:40002", UdpEnd("vr1", 40001, 40002, "0.0.0.0")),
+        ("udp:[::1]:5@[::1]:6", UdpEnd("::1", 5, 6, "::1")),
+        ("vxlan:192.0.2.7/100", VxlanEnd("192.0.2.7", 100)),
+        ("vxlan:hostb:14789/100", VxlanEnd("hostb", 100, 14789, 14789)),
+        ("vxlan:[2001:db8::7]:4789/16777215@4790", VxlanEnd("2001:db8::7", 16777215, 4789, 4790)),
+        ("vxlan:[2001:db8::7]/0", VxlanEnd("2001:db8::7", 0)),
+        ("tap:lab0", TapEnd("lab0")),
+        ("raw:eth1", RawEnd("eth1")),
+        ("listen:10001", ListenEnd(10001)),
+        ("listen:127.0.0.1:10001", ListenEnd(10001, "127.0.0.1")),
+        ("listen:[::1]:10001", ListenEnd(10001, "::1")),
+        ("listen:unix:/tmp/x.sock", ListenUnixEnd("/tmp/x.sock")),
+    ],
+)
+def test_other_kinds_parse_and_print_back(text, end):
+    assert parse_end(text) == end
+    assert parse_end(str(end)) == end
+    spec = parse_link(f"vr1/1--{text}")
+    assert spec.right == end and spec.left == Endpoint("vr1", 1)
+    assert parse_link(f"{text}--vr1/1:7").vid == 7
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("foo:bar", "unknown kind 'foo'"),
+        ("tcp:vr1", "expected tcp:HOST:PORT"),
+        ("tcp:vr1:0", "not a number in 1..65535"),
+        ("tcp:vr1:65536", "not a number in 1..65535"),
+        ("tcp:::1:5", "expected tcp:HOST:PORT"),
+        ("tcp:[vr1]:5", "brackets are for IPv6"),
+        ("tcp:a_b!:5", "not a valid host name"),
+        ("unix:", "empty unix socket path"),
+        ("unix:" + "x" * 108, "at most 107 bytes"),
+        ("unix:a\tb", "no control characters"),
+        ("udp:1.2.3.4:5", "local port to receive on is required"),
+        ("udp:1.2.3.4:5@", "not a number in 1..65535"),
+        ("udp:1.2.3.4:5@vr1:6", "a local address is an IP address"),
+        ("udp:1.2.3.4@6", "expected udp:REMOTEHOST:PORT"),
+        ("vxlan:1.2.3.4", "expected vxlan:REMOTE[:PORT]/VNI"),
+        ("vxlan:1.2.3.4/16777216", "VNI '16777216' is not a number in 0..16777215"),
+        ("vxlan:1.2.3.4/-1", "is not a number"),
+        ("vxlan:1.2.3.4:0/5", "not a number in 1..65535"),
+        ("vxlan:1.2.3.4/5@x", "not a number in 1..65535"),
+        ("tap:", "not a valid interface name"),
+        ("tap:" + "x" * 16, "not a valid interface name (1 to 15 bytes)"),
+        ("raw:a%d", "not a valid interface name"),
+        ("raw:..", "not a valid interface name"),
+        ("listen:", "not a number in 1..65535"),
+        ("listen:vr1:5", "a local address is an IP address"),
+        ("listen:unix:", "empty unix socket path"),
+        ("tap:lab0:100", "not a valid interface name"),
+    ],
+)
+def test_malformed_ends_are_one_line_errors(text, needle):
+    with pytest.raises(SpecError) as e:
+        parse_link(f"vr1/1--{text}")
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "texts,needle",
+    [
+        (["vr1/1--tcp:vr1:10001"], "both ends are the same NIC"),
+        (["vr1/1--a/1", "tcp:VR1.:10001--b/1"], "is in two links"),
+        (["unix:/tmp/a.sock--a/1", "b/1--listen:unix:/tmp/a.sock"], "is in two links"),
+        (["udp:1.2.3.4:5@6000--a/1", "b/1--vxlan:1.2.3.5:6000/1"], "local UDP port 6000"),
+        (["tap:x--a/1", "b/1--raw:x"], "an interface can be one end only"),
+        (["listen:7--a/1", "b/1--listen:127.0.0.1:7"], "a listening end can be bound once"),
+        (["tap:x--tap:x"], "both ends are the same end"),
+    ],
+)
+def test_a_resource_in_two_places_is_refused(texts, needle):
+    with pytest.raises(SpecError) as e:
+        check_distinct([parse_link(t) for t in texts])
+    assert needle in str(e.value)
+
+
+def test_hub_takes_any_kind_once():
+    check_hub([parse_end(t, allow_vid=False) for t in ("a/1", "tap:h0", "udp:1.2.3.4:5@6")])
+    with pytest.raises(SpecError, match="the same end twice"):
+        check_hub([parse_end(t) for t in ("tap:h0", "a/1", "raw:h0")])

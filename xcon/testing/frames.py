@@ -83,3 +83,24 @@ def split_frames(data: bytes | bytearray) -> list[bytes]:
         what = "header" if len(rest) < FRAME_HEADER else "frame"
         raise ValueError(f"partial {what} at offset {len(data) - len(rest)}")
     return frames
+
+
+#: Link-local control protocols a Linux bridge consumes or filters (IEEE 802.1D
+#: reserved group addresses 01:80:c2:00:00:0X), which a cross-connect must pass.
+RESERVED = {
+    "stp": (bytes.fromhex("0180c2000000"), 0x0026),  # 802.3 length; LLC 42 42 03 follows
+    "lacp": (bytes.fromhex("0180c2000002"), 0x8809),  # slow protocols, subtype 1
+    "8021x": (bytes.fromhex("0180c2000003"), 0x888E),  # EAPOL
+    "lldp": (bytes.fromhex("0180c200000e"), 0x88CC),
+}
+
+
+def reserved_multicast_frames() -> list[bytes]:
+    """One frame of each protocol in :data:`RESERVED`, with plausible bodies."""
+    bodies = {
+        "stp": bytes.fromhex("424203") + bytes(35),  # LLC + a configuration BPDU
+        "lacp": bytes([1, 1]) + bytes(108),  # LACPDU: subtype 1, version 1
+        "8021x": bytes([2, 1, 0, 0]) + bytes(42),  # EAPOL-Start
+        "lldp": bytes.fromhex("0207046c6162310404056574683106020078") + bytes(28),
+    }
+    return [ether(bodies[k], ethertype=t, dst=dst) for k, (dst, t) in RESERVED.items()]

@@ -1,0 +1,161 @@
+"""Every kind of link end in a real xcon process, joined to a classic ``HOST/N``.
+
+The peers are the test's own: fake qemu NICs on TCP or unix sockets, qemu-
+style clients of xcon's listening ends, and UDP sockets speaking qemu's
+``dgram`` format or VXLAN.  Taps and raw interfaces need root: tests/root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+
+import pytest
+
+from tests.conftest import endpoint, new_host
+from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.frames import (
+    RESERVED,
+    encode_frames,
+    ether,
+    numbered,
+    reserved_multicast_frames,
+    take_frames,
+)
+from xcon.testing.wait import wait_until
+
+
+def both_ways(a, b, n: int = 30, size: int = 200) -> None:
+    """Numbered frames a→b and b→a arrive exact and in order."""
+    fa = [numbered(i, size + i) for i in range(n)]
+    fb = [numbered(1000 + i, size) for i in range(n)]
+    a.send_frames(fa)
+    b.send_frames(fb)
+    b.wait_frames(n)
+    a.wait_frames(n)
+    assert b.frames == fa
+    assert a.frames == fb
+
+
+@pytest.fixture
+def sockdir():
+    """A short directory for unix sockets (a path has at most 107 bytes)."""
+    d = tempfile.mkdtemp(prefix="xcon-ends-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unix_stream_router_linked_to_a_tcp_router_and_restarted(peers, xcon, sockdir):
+    a = peers()
+    path = os.path.join(sockdir, "vr2-nic1.sock")
+    b = FakeQemu(path=path).start()
+    try:
+        xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
+        xc.wait_health("0", contains="All 2 sockets connected")
+        both_ways(a, b)
+        b.stop()  # the stream router exits (qemu removes its socket)
+        xc.wait_health("1", contains="only 1 connected")
+        b.clear()
+        a.clear()
+        b.start()
+        xc.wait_health("0", contains="All 2 sockets connected")
+        both_ways(a, b, n=200, size=1500)
+        assert xc.terminate() == 0
+    finally:
+        b.stop()
+
+
+def test_tcp_end_on_any_port(peers, xcon):
+    a = peers()
+    b = peers(port=23456)
+    xc = xcon("--p2p", f"{endpoint(a)}--tcp:{b.host}:23456")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    both_ways(a, b)
+    assert xc.terminate() == 0
+
+
+class Client:
+    """A qemu NIC with ``connect=``: a client of one of xcon's listening ends."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(5)
+        self.buf = bytearray()
+        self.frames: list[bytes] = []
+
+    def send_frames(self, frames) -> None:
+        self.sock.sendall(encode_frames(frames))
+
+    def wait_frames(self, n: int) -> None:
+        def more() -> bool:
+            self.sock.settimeout(0.05)
+            try:
+                data = self.sock.recv(1 << 20)
+            except TimeoutError:
+                return len(self.frames) >= n
+            self.buf += data
+            got, rest = take_frames(self.buf)
+            self.frames += got
+            self.buf = bytearray(rest)
+            return len(self.frames) >= n
+
+        wait_until(more, 5, f"{n} frames at the client")
+
+
+def test_listen_ends_tcp_and_unix(peers, xcon, sockdir):
+    a, b = peers(), peers()
+    host = new_host()
+    path = os.path.join(sockdir, "x.sock")
+    xc = xcon("--p2p", f"{endpoint(a)}--listen:{host}:24001", f"{endpoint(b)}--listen:unix:{path}")
+    xc.wait_health("0", contains="Ready: 2 of 4 sockets connected")
+    c1 = Client(socket.create_connection((host, 24001), timeout=5))
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.connect(path)
+    c2 = Client(u)
+    # frames toward an end that has no client yet are dropped (a pulled cable)
+    wait_until(lambda: xc.log().count("client connected from") == 2, 5, "both clients attached")
+    both_ways(a, c1)
+    both_ways(b, c2)
+    xc.wait_health("0", contains="All 4 sockets connected")
+    c1.sock.close()
+    c2.sock.close()
+    assert xc.terminate() == 0
+    assert not os.path.exists(path), "the listening socket's file is removed at exit"
+
+
+def test_reserved_multicast_crosses_stream_ends_bit_exact(peers, xcon, sockdir):
+    a = peers()
+    path = os.path.join(sockdir, "r.sock")
+    b = FakeQemu(path=path).start()
+    try:
+        xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
+        xc.wait_health("0", contains="All 2 sockets connected")
+        frames = reserved_multicast_frames()
+        a.send_frames(frames)
+        b.send_frames(frames[::-1])
+        b.wait_frames(len(frames))
+        a.wait_frames(len(frames))
+        assert b.frames == frames and a.frames == frames[::-1]
+        assert [f[:6].hex() for f in frames] == [d.hex() for d, _t in RESERVED.values()]
+        assert xc.terminate() == 0
+    finally:
+        b.stop()
+
+
+def test_unknown_unix_path_waits_and_comes_up(peers, xcon, sockdir):
+    a = peers()
+    path = os.path.join(sockdir, "later.sock")
+    xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
+    xc.wait_log("unix:" + path)
+    xc.wait_health("1", contains="only 1 connected")
+    b = FakeQemu(path=path).start()
+    try:
+        xc.wait_health("0", contains="All 2 sockets connected")
+        a.send(ether(b"late"))
+        b.wait_frames(1)
+        assert b.frames == [ether(b"late")]
+        assert xc.terminate() == 0
+    finally:
+        b.stop()
