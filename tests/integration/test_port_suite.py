@@ -26,6 +26,7 @@ from xcon.linkspec import parse_end
 from xcon.modes import make_port
 from xcon.ports.listen import ListenPort
 from xcon.ports.qemu import QemuPort
+from xcon.testing.fakedgram import FakeDgram, vxlan_header
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
@@ -39,8 +40,14 @@ TIMEOUT = 5.0
 class StreamPeer:
     """The far end of a stream port, as seen by the test."""
 
+    stream = True
+    max_frame = MAX_FRAME
+
     def send_raw(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self.send_raw(encode_frames(frames))
 
     def frames(self) -> list[bytes]:
         raise NotImplementedError
@@ -219,11 +226,80 @@ class ListenUnixKit(ListenKit):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-KITS = [QemuKit, TcpKit, UnixKit, ListenKit, ListenUnixKit]
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class UdpKit:
+    """``udp:``: a qemu ``-netdev dgram`` NIC (one frame per datagram)."""
+
+    name = "udp"
+    stream = False
+    max_frame = 65507  # the largest UDP payload over IPv4
+
+    def __init__(self, engine: Engine) -> None:
+        host = new_host()
+        self.peer = FakeDgram(host, 0, vni=self.vni)
+        self.local = (host, free_udp_port(host))
+        self.peer.xcon_addr = self.local
+        self.port = make_port(engine, parse_end(self.spec(host)))
+
+    vni: int | None = None
+
+    def spec(self, host: str) -> str:
+        return f"udp:{host}:{self.peer.port}@{host}:{self.local[1]}"
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self.peer.send_frames(frames)
+
+    def frames(self) -> list[bytes]:
+        return list(self.peer.frames)
+
+    def pause(self) -> None:
+        self.peer.pause_reading()
+
+    def resume(self) -> None:
+        self.peer.resume_reading()
+
+    def close(self) -> None:
+        self.peer.close()
+
+
+class VxlanKit(UdpKit):
+    """``vxlan:``: a VXLAN tunnel endpoint (8-byte header, VNI 4242)."""
+
+    name = "vxlan"
+    vni = 4242
+    max_frame = 65507 - 8
+
+    def spec(self, host: str) -> str:
+        return f"vxlan:{host}:{self.peer.port}/{self.vni}@{self.local[1]}"
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # xcon binds every address; the test sends from its own loopback address
+        self.peer.xcon_addr = ("127.0.0.1", self.local[1])
+
+
+STREAM_KITS = [QemuKit, TcpKit, UnixKit, ListenKit, ListenUnixKit]
+DGRAM_KITS = [UdpKit, VxlanKit]
+KITS = STREAM_KITS + DGRAM_KITS
 
 
 @pytest.fixture(params=KITS, ids=lambda k: k.name)
 def kit_class(request):
+    return request.param
+
+
+@pytest.fixture(params=STREAM_KITS, ids=lambda k: k.name)
+def stream_kit_class(request):
+    return request.param
+
+
+@pytest.fixture(params=DGRAM_KITS, ids=lambda k: k.name)
+def dgram_kit_class(request):
     return request.param
 
 
@@ -237,6 +313,20 @@ def loop(engine):
 @pytest.fixture
 def end(kit_class, loop):
     """(kit, recorder) with the port started and up."""
+    yield from started(kit_class, loop)
+
+
+@pytest.fixture
+def stream_end(stream_kit_class, loop):
+    yield from started(stream_kit_class, loop)
+
+
+@pytest.fixture
+def dgram_end(dgram_kit_class, loop):
+    yield from started(dgram_kit_class, loop)
+
+
+def started(kit_class, loop):
     kit = kit_class(loop)
     rec = Recorder()
     kit.port.owner = rec
@@ -256,17 +346,17 @@ def end(kit_class, loop):
 def test_up_once_and_whole_frames_both_ways(end, loop):
     kit, rec = end
     assert rec.ups == 1 and kit.port.stats.connects == 1
-    out = [numbered(i, 60 + i * 97) for i in range(40)] + [numbered(99, MAX_FRAME)]
-    inb = [numbered(1000 + i, 1514) for i in range(40)]
+    out = [numbered(i, 60 + i * 97) for i in range(40)] + [numbered(99, kit.max_frame)]
+    inb = [numbered(1000 + i, 1514) for i in range(40)] + [numbered(2000, kit.max_frame)]
     rec.send(out)
-    kit.send_raw(encode_frames(inb))
-    run_until(loop, lambda: len(rec.frames) == 40 and len(kit.frames()) == 41, "frames")
+    kit.send_frames(inb)
+    run_until(loop, lambda: len(rec.frames) == 41 and len(kit.frames()) == 41, "frames")
     assert rec.frames == inb
     assert kit.frames() == out
 
 
-def test_frames_arriving_in_pieces_are_handed_on_whole(end, loop):
-    kit, rec = end
+def test_frames_arriving_in_pieces_are_handed_on_whole(stream_end, loop):
+    kit, rec = stream_end
     frames = [numbered(i, 300) for i in range(5)]
     data = encode_frames(frames)
     for i in range(0, len(data), 101):
@@ -276,8 +366,8 @@ def test_frames_arriving_in_pieces_are_handed_on_whole(end, loop):
     assert rec.frames == frames
 
 
-def test_zero_length_frames_are_reported_not_handed_on(end, loop):
-    kit, rec = end
+def test_zero_length_frames_are_reported_not_handed_on(stream_end, loop):
+    kit, rec = stream_end
     kit.send_raw(b"\0\0\0\0" + encode_frames([numbered(1, 64)]) + b"\0\0\0\0")
     run_until(loop, lambda: rec.zero == 2 and len(rec.frames) == 1, "frames")
     assert rec.frames == [numbered(1, 64)]
@@ -286,15 +376,15 @@ def test_zero_length_frames_are_reported_not_handed_on(end, loop):
 def test_paused_port_reads_nothing_until_resumed(end, loop):
     kit, rec = end
     kit.port.set_reading(False)
-    kit.send_raw(encode_frames([numbered(1, 100)]))
+    kit.send_frames([numbered(1, 100)])
     run_for(loop, 0.2)
     assert rec.frames == []
     kit.port.set_reading(True)
     run_until(loop, lambda: len(rec.frames) == 1, "the frame after resuming")
 
 
-def test_peer_gone_mid_frame_loses_only_that_frame_and_comes_back(end, loop):
-    kit, rec = end
+def test_peer_gone_mid_frame_loses_only_that_frame_and_comes_back(stream_end, loop):
+    kit, rec = stream_end
     data = encode_frames([numbered(1, 500), numbered(2, 500)])
     kit.send_raw(data[:-200])
     run_until(loop, lambda: len(rec.frames) == 1, "the whole frame")
@@ -311,8 +401,8 @@ def test_peer_gone_mid_frame_loses_only_that_frame_and_comes_back(end, loop):
     assert len(rec.downs) == 1
 
 
-def test_oversized_length_resets_the_connection(end, loop):
-    kit, rec = end
+def test_oversized_length_resets_the_connection(stream_end, loop):
+    kit, rec = stream_end
     kit.send_raw(encode_frames([numbered(1, 64)]) + struct.pack(">I", MAX_FRAME + 1) + b"x")
     run_until(loop, lambda: rec.downs, "port_down")
     assert rec.frames == [numbered(1, 64)]  # what came before still went on
@@ -323,8 +413,8 @@ def test_oversized_length_resets_the_connection(end, loop):
     run_until(loop, lambda: rec.ups == 2, "a new connection")
 
 
-def test_a_send_the_peer_cannot_take_is_held_until_writable(end, loop):
-    kit, rec = end
+def test_a_send_the_peer_cannot_take_is_held_until_writable(stream_end, loop):
+    kit, rec = stream_end
     kit.pause()
     frames = [numbered(i, 60000) for i in range(400)]  # 24 MB: more than socket buffers
     rec.send(frames)
@@ -342,3 +432,70 @@ def test_close_reports_down_once_and_stays_down(end, loop):
     assert rec.downs == ["closed"]
     run_for(loop, 0.3)
     assert rec.ups == 1 and not kit.port.up
+
+
+# -- datagram ends --------------------------------------------------------------------
+
+
+def test_datagram_end_counts_as_connected_once_the_peer_is_heard(dgram_end, loop):
+    kit, rec = dgram_end
+    assert kit.port.up and kit.port.healthy and not kit.port.connected
+    rec.send([numbered(1, 64)])  # sent although nothing was heard yet
+    kit.peer.wait_frames(1)
+    kit.send_frames([numbered(2, 64)])
+    run_until(loop, lambda: kit.port.connected, "the peer to be heard")
+    assert "state" in rec.events and rec.frames == [numbered(2, 64)]
+
+
+def test_datagrams_from_others_or_with_another_vni_are_dropped_and_counted(dgram_end, loop):
+    kit, rec = dgram_end
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind((kit.peer.host, 0))
+    try:
+        header = vxlan_header(kit.vni) if kit.vni is not None else b""
+        stranger.sendto(header + numbered(1, 100), kit.peer.xcon_addr)
+        if kit.vni is not None:
+            kit.peer.send(numbered(2, 100), header=vxlan_header(kit.vni + 1))  # other VNI
+            kit.peer.send(numbered(3, 100), header=vxlan_header(kit.vni, flags=0))  # no I flag
+            kit.peer.send(
+                numbered(4, 100), header=bytes([0x08 | 0x80, 1, 2, 3]) + header[4:7] + b"\xff"
+            )
+        kit.send_frames([numbered(5, 100)])
+        run_until(loop, lambda: rec.frames, "the peer's frame")
+        run_for(loop, 0.1)
+        if kit.vni is not None:
+            # reserved bits are ignored; another VNI, a missing I flag, a stranger are not
+            assert rec.frames == [numbered(4, 100), numbered(5, 100)]
+            assert (kit.port.bad_header, kit.port.foreign) == (2, 1)
+        else:
+            assert rec.frames == [numbered(5, 100)]  # the kernel filters a connected socket
+    finally:
+        stranger.close()
+
+
+def test_udp_peer_gone_is_seen_and_heard_again(loop):
+    kit = UdpKit(loop)
+    rec = Recorder()
+    kit.port.owner = rec
+    rec.port = kit.port
+    kit.port.start()
+    try:
+        kit.send_frames([numbered(1, 64)])
+        run_until(loop, lambda: kit.port.connected, "the peer to be heard")
+        port_no = kit.peer.port
+        kit.peer.close()  # the qemu router stops: its port is closed
+        for i in range(5):
+            rec.send([numbered(10 + i, 64)])
+            run_for(loop, 0.05)
+        run_until(loop, lambda: not kit.port.connected, "ICMP port unreachable to be seen")
+        assert kit.port.up and kit.port.refused >= 1
+        kit.peer = FakeDgram(kit.local[0], port_no)  # it is back
+        kit.peer.xcon_addr = kit.local
+        kit.send_frames([numbered(20, 64)])
+        run_until(loop, lambda: kit.port.connected, "the peer to be heard again")
+        rec.send([numbered(21, 64)])
+        kit.peer.wait_frames(1)
+        assert kit.peer.frames == [numbered(21, 64)]
+    finally:
+        kit.port.close()
+        kit.close()
