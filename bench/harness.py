@@ -217,9 +217,16 @@ class Relay:
         return None
 
     def start(self, mode: str, args: list[str], netns: str | None = None) -> None:
-        """mode p2p: ``args`` are xcon link specs; hub: xcon endpoints; tap: xcon args.
+        """mode p2p: ``args`` are xcon link specs; hub: xcon endpoints; tap: xcon args;
+        socat: socat's whole argument list (its own addresses, datagram links).
         ``netns``: run the relay inside that network namespace."""
         if self.kind == "direct":
+            return
+        if self.kind == "socat" and mode == "socat":
+            cmd = ["socat", *args]
+            if netns:
+                cmd = ["ip", "netns", "exec", netns, *cmd]
+            self.procs.append(spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             return
         if self.kind in ("splice", "socat"):
             if mode != "p2p" or len(args) != 1 or ":" in args[0].split("--")[1]:

@@ -114,6 +114,8 @@ def table(rows: list[Row]) -> str:
             extra += f" active={r.get('active_links', 0):.0f}/{r['links']}"
         if r["group"] == "vlan":
             extra += " tags ok" if r.get("tags_ok") else " TAGS WRONG"
+        for ld in r.get("loads") or []:
+            extra += f" | {ld['lost']:.0f} lost at {_rate(ld['offered_fps'])} offered"
         lines.append(
             f"{r['scenario']:<17} {r['relay']:<12} {_rate(r.get('fps')):>9} "
             f"{_f(r.get('gbps')):>7} {_f(r.get('cpu_pct'), '{:.0f}'):>5} {mem:>12} "
@@ -234,6 +236,29 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                     False,
                     "µs",
                 )
+    for size in (64, 1500):
+        u = _find(rows, f"unix-{size}", "xcon-unix")
+        if u:
+            add(
+                f"unix-stream link {size} B frames/s ≥ 1.0× TCP link (median of pair ratios)",
+                (u.get("ratios") or {}).get("xcon-tcp"),
+                1.0,
+                True,
+                "×",
+            )
+    if _find(rows, "udp-64", "socat"):
+        add("UDP↔UDP link 64 B frames/s ≥ 2× socat", ratio("udp-64", "socat"), 2.0, True, "×")
+    for scn, what in (("udp-64", "UDP↔UDP 64 B"), ("vxlan-1500", "TCP↔VXLAN 1500 B")):
+        x = _find(rows, scn, "xcon")
+        for ld in (x or {}).get("loads") or []:
+            if ld.get("under_capacity"):
+                add(
+                    f"{what}: 0 lost at {ld['offered_fps']:,.0f} frames/s offered (under capacity)",
+                    ld["lost"],
+                    0,
+                    False,
+                    " lost",
+                )
     one, many = _find(rows, "links-1", "xcon"), _find(rows, "links-500", "xcon")
     if one:
         add("RSS (VmHWM) with 1 link ≤ 40 MB", one.get("hwm_mib"), 40, False, "MiB")
@@ -312,7 +337,10 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib missing: no PNG (pip install -e '.[bench]')", file=sys.stderr)
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    ends = [r for r in rows if r["group"] in ENDS_GROUPS and r["status"] == "ok"]
+    fig, axes = plt.subplots(1, 4 if ends else 3, figsize=(24 if ends else 18, 5.5))
+    if ends:
+        _ends_panel(axes[3], ends)
     ax = axes[0]
     for r in rows:
         if r["scenario"] == "p2p-1500" and r["status"] == "ok" and r.get("load_cdf"):
@@ -355,6 +383,31 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
     fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
+
+
+ENDS_GROUPS = ("unix", "udp", "vxlan")
+
+
+def _ends_panel(ax: Any, ends: list[Row]) -> None:
+    """Frames/s of the links between other kinds of end, each scenario with its baselines."""
+    x = 0.0
+    labels: list[str] = []
+    colors: dict[str, str] = {}
+    palette = ["tab:gray", "tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"]
+    ticks: list[float] = []
+    for scn in dict.fromkeys(r["scenario"] for r in ends):
+        for r in (r for r in ends if r["scenario"] == scn):
+            color = colors.setdefault(r["relay"], palette[len(colors) % len(palette)])
+            ax.bar(x, r["fps"] / 1e6, 0.8, color=color)
+            ticks.append(x)
+            labels.append(f"{scn}\n{r['relay']}")
+            x += 1
+        x += 0.6
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=7, rotation=60, ha="right")
+    ax.set_yscale("log")
+    ax.set_title("link ends: frame rate (Mframes/s), saturated")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
 
 
 def main(argv: list[str] | None = None) -> int:

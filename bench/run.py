@@ -23,6 +23,9 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "down",
     "flood",
     "tap",
+    "unix",
+    "udp",
+    "vxlan",
     "engines",
     "qemu",
     "qemu-bridged",
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += flood.run(s, progress)
             elif name == "tap":
                 rows += scenarios.tap(s, progress)
+            elif name in ("unix", "udp", "vxlan"):
+                from bench import ends
+
+                rows += getattr(ends, name)(s, progress)
             elif name == "engines":
                 rows += scenarios.engines(s, progress)
             elif name in ("qemu", "qemu-bridged"):

@@ -80,6 +80,25 @@ def fresh(r: Relay) -> Relay:
 
 
 # -- one measurement --------------------------------------------------------------------------
+@dataclass
+class Wiring:
+    """Who connects where, for scenarios other than TCP p2p/hub (``run_flow(wiring=...)``).
+
+    ``relay_args``: per relay kind, what ``Relay.start(mode, args)`` gets (``mode`` is
+    ``p2p`` for xcon, ``socat`` for socat's whole argument list); ``direct_send``: the
+    sender's endpoints when there is no relay; ``*_netns``: where each process runs."""
+
+    send_eps: list[str]
+    recv_eps: list[str]
+    relay_args: dict[str, tuple[str, list[str]]]
+    direct_send: list[str]
+    n_tx: int = 1
+    n_rx: int = 1
+    tx_netns: str | None = None
+    rx_netns: str | None = None
+    relay_netns: str | None = None
+
+
 def run_flow(
     relay: Relay,
     s: Settings,
@@ -94,15 +113,29 @@ def run_flow(
     hub_ports: int = 3,
     record: bool = False,
     duration: float | None = None,
+    wiring: Wiring | None = None,
 ) -> tuple[Row, np.ndarray]:
     """Sender peer -> relay -> receiver peer; returns metrics and the delay sample (ns)."""
     relay = fresh(relay)
     sh, rh = hosts()
-    if relay.kind == "direct":
+    tx_ns = rx_ns = relay_ns = None
+    args: list[str]
+    if wiring is not None:
+        n_tx, n_rx = wiring.n_tx, wiring.n_rx
+        recv_eps = wiring.recv_eps
+        tx_ns, rx_ns, relay_ns = wiring.tx_netns, wiring.rx_netns, wiring.relay_netns
+        if relay.kind == "direct":
+            send_eps, args = wiring.direct_send, []
+        else:
+            if relay.kind not in wiring.relay_args:
+                raise NotAvailable(f"{relay.name} cannot relay this link")
+            send_eps = wiring.send_eps
+            mode, args = wiring.relay_args[relay.kind]
+    elif relay.kind == "direct":
         n_rx = nlinks
         send_eps = [f"c:{rh}:{10001 + k}:s" for k in range(nlinks)]
         recv_eps = [f"L:{rh}:10001:{nlinks}:r"]
-        args: list[str] = []
+        args = []
     elif mode == "hub":
         n_rx = hub_ports - 1
         send_eps = [f"l:{sh}:10001:s"]
@@ -121,17 +154,18 @@ def run_flow(
             else:
                 args.append(f"{sh}/{k + 1}--{rh}/{k + 1}")
     buf = 64 if nlinks > 8 else None
-    n_tx = 1 if mode == "hub" else nlinks
+    if wiring is None:
+        n_tx = 1 if mode == "hub" else nlinks
     rx = tx = None
     try:
-        rx = Peer(recv_eps, size=size, record=record, buf_kib=buf)
+        rx = Peer(recv_eps, size=size, record=record, buf_kib=buf, netns=rx_ns)
         rx.wait("ready", 5)
         if relay.kind == "direct":
-            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf)
+            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf, netns=tx_ns)
         else:
-            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf)
+            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf, netns=tx_ns)
             tx.wait("ready", 5)
-            relay.start(mode, args)
+            relay.start(mode, args, netns=relay_ns)
         setup = 10 + nlinks * 0.05
         tx.wait_up(n_tx, setup)
         rx.wait_up(n_rx, setup)
