@@ -6,7 +6,7 @@ dynamips speak: each datagram is one whole frame, with no header.  The socket
 is bound to the local port and *connected* to the remote one, so the kernel
 delivers only the peer's datagrams (qemu sends from the port it receives on).
 
-``vxlan:REMOTE[:PORT]/VNI[@LPORT]`` is RFC 7348: an 8-byte header (flags
+``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]`` is RFC 7348: an 8-byte header (flags
 ``0x08``, the 24-bit VNI) before the frame, sent with UDP checksum 0 over
 IPv4 (as Linux's VXLAN devices do; both are accepted on receive; on IPv6 a checksum is sent, as IPv6 requires by default, and a
 zero one accepted).  A VTEP sends from any source port (Linux hashes the inner flow
