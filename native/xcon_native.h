@@ -21,7 +21,7 @@
 
 /* Bumped on every change of the functions below; xcon/native.py refuses a
  * compiled module built from other sources. */
-#define XCON_API_VERSION 2
+#define XCON_API_VERSION 3
 
 #define XCON_MAX_FRAME 69632
 #define XCON_HDR_LEN 4
@@ -37,6 +37,17 @@
 /* read_frames(): default cap on frames per call, so one busy fd cannot
  * starve the others. */
 #define XCON_READ_BATCH 1024
+
+/* recv_datagrams(): a receive slot takes a datagram of up to XCON_MAX_DGRAM
+ * bytes after its header (UDP's largest payload fits), behind room for the
+ * length prefix, so no datagram is ever cut. */
+#define XCON_MAX_DGRAM 65535
+
+/* recv/send_datagrams(): messages per recvmmsg/sendmmsg call at most. */
+#define XCON_DGRAM_BATCH 64
+
+/* recv/send_datagrams(): the longest header before a datagram's frame. */
+#define XCON_MAX_PREFIX 64
 
 /*
  * Results go to out[]: a caller-owned array of XCON_OUT_LEN size_t, one per
@@ -61,5 +72,18 @@ int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
 
 /* out: [0] consumed, [1] nframes, [2] ndropped. Returns 0 or an errno. */
 int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
+
+/* out: [0] written position, [1] nframes, [2] bad_header, [3] foreign, [4] truncated.
+ * expect/mask: prefix_len bytes each; peer: peer_len (0, 4 or 16) bytes.
+ * Returns 0 or an errno. */
+int xcon_recv_datagrams(int fd, uint8_t *buf, size_t start, size_t end, size_t max_count,
+                        const uint8_t *expect, const uint8_t *mask, size_t prefix_len,
+                        const uint8_t *peer, size_t peer_len, size_t out[]);
+
+/* out: [0] consumed, [1] nframes, [2] ndropped. addr: a sockaddr of addrlen
+ * bytes, addrlen 0 for a connected socket. Returns 0 or an errno. */
+int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
+                        const uint8_t *prefix, size_t prefix_len,
+                        const uint8_t *addr, size_t addrlen, size_t out[]);
 
 #endif

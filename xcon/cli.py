@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LINK",
         help="point-to-point links END--END; an END is HOST/N[:VID] (qemu NIC N, TCP port "
         "10000+N; ':VID' makes that side an access port of VLAN VID), tcp:HOST:PORT, "
-        "unix:PATH, udp:RHOST:RPORT@[LHOST:]LPORT, vxlan:REMOTE[:PORT]/VNI[@LPORT], "
+        "unix:PATH, udp:RHOST:RPORT@[LHOST:]LPORT, vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT], "
         "tap:NAME, raw:IFNAME, listen:[HOST:]PORT or listen:unix:PATH; may be repeated",
     )
     mode.add_argument(

@@ -31,7 +31,7 @@ and without a trailing dot.
 ``tcp:HOST:PORT``                  a qemu stream NIC on any TCP port (client, reconnecting)
 ``unix:PATH``                      a qemu ``-netdev stream`` unix socket (client, reconnecting)
 ``udp:RHOST:RPORT@[LHOST:]LPORT``  one frame per UDP datagram (qemu ``dgram``, ubridge)
-``vxlan:REMOTE[:PORT]/VNI[@LPORT]``  RFC 7348 VXLAN to another host (default port 4789)
+``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]``  RFC 7348 VXLAN to another host (port 4789)
 ``tap:NAME``                       a tap device xcon creates
 ``raw:IFNAME``                     an existing interface, through a packet socket
 ``listen:[HOST:]PORT``             xcon plays the qemu NIC: one TCP client at a time
@@ -165,12 +165,13 @@ class UdpEnd:
 
 @dataclass(frozen=True)
 class VxlanEnd:
-    """``vxlan:REMOTE[:PORT]/VNI[@LPORT]``: RFC 7348 VXLAN (UDP, 8-byte header)."""
+    """``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]``: RFC 7348 VXLAN (UDP, 8-byte header)."""
 
     remote: str
     vni: int
     port: int = VXLAN_PORT
     local_port: int = VXLAN_PORT
+    local_host: str = ""
 
     kind: ClassVar[str] = "vxlan"
     vid: ClassVar[int | None] = None
@@ -184,7 +185,9 @@ class VxlanEnd:
         if self.port != VXLAN_PORT:
             text += f":{self.port}"
         text += f"/{self.vni}"
-        if self.local_port != self.port:
+        if self.local_host:
+            text += f"@{_shown(self.local_host)}:{self.local_port}"
+        elif self.local_port != self.port:
             text += f"@{self.local_port}"
         return text
 
@@ -476,7 +479,7 @@ def _local_port(lp: str, text: str) -> tuple[str, int]:
 def _vxlan(rest: str, text: str) -> VxlanEnd:
     remote, sep, tail = rest.rpartition("/")
     if not sep or not remote:
-        raise SpecError(f"{text!r}: expected vxlan:REMOTE[:PORT]/VNI[@LOCALPORT]")
+        raise SpecError(f"{text!r}: expected vxlan:REMOTE[:PORT]/VNI[@[LOCALHOST:]LOCALPORT]")
     vni_text, at, local = tail.partition("@")
     vni = bounded_int(vni_text, 0, MAX_VNI)
     if vni is None:
@@ -484,9 +487,9 @@ def _vxlan(rest: str, text: str) -> VxlanEnd:
     if remote.startswith("[") and remote.endswith("]") or ":" not in remote:
         host, port = _host(remote, text), VXLAN_PORT
     else:
-        host, port = _host_port(remote, text, "vxlan:REMOTE[:PORT]/VNI[@LOCALPORT]")
-    local_port = _port(local, text) if at else port
-    return VxlanEnd(host, vni, port, local_port)
+        host, port = _host_port(remote, text, "vxlan:REMOTE[:PORT]/VNI[@[LOCALHOST:]LOCALPORT]")
+    local_host, local_port = _local_port(local, text) if at else ("", port)
+    return VxlanEnd(host, vni, port, local_port, local_host)
 
 
 def _unix_path(path: str, text: str) -> str:

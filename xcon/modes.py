@@ -65,7 +65,9 @@ def make_port(engine: Engine, end: End) -> Port:
     if isinstance(end, UdpEnd):
         return DatagramPort(engine, name, end.remote, end.port, end.local_port, end.local_host)
     if isinstance(end, VxlanEnd):
-        return DatagramPort(engine, name, end.remote, end.port, end.local_port, vni=end.vni)
+        return DatagramPort(
+            engine, name, end.remote, end.port, end.local_port, end.local_host, vni=end.vni
+        )
     if isinstance(end, TapEnd):
         return TapPort(engine, end.name)
     if isinstance(end, RawEnd):

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import struct
+from collections.abc import Iterator
 
 import pytest
 
 from xcon import native
-from xcon.native import NEED_DATA, Backend
+from xcon.native import DGRAM_BATCH, NEED_DATA, Backend
 
 BATCH_BYTES = 256 * 1024
 VID = 100
@@ -88,3 +90,41 @@ def test_scan_call_overhead(benchmark, be: Backend) -> None:
     record(benchmark, "scan", 64, be, 1)
     benchmark.group = "scan 1 frame (call overhead)"
     assert benchmark(be.scan, buf, 0, end) == (end, 1, NEED_DATA)
+
+
+@pytest.fixture
+def udp_link() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(rx, tx): loopback UDP sockets connected to each other, buffers for a batch."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (rx, tx):
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        s.bind(("127.0.0.1", 0))
+    rx.connect(tx.getsockname())
+    tx.connect(rx.getsockname())
+    yield rx, tx
+    rx.close()
+    tx.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_datagrams(benchmark, be: Backend, size: int, udp_link) -> None:
+    """A batch of DGRAM_BATCH frames over loopback UDP: one send_datagrams,
+    then one recv_datagrams into a port's 256 KiB buffer (room for 4 slots
+    of a largest datagram at a time, so several recvmmsg calls)."""
+    rx, tx = udp_link
+    head = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
+    one = struct.pack(">I", size) + (head + _fill)[:size]
+    src = one * DGRAM_BATCH
+    dst = bytearray(BATCH_BYTES)
+    record(benchmark, "datagrams", size, be, DGRAM_BATCH)
+
+    def round_trip() -> tuple[int, int]:
+        sent = be.send_datagrams(tx.fileno(), src, 0, len(src))
+        got = be.recv_datagrams(rx.fileno(), dst, 0, len(dst), 1024)
+        return sent[1], got[1]
+
+    assert benchmark(round_trip) == (DGRAM_BATCH, DGRAM_BATCH)
+    assert dst[: len(src)] == src

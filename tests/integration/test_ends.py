@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from tests.conftest import endpoint, new_host
+from xcon.testing.fakedgram import FakeDgram
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import (
     RESERVED,
@@ -159,3 +160,76 @@ def test_unknown_unix_path_waits_and_comes_up(peers, xcon, sockdir):
         assert xc.terminate() == 0
     finally:
         b.stop()
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def test_udp_end_linked_to_a_tcp_router_and_health(peers, xcon):
+    a = peers()
+    host = new_host()
+    d = FakeDgram(host, 0)
+    try:
+        lport = free_udp_port(host)
+        d.xcon_addr = (host, lport)
+        xc = xcon("--p2p", f"{endpoint(a)}--udp:{host}:{d.port}@{host}:{lport}")
+        # bound, nothing heard yet: ready, not connected
+        xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+        both_ways(a, d, n=50, size=1400)
+        xc.wait_health("0", contains="All 2 sockets connected")
+        assert xc.terminate() == 0
+    finally:
+        d.close()
+
+
+def test_two_xcons_joined_by_vxlan_carry_a_link(peers, xcon):
+    """Two routers, each with its own xcon, one VXLAN tunnel between the xcons."""
+    a, b = peers(), peers()
+    ha, hb = new_host(), new_host()
+    pa, pb = free_udp_port(ha), free_udp_port(hb)
+    # each xcon sends from its own address (a VTEP keeps what comes from its remote)
+    xa = xcon("--p2p", f"{endpoint(a)}--vxlan:{hb}:{pb}/77@{ha}:{pa}")
+    xb = xcon("--p2p", f"{endpoint(b)}--vxlan:{ha}:{pa}/77@{hb}:{pb}")
+    xa.wait_health("0")
+    xb.wait_health("0")
+    both_ways(a, b, n=100, size=1500)
+    jumbo = [numbered(i, 9000) for i in range(5)]
+    a.clear()
+    b.clear()
+    a.send_frames(jumbo)
+    b.wait_frames(5)
+    assert b.frames == jumbo
+    xa.wait_health("0", contains="All 2 sockets connected")
+    assert xa.terminate() == 0 and xb.terminate() == 0
+
+
+def test_hub_of_mixed_ends(peers, xcon, sockdir):
+    a = peers()
+    path = os.path.join(sockdir, "h.sock")
+    u = FakeQemu(path=path).start()
+    host = new_host()
+    d = FakeDgram(host, 0)
+    try:
+        lport = free_udp_port(host)
+        d.xcon_addr = (host, lport)
+        xc = xcon("--hub", endpoint(a), f"unix:{path}", f"udp:{host}:{d.port}@{host}:{lport}")
+        xc.wait_health("0", contains="Ready: 2 of 3 sockets connected")
+        f1, f2, f3 = ether(b"from-a" * 10), ether(b"from-u" * 10), ether(b"from-d" * 10)
+        a.send(f1)
+        u.wait_frames(1)
+        d.wait_frames(1)
+        u.send(f2)
+        d.send(f3)
+        a.wait_frames(2)
+        u.wait_frames(2)
+        assert u.frames == [f1, f3]
+        assert sorted(a.frames) == sorted([f2, f3])
+        d.wait_frames(2)
+        assert d.frames == [f1, f2]
+        assert xc.terminate() == 0
+    finally:
+        u.stop()
+        d.close()

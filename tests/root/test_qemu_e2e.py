@@ -13,10 +13,12 @@ Addresses exist only inside the namespaces made here.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -59,7 +61,12 @@ class Lab:
         return name
 
     def router(
-        self, role: str, host: str | None = None, nic: int = 1, run_netns: str | None = None
+        self,
+        role: str,
+        host: str | None = None,
+        nic: int = 1,
+        run_netns: str | None = None,
+        netdev: str | None = None,
     ) -> QemuRouter:
         """A started qemu router whose tap is in a new namespace ``role`` at subnet.N/24."""
         n = len(self.routers) + 1
@@ -73,6 +80,7 @@ class Lab:
             address=f"{self.subnet}.{n}/24",
             mac=f"02:58:{self.tag[:2]}:{self.tag[2:4]}:{self.tag[4:]}:{n:02x}",
             run_netns=run_netns,
+            netdev=netdev,
         )
         self.routers.append(r)
         r.start()
@@ -356,3 +364,75 @@ def test_tap_listen_against_qemu_router(lab):
     assert back.received >= 20, back.output
     assert xc.terminate() == 0
     assert tap.terminate() == 0
+
+
+# -- other kinds of NIC: qemu stream (unix socket) and dgram (UDP) ------------------------
+
+
+def iperf3(lab: Lab, server: QemuRouter, client: QemuRouter, seconds: int = 2) -> float:
+    """TCP through the link with iperf3; returns the bits/s the receiver counted."""
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-B", server.ip],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        r = subprocess.run(
+            ["ip", "netns", "exec", client.netns, "iperf3", "-J", "-c", server.ip]
+            + ["-t", str(seconds), "--connect-timeout", "3000"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+        return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+need_iperf3 = pytest.mark.skipif(
+    shutil.which("iperf3") is None, reason="iperf3 not found (Debian package iperf3)"
+)
+
+
+@need_iperf3
+def test_stream_router_on_a_unix_socket(lab, record_property):
+    path = str(lab.tmp / "rb-nic1.sock")
+    ra = lab.router("ra")
+    rb = lab.router("rb", netdev=f"stream,server=on,addr.type=unix,addr.path={path}")
+    xc = lab.xcon("--p2p", f"{ra.endpoint}--unix:{path}")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_ping(ra.netns, rb.ip, timeout=10)
+    bps = iperf3(lab, rb, ra)
+    report(record_property, lab, "unix_stream_iperf3_mbps", round(bps / 1e6))
+    assert bps > 1e6
+    # the stream router restarts: xcon reconnects to its new socket
+    rb.stop()
+    xc.wait_health("1", contains="only 1 connected")
+    rb.start()
+    xc.wait_health("0", contains="All 2 sockets connected", timeout=10)
+    wait_ping(ra.netns, rb.ip, timeout=10)
+    assert xc.terminate() == 0
+
+
+@need_iperf3
+def test_dgram_router_over_udp(lab, record_property):
+    host = lab.loopback + ".9"
+    rb_port, xcon_port = 40000 + random.randrange(1000), 41000 + random.randrange(1000)
+    ra = lab.router("ra")
+    rb = lab.router(
+        "rb",
+        netdev=f"dgram,local.type=inet,local.host={host},local.port={rb_port},"
+        f"remote.type=inet,remote.host={host},remote.port={xcon_port}",
+    )
+    xc = lab.xcon("--p2p", f"{ra.endpoint}--udp:{host}:{rb_port}@{host}:{xcon_port}")
+    xc.wait_health("0")
+    wait_ping(ra.netns, rb.ip, timeout=10)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    bps = iperf3(lab, rb, ra)
+    report(record_property, lab, "udp_dgram_iperf3_mbps", round(bps / 1e6))
+    assert bps > 1e6
+    assert xc.terminate() == 0

@@ -198,6 +198,7 @@ def test_idna_name_and_its_ascii_form_are_one_nic():
         ("vxlan:hostb:14789/100", VxlanEnd("hostb", 100, 14789, 14789)),
         ("vxlan:[2001:db8::7]:4789/16777215@4790", VxlanEnd("2001:db8::7", 16777215, 4789, 4790)),
         ("vxlan:[2001:db8::7]/0", VxlanEnd("2001:db8::7", 0)),
+        ("vxlan:10.0.0.2/5@10.0.0.1:4790", VxlanEnd("10.0.0.2", 5, 4789, 4790, "10.0.0.1")),
         ("tap:lab0", TapEnd("lab0")),
         ("raw:eth1", RawEnd("eth1")),
         ("listen:10001", ListenEnd(10001)),

@@ -17,22 +17,27 @@ wrapped in a :class:`TransportStream`, instead of a socket read by the loop:
   ``resume_writing`` arrives exactly when the transport has drained, and the
   port then releases the bytes and tells the bridge it may go on.
 
-Everything that is not a stream (timers, signals, tap and packet sockets,
-connects in progress) uses the same small interface as the epoll engine:
-``register(fd, handler, mask)`` maps onto ``add_reader``/``add_writer``.
+Everything that is not a stream (tap and packet sockets, datagram sockets,
+listening sockets, connects in progress) uses the same small interface as the
+epoll engine, ``register(fd, handler, mask)``, and the same epoll semantics:
+those descriptors are in an epoll set of this engine's own, which the loop
+watches as one readable descriptor (each readiness runs one ``epoll_wait(0)``
+and dispatches).  Not ``add_reader``/``add_writer``: libuv treats ``EPOLLERR``
+on a watched descriptor as fatal and silently stops watching it, so a UDP
+socket's ICMP error or a packet socket's "network down" would leave the port
+deaf; here errors reach the port, as on the epoll engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from xcon.engines import (
     QUICKACK_BELOW,
-    READ,
-    WRITE,
     EngineUnavailable,
     Handler,
     StreamEvents,
@@ -45,7 +50,7 @@ __all__ = ["AsyncioEngine", "EngineUnavailable", "TransportStream"]
 
 
 class AioRegistration:
-    """An fd watched with add_reader/add_writer; mirrors the epoll Registration."""
+    """An fd in the engine's own epoll set; mirrors the epoll Registration."""
 
     __slots__ = ("engine", "fd", "handler", "mask")
 
@@ -53,27 +58,23 @@ class AioRegistration:
         self.engine = engine
         self.fd = fd
         self.handler = handler
-        self.mask = 0
-        self.set(mask)
+        self.mask = mask
+        engine._fds.register(fd, mask)
+        engine._handlers[fd] = handler
 
     def set(self, mask: int) -> None:
-        loop, fd, old = self.engine.loop, self.fd, self.mask
-        if mask == old:
-            return
-        if (mask ^ old) & READ:
-            if mask & READ:
-                loop.add_reader(fd, self.handler.handle_event, READ)
-            else:
-                loop.remove_reader(fd)
-        if (mask ^ old) & WRITE:
-            if mask & WRITE:
-                loop.add_writer(fd, self.handler.handle_event, WRITE)
-            else:
-                loop.remove_writer(fd)
-        self.mask = mask
+        if mask != self.mask:
+            self.engine._fds.modify(self.fd, mask)
+            self.mask = mask
 
     def close(self) -> None:
-        self.set(0)
+        engine = self.engine
+        if engine._handlers.get(self.fd) is self.handler:
+            del engine._handlers[self.fd]
+            try:
+                engine._fds.unregister(self.fd)
+            except (OSError, ValueError):
+                pass
 
 
 class _Transport(Protocol):
@@ -203,10 +204,22 @@ class AsyncioEngine:
             self.loop = asyncio.new_event_loop()
             self.name = "asyncio"
         self._signals: list[int] = []
+        # Descriptors a port drives itself live in an epoll set of their own,
+        # watched by the loop as one readable descriptor (see the module docstring).
+        self._fds = select.epoll()
+        self._handlers: dict[int, Handler] = {}
+        self.loop.add_reader(self._fds.fileno(), self._dispatch)
 
     # -- file descriptors ------------------------------------------------------------
     def register(self, fd: int, handler: Handler, mask: int) -> AioRegistration:
         return AioRegistration(self, fd, handler, mask)
+
+    def _dispatch(self) -> None:
+        handlers = self._handlers
+        for fd, ev in self._fds.poll(0, 256):
+            h = handlers.get(fd)
+            if h is not None:
+                h.handle_event(ev)
 
     def open_stream(self, sock: socket.socket, events: StreamEvents) -> None:
         proto = TransportStream(events)
@@ -250,6 +263,9 @@ class AsyncioEngine:
         self.loop.run_forever()
 
     def close(self) -> None:
+        self.loop.remove_reader(self._fds.fileno())
+        self._fds.close()
+        self._handlers.clear()
         for signum in self._signals:
             self.loop.remove_signal_handler(signum)
         self._signals.clear()

@@ -95,6 +95,58 @@ Functions (offsets are absolute positions in the buffers):
     are dropped: skipped, counted in ``ndropped``, writing goes on. EINTR is
     retried.
 
+``recv_datagrams(fd, buf, start, end, max_count, prefix_len=0, expect=b"", mask=b"",
+peer=None) -> (pos, nframes, err, (bad_header, foreign, truncated))``
+    For a datagram socket carrying one Ethernet frame per datagram (UDP as
+    qemu's ``-netdev dgram``, VXLAN): receive datagrams in batches
+    (``recvmmsg``, at most :data:`DGRAM_BATCH` a call) and store the frames
+    from ``start`` as contiguous length-prefixed frames; ``pos`` is the end
+    of the last. Each datagram gets a slot of 4 + :data:`MAX_DGRAM` bytes in
+    ``buf[pos:end]`` (so it is never cut), the frames kept are moved down
+    behind each other; the bytes from ``pos`` to ``end`` are scratch
+    afterwards. Receiving goes on while a slot's room remains and fewer than
+    ``max_count`` frames were kept. A datagram whose first ``prefix_len``
+    bytes (at most :data:`MAX_PREFIX`) are a header stores only what follows
+    it. Dropped and counted, in this order: foreign (``peer`` given, 4 bytes
+    of IPv4 or 16 of IPv6 address, and the source address is another: the
+    port is not compared, an IPv4-mapped IPv6 source matches its IPv4
+    address, a source that is not IP never matches), truncated (longer than
+    its slot: ``MSG_TRUNC``), bad header (shorter than ``prefix_len`` + 14,
+    which includes empty frames, or a header byte ``i`` with
+    ``hdr[i] & mask[i] != expect[i]``; ``expect`` and ``mask`` are
+    ``prefix_len`` bytes long, ValueError otherwise). For VXLAN:
+    ``prefix_len=8``, ``expect=08 00 00 00 V V V 00``,
+    ``mask=08 00 00 00 ff ff ff 00`` (I flag and VNI checked, reserved bits
+    ignored). ``err`` is 0 when the socket ran dry (EAGAIN), the frame cap or
+    the room was reached; ``ENOBUFS`` when there was no room for even one
+    slot (nothing read); otherwise the errno of the failed receive, the
+    frames before it kept: ``ECONNREFUSED`` on a connected UDP socket is an
+    ICMP port unreachable (the peer is gone; the error is reported once, the
+    datagrams waiting behind it come with the next call). EINTR is retried.
+    The socket is read with ``MSG_DONTWAIT``, so a blocking one does not
+    block.
+
+``send_datagrams(fd, buf, start, end, prefix=b"", addr=None)
+-> (consumed_pos, nframes, ndropped, err)``
+    Send each complete frame of ``buf[start:end]`` as one datagram,
+    ``prefix + frame`` (``prefix`` at most :data:`MAX_PREFIX` bytes), in
+    batches (``sendmmsg``, at most :data:`DGRAM_BATCH` a call). ``addr`` is
+    None on a connected socket, or the destination: ``(host, port)`` with a
+    literal IPv4 or IPv6 address, ``(host, port, flowinfo, scope_id)`` with a
+    literal IPv6 one (names are not looked up; anything else raises
+    ValueError). Stops at an incomplete trailing frame (err 0), at EAGAIN
+    (err 0, ``consumed_pos`` is the header of the first frame that did not
+    go, so the caller retries from there), or at an error of the socket
+    (err = errno, ``consumed_pos`` at the failed frame). Errors that reject
+    one datagram and not the socket (EMSGSIZE, ENOBUFS, EINVAL, ECONNREFUSED:
+    an ICMP error from an earlier datagram, EHOSTUNREACH, ENETUNREACH,
+    EPERM: a firewall) and frames with a zero or above-limit length are
+    dropped: skipped, counted in ``ndropped``, sending goes on. A datagram
+    that fails after others of the same ``sendmmsg`` call went is tried
+    again as the first of the next call (the kernel reports no errno for
+    it), and the Python backend does the same. EINTR is retried; the socket
+    is written with ``MSG_DONTWAIT | MSG_NOSIGNAL``.
+
 """
 
 from __future__ import annotations
@@ -103,7 +155,10 @@ import os
 
 from xcon.native import backend_python
 from xcon.native.abi import (
+    DGRAM_BATCH,
+    MAX_DGRAM,
     MAX_FRAME,
+    MAX_PREFIX,
     NEED_DATA,
     READ_BATCH,
     READ_EOF,
@@ -114,7 +169,10 @@ from xcon.native.abi import (
 
 __all__ = [
     "BACKEND",
+    "DGRAM_BATCH",
+    "MAX_DGRAM",
     "MAX_FRAME",
+    "MAX_PREFIX",
     "NEED_DATA",
     "READ_BATCH",
     "READ_EOF",
@@ -123,7 +181,9 @@ __all__ = [
     "Backend",
     "load_backend",
     "read_frames",
+    "recv_datagrams",
     "scan",
+    "send_datagrams",
     "vlan_insert",
     "vlan_strip",
     "write_frames",
@@ -170,3 +230,5 @@ vlan_strip = _selected.vlan_strip
 vlan_insert = _selected.vlan_insert
 read_frames = _selected.read_frames
 write_frames = _selected.write_frames
+recv_datagrams = _selected.recv_datagrams
+send_datagrams = _selected.send_datagrams

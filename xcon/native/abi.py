@@ -9,15 +9,21 @@ refused at import when they differ).
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
+import socket
+import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from xcon.limits import FRAME_HEADER, MAX_FRAME
 
 __all__ = [
+    "DGRAM_BATCH",
     "FRAME_HEADER",
+    "MAX_DGRAM",
     "MAX_FRAME",
+    "MAX_PREFIX",
     "NEED_DATA",
     "READ_BATCH",
     "READ_EOF",
@@ -27,7 +33,7 @@ __all__ = [
 ]
 
 #: Bumped with ``XCON_API_VERSION`` in ``native/xcon_native.h``.
-API_VERSION = 2
+API_VERSION = 3
 
 # scan() status: why the walk stopped.
 NEED_DATA = 0
@@ -47,6 +53,31 @@ VID_MASK = 0x0FFF
 #: write_frames(): errors that reject one frame, not the device.
 WRITE_FRAME_REJECTED = frozenset({errno.EMSGSIZE, errno.EINVAL, errno.ENOBUFS})
 
+#: recv_datagrams(): the largest datagram payload a receive slot takes whole
+#: (UDP's largest is 65507 bytes over IPv4, 65527 over IPv6).
+MAX_DGRAM = 65535
+#: recv_datagrams(): room one receive slot needs (length prefix + datagram).
+DGRAM_SLOT = FRAME_HEADER + MAX_DGRAM
+#: Datagrams per recvmmsg/sendmmsg call at most.
+DGRAM_BATCH = 64
+#: The longest header a datagram may carry before its frame (VXLAN's is 8).
+MAX_PREFIX = 64
+#: send_datagrams(): errors that reject one datagram, not the socket (an ICMP
+#: error from an earlier datagram, no route, a firewall, too big, no memory).
+DGRAM_REJECTED = frozenset(
+    {
+        errno.EMSGSIZE,
+        errno.ENOBUFS,
+        errno.EINVAL,
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EPERM,
+    }
+)
+#: ``::ffff:0:0/96``, the IPv4-mapped IPv6 addresses.
+V4_MAPPED = bytes(10) + b"\xff\xff"
+
 ReadableBuffer = bytes | bytearray | memoryview | mmap.mmap
 WritableBuffer = bytearray | memoryview | mmap.mmap
 
@@ -55,10 +86,14 @@ StripResult = tuple[int, int, int, tuple[int, int, int]]
 InsertResult = tuple[int, int, int, tuple[int, int]]
 ReadResult = tuple[int, int, int]
 WriteResult = tuple[int, int, int, int]
+RecvResult = tuple[int, int, int, tuple[int, int, int]]
+SendResult = tuple[int, int, int, int]
 
 #: Drop reasons of the VLAN rewrites, in the order of their counter tuples.
 STRIP_DROPS = ("untagged", "other_vlan", "runt")
 INSERT_DROPS = ("too_big", "runt")
+#: Drop reasons of recv_datagrams(), in the order of its counter tuple.
+DGRAM_DROPS = ("bad_header", "foreign", "truncated")
 
 
 class Backend(NamedTuple):
@@ -70,6 +105,8 @@ class Backend(NamedTuple):
     vlan_insert: Callable[[ReadableBuffer, int, int, int, WritableBuffer, int, int], InsertResult]
     read_frames: Callable[..., ReadResult]
     write_frames: Callable[[int, ReadableBuffer, int, int], WriteResult]
+    recv_datagrams: Callable[..., RecvResult]
+    send_datagrams: Callable[..., SendResult]
 
 
 def check_range(size: int, start: int, end: int, what: str = "buffer") -> None:
@@ -86,3 +123,108 @@ def check_vid(vid: int) -> None:
 def check_count(max_count: int) -> None:
     if max_count < 0:
         raise ValueError(f"max_count {max_count} < 0")
+
+
+def check_match(
+    prefix_len: int, expect: ReadableBuffer, mask: ReadableBuffer
+) -> tuple[bytes, bytes]:
+    """``expect`` and ``mask`` as bytes; raise ValueError unless both are
+    ``prefix_len`` bytes long and ``0 <= prefix_len <= MAX_PREFIX``."""
+    if not 0 <= prefix_len <= MAX_PREFIX:
+        raise ValueError(f"prefix_len {prefix_len} outside 0..{MAX_PREFIX}")
+    e = bytes(expect)
+    m = bytes(mask)
+    if len(e) != prefix_len or len(m) != prefix_len:
+        raise ValueError(
+            f"expect ({len(e)} bytes) and mask ({len(m)} bytes) must be prefix_len "
+            f"({prefix_len}) bytes long"
+        )
+    return e, m
+
+
+def check_prefix(prefix: ReadableBuffer) -> bytes:
+    """``prefix`` as bytes; raise ValueError when it is longer than MAX_PREFIX."""
+    p = bytes(prefix)
+    if len(p) > MAX_PREFIX:
+        raise ValueError(f"prefix of {len(p)} bytes, at most {MAX_PREFIX}")
+    return p
+
+
+def check_peer(peer: ReadableBuffer | None) -> bytes:
+    """The address a datagram's source must have, as 4 (IPv4) or 16 (IPv6)
+    bytes, or ``b""`` for any source.  An IPv4-mapped IPv6 address becomes its
+    IPv4 address (it matches the same sources).  Other lengths raise ValueError."""
+    if peer is None:
+        return b""
+    p = bytes(peer)
+    if len(p) == 16 and p[:12] == V4_MAPPED:
+        return p[12:]
+    if len(p) not in (4, 16):
+        raise ValueError(f"peer address of {len(p)} bytes (expected 4 for IPv4, 16 for IPv6)")
+    return p
+
+
+class DgramAddress(NamedTuple):
+    """A send_datagrams() destination, checked once: the ``sockaddr`` the C
+    side gives sendmmsg, and the same address as a tuple of the family
+    ``family`` for ``socket.sendmsg`` (which packs it into those bytes)."""
+
+    family: int
+    sockaddr: bytes
+    sockaddr_tuple: tuple[Any, ...]
+
+
+_be16 = struct.Struct(">H")
+_be32 = struct.Struct(">I")
+_sin = struct.Struct("=H2s4s8x")
+_sin6 = struct.Struct("=H2s4s16sI")
+
+
+def dgram_address(addr: tuple[Any, ...]) -> DgramAddress:
+    """Check and pack a destination: ``(host, port)`` with a literal IPv4 or
+    IPv6 address, or ``(host, port, flowinfo, scope_id)`` (flowinfo and
+    scope_id optional) with a literal IPv6 address.  Raises ValueError for
+    anything else (names are not looked up), TypeError for a non-tuple."""
+    if not isinstance(addr, tuple):
+        raise TypeError(f"address must be a tuple, not {type(addr).__name__}")
+    if not 2 <= len(addr) <= 4:
+        raise ValueError(f"address {addr!r}: expected (host, port[, flowinfo, scope_id])")
+    host, port, *rest = addr
+    flowinfo = rest[0] if rest else 0
+    scope_id = rest[1] if len(rest) > 1 else 0
+    for name, value, top in (
+        ("port", port, 0xFFFF),
+        ("flowinfo", flowinfo, 0xFFFFF),
+        ("scope_id", scope_id, 0xFFFFFFFF),
+    ):
+        if type(value) is not int or not 0 <= value <= top:
+            raise ValueError(f"address {addr!r}: {name} must be an integer 0..{top}")
+    if type(host) is not str:
+        raise ValueError(f"address {addr!r}: host must be a literal IP address string")
+    return _pack_address(host, port, flowinfo, scope_id, len(addr) == 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _pack_address(
+    host: str, port: int, flowinfo: int, scope_id: int, may_be_v4: bool
+) -> DgramAddress:
+    if may_be_v4:
+        try:
+            raw = socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            pass
+        else:
+            sockaddr = _sin.pack(socket.AF_INET, _be16.pack(port), raw)
+            text = socket.inet_ntop(socket.AF_INET, raw)
+            return DgramAddress(socket.AF_INET, sockaddr, (text, port))
+    try:
+        raw = socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        raise ValueError(
+            f"address {host!r}: not a literal IPv6 address"
+            + (" or IPv4 address" if may_be_v4 else " (IPv4 takes (host, port))")
+            + "; names are not looked up"
+        ) from None
+    sockaddr = _sin6.pack(socket.AF_INET6, _be16.pack(port), _be32.pack(flowinfo), raw, scope_id)
+    text = socket.inet_ntop(socket.AF_INET6, raw)
+    return DgramAddress(socket.AF_INET6, sockaddr, (text, port, flowinfo, scope_id))

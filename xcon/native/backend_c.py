@@ -15,19 +15,27 @@ from typing import Any
 
 from xcon.native.abi import (
     API_VERSION,
+    MAX_DGRAM,
     MAX_FRAME,
+    MAX_PREFIX,
     READ_BATCH,
     Backend,
     InsertResult,
     ReadableBuffer,
     ReadResult,
+    RecvResult,
     ScanResult,
+    SendResult,
     StripResult,
     WritableBuffer,
     WriteResult,
     check_count,
+    check_match,
+    check_peer,
+    check_prefix,
     check_range,
     check_vid,
+    dgram_address,
 )
 
 
@@ -39,7 +47,12 @@ def bind() -> Backend:
     ffi = _native.ffi
     lib = _native.lib
     version = getattr(lib, "XCON_API_VERSION", 1)
-    if version != API_VERSION or lib.XCON_MAX_FRAME != MAX_FRAME:
+    if (
+        version != API_VERSION
+        or lib.XCON_MAX_FRAME != MAX_FRAME
+        or lib.XCON_MAX_DGRAM != MAX_DGRAM
+        or lib.XCON_MAX_PREFIX != MAX_PREFIX
+    ):
         raise ImportError(
             f"xcon._native is stale (API {version}, expected {API_VERSION}); "
             "rebuild it: python native/build_native.py"
@@ -53,6 +66,9 @@ def bind() -> Backend:
     c_insert = lib.xcon_vlan_insert
     c_read = lib.xcon_read_frames
     c_write = lib.xcon_write_frames
+    c_recv = lib.xcon_recv_datagrams
+    c_send = lib.xcon_send_datagrams
+    null = ffi.NULL
     tls = threading.local()
 
     def results() -> Any:
@@ -139,6 +155,64 @@ def bind() -> Backend:
         err = c_write(fd, cbuf, start, end, out)
         return out[0], out[1], out[2], err
 
+    def recv_datagrams(
+        fd: int,
+        buf: WritableBuffer,
+        start: int,
+        end: int,
+        max_count: int,
+        prefix_len: int = 0,
+        expect: ReadableBuffer = b"",
+        mask: ReadableBuffer = b"",
+        peer: ReadableBuffer | None = None,
+    ) -> RecvResult:
+        cbuf = from_buffer(buf, require_writable=True)
+        check_range(len(cbuf), start, end)
+        check_count(max_count)
+        e, m = check_match(prefix_len, expect, mask)
+        p = check_peer(peer)
+        out = results()
+        err = c_recv(
+            fd,
+            cbuf,
+            start,
+            end,
+            max_count,
+            from_buffer(e) if e else null,
+            from_buffer(m) if m else null,
+            prefix_len,
+            from_buffer(p) if p else null,
+            len(p),
+            out,
+        )
+        return out[0], out[1], err, (out[2], out[3], out[4])
+
+    def send_datagrams(
+        fd: int,
+        buf: ReadableBuffer,
+        start: int,
+        end: int,
+        prefix: ReadableBuffer = b"",
+        addr: tuple[Any, ...] | None = None,
+    ) -> SendResult:
+        cbuf = from_buffer(buf)
+        check_range(len(cbuf), start, end)
+        pre = check_prefix(prefix)
+        sa = b"" if addr is None else dgram_address(addr).sockaddr
+        out = results()
+        err = c_send(
+            fd,
+            cbuf,
+            start,
+            end,
+            from_buffer(pre) if pre else null,
+            len(pre),
+            from_buffer(sa) if sa else null,
+            len(sa),
+            out,
+        )
+        return out[0], out[1], out[2], err
+
     return Backend(
         name="native",
         scan=scan,
@@ -146,4 +220,6 @@ def bind() -> Backend:
         vlan_insert=vlan_insert,
         read_frames=read_frames,
         write_frames=write_frames,
+        recv_datagrams=recv_datagrams,
+        send_datagrams=send_datagrams,
     )

@@ -6,7 +6,7 @@ dynamips speak: each datagram is one whole frame, with no header.  The socket
 is bound to the local port and *connected* to the remote one, so the kernel
 delivers only the peer's datagrams (qemu sends from the port it receives on).
 
-``vxlan:REMOTE[:PORT]/VNI[@LPORT]`` is RFC 7348: an 8-byte header (flags
+``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]`` is RFC 7348: an 8-byte header (flags
 ``0x08``, the 24-bit VNI) before the frame, sent with UDP checksum 0 over
 IPv4 (as Linux's VXLAN devices do; both are accepted on receive; on IPv6 a checksum is sent, as IPv6 requires by default, and a
 zero one accepted).  A VTEP sends from any source port (Linux hashes the inner flow
@@ -21,10 +21,11 @@ reached with ``vxlan:HOST:14789/VNI``.
 
 Both read in batches in the fast path (``recvmmsg``/``sendmmsg``), into the
 port's frame buffer as length-prefixed frames, so a UDP end joins any other
-end like a tap does.  Frames up to 65535 bytes fit a datagram; above the path
-MTU the kernel fragments them (IPv4 without DF, the UDP socket default) and
-reassembles them at the far host, so jumbo frames cross any network that
-passes fragments.  A frame too large for a datagram, or refused by the
+end like a tap does.  A datagram carries up to 65507 bytes over IPv4 (65527
+over IPv6), VXLAN's header included; above the path MTU the datagram leaves
+in IP fragments (path MTU discovery is off for these sockets, so no DF bit)
+and the far host's kernel reassembles it, so jumbo frames cross any network
+that passes fragments.  A frame too large for a datagram, or refused by the
 kernel, is dropped and counted (``tx_dropped``).
 
 **Up and health.**  There is no connection: the port is up (frames are sent)
@@ -61,6 +62,7 @@ SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 SO_NO_CHECK = 11  # IPv4: send UDP checksum 0
 UDP_NO_CHECK6_RX = 102  # IPv6: accept UDP checksum 0
+IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, PMTUDISC_DONT = 10, 23, 0
 VXLAN_FLAGS = 0x08
 
 
@@ -132,6 +134,11 @@ class DatagramPort(DevicePort):
                     s.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+            # Never DF: a frame above the path MTU goes out in IP fragments.
+            if family == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DONT)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DONT)
             if self.vni is not None:
                 if family == socket.AF_INET:
                     s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)

@@ -10,7 +10,8 @@ through the "router's NIC" exactly as a guest's frames would:
     namespace ── tap ══ qemu hub ══ socket netdev (listen HOST:PORT) ── xcon
 
 The same qemu with ``connect=`` instead of ``listen=`` is the direct link of two
-routers that xcon is measured against.  Everything here needs root (taps and
+routers that xcon is measured against; with ``netdev=`` the NIC is any other
+netdev (``stream`` on a unix socket, ``dgram`` over UDP).  Everything here needs root (taps and
 namespaces) and Debian's ``qemu-system-x86``; :func:`missing` says what lacks.
 """
 
@@ -91,12 +92,16 @@ class QemuRouter:
         run_netns: str | None = None,
         connect: bool = False,
         port: int | None = None,
+        netdev: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.tap, self.host, self.nic = tap, host, nic
         self.port = port if port is not None else QEMU_BASE_PORT + nic
         self.netns, self.address, self.mac = netns, address, mac
         self.run_netns, self.connect = run_netns, connect
+        #: The NIC's netdev options after ``id=s0,`` (a ``stream`` or ``dgram``
+        #: netdev); None for ``socket,listen=HOST:PORT`` (or ``connect=``).
+        self.netdev = netdev
         self.pidfile = self.workdir / f"{tap}.pid"
         self.logfile = self.workdir / f"{tap}.log"
         self.pid: int | None = None
@@ -126,7 +131,7 @@ class QemuRouter:
             "-pidfile",
             str(self.pidfile),
             "-netdev",
-            f"socket,id=s0,{mode}={self.host}:{self.port}",
+            self._netdev(mode),
             "-netdev",
             f"tap,id=t0,ifname={self.tap},script=no,downscript=no",
             "-netdev",
@@ -148,6 +153,12 @@ class QemuRouter:
         sh("ip", "-n", self.netns, "addr", "add", self.address, "dev", self.tap)
         sh("ip", "-n", self.netns, "link", "set", self.tap, "up")
         return self
+
+    def _netdev(self, mode: str) -> str:
+        if self.netdev is not None:
+            kind, _, rest = self.netdev.partition(",")
+            return f"{kind},id=s0,{rest}"
+        return f"socket,id=s0,{mode}={self.host}:{self.port}"
 
     def stop(self) -> None:
         """Kill this qemu (by its pidfile) and wait until it and its tap are gone."""
