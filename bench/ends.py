@@ -147,7 +147,8 @@ def unix(s: Settings, progress: Progress) -> list[Row]:
 
 # -- UDP to UDP against socat ---------------------------------------------------------------------
 def udp_wiring() -> Wiring:
-    """Sender SH:40001 -> relay SH:40002 ... RH:40002 -> receiver RH:40001."""
+    """Sender SH:40001 -> relay SH:40002 ... RH:40003 -> receiver RH:40001 (xcon holds a
+    local UDP port once, whatever the address)."""
     sh, rh = hosts()
     # 4 MiB socket buffers as xcon's datagram ends ask (socat's are capped at
     # net.core.rmem_max/wmem_max: its setsockopt-int is ignored on UDP-RECV).
@@ -156,13 +157,13 @@ def udp_wiring() -> Wiring:
         "-b",
         "65536",
         f"UDP4-RECV:40002,bind={sh},rcvbuf={SOCK_BUF}",
-        f"UDP4-SENDTO:{rh}:40001,bind={rh}:40002,sndbuf={SOCK_BUF}",
+        f"UDP4-SENDTO:{rh}:40001,bind={rh}:40003,sndbuf={SOCK_BUF}",
     ]
     return Wiring(
         send_eps=[f"d:{sh}:40001:{sh}:40002:s"],
         recv_eps=[f"d:{rh}:40001:0.0.0.0:0:r"],
         relay_args={
-            "xcon": ("p2p", [f"udp:{sh}:40001@{sh}:40002--udp:{rh}:40001@{rh}:40002"]),
+            "xcon": ("p2p", [f"udp:{sh}:40001@{sh}:40002--udp:{rh}:40001@{rh}:40003"]),
             "socat": ("socat", socat),
         },
         direct_send=[f"d:{sh}:40001:{rh}:40001:s"],
@@ -182,7 +183,10 @@ def udp(s: Settings, progress: Progress) -> list[Row]:
             rows[r.name] = na_row("udp", label, r.name, reason, size=UDP_SIZE)
         else:
             variants.append((r.name, r, wiring))
-    return _datagram_rows("udp", label, UDP_SIZE, variants, rows, s, progress)
+    try:
+        return _datagram_rows("udp", label, UDP_SIZE, variants, rows, s, progress)
+    except (NotAvailable, RuntimeError) as e:
+        return [na_row("udp", label, r.name, f"failed: {e}", size=UDP_SIZE) for r in candidates]
 
 
 def _datagram_rows(
