@@ -2,8 +2,8 @@
 
 * ``unix``: a p2p link whose far end is ``unix:PATH`` (the receiving peer listens
   on a unix stream socket, same length-prefixed framing) against the same link
-  with both ends TCP, at 64 and 1500 B: pairs of saturated runs, the order
-  swapped every pair, median of the per-pair ratios.
+  with both ends TCP, at 64 and 1500 B: 9 pairs of saturated runs (3 with
+  ``--quick``), the order swapped every pair, median of the per-pair ratios.
 * ``udp``: ``udp:…@…--udp:…@…`` between two datagram peers at 64 B, next to
   socat's one-way UDP relay (``socat -u UDP4-RECV UDP4-SENDTO``: one datagram per
   read and per write, no fork) and to the sender talking to the receiver
@@ -119,7 +119,7 @@ def unix(s: Settings, progress: Progress) -> list[Row]:
         direct_send=[f"cu:{path}:s"],
     )
     variants = [("xcon-tcp", Relay("xcon", "xcon"), tcp), ("xcon-unix", Relay("xcon", "xcon"), unx)]
-    pairs = 2 if s.quick else 5
+    pairs = 3 if s.quick else 9
     rows: list[Row] = []
     for size in UNIX_SIZES:
         label = f"unix-{size}"
