@@ -22,8 +22,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import uuid
 from typing import Any
@@ -74,7 +77,8 @@ def _saturated(
 def _summary(rr: list[Row]) -> Row:
     med: Row = dict(median_runs(rr))
     med["runs"] = [
-        {k: r[k] for k in ("fps", "gbps", "cpu_pct", "lost", "loss_pct") if k in r} for r in rr
+        {k: r[k] for k in ("fps", "gbps", "cpu_pct", "lost", "loss_pct", "drops") if k in r}
+        for r in rr
     ]
     return med
 
@@ -95,6 +99,7 @@ def _paced(
         "reorder": row["reorder"],
         "window_s": duration,
         "cpu_pct": row["cpu_pct"],
+        "drops": row.get("drops"),
     }
     st = delay_stats(d)
     if st is not None:
@@ -146,6 +151,28 @@ def unix(s: Settings, progress: Progress) -> list[Row]:
 
 
 # -- UDP to UDP against socat ---------------------------------------------------------------------
+def _read(path: str, ns: str | None) -> str:
+    if ns is None:
+        with open(path) as f:
+            return f.read()
+    cmd = ["ip", "netns", "exec", ns, "cat", path]
+    return subprocess.run(cmd, capture_output=True, text=True).stdout
+
+
+def udp_socket_drops(socks: dict[str, tuple[str, int]], ns: str | None = None) -> dict[str, int]:
+    """Datagrams dropped at full receive queues of UDP sockets, by local address
+    (``/proc/net/udp``, last column; address ``0.0.0.0`` matches any)."""
+    out = dict.fromkeys(socks, 0)
+    for line in _read("/proc/net/udp", ns).splitlines()[1:]:
+        f = line.split()
+        hexip, hexport = f[1].split(":")
+        ip = socket.inet_ntoa(struct.pack("=I", int(hexip, 16)))
+        for name, (want_ip, want_port) in socks.items():
+            if int(hexport, 16) == want_port and want_ip in (ip, "0.0.0.0"):
+                out[name] += int(f[-1])
+    return out
+
+
 def udp_wiring() -> Wiring:
     """Sender SH:40001 -> relay SH:40002 ... RH:40003 -> receiver RH:40001 (xcon holds a
     local UDP port once, whatever the address)."""
@@ -167,6 +194,7 @@ def udp_wiring() -> Wiring:
             "socat": ("socat", socat),
         },
         direct_send=[f"d:{sh}:40001:{rh}:40001:s"],
+        counters=lambda: udp_socket_drops({"relay_socket": (sh, 40002)}),
     )
 
 
@@ -271,6 +299,30 @@ def vxlan_setup(a: str, b: str) -> None:
     _ip("link", "set", "br0", "up", ns=a)
 
 
+def _dev_dropped(ns: str, dev: str, way: str) -> int:
+    res = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", dev], capture_output=True)
+    try:
+        return int(json.loads(res.stdout)[0]["stats64"][way]["dropped"])
+    except (ValueError, LookupError):
+        return 0
+
+
+def _backlog_dropped() -> int:
+    """Frames dropped at full per-CPU input backlogs (``netif_rx``: veth, loopback)."""
+    lines = _read("/proc/net/softnet_stat", None).splitlines()
+    return sum(int(line.split()[1], 16) for line in lines if line.strip())
+
+
+def vxlan_counters(a: str, b: str) -> dict[str, int]:
+    return {
+        "veth_a_tx": _dev_dropped(a, "va", "tx"),
+        "veth_b_rx": _dev_dropped(b, "vb", "rx"),
+        "vx0_rx": _dev_dropped(b, "vx0", "rx"),
+        "backlog": _backlog_dropped(),
+        **udp_socket_drops({"xcon_socket": ("0.0.0.0", 4790)}, a),
+    }
+
+
 def vxlan_wiring(a: str, b: str) -> Wiring:
     return Wiring(
         send_eps=["l:127.0.0.1:10001:s"],
@@ -281,6 +333,7 @@ def vxlan_wiring(a: str, b: str) -> Wiring:
         tx_netns=a,
         rx_netns=b,
         relay_netns=a,
+        counters=lambda: vxlan_counters(a, b),
     )
 
 

@@ -93,6 +93,7 @@ class Snap:
     tagged: int
     ndelays: int
     active: int
+    sockdrops: int
 
 
 class Peer:
@@ -179,7 +180,7 @@ class Peer:
             mark = len(self.lines)
         self.proc.send_signal(signal.SIGUSR1)
         parts = self.wait("snap", timeout, after=mark)
-        return Snap(*(int(x) for x in parts[1:10]))
+        return Snap(*(int(x) for x in parts[1:11]))
 
     def delays(self) -> np.ndarray:
         try:

@@ -29,7 +29,8 @@
  *   -b KIB   per-endpoint send buffer (default 256, 64 with more than 8 endpoints)
  *   -t SEC   exit after SEC seconds whatever happens (default 900)
  * stdout (one line each, flushed):  ready NS | up N NS | down N NS | first NS |
- *   snap NS FRAMES BYTES LOST REORDER BAD TAGGED NDELAYS ACTIVE_EPS
+ *   snap NS FRAMES BYTES LOST REORDER BAD TAGGED NDELAYS ACTIVE_EPS SOCKDROPS
+ *   (SOCKDROPS: datagrams the kernel dropped at this peer's full receive queues)
  * SIGUSR1 toggles delay recording (on: cleared; off: written to -o), then prints a snap.
  * SIGTERM prints a snap and exits.
  */
@@ -38,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_packet.h>
+#include <linux/sock_diag.h>
 #include <linux/if_tun.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -447,12 +449,25 @@ static void do_recv(struct ep *e) {
     }
 }
 
+/* What the kernel dropped for want of room in the datagram endpoints' receive queues. */
+static uint64_t sock_drops(void) {
+    uint64_t n = 0;
+    for (int i = 0; i < neps; i++) {
+        uint32_t mi[SK_MEMINFO_VARS]; socklen_t l = sizeof mi;
+        if (is_dgram(&eps[i]) && eps[i].kind != K_TAP && eps[i].fd >= 0 &&
+            getsockopt(eps[i].fd, SOL_SOCKET, SO_MEMINFO, mi, &l) == 0 && l > SK_MEMINFO_DROPS * 4)
+            n += mi[SK_MEMINFO_DROPS];
+    }
+    return n;
+}
+
 static void snap(void) {
     int active = 0;
     for (int i = 0; i < neps; i++) { if (eps[i].frames != eps[i].frames_snap) active++; eps[i].frames_snap = eps[i].frames; }
-    printf("snap %llu %llu %llu %llu %llu %llu %llu %zu %d\n", (unsigned long long)now_ns(),
+    printf("snap %llu %llu %llu %llu %llu %llu %llu %zu %d %llu\n", (unsigned long long)now_ns(),
            (unsigned long long)tot_frames, (unsigned long long)tot_bytes, (unsigned long long)lost,
-           (unsigned long long)reorder, (unsigned long long)bad, (unsigned long long)tagged_n, ndel, active);
+           (unsigned long long)reorder, (unsigned long long)bad, (unsigned long long)tagged_n, ndel, active,
+           (unsigned long long)sock_drops());
     fflush(stdout);
 }
 

@@ -116,6 +116,9 @@ def table(rows: list[Row]) -> str:
             extra += " tags ok" if r.get("tags_ok") else " TAGS WRONG"
         for ld in r.get("loads") or []:
             extra += f" | {ld['lost']:.0f} lost at {_rate(ld['offered_fps'])} offered"
+            where = [f"{k} {v}" for k, v in (ld.get("drops") or {}).items() if v]
+            if ld["lost"] and where:
+                extra += f" (dropped: {', '.join(where)})"
         lines.append(
             f"{r['scenario']:<17} {r['relay']:<12} {_rate(r.get('fps')):>9} "
             f"{_f(r.get('gbps')):>7} {_f(r.get('cpu_pct'), '{:.0f}'):>5} {mem:>12} "
@@ -338,6 +341,10 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
         print("matplotlib missing: no PNG (pip install -e '.[bench]')", file=sys.stderr)
         return None
     ends = [r for r in rows if r["group"] in ENDS_GROUPS and r["status"] == "ok"]
+    if ends and not any(r["group"] == "p2p" for r in rows):
+        fig, ax = plt.subplots(1, 1, figsize=(8, 5.5))
+        _ends_panel(ax, ends)
+        return _save(plt, fig, path)
     fig, axes = plt.subplots(1, 4 if ends else 3, figsize=(24 if ends else 18, 5.5))
     if ends:
         _ends_panel(axes[3], ends)
@@ -378,6 +385,10 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
         ax.grid(True, axis="y", which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=60)
@@ -399,12 +410,13 @@ def _ends_panel(ax: Any, ends: list[Row]) -> None:
         for r in (r for r in ends if r["scenario"] == scn):
             color = colors.setdefault(r["relay"], palette[len(colors) % len(palette)])
             ax.bar(x, r["fps"] / 1e6, 0.8, color=color)
+            ax.annotate(_rate(r["fps"]), (x, r["fps"] / 1e6), ha="center", va="bottom", fontsize=8)
             ticks.append(x)
             labels.append(f"{scn}\n{r['relay']}")
             x += 1
         x += 0.6
     ax.set_xticks(ticks)
-    ax.set_xticklabels(labels, fontsize=7, rotation=60, ha="right")
+    ax.set_xticklabels(labels, fontsize=9, rotation=45, ha="right")
     ax.set_yscale("log")
     ax.set_title("link ends: frame rate (Mframes/s), saturated")
     ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,9 @@ class Wiring:
 
     ``relay_args``: per relay kind, what ``Relay.start(mode, args)`` gets (``mode`` is
     ``p2p`` for xcon, ``socat`` for socat's whole argument list); ``direct_send``: the
-    sender's endpoints when there is no relay; ``*_netns``: where each process runs."""
+    sender's endpoints when there is no relay; ``*_netns``: where each process runs;
+    ``counters``: drop counters read around the window (the deltas go in the row's
+    ``drops``, with the receiving peer's own socket drops)."""
 
     send_eps: list[str]
     recv_eps: list[str]
@@ -97,6 +100,7 @@ class Wiring:
     tx_netns: str | None = None
     rx_netns: str | None = None
     relay_netns: str | None = None
+    counters: Callable[[], dict[str, int]] | None = None
 
 
 def run_flow(
@@ -171,11 +175,13 @@ def run_flow(
         rx.wait_up(n_rx, setup)
         rx.wait("first", 5)
         time.sleep(s.warmup)
+        k0 = wiring.counters() if wiring and wiring.counters else {}
         c0 = relay.cpu()
         s0 = rx.snap()
         time.sleep(duration if duration is not None else s.duration)
         s1 = rx.snap()
         c1 = relay.cpu()
+        k1 = wiring.counters() if wiring and wiring.counters else {}
         rss, hwm = relay.mem()
         if relay.kind != "direct" and not relay.alive():
             raise RuntimeError(f"{relay.name} died: {relay.log()[-1000:]}")
@@ -195,6 +201,10 @@ def run_flow(
             "rss_mib": rss / 1024 if rss else None,
             "hwm_mib": hwm / 1024 if hwm else None,
         }
+        if wiring is not None:
+            drops = {k: v - k0.get(k, 0) for k, v in k1.items()}
+            drops["receiver_socket"] = s1.sockdrops - s0.sockdrops
+            row["drops"] = drops
         d = rx.delays() if record else np.zeros(0, dtype=np.int64)
         return row, d
     finally:
