@@ -127,12 +127,14 @@ offloads (a veth does), and takes a header before each frame it sends.
       offset), FIN and PSH only on the last segment, CWR only on the first;
       UDP length; full transport checksum with the pseudo-header;
     * dropped, nothing written: ``PKT_UNSUPPORTED`` (another ``gso_type``,
-      UDP with the ECN bit, a protocol that does not match the type, IPv6
-      extension headers, a fragment), ``PKT_MALFORMED`` (``gso_size`` 0, no
-      payload, checksum offsets outside the frame or, for a super-frame, not
-      at its transport header, headers cut short), ``PKT_BAD_FRAME`` (empty,
-      above :data:`MAX_FRAME`, or no room for the VLAN tag below it),
-      ``PKT_NO_ROOM`` (the output does not fit in ``dst[dst_start:dst_end]``).
+      UDP with the ECN bit, not IP, more than two VLAN tags in the frame, a
+      protocol that does not match the type, IPv6 extension headers, an IPv4
+      fragment), ``PKT_MALFORMED`` (``gso_size`` 0, no payload, checksum
+      offsets outside the frame or, for a super-frame, not at its transport
+      header, headers cut short or invalid, a segment too long for the IP
+      length field), ``PKT_BAD_FRAME`` (empty, above :data:`MAX_FRAME`, or no
+      room for the VLAN tag below it), ``PKT_NO_ROOM`` (the output does not
+      fit in ``dst[dst_start:dst_end]``).
 
     ``written`` is the position after the output (``dst_start`` when
     dropped), ``nframes`` the frames written.
@@ -147,22 +149,24 @@ offloads (a veth does), and takes a header before each frame it sends.
     and fewer than ``max_count`` packets were read, and turns each into
     frames in place as :func:`offload_frame` does, with the tag from
     ``PACKET_AUXDATA`` (``TP_STATUS_VLAN_VALID``; TPID 0x8100 unless
-    ``TP_STATUS_VLAN_TPID_VALID``). A super-frame is split in the buffer:
-    moved to the end of the span its segments take, then cut from ``pos``
-    on (96 KiB of room hold a 64 KiB super-frame cut into segments of 200
-    bytes or more, a VLAN tag added to each; one whose segments would not
-    fit is dropped as ``gso_dropped``). Packets that are not forwarded, counted in
-    ``counters`` (:data:`~xcon.native.abi.PACKET_COUNTERS`, for this call):
-    ``truncated`` (``MSG_TRUNC``: longer than :data:`MAX_FRAME`),
-    ``outgoing`` (``sll_pkttype`` ``PACKET_OUTGOING``, for kernels without
-    ``PACKET_IGNORE_OUTGOING``), ``gso_dropped`` (``PKT_UNSUPPORTED``,
-    ``PKT_NO_ROOM``, or ``EINVAL`` from ``recvmsg``: the kernel could not
-    describe the packet's offload and dropped it), ``malformed``,
-    ``bad_frame``; and the packets worked on: ``csum_completed``,
-    ``gso_split``. ``err`` is 0 when the socket ran dry (EAGAIN), the cap or
-    the room was reached; ``ENOBUFS`` when ``end - start`` is below
-    ``PACKET_ROOM`` (nothing read); otherwise the errno of the failed
-    ``recvmsg``, frames read before it kept. EINTR is retried.
+    ``TP_STATUS_VLAN_TPID_VALID`` gives another). A super-frame is split in the buffer:
+    moved to the end of the span its segments take, then cut from ``pos`` on
+    (96 KiB of room hold a 64 KiB super-frame cut into segments of 200 bytes
+    or more, a VLAN tag added to each; one whose segments would not fit is
+    dropped as ``gso_dropped``). ``counters``
+    (:data:`~xcon.native.abi.PACKET_COUNTERS`, for this call) count the
+    packets not forwarded: ``truncated`` (``MSG_TRUNC``: longer than
+    :data:`MAX_FRAME`), ``outgoing`` (``sll_pkttype`` ``PACKET_OUTGOING``,
+    for kernels without ``PACKET_IGNORE_OUTGOING``), ``gso_dropped``
+    (``PKT_UNSUPPORTED``, ``PKT_NO_ROOM``, or ``EINVAL`` from ``recvmsg``:
+    the kernel could not describe the packet's offload and dropped it),
+    ``malformed``, ``bad_frame`` (also a datagram shorter than the header);
+    and the packets worked on: ``csum_completed``, ``gso_split``. ``nframes``
+    counts output frames (segments), ``max_count`` packets. ``err`` is 0
+    when the socket ran dry (EAGAIN), the cap or the room was reached;
+    ``ENOBUFS`` when ``end - start`` is below ``PACKET_ROOM`` (nothing
+    read); otherwise the errno of the failed ``recvmsg``, frames read before
+    it kept. EINTR is retried.
 
 ``write_packets(fd, buf, start, end) -> (consumed_pos, nframes, ndropped, err)``
     :func:`write_frames` for a socket with ``PACKET_VNET_HDR``: each frame is
