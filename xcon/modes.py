@@ -192,8 +192,9 @@ def raw_listen(
     raw = RawPort(app.engine, ifname)
     link = _device_link(app, nic, raw, None, debug, listen_host)
     log.info(
-        "%s: promiscuous, outgoing frames ignored%s",
+        "%s: promiscuous, outgoing frames ignored%s%s",
         ifname,
         " (filtered in user space)" if raw.userspace_outgoing_filter else "",
+        ", checksum and segmentation offloads finished here" if raw.vnet_hdr else "",
     )
     return link
