@@ -14,7 +14,7 @@ IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 # skip, naming the package.
 #   TEST_DEBS: iproute2 (namespaces, veth, taps), iputils-ping, util-linux (setpriv),
 #   procps, qemu-system-x86 (real qemu routers in the end-to-end tests), iperf3 (TCP
-#   through links).
+#   through links, and through raw and tap ends with the kernel's offloads on).
 #   BUILD_DEBS: the compiler for the native fast path.
 BUILD_DEBS := gcc libc6-dev
 TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3

@@ -52,15 +52,38 @@ int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
                         const uint8_t *addr, size_t addrlen, size_t out[]);
 """
 
+# AF_PACKET sockets with PACKET_VNET_HDR (native/xcon_packet.c).
+CDEF_PACKET = """
+#define XCON_VNET_HDR_LEN ...
+#define XCON_PKT_ROOM ...
+#define XCON_PKT_OUT_LEN ...
+#define XCON_PKT_FORWARDED ...
+#define XCON_PKT_CSUM ...
+#define XCON_PKT_SPLIT ...
+#define XCON_PKT_UNSUPPORTED ...
+#define XCON_PKT_MALFORMED ...
+#define XCON_PKT_BAD_FRAME ...
+#define XCON_PKT_NO_ROOM ...
+
+int xcon_offload_frame(const uint8_t *vnet, const uint8_t *frame, size_t len,
+                       unsigned int tpid, unsigned int tci,
+                       uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
+int xcon_read_packets(int fd, uint8_t *buf, size_t start, size_t end, size_t max_count,
+                      int vnet_hdr, size_t out[]);
+int xcon_write_packets(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
+"""
+
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF)
+ffibuilder.cdef(CDEF_PACKET)
 ffibuilder.set_source(
     "xcon._native",
-    '#include "xcon_native.c"',
+    '#include "xcon_native.c"\n#include "xcon_packet.c"\n',
     include_dirs=[NATIVE_DIR],
     depends=[
         os.path.join(NATIVE_DIR, "xcon_native.c"),
         os.path.join(NATIVE_DIR, "xcon_native.h"),
+        os.path.join(NATIVE_DIR, "xcon_packet.c"),
     ],
     extra_compile_args=["-O2"],
 )

@@ -86,4 +86,51 @@ int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
                         const uint8_t *prefix, size_t prefix_len,
                         const uint8_t *addr, size_t addrlen, size_t out[]);
 
+/* ---- AF_PACKET sockets with PACKET_VNET_HDR (xcon_packet.c) ----------------
+ *
+ * A packet socket with PACKET_VNET_HDR delivers every packet as a 10-byte
+ * struct virtio_net_hdr (host byte order) followed by the frame as the stack
+ * left it: the checksum may still be partial (VIRTIO_NET_HDR_F_NEEDS_CSUM)
+ * and the frame may be a TSO/GSO super-frame (gso_type, gso_size). These
+ * functions turn each packet into finished frames (checksum completed,
+ * super-frame split into segments, VLAN tag from PACKET_AUXDATA restored),
+ * and send frames with a zero header in front.
+ *
+ * Results go to out[]: a caller-owned array of XCON_PKT_OUT_LEN size_t.
+ */
+#define XCON_VNET_HDR_LEN 10
+/* read_packets(): a packet is read only while this much room is left (a
+ * 64 KiB super-frame cut into segments of 200 bytes or more fits, with a
+ * VLAN tag added to each). */
+#define XCON_PKT_ROOM 98304
+#define XCON_PKT_OUT_LEN 12
+
+/* offload_frame() verdicts: what became of one packet. */
+#define XCON_PKT_FORWARDED 0    /* as it was (VLAN tag restored) */
+#define XCON_PKT_CSUM 1         /* partial checksum completed */
+#define XCON_PKT_SPLIT 2        /* super-frame split into segments */
+#define XCON_PKT_UNSUPPORTED 3  /* dropped: an offload this code does not split */
+#define XCON_PKT_MALFORMED 4    /* dropped: offload fields inconsistent with the frame */
+#define XCON_PKT_BAD_FRAME 5    /* dropped: empty, or no room for the VLAN tag */
+#define XCON_PKT_NO_ROOM 6      /* dropped: the output does not fit */
+
+/* The frame frame[0:len] with the header vnet[0:XCON_VNET_HDR_LEN] and VLAN
+ * tag (tpid, tci; tpid 0: none) as length-prefixed output frames in
+ * dst[dst_start:dst_end]. out: [0] written position, [1] frames written.
+ * Returns the verdict. */
+int xcon_offload_frame(const uint8_t *vnet, const uint8_t *frame, size_t len,
+                       unsigned int tpid, unsigned int tci,
+                       uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
+
+/* out: [0] written position, [1] frames written, [2] truncated, [3] outgoing,
+ * [4] csum_completed, [5] gso_split, [6] gso_dropped, [7] malformed,
+ * [8] bad_frame. Returns 0 or an errno. */
+int xcon_read_packets(int fd, uint8_t *buf, size_t start, size_t end, size_t max_count,
+                      int vnet_hdr, size_t out[]);
+
+/* write_frames() with a zero struct virtio_net_hdr before each frame.
+ * out: [0] consumed, [1] nframes, [2] ndropped. Returns 0 or an errno. */
+int xcon_write_packets(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
+
+
 #endif

@@ -178,7 +178,8 @@ class VxlanEnd:
 
     @property
     def resources(self) -> list[Resource]:
-        return [("udp", self.local_port)]
+        # VXLAN ends share a local port (one VNI each), as kernel VXLAN devices do
+        return [("vxlan", self.local_port, self.vni)]
 
     def __str__(self) -> str:
         text = f"vxlan:{_shown(self.remote)}"
@@ -547,8 +548,10 @@ def _bare(end: End) -> str:
 def _why_once(end: End) -> str:
     if isinstance(end, Endpoint | TcpEnd | UnixEnd):
         return "a qemu NIC serves one connection at a time; join three or more NICs with --hub"
-    if isinstance(end, UdpEnd | VxlanEnd):
+    if isinstance(end, UdpEnd):
         return f"local UDP port {end.local_port} can be bound once"
+    if isinstance(end, VxlanEnd):
+        return f"VNI {end.vni} can be used once on local UDP port {end.local_port}"
     if isinstance(end, ListenEnd | ListenUnixEnd):
         return "a listening end can be bound once"
     return "an interface can be one end only"

@@ -105,7 +105,7 @@ def _log_device(port: DevicePort) -> None:
         port.name,
         port.mtu,
         MAX_FRAME,
-        "; promiscuous, outgoing frames ignored" if isinstance(port, RawPort) else "",
+        f"; {_raw_note(port)}" if isinstance(port, RawPort) else "",
     )
 
 
@@ -191,9 +191,14 @@ def raw_listen(
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
     raw = RawPort(app.engine, ifname)
     link = _device_link(app, nic, raw, None, debug, listen_host)
-    log.info(
-        "%s: promiscuous, outgoing frames ignored%s",
-        ifname,
-        " (filtered in user space)" if raw.userspace_outgoing_filter else "",
-    )
+    log.info("%s: %s", ifname, _raw_note(raw))
     return link
+
+
+def _raw_note(raw: RawPort) -> str:
+    note = "promiscuous, outgoing frames ignored"
+    if raw.userspace_outgoing_filter:
+        note += " (filtered in user space)"
+    if raw.vnet_hdr:
+        note += ", checksum and segmentation offloads finished here"
+    return note

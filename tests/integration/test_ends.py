@@ -233,3 +233,35 @@ def test_hub_of_mixed_ends(peers, xcon, sockdir):
     finally:
         u.stop()
         d.close()
+
+
+def test_vxlan_links_share_one_local_port_steered_by_vni(peers, xcon):
+    """Three links between two xcons over one port pair, one VNI each."""
+    ha, hb = new_host(), new_host()
+    pa, pb = free_udp_port(ha), free_udp_port(hb)
+    left = [peers() for _ in range(3)]
+    right = [peers() for _ in range(3)]
+    xa = xcon(
+        "--p2p",
+        *[f"{endpoint(q)}--vxlan:{hb}:{pb}/{100 + i}@{ha}:{pa}" for i, q in enumerate(left)],
+    )
+    xb = xcon(
+        "--p2p",
+        *[f"{endpoint(q)}--vxlan:{ha}:{pa}/{100 + i}@{hb}:{pb}" for i, q in enumerate(right)],
+    )
+    xa.wait_health("0")
+    xb.wait_health("0")
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        a.send_frames([numbered(10 * i + k, 300) for k in range(10)])
+        b.send_frames([numbered(500 + 10 * i + k, 300) for k in range(10)])
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        b.wait_frames(10)
+        a.wait_frames(10)
+        assert b.frames == [numbered(10 * i + k, 300) for k in range(10)]
+        assert a.frames == [numbered(500 + 10 * i + k, 300) for k in range(10)]
+    # a VNI no link has: dropped by whichever link got it, counted
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((hb, 0))
+        s.sendto(bytes([8, 0, 0, 0]) + (999).to_bytes(3, "big") + b"\0" + numbered(1, 60), (ha, pa))
+    wait_until(lambda: "bad_header=1" in xa.counters(), 5, "the stray VNI to be counted")
+    assert xa.terminate() == 0 and xb.terminate() == 0

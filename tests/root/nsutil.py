@@ -8,6 +8,7 @@ namespace (``setns``); the test process itself never leaves its own.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import select
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from xcon.testing.frames import encode_frames, take_frames
+from xcon.testing.packets import check_frame
 from xcon.testing.wait import wait_until
 
 ROOT_REASON = "needs root (tap devices, AF_PACKET sockets, network namespaces)"
@@ -253,3 +255,189 @@ class PacketSocket:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
+
+
+# -- topologies with offloads left on ---------------------------------------------------
+def veth_into(ns: str, ifname: str, peer_ns: str, peer: str) -> None:
+    """A veth pair: ``ifname`` in ``ns``, ``peer`` in ``peer_ns`` (offloads as the
+    kernel sets them: checksum offload and TSO on)."""
+    sh(
+        "ip",
+        "-n",
+        ns,
+        "link",
+        "add",
+        ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer,
+        "netns",
+        peer_ns,
+    )
+
+
+def address(ns: str, ifname: str, v4: str, v6: str | None = None) -> None:
+    """Addresses (IPv6 without duplicate detection) on ``ifname``, and up."""
+    sh("ip", "-n", ns, "addr", "add", v4, "dev", ifname)
+    if v6:
+        sh("ip", "-n", ns, "-6", "addr", "add", v6, "dev", ifname, "nodad")
+    sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_GTSO = 0x1E
+
+
+def tx_offloads(ns: str, ifname: str) -> tuple[bool, bool]:
+    """Whether ``ifname`` in ``ns`` has transmit checksum offload and TSO on
+    (``ethtool -k``: tx-checksumming, tcp-segmentation-offload)."""
+
+    def ask() -> tuple[bool, bool]:
+        got = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for cmd in (ETHTOOL_GTXCSUM, ETHTOOL_GTSO):
+                value = ctypes.create_string_buffer(struct.pack("II", cmd, 0), 8)
+                ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
+                fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq.ljust(40, b"\0"))
+                got.append(struct.unpack("II", value.raw)[1] != 0)
+        return got[0], got[1]
+
+    result: tuple[bool, bool] = in_netns(ns, ask)
+    return result
+
+
+def check_wire_frame(frame: bytes) -> list[str]:
+    """Complaints about a frame on its way to a router: above an MTU of 1500 (+
+    Ethernet header and a VLAN tag), or any length or checksum wrong."""
+    too_big = [f"above the MTU ({len(frame)} bytes)"] if len(frame) > 1518 else []
+    return too_big + check_frame(frame)
+
+
+# -- a checking relay between two listening xcon ports ----------------------------------
+class FrameRelay:
+    """Joins two listening xcon ports like ``xcon --p2p`` would, each port reached in
+    its own namespace, and checks every frame that crosses with ``check(frame)``
+    (a list of complaints, empty when the frame is fine).  ``problems[i]`` holds
+    the complaints about frames read from end ``i``, ``frames[i]`` counts them and
+    ``largest[i]`` is the longest."""
+
+    def __init__(
+        self,
+        a: tuple[str, int],
+        b: tuple[str, int],
+        check: Callable[[bytes], list[str]],
+        timeout: float = 10.0,
+    ) -> None:
+        self.check = check
+        self.problems: list[list[str]] = [[], []]
+        self.frames = [0, 0]
+        self.largest = [0, 0]
+        self._stop = threading.Event()
+        self.socks = [self._connect(ns, port, timeout) for ns, port in (a, b)]
+        self._threads = [
+            threading.Thread(target=self._pump, args=(i,), daemon=True) for i in (0, 1)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _connect(ns: str, port: int, timeout: float) -> socket.socket:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                s.settimeout(2)
+                s.connect(("127.0.0.1", port))
+                s.settimeout(None)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return s
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _pump(self, i: int) -> None:
+        src, dst = self.socks[i], self.socks[1 - i]
+        rest = b""
+        while not self._stop.is_set():
+            try:
+                r, _, _ = select.select([src], [], [], 0.05)
+                if not r:
+                    continue
+                data = src.recv(1 << 20)
+                if not data:
+                    return
+                dst.sendall(data)
+            except (OSError, ValueError):
+                return
+            got, rest = take_frames(rest + data)
+            for f in got:
+                self.frames[i] += 1
+                self.largest[i] = max(self.largest[i], len(f))
+                complaints = self.check(f)
+                if complaints and len(self.problems[i]) < 100:
+                    self.problems[i].append(f"{len(f)}-byte frame: {', '.join(complaints)}")
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        for s in self.socks:
+            s.close()
+
+
+# -- iperf3 between two namespaces ------------------------------------------------------
+def iperf3(
+    client_ns: str,
+    server_ns: str,
+    address: str,
+    seconds: float = 2.0,
+    reverse: bool = False,
+    port: int = 5201,
+) -> dict[str, Any]:
+    """Run an iperf3 server in ``server_ns`` on ``address`` and a client in
+    ``client_ns`` for ``seconds``; the client's JSON report (``error`` set when
+    it failed).  The server is gone afterwards, whatever happened."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", address, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # ``-1`` serves one test, which a probe connection would use up: wait for the
+        # listening socket in the server namespace's list instead.
+        wait_until(
+            lambda: (
+                server.poll() is None
+                and f":{port} " in sh("ip", "netns", "exec", server_ns, "ss", "-Hltn").stdout
+            ),
+            5,
+            lambda: f"iperf3 listening on {address}:{port}",
+            poll=0.05,
+        )
+        cmd = ["ip", "netns", "exec", client_ns, "iperf3", "-c", address, "-p", str(port)]
+        cmd += ["-t", str(seconds), "-J", "--connect-timeout", "3000"]
+        if reverse:
+            cmd.append("-R")
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        try:
+            report: dict[str, Any] = json.loads(r.stdout)
+        except ValueError:
+            report = {"error": f"iperf3 said: {r.stdout} {r.stderr}"}
+        return report
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+def received_bytes(report: dict[str, Any]) -> int:
+    """Bytes the receiving side of an iperf3 TCP test got (0 when it failed)."""
+    try:
+        return int(report["end"]["sum_received"]["bytes"])
+    except (KeyError, TypeError):
+        return 0

@@ -4,6 +4,7 @@ qemu-like client connects to its listening port from inside the same namespace."
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import struct
 import time
@@ -11,13 +12,20 @@ import time
 import pytest
 
 from tests.root.nsutil import (
+    FrameRelay,
     PacketSocket,
     StreamClient,
+    address,
+    check_wire_frame,
     ip_json,
+    iperf3,
+    received_bytes,
     requires_root,
     requires_tool,
     sh,
     suffix,
+    tx_offloads,
+    veth_into,
 )
 from xcon.testing.frames import check_numbered, ether, numbered
 from xcon.testing.wait import WaitTimeout
@@ -312,3 +320,41 @@ def test_listen_address_restricts_who_can_connect(netns, nsxcon, closing):
     client.send_frames([ether(b"hello" * 10)])
     xc.wait_health("0", contains="All 2 sockets connected")
     assert xc.terminate() == 0
+
+
+@requires_tool("iperf3", "iperf3")
+def test_tap_hands_over_finished_frames_under_tcp(netns, nsxcon, closing):
+    """A tap opened as xcon opens it (IFF_TAP | IFF_NO_PI, no IFF_VNET_HDR, no
+    TUNSETOFFLOAD) offers the kernel no checksum offload and no TSO, so the stack
+    finishes every frame before the tap hands it over: under bulk TCP out of the
+    tap (iperf3 -R, the server behind the tap sending) every frame xcon reads is at
+    most MTU-sized with right checksums.  The far end is a veth read by xcon
+    --raw-listen (offloads on, finished there); the test's relay joins the two
+    listening ports and checks each frame crossing."""
+    a, x, t = netns(), netns(), netns()
+    sfx = suffix()
+    a0, a1, tap = f"xoa{sfx}", f"xoA{sfx}", tap_name()
+    net = random.randrange(100, 250)
+    veth_into(a, a0, x, a1)
+    address(a, a0, f"10.{net}.0.1/24")
+    sh("ip", "-n", x, "link", "set", a1, "up")
+    raw = nsxcon(x, "--raw-listen", "1", "--raw-if", a1)
+    tapx = nsxcon(t, "--tap-listen", "2", "--tap-if", tap, "--ipv4-address", f"10.{net}.0.2/24")
+    for xc in (raw, tapx):
+        xc.wait_health("0", contains="listening for a client")
+    # The kernel's view: the tap offers no offloads, the veth both.
+    assert tx_offloads(t, tap) == (False, False)
+    assert tx_offloads(a, a0) == (True, True)
+    relay = closing(FrameRelay((x, PORT), (t, PORT + 1), check_wire_frame))
+    for xc in (raw, tapx):
+        xc.wait_log("client connected from")
+    for reverse in (True, False):
+        report = iperf3(a, t, f"10.{net}.0.2", seconds=2, reverse=reverse)
+        assert received_bytes(report) >= 5_000_000, report.get("error", report.get("end"))
+    tap_frames, tap_problems, tap_largest = relay.frames[1], relay.problems[1], relay.largest[1]
+    assert tap_frames > 3000
+    assert tap_problems == []
+    assert tap_largest <= 1514
+    assert relay.problems[0] == []
+    assert tapx.terminate() == 0
+    assert raw.terminate() == 0

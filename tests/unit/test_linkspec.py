@@ -260,7 +260,8 @@ def test_malformed_ends_are_one_line_errors(text, needle):
         (["vr1/1--tcp:vr1:10001"], "both ends are the same NIC"),
         (["vr1/1--a/1", "tcp:VR1.:10001--b/1"], "is in two links"),
         (["unix:/tmp/a.sock--a/1", "b/1--listen:unix:/tmp/a.sock"], "is in two links"),
-        (["udp:1.2.3.4:5@6000--a/1", "b/1--vxlan:1.2.3.5:6000/1"], "local UDP port 6000"),
+        (["udp:1.2.3.4:5@6000--a/1", "b/1--udp:1.2.3.5:6000@6000"], "local UDP port 6000"),
+        (["vxlan:1.2.3.4/7--a/1", "b/1--vxlan:1.2.3.5/7"], "VNI 7 can be used once"),
         (["tap:x--a/1", "b/1--raw:x"], "an interface can be one end only"),
         (["listen:7--a/1", "b/1--listen:127.0.0.1:7"], "a listening end can be bound once"),
         (["tap:x--tap:x"], "both ends are the same end"),
@@ -270,6 +271,10 @@ def test_a_resource_in_two_places_is_refused(texts, needle):
     with pytest.raises(SpecError) as e:
         check_distinct([parse_link(t) for t in texts])
     assert needle in str(e.value)
+
+
+def test_vxlan_ends_share_a_local_port_with_distinct_vnis():
+    check_distinct([parse_link(t) for t in ("a/1--vxlan:h/1", "a/2--vxlan:h/2", "a/3--vxlan:g/3")])
 
 
 def test_hub_takes_any_kind_once():

@@ -1519,3 +1519,611 @@ def test_send_datagrams_agrees(lengths: list[int], tail: bytes, prefix: bytes) -
     # Sent frames shorter than an Ethernet header are dropped on receipt.
     assert (nread, rerr, drops) == (sum(len(f) >= 14 for f in kept), 0, (n - nread, 0, 0))
     assert data == encode_frames(f for f in kept if len(f) >= 14)
+
+
+# --------------------------------------------------------------------------
+# AF_PACKET with PACKET_VNET_HDR: offload_frame, read_packets, write_packets
+# --------------------------------------------------------------------------
+# Packets are built with xcon.testing.packets (plain checksum loops); every
+# output frame is checked there independently of the code under test.
+
+from xcon.native.abi import (  # noqa: E402
+    OFFLOAD_VERDICTS,
+    PACKET_COUNTERS,
+    PACKET_ROOM,
+    PKT_BAD_FRAME,
+    PKT_CSUM,
+    PKT_FORWARDED,
+    PKT_MALFORMED,
+    PKT_NO_ROOM,
+    PKT_SPLIT,
+    PKT_UNSUPPORTED,
+    VNET_HDR_LEN,
+)
+from xcon.testing import packets as pk  # noqa: E402
+from xcon.testing.frames import split_frames  # noqa: E402
+
+PAYLOAD = random.Random(11).randbytes(70000)
+
+
+def offload(be: Backend, vnet: bytes, frame: bytes, tpid: int = 0, tci: int = 0, room=None):
+    """(verdict, output frames, written) of one packet into a fresh buffer."""
+    size = room if room is not None else 3 * len(frame) + 65536
+    dst = bytearray(b"\xa5" * (size + 16))
+    written, nframes, verdict = be.offload_frame(vnet, frame, dst, 8, 8 + size, tpid, tci)
+    assert dst[:8] == b"\xa5" * 8 and dst[written:] == b"\xa5" * (len(dst) - written)
+    frames = split_frames(bytes(dst[8:written]))
+    assert len(frames) == nframes
+    return verdict, frames, written - 8
+
+
+def test_packet_exports() -> None:
+    chosen = native.load_backend(native.BACKEND)
+    assert native.read_packets is chosen.read_packets
+    assert native.write_packets is chosen.write_packets
+    assert native.offload_frame is chosen.offload_frame
+    assert (native.VNET_HDR_LEN, native.PACKET_ROOM) == (10, 98304)
+    assert OFFLOAD_VERDICTS[PKT_NO_ROOM] == "no_room" and len(PACKET_COUNTERS) == 7
+
+
+def test_packet_native_constants() -> None:
+    _native_backend()
+    from xcon import _native  # type: ignore[attr-defined]
+
+    lib = _native.lib
+    assert (lib.XCON_VNET_HDR_LEN, lib.XCON_PKT_ROOM) == (VNET_HDR_LEN, PACKET_ROOM)
+    verdicts = (
+        lib.XCON_PKT_FORWARDED,
+        lib.XCON_PKT_CSUM,
+        lib.XCON_PKT_SPLIT,
+        lib.XCON_PKT_UNSUPPORTED,
+        lib.XCON_PKT_MALFORMED,
+        lib.XCON_PKT_BAD_FRAME,
+        lib.XCON_PKT_NO_ROOM,
+    )
+    assert verdicts == tuple(range(len(OFFLOAD_VERDICTS)))
+    assert lib.XCON_PKT_OUT_LEN >= 2 + len(PACKET_COUNTERS)
+
+
+def test_checksum_helpers() -> None:
+    assert pk.crc32c(b"123456789") == 0xE3069283  # the CRC32c check value
+    assert pk.inet_checksum(bytes.fromhex("4500003c1c4640004006 0000 ac100a63ac100a0c")) == 0xB1E6
+
+
+def test_offload_plain_frame(be: Backend) -> None:
+    for frame in (eth(46), pk.tcp_packet(4, PAYLOAD[:100]).frame, FILL[:1]):
+        verdict, frames, _ = offload(be, pk.vnet_hdr(), frame)
+        assert (verdict, frames) == (PKT_FORWARDED, [frame])
+    # DATA_VALID (a checksum already verified) changes nothing.
+    frame = pk.udp_packet(6, PAYLOAD[:300]).frame
+    assert offload(be, pk.vnet_hdr(pk.F_DATA_VALID), frame)[:2] == (PKT_FORWARDED, [frame])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pk.tcp_packet(4, PAYLOAD[:1000]),
+        lambda: pk.tcp_packet(6, PAYLOAD[:1001]),
+        lambda: pk.udp_packet(4, PAYLOAD[:333]),
+        lambda: pk.udp_packet(6, PAYLOAD[:8000]),
+        lambda: pk.tcp_packet(4, PAYLOAD[:5], tags=dot1q(7), ip_options=b"\x01\x01\x01\x00"),
+        lambda: pk.udp_packet(4, b""),
+    ],
+    ids=["tcp4", "tcp6", "udp4", "udp6-jumbo", "tcp4-inner-tag-options", "udp4-empty"],
+)
+def test_offload_completes_checksum(be: Backend, make) -> None:
+    p = make()
+    part = p.partial()
+    assert part != p.frame and pk.check_frame(part)  # really partial
+    verdict, frames, _ = offload(be, p.needs_csum(), part)
+    assert verdict == PKT_CSUM
+    assert frames == [p.frame]
+    assert pk.check_frame(frames[0]) == []
+
+
+def test_offload_udp_checksum_zero_is_sent_as_ffff(be: Backend) -> None:
+    # Choose two payload bytes so that the UDP checksum comes out as 0.
+    base = pk.udp_packet(4, b"\0\0" + PAYLOAD[:40])
+    seg = bytearray(base.frame[base.l4 :])
+    seg[6:8] = b"\0\0"
+    pseudo = pk.pseudo_header(4, base.frame[26:30], base.frame[30:34], pk.UDP, len(seg))
+    filler = ~pk.ones_sum(pseudo + bytes(seg)) & 0xFFFF
+    p = pk.udp_packet(4, struct.pack(">H", filler) + PAYLOAD[:40])
+    assert p.frame[p.l4 + 6 : p.l4 + 8] == b"\xff\xff"
+    verdict, frames, _ = offload(be, p.needs_csum(), p.partial())
+    assert (verdict, frames) == (PKT_CSUM, [p.frame])
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_offload_sctp_crc32c(be: Backend, version: int) -> None:
+    chunk = b"\x00\x03\x00\x10" + PAYLOAD[:12]  # a DATA chunk's worth of bytes
+    p = pk.sctp_packet(version, chunk)
+    verdict, frames, _ = offload(be, p.needs_csum(), p.partial())
+    assert (verdict, frames) == (PKT_CSUM, [p.frame])
+    assert pk.check_frame(frames[0]) == []
+    # Behind an IPv6 hop-by-hop header (walked to find the protocol).
+    if version == 6:
+        hbh = bytes([pk.SCTP, 0, 1, 4, 0, 0, 0, 0])
+        p = pk.sctp_packet(6, chunk, ext=hbh, ext_nh=0)
+        assert offload(be, p.needs_csum(), p.partial())[:2] == (PKT_CSUM, [p.frame])
+
+
+def check_segments(
+    p: pk.Packet, frames: list[bytes], gso_size: int, tag: bytes = b""
+) -> list[bytes]:
+    """Every segment of super-frame ``p`` checked on its own; returns them untagged."""
+    payload = p.payload
+    nseg = -(-len(payload) // gso_size)
+    assert len(frames) == nseg
+    out = []
+    for k, seg in enumerate(frames):
+        if tag:
+            assert seg[12:16] == tag
+            seg = seg[:12] + seg[16:]
+        out.append(seg)
+        q = pk.locate(seg)
+        assert q is not None and (q.l3, q.l4, q.hlen) == (p.l3, p.l4, p.hlen)
+        assert pk.check_frame(seg) == [], k
+        chunk = payload[k * gso_size : (k + 1) * gso_size]
+        assert seg[p.hlen :] == chunk
+        assert len(seg) == p.hlen + len(chunk)
+        # Headers: as the super-frame's but for lengths, ids, checksums, seq and flags.
+        f0, l3, l4 = p.frame, p.l3, p.l4
+        assert seg[:l3] == f0[:l3]
+        if p.version == 4:
+            assert (
+                struct.unpack_from(">H", seg, l3 + 4)[0]
+                == (struct.unpack_from(">H", f0, l3 + 4)[0] + k) & 0xFFFF
+            )
+            assert seg[l3 + 6 : l3 + 10] == f0[l3 + 6 : l3 + 10]
+            assert seg[l3 + 12 : l4] == f0[l3 + 12 : l4]  # addresses, options
+        else:
+            assert seg[l3 : l3 + 4] == f0[l3 : l3 + 4]
+            assert seg[l3 + 6 : l4] == f0[l3 + 6 : l4]
+        if p.proto == pk.TCP:
+            seq0 = struct.unpack_from(">I", f0, l4 + 4)[0]
+            assert struct.unpack_from(">I", seg, l4 + 4)[0] == (seq0 + k * gso_size) & 0xFFFFFFFF
+            flags0 = f0[l4 + 13]
+            expect = flags0
+            if k < nseg - 1:
+                expect &= ~(pk.FIN | pk.PSH)
+            if k > 0:
+                expect &= ~pk.CWR
+            assert seg[l4 + 13] == expect, (k, hex(seg[l4 + 13]))
+            assert seg[l4 + 8 : l4 + 13] == f0[l4 + 8 : l4 + 13]  # ack, data offset
+            assert seg[l4 + 14 : l4 + 16] == f0[l4 + 14 : l4 + 16]  # window
+            assert seg[l4 + 18 : p.hlen] == f0[l4 + 18 : p.hlen]  # urgent, options
+        else:
+            assert struct.unpack_from(">H", seg, l4 + 4)[0] == 8 + len(chunk)
+            assert seg[l4 : l4 + 4] == f0[l4 : l4 + 4]
+    assert b"".join(s[p.hlen :] for s in out) == payload
+    return out
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("ecn", [False, True])
+def test_gso_tcp_split(be: Backend, version: int, ecn: bool) -> None:
+    flags = pk.ACK | pk.PSH | pk.FIN | pk.CWR | pk.ECE
+    p = pk.tcp_packet(version, PAYLOAD[:10000], flags=flags, seq=0xFFFFF000)  # seq wraps
+    verdict, frames, _ = offload(be, p.gso(1448, ecn), p.partial())
+    assert verdict == PKT_SPLIT
+    check_segments(p, frames, 1448)
+    assert [len(f) for f in frames] == [p.hlen + 1448] * 6 + [p.hlen + 10000 - 6 * 1448]
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_gso_udp_split(be: Backend, version: int) -> None:
+    p = pk.udp_packet(version, PAYLOAD[:4001])
+    verdict, frames, _ = offload(be, p.gso(1000), p.partial())
+    assert verdict == PKT_SPLIT
+    check_segments(p, frames, 1000)
+
+
+def test_gso_split_restores_vlan_tag(be: Backend) -> None:
+    p = pk.tcp_packet(4, PAYLOAD[:5000], flags=pk.ACK | pk.FIN)
+    tag = struct.pack(">HH", 0x88A8, 0xA064)
+    verdict, frames, _ = offload(be, p.gso(1400), p.partial(), 0x88A8, 0xA064)
+    assert verdict == PKT_SPLIT
+    untagged = check_segments(p, frames, 1400, tag)
+    assert offload(be, p.gso(1400), p.partial())[1] == untagged
+    # A plain frame with a tag and a partial checksum: completed, then tagged.
+    q = pk.tcp_packet(6, PAYLOAD[:700])
+    verdict, frames, _ = offload(be, q.needs_csum(), q.partial(), 0x8100, 5)
+    assert (verdict, frames) == (PKT_CSUM, [tagged(q.frame, 5)])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pk.tcp_packet(4, PAYLOAD[:3000], ip_options=b"\x94\x04\x00\x00" * 10),
+        lambda: pk.tcp_packet(4, PAYLOAD[:3000], tags=dot1q(30) + dot1q(31), options=b""),
+        lambda: pk.tcp_packet(6, PAYLOAD[:3000], tags=qinq(30), options=b"\x01" * 40),
+        lambda: pk.udp_packet(4, PAYLOAD[:3000], tags=dot1q(99)),
+    ],
+    ids=["ip-options", "two-inner-tags", "qinq-long-tcp-options", "udp-inner-tag"],
+)
+def test_gso_header_shapes(be: Backend, make) -> None:
+    p = make()
+    verdict, frames, _ = offload(be, p.gso(999), p.partial())
+    assert verdict == PKT_SPLIT
+    check_segments(p, frames, 999)
+
+
+def test_gso_one_segment_and_exact_multiple(be: Backend) -> None:
+    p = pk.tcp_packet(4, PAYLOAD[:1000], flags=pk.ACK | pk.PSH | pk.CWR)
+    verdict, frames, _ = offload(be, p.gso(1448), p.partial())
+    assert (verdict, frames) == (PKT_SPLIT, [p.frame])
+    p = pk.tcp_packet(6, PAYLOAD[: 3 * 1440])
+    verdict, frames, _ = offload(be, p.gso(1440), p.partial())
+    assert verdict == PKT_SPLIT and len(frames) == 3
+    check_segments(p, frames, 1440)
+
+
+def test_gso_without_needs_csum_still_checksummed(be: Backend) -> None:
+    """A super-frame merged by GRO carries DATA_VALID, not NEEDS_CSUM."""
+    p = pk.tcp_packet(4, PAYLOAD[:4000])
+    vnet = pk.vnet_hdr(pk.F_DATA_VALID, pk.GSO_TCPV4, p.hlen, 1448)
+    verdict, frames, _ = offload(be, vnet, p.frame)
+    assert verdict == PKT_SPLIT
+    check_segments(p, frames, 1448)
+
+
+def test_gso_largest_super_frame(be: Backend) -> None:
+    p = pk.tcp_packet(4, PAYLOAD[: 65535 - 20 - 32])
+    assert len(p.frame) == 65549
+    verdict, frames, written = offload(be, p.gso(1448), p.partial(), 0x8100, 1)
+    assert verdict == PKT_SPLIT and len(frames) == 46
+    check_segments(p, frames, 1448, tagged(b"\0" * 12, 1)[12:16])
+    # The room read_packets keeps is enough down to segments of 200 bytes, with tags.
+    for version in (4, 6):
+        q = pk.tcp_packet(version, PAYLOAD[: 65535 - (20 if version == 4 else 0) - 32])
+        verdict, frames, written = offload(be, q.gso(200), q.partial(), 0x8100, 1, PACKET_ROOM)
+        assert verdict == PKT_SPLIT and written <= PACKET_ROOM
+        check_segments(q, frames, 200, tagged(b"\0" * 12, 1)[12:16])
+        assert offload(be, q.gso(100), q.partial(), 0, 0, PACKET_ROOM)[0] == PKT_NO_ROOM
+
+
+def test_gso_unsupported_dropped(be: Backend) -> None:
+    t4 = pk.tcp_packet(4, PAYLOAD[:3000])
+    t6 = pk.tcp_packet(6, PAYLOAD[:3000])
+    u4 = pk.udp_packet(4, PAYLOAD[:3000])
+    hbh = bytes([pk.TCP, 0, 1, 4, 0, 0, 0, 0])
+    t6x = pk.tcp_packet(6, PAYLOAD[:3000], ext=hbh, ext_nh=0)
+    frag = bytearray(t4.frame)
+    frag[20:22] = b"\x20\x00"  # more fragments
+    cases = [
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, 2, 0, 1000, t4.l4, 16), t4.frame),  # unknown type
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, pk.GSO_UDP, 0, 1000, u4.l4, 6), u4.frame),  # UFO
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, 0x7F, 0, 1000, t4.l4, 16), t4.frame),
+        (t4.gso(1000)[:1] + bytes([pk.GSO_TCPV6]) + t4.gso(1000)[2:], t4.frame),  # v6 type, v4
+        (t6.gso(1000)[:1] + bytes([pk.GSO_TCPV4]) + t6.gso(1000)[2:], t6.frame),
+        (t4.gso(1000)[:1] + bytes([pk.GSO_UDP_L4]) + t4.gso(1000)[2:], t4.frame),  # UDP on TCP
+        (u4.gso(1000)[:1] + bytes([pk.GSO_TCPV4]) + u4.gso(1000)[2:], u4.frame),  # TCP on UDP
+        (u4.gso(1000)[:1] + bytes([pk.GSO_UDP_L4 | pk.GSO_ECN]) + u4.gso(1000)[2:], u4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, pk.GSO_TCPV6, 0, 1000, t6x.l4, 16), t6x.frame),
+        (t4.gso(1000), bytes(frag)),
+        (t4.gso(1000), eth(3000, 0x88B5)),  # not IP
+        (t4.gso(1000), eth(3000, tags=dot1q(1) + dot1q(2) + dot1q(3))),  # three inner tags
+    ]
+    for i, (vnet, frame) in enumerate(cases):
+        assert offload(be, vnet, frame)[:2] == (PKT_UNSUPPORTED, []), i
+
+
+def test_offload_malformed_dropped(be: Backend) -> None:
+    t4 = pk.tcp_packet(4, PAYLOAD[:3000])
+    u6 = pk.udp_packet(6, PAYLOAD[:300])
+    short = pk.tcp_packet(4, b"")
+    n = len(t4.frame)
+    cases = [
+        # checksum offsets outside the frame
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, csum_start=n, csum_offset=0), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, csum_start=n - 1, csum_offset=0), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, csum_start=n - 2, csum_offset=1), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, csum_start=0xFFFF, csum_offset=0xFFFF), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, csum_start=0, csum_offset=n), t4.frame),
+        # super-frames
+        (t4.gso(0), t4.frame),  # gso_size 0
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, pk.GSO_TCPV4, 0, 1000, t4.l4 + 1, 16), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, pk.GSO_TCPV4, 0, 1000, t4.l4, 6), t4.frame),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, pk.GSO_UDP_L4, 0, 1000, u6.l4, 16), u6.frame),
+        (t4.gso(1000), t4.frame[: t4.l4 + 19]),  # TCP header cut
+        (t4.gso(1000), t4.frame[: t4.hlen - 1]),  # TCP options cut
+        (t4.gso(1000), t4.frame[: t4.l3 + 19]),  # IPv4 header cut
+        (u6.gso(1000), u6.frame[: u6.l3 + 39]),  # IPv6 header cut
+        (short.gso(1000), short.frame),  # no payload
+        (t4.gso(1000), t4.frame[:14] + b"\x46" + t4.frame[15:]),  # IHL 6, options not there
+        (t4.gso(1000), t4.frame[:14] + b"\x44" + t4.frame[15:]),  # IHL 4
+        (t4.gso(1000), t4.frame[:14] + b"\x65" + t4.frame[15:]),  # version 6 in IPv4
+    ]
+    doff = bytearray(t4.frame)
+    doff[t4.l4 + 12] = 0x40  # data offset 4 words
+    cases.append((t4.gso(1000), bytes(doff)))
+    for i, (vnet, frame) in enumerate(cases):
+        assert offload(be, vnet, frame)[:2] == (PKT_MALFORMED, []), i
+
+
+def test_offload_bad_frames_dropped(be: Backend) -> None:
+    assert offload(be, pk.vnet_hdr(), b"")[:2] == (PKT_BAD_FRAME, [])
+    assert offload(be, pk.vnet_hdr(), b"\1" * 11, 0x8100, 1)[:2] == (PKT_BAD_FRAME, [])
+    assert offload(be, pk.vnet_hdr(), b"\1" * 12, 0x8100, 1)[:2] == (
+        PKT_FORWARDED,
+        [b"\1" * 12 + b"\x81\x00\x00\x01"],
+    )
+    big = b"\1" * (MAX_FRAME - 3)
+    assert offload(be, pk.vnet_hdr(), big, 0x8100, 1)[:2] == (PKT_BAD_FRAME, [])
+    assert offload(be, pk.vnet_hdr(), big)[:2] == (PKT_FORWARDED, [big])
+    assert offload(be, pk.vnet_hdr(), big + b"\1" * 4)[:2] == (PKT_BAD_FRAME, [])
+
+
+def test_offload_room(be: Backend) -> None:
+    p = pk.tcp_packet(4, PAYLOAD[:3000])
+    need = 3 * (4 + 4 + p.hlen) + 3000
+    for room, verdict in ((need - 1, PKT_NO_ROOM), (need, PKT_SPLIT)):
+        assert offload(be, p.gso(1000), p.partial(), 0x8100, 9, room)[0] == verdict
+    q = pk.udp_packet(6, PAYLOAD[:100])
+    need = 4 + len(q.frame)
+    assert offload(be, q.needs_csum(), q.partial(), room=need - 1)[0] == PKT_NO_ROOM
+    assert offload(be, q.needs_csum(), q.partial(), room=need)[:2] == (PKT_CSUM, [q.frame])
+
+
+def test_offload_argument_checks(be: Backend) -> None:
+    frame = eth(46)
+    dst = bytearray(200)
+    with pytest.raises(ValueError):
+        be.offload_frame(b"\0" * 9, frame, dst, 0, 200)
+    with pytest.raises(ValueError):
+        be.offload_frame(b"\0" * 12, frame, dst, 0, 200)
+    with pytest.raises(ValueError):
+        be.offload_frame(pk.vnet_hdr(), frame, dst, 0, 201)
+    with pytest.raises(ValueError):
+        be.offload_frame(pk.vnet_hdr(), frame, dst, 0, 200, 0x10000, 0)
+    with pytest.raises(ValueError):
+        be.offload_frame(pk.vnet_hdr(), frame, dst, 0, 200, 0x8100, -1)
+    with pytest.raises(BufferError):
+        be.offload_frame(pk.vnet_hdr(), frame, bytes(200), 0, 200)
+    with mmap.mmap(-1, 4096) as mm:
+        assert be.offload_frame(memoryview(pk.vnet_hdr()), bytearray(frame), mm, 10, 4096) == (
+            10 + 4 + len(frame),
+            1,
+            PKT_FORWARDED,
+        )
+
+
+# -- both backends agree byte for byte, whatever the header and frame -------------------
+
+
+@st.composite
+def offload_cases(draw: st.DrawFn) -> tuple[bytes, bytes, int, int, int]:
+    version = draw(st.sampled_from([4, 6]))
+    kind = draw(st.sampled_from(["tcp", "udp", "sctp", "raw"]))
+    size = draw(st.one_of(st.integers(0, 3000), st.sampled_from([0, 1, 65000])))
+    tags = draw(st.sampled_from([b"", dot1q(5), qinq(6) + dot1q(7)]))
+    if kind == "tcp":
+        opts = draw(st.sampled_from([b"", pk.TS_OPTIONS, b"\x01" * 40]))
+        ipo = draw(st.sampled_from([b"", b"\x01\x01\x01\x00"])) if version == 4 else b""
+        p = pk.tcp_packet(version, PAYLOAD[:size], options=opts, ip_options=ipo, tags=tags)
+    elif kind == "udp":
+        p = pk.udp_packet(version, PAYLOAD[:size], tags=tags)
+    elif kind == "sctp":
+        p = pk.sctp_packet(version, PAYLOAD[: size % 2000], tags=tags)
+    else:
+        p = pk.Packet(eth(size % 3000), 14, 14, 4, 0, 14)
+    frame = bytearray(p.partial() if kind != "raw" else p.frame)
+    # Damage: cut the frame, or flip bytes in the headers.
+    how = draw(st.integers(0, 5))
+    if how == 0 and frame:
+        del frame[draw(st.integers(0, len(frame) - 1)) :]
+    elif how == 1 and frame:
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, min(len(frame), p.hlen + 4) - 1))
+            frame[at] = draw(st.integers(0, 255))
+    ln = len(frame)
+    near = st.one_of(
+        st.integers(0, 0xFFFF),
+        st.sampled_from([0, 1, 2, 6, 8, 16, p.l4, ln, ln - 1, ln - 2]).map(lambda x: x & 0xFFFF),
+    )
+    flags = draw(st.sampled_from([0, 1, 1, 2, 3, 0xFF]))
+    gso_type = draw(
+        st.one_of(st.sampled_from([0, 0, 1, 4, 5, 0x81, 0x84, 0x85, 3]), st.integers(0, 255))
+    )
+    gso_size = draw(st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 1, 7, 200, 1448])))
+    if draw(st.booleans()) and kind != "raw":
+        vnet = p.gso(max(gso_size, 1)) if draw(st.booleans()) else p.needs_csum()
+    else:
+        vnet = pk.vnet_hdr(flags, gso_type, draw(near), gso_size, draw(near), draw(near))
+    tpid = draw(st.sampled_from([0, 0, 0x8100, 0x88A8]))
+    tci = draw(st.integers(0, 0xFFFF))
+    room = draw(st.one_of(st.just(3 * 70000), st.integers(0, 3 * ln + 2000)))
+    return vnet, bytes(frame), tpid, tci, room
+
+
+def run_offload(be: Backend, case) -> tuple[tuple[int, int, int], bytes]:
+    vnet, frame, tpid, tci, room = case
+    dst = bytearray(b"\x5a" * (room + 7))
+    res = be.offload_frame(vnet, frame, dst, 3, 3 + room, tpid, tci)
+    return res, bytes(dst)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=offload_cases())
+def test_offload_agrees(case) -> None:
+    nat = _native_backend()
+    py = native.load_backend("python")
+    got = run_offload(nat, case)
+    assert got == run_offload(py, case)
+    (written, nframes, verdict), dst = got
+    frames = split_frames(dst[3:written])
+    assert len(frames) == nframes
+    assert all(0 < len(f) <= MAX_FRAME for f in frames)
+    assert dst[:3] == b"\x5a" * 3 and dst[written:] == b"\x5a" * (len(dst) - written)
+    if verdict == PKT_SPLIT:
+        # Whatever the headers said, every segment leaves with right lengths and checksums.
+        for f in frames:
+            assert pk.check_frame(f if case[2] == 0 else f[:12] + f[16:]) == []
+
+
+# -- read_packets / write_packets over a datagram socket standing in for the packet socket --
+
+
+def datagrams(*items: tuple[bytes, bytes]) -> list[bytes]:
+    return [vnet + frame for vnet, frame in items]
+
+
+def test_read_packets_offloads(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    plain = eth(46)
+    csum = pk.udp_packet(6, PAYLOAD[:500])
+    sup = pk.tcp_packet(4, PAYLOAD[:20000], flags=pk.ACK | pk.PSH)
+    sup6 = pk.udp_packet(6, PAYLOAD[:3000])
+    bad = pk.tcp_packet(4, PAYLOAD[:100])
+    sent = datagrams(
+        (pk.vnet_hdr(), plain),
+        (csum.needs_csum(), csum.partial()),
+        (sup.gso(1448), sup.partial()),
+        (pk.vnet_hdr(pk.F_NEEDS_CSUM, 9, 0, 100, 34, 16), bad.frame),  # unsupported
+        (bad.gso(0), bad.frame),  # malformed
+        (pk.vnet_hdr(), b""),  # empty
+        (b"\0" * 5, b""),  # shorter than the header
+        (sup6.gso(1200), sup6.partial()),
+    )
+    for d in sent:
+        b.send(d)
+    buf = bytearray(b"\xee" * 400_000)
+    pos, nframes, err, counters = be.read_packets(a.fileno(), buf, 16, len(buf) - 8)
+    assert err == 0
+    assert counters == (0, 0, 1, 2, 1, 1, 2)
+    assert dict(zip(PACKET_COUNTERS, counters, strict=True))["gso_split"] == 2
+    frames = split_frames(bytes(buf[16:pos]))
+    assert nframes == len(frames) == 1 + 1 + 14 + 3
+    assert frames[0] == plain and frames[1] == csum.frame
+    check_segments(sup, frames[2:16], 1448)
+    check_segments(sup6, frames[16:], 1200)
+    assert buf[:16] == b"\xee" * 16 and buf[pos:] == b"\xee" * (len(buf) - pos)
+    # Dry now: nothing read, no error.
+    assert be.read_packets(a.fileno(), buf, 0, len(buf)) == (0, 0, 0, (0,) * 7)
+
+
+def test_read_packets_same_as_offload_frame(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    p = pk.tcp_packet(6, PAYLOAD[:9000], flags=pk.ACK | pk.FIN)
+    b.send(p.gso(1000) + p.partial())
+    buf = bytearray(200_000)
+    pos, nframes, err, _ = be.read_packets(a.fileno(), buf, 0, len(buf))
+    verdict, frames, written = offload(be, p.gso(1000), p.partial())
+    assert (err, pos, verdict) == (0, written, PKT_SPLIT)
+    assert split_frames(bytes(buf[:pos])) == frames
+
+
+def test_read_packets_truncated(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    b.send(pk.vnet_hdr() + b"\1" * (MAX_FRAME + 1))
+    b.send(pk.vnet_hdr() + b"\2" * MAX_FRAME)
+    buf = bytearray(2 * PACKET_ROOM)
+    pos, nframes, err, counters = be.read_packets(a.fileno(), buf, 0, len(buf))
+    assert (pos, nframes, err, counters) == (4 + MAX_FRAME, 1, 0, (1, 0, 0, 0, 0, 0, 0))
+    assert buf[4:pos] == b"\2" * MAX_FRAME
+
+
+def test_read_packets_room_and_cap(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    for i in range(5):
+        b.send(pk.vnet_hdr() + eth(46 + i))
+    small = bytearray(PACKET_ROOM - 1)
+    assert be.read_packets(a.fileno(), small, 0, len(small)) == (0, 0, errno.ENOBUFS, (0,) * 7)
+    buf = bytearray(PACKET_ROOM + 150)
+    # Packets are read while PACKET_ROOM bytes are left: three of them here.
+    pos, n, err, _ = be.read_packets(a.fileno(), buf, 0, len(buf))
+    assert (pos, n, err) == (64 + 65 + 66, 3, 0)
+    assert split_frames(bytes(buf[:pos])) == [eth(46), eth(47), eth(48)]
+    big = bytearray(3 * PACKET_ROOM)
+    assert be.read_packets(a.fileno(), big, 0, len(big), 0) == (0, 0, 0, (0,) * 7)
+    assert be.read_packets(a.fileno(), big, 0, len(big), 1) == (67, 1, 0, (0,) * 7)
+    pos, n, err, _ = be.read_packets(a.fileno(), big, 0, len(big))
+    assert split_frames(bytes(big[:pos])) == [eth(50)]
+
+
+def test_read_packets_without_vnet_hdr(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    p = pk.tcp_packet(4, PAYLOAD[:3000])
+    b.send(p.partial())  # taken as it is: nothing to tell it needs work
+    b.send(b"")  # an empty datagram: dropped as bad_frame
+    buf = bytearray(2 * PACKET_ROOM)
+    pos, n, err, counters = be.read_packets(a.fileno(), buf, 0, len(buf), vnet_hdr=False)
+    assert (n, err, counters) == (1, 0, (0, 0, 0, 0, 0, 0, 1))
+    assert split_frames(bytes(buf[:pos])) == [p.partial()]
+
+
+def test_read_packets_errors(be: Backend, seqpair) -> None:
+    buf = bytearray(PACKET_ROOM)
+    r, w = os.pipe()
+    try:
+        assert be.read_packets(r, buf, 0, len(buf)) == (0, 0, errno.ENOTSOCK, (0,) * 7)
+    finally:
+        os.close(r)
+        os.close(w)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.setblocking(False)
+        assert be.read_packets(s.fileno(), buf, 0, len(buf))[2] in (errno.ENOTCONN, errno.EINVAL)
+    finally:
+        s.close()
+    with pytest.raises(BufferError):
+        be.read_packets(seqpair[0].fileno(), bytes(PACKET_ROOM), 0, PACKET_ROOM)
+    with pytest.raises(ValueError):
+        be.read_packets(seqpair[0].fileno(), buf, 0, len(buf) + 1)
+    with pytest.raises(ValueError):
+        be.read_packets(seqpair[0].fileno(), buf, 0, len(buf), -1)
+
+
+def test_write_packets(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    frames = [eth(46), eth(9018 - 14), FILL[:1]]
+    buf = b"\x99" * 3 + encode_frames(frames) + b"\0\0\0\0" + wire(eth(47)) + b"\0\0\1"
+    res = be.write_packets(a.fileno(), buf, 3, len(buf))
+    assert res == (len(buf) - 3, 4, 1, 0)
+    assert [b.recv(100_000) for _ in range(4)] == [bytes(10) + f for f in frames + [eth(47)]]
+    b.close()
+    assert be.write_packets(a.fileno(), buf, 3, len(buf)) == (3, 0, 0, errno.EPIPE)
+
+
+def test_write_packets_eagain_resumes(be: Backend, seqpair) -> None:
+    a, b = seqpair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    frames = [eth(1486 - i) for i in range(200)]
+    buf = encode_frames(frames)
+    pos = rounds = 0
+    got: list[bytes] = []
+    while pos < len(buf):
+        pos, _n, nd, err = be.write_packets(a.fileno(), buf, pos, len(buf))
+        assert (nd, err) == (0, 0)
+        rounds += 1
+        while True:
+            try:
+                got.append(b.recv(100_000))
+            except BlockingIOError:
+                break
+    assert rounds > 1
+    assert got == [bytes(10) + f for f in frames]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases=st.lists(offload_cases(), min_size=1, max_size=6))
+def test_read_packets_agrees(cases) -> None:
+    """The same datagrams through read_packets on both backends: same results."""
+    outcomes = []
+    for impl in (native.load_backend("python"), _native_backend()):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            a.setblocking(False)
+            for vnet, frame, _tpid, _tci, _room in cases:
+                b.send(vnet + frame)
+            buf = bytearray(b"\x77" * (PACKET_ROOM + 80_000))
+            res = impl.read_packets(a.fileno(), buf, 5, len(buf))
+            outcomes.append((res, bytes(buf)))
+        finally:
+            a.close()
+            b.close()
+    assert outcomes[0] == outcomes[1]
+    (pos, nframes, err, counters), buf = outcomes[0]
+    assert err == 0
+    assert len(split_frames(buf[5:pos])) == nframes

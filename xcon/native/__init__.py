@@ -147,6 +147,83 @@ peer=None) -> (pos, nframes, err, (bad_header, foreign, truncated))``
     it), and the Python backend does the same. EINTR is retried; the socket
     is written with ``MSG_DONTWAIT | MSG_NOSIGNAL``.
 
+AF_PACKET sockets with ``PACKET_VNET_HDR`` (``native/xcon_packet.c``): such a
+socket delivers each packet as a 10-byte ``struct virtio_net_hdr`` (host byte
+order) followed by the frame as the sending stack left it, with a partial
+checksum (``VIRTIO_NET_HDR_F_NEEDS_CSUM``) or as a TSO/GSO super-frame of up
+to 64 KiB (``gso_type``, ``gso_size``) when the device offered those
+offloads (a veth does), and takes a header before each frame it sends.
+
+``offload_frame(vnet, frame, dst, dst_start, dst_end, tpid=0, tci=0)
+-> (written, nframes, verdict)``
+    What one packet becomes, written to ``dst`` from ``dst_start`` as
+    length-prefixed frames. ``vnet`` is the 10-byte header (ValueError
+    otherwise), ``tpid``/``tci`` the VLAN tag the kernel took out of the frame
+    (``tpid`` 0: none), put back after the MAC addresses of every output
+    frame (the header's offsets refer to the frame without it). Verdicts
+    (:data:`~xcon.native.abi.OFFLOAD_VERDICTS`):
+
+    * ``PKT_FORWARDED``: no offload (no ``NEEDS_CSUM``, ``GSO_NONE``), one frame;
+    * ``PKT_CSUM``: the checksum completed: the 16-bit ones' complement sum
+      from ``csum_start`` to the end (the field already holds the
+      pseudo-header's sum) complemented and stored at ``csum_start +
+      csum_offset``, 0 stored as 0xffff; for SCTP (IP protocol 132 at
+      ``csum_start``, ``csum_offset`` 8) the CRC32c, little-endian as the
+      kernel stores it;
+    * ``PKT_SPLIT``: a super-frame (``GSO_TCPV4``, ``GSO_TCPV6``, either with
+      the ECN bit, or ``GSO_UDP_L4``) cut into frames of at most
+      ``gso_size`` payload bytes, each with a copy of the headers (up to two
+      VLAN tags in the frame, IPv4 with options, IPv6 without extension
+      headers) and its own IPv4 total length, id (+1 per segment) and header
+      checksum or IPv6 payload length; TCP sequence number (+ payload
+      offset), FIN and PSH only on the last segment, CWR only on the first;
+      UDP length; full transport checksum with the pseudo-header;
+    * dropped, nothing written: ``PKT_UNSUPPORTED`` (another ``gso_type``,
+      UDP with the ECN bit, not IP, more than two VLAN tags in the frame, a
+      protocol that does not match the type, IPv6 extension headers, an IPv4
+      fragment), ``PKT_MALFORMED`` (``gso_size`` 0, no payload, checksum
+      offsets outside the frame or, for a super-frame, not at its transport
+      header, headers cut short or invalid, a segment too long for the IP
+      length field), ``PKT_BAD_FRAME`` (empty, above :data:`MAX_FRAME`, or no
+      room for the VLAN tag below it), ``PKT_NO_ROOM`` (the output does not
+      fit in ``dst[dst_start:dst_end]``).
+
+    ``written`` is the position after the output (``dst_start`` when
+    dropped), ``nframes`` the frames written.
+
+``read_packets(fd, buf, start, end, max_count=READ_BATCH, vnet_hdr=True)
+-> (written_pos, nframes, err, counters)``
+    The read batch of a non-blocking AF_PACKET ``SOCK_RAW`` socket with
+    ``PACKET_AUXDATA`` (and ``PACKET_VNET_HDR`` unless ``vnet_hdr`` is
+    false: then frames are taken as they come, offloads untouched). Reads
+    one packet per ``recvmsg`` straight into ``buf`` (frame at ``pos + 4``)
+    while at least :data:`~xcon.native.abi.PACKET_ROOM` bytes of room remain
+    and fewer than ``max_count`` packets were read, and turns each into
+    frames in place as :func:`offload_frame` does, with the tag from
+    ``PACKET_AUXDATA`` (``TP_STATUS_VLAN_VALID``; TPID 0x8100 unless
+    ``TP_STATUS_VLAN_TPID_VALID`` gives another). A super-frame is split in the buffer:
+    moved to the end of the span its segments take, then cut from ``pos`` on
+    (96 KiB of room hold a 64 KiB super-frame cut into segments of 200 bytes
+    or more, a VLAN tag added to each; one whose segments would not fit is
+    dropped as ``gso_dropped``). ``counters``
+    (:data:`~xcon.native.abi.PACKET_COUNTERS`, for this call) count the
+    packets not forwarded: ``truncated`` (``MSG_TRUNC``: longer than
+    :data:`MAX_FRAME`), ``outgoing`` (``sll_pkttype`` ``PACKET_OUTGOING``,
+    for kernels without ``PACKET_IGNORE_OUTGOING``), ``gso_dropped``
+    (``PKT_UNSUPPORTED``, ``PKT_NO_ROOM``, or ``EINVAL`` from ``recvmsg``:
+    the kernel could not describe the packet's offload and dropped it),
+    ``malformed``, ``bad_frame`` (also a datagram shorter than the header);
+    and the packets worked on: ``csum_completed``, ``gso_split``. ``nframes``
+    counts output frames (segments), ``max_count`` packets. ``err`` is 0
+    when the socket ran dry (EAGAIN), the cap or the room was reached;
+    ``ENOBUFS`` when ``end - start`` is below ``PACKET_ROOM`` (nothing
+    read); otherwise the errno of the failed ``recvmsg``, frames read before
+    it kept. EINTR is retried.
+
+``write_packets(fd, buf, start, end) -> (consumed_pos, nframes, ndropped, err)``
+    :func:`write_frames` for a socket with ``PACKET_VNET_HDR``: each frame is
+    sent with a zero ``struct virtio_net_hdr`` in front (one ``writev``):
+    no offload asked for.
 """
 
 from __future__ import annotations
@@ -160,9 +237,11 @@ from xcon.native.abi import (
     MAX_FRAME,
     MAX_PREFIX,
     NEED_DATA,
+    PACKET_ROOM,
     READ_BATCH,
     READ_EOF,
     TOO_BIG,
+    VNET_HDR_LEN,
     ZERO,
     Backend,
 )
@@ -174,19 +253,24 @@ __all__ = [
     "MAX_FRAME",
     "MAX_PREFIX",
     "NEED_DATA",
+    "PACKET_ROOM",
     "READ_BATCH",
     "READ_EOF",
     "TOO_BIG",
+    "VNET_HDR_LEN",
     "ZERO",
     "Backend",
     "load_backend",
+    "offload_frame",
     "read_frames",
+    "read_packets",
     "recv_datagrams",
     "scan",
     "send_datagrams",
     "vlan_insert",
     "vlan_strip",
     "write_frames",
+    "write_packets",
 ]
 
 _native_backend: Backend | None = None
@@ -232,3 +316,7 @@ read_frames = _selected.read_frames
 write_frames = _selected.write_frames
 recv_datagrams = _selected.recv_datagrams
 send_datagrams = _selected.send_datagrams
+# AF_PACKET sockets with PACKET_VNET_HDR
+read_packets = _selected.read_packets
+write_packets = _selected.write_packets
+offload_frame = _selected.offload_frame

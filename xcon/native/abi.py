@@ -96,6 +96,57 @@ INSERT_DROPS = ("too_big", "runt")
 DGRAM_DROPS = ("bad_header", "foreign", "truncated")
 
 
+# -- AF_PACKET sockets with PACKET_VNET_HDR (read_packets, write_packets, offload_frame) --
+
+#: Bytes of ``struct virtio_net_hdr`` before each packet (host byte order).
+VNET_HDR_LEN = 10
+#: read_packets(): a packet is read only while this much room is left.
+PACKET_ROOM = 98304
+
+# offload_frame() verdicts: what became of one packet.
+PKT_FORWARDED = 0
+PKT_CSUM = 1
+PKT_SPLIT = 2
+PKT_UNSUPPORTED = 3
+PKT_MALFORMED = 4
+PKT_BAD_FRAME = 5
+PKT_NO_ROOM = 6
+#: The verdicts by number.
+OFFLOAD_VERDICTS = (
+    "forwarded",
+    "csum",
+    "split",
+    "unsupported",
+    "malformed",
+    "bad_frame",
+    "no_room",
+)
+#: read_packets(): the counters of its result, in order.
+PACKET_COUNTERS = (
+    "truncated",
+    "outgoing",
+    "csum_completed",
+    "gso_split",
+    "gso_dropped",
+    "malformed",
+    "bad_frame",
+)
+
+OffloadResult = tuple[int, int, int]
+PacketCounters = tuple[int, int, int, int, int, int, int]
+PacketReadResult = tuple[int, int, int, PacketCounters]
+
+
+def check_vnet_hdr(size: int) -> None:
+    if size != VNET_HDR_LEN:
+        raise ValueError(f"virtio_net_hdr of {size} bytes (expected {VNET_HDR_LEN})")
+
+
+def check_tag(tpid: int, tci: int) -> None:
+    if not (0 <= tpid <= 0xFFFF and 0 <= tci <= 0xFFFF):
+        raise ValueError(f"VLAN tag TPID {tpid:#x} / TCI {tci:#x} outside 0..0xffff")
+
+
 class Backend(NamedTuple):
     """One implementation of the frame functions."""
 
@@ -107,6 +158,10 @@ class Backend(NamedTuple):
     write_frames: Callable[[int, ReadableBuffer, int, int], WriteResult]
     recv_datagrams: Callable[..., RecvResult]
     send_datagrams: Callable[..., SendResult]
+    # AF_PACKET sockets with PACKET_VNET_HDR
+    read_packets: Callable[..., PacketReadResult]
+    write_packets: Callable[[int, ReadableBuffer, int, int], WriteResult]
+    offload_frame: Callable[..., OffloadResult]
 
 
 def check_range(size: int, start: int, end: int, what: str = "buffer") -> None:

@@ -18,9 +18,13 @@ from xcon.native.abi import (
     MAX_DGRAM,
     MAX_FRAME,
     MAX_PREFIX,
+    PACKET_ROOM,
     READ_BATCH,
+    VNET_HDR_LEN,
     Backend,
     InsertResult,
+    OffloadResult,
+    PacketReadResult,
     ReadableBuffer,
     ReadResult,
     RecvResult,
@@ -34,7 +38,9 @@ from xcon.native.abi import (
     check_peer,
     check_prefix,
     check_range,
+    check_tag,
     check_vid,
+    check_vnet_hdr,
     dgram_address,
 )
 
@@ -52,6 +58,8 @@ def bind() -> Backend:
         or lib.XCON_MAX_FRAME != MAX_FRAME
         or lib.XCON_MAX_DGRAM != MAX_DGRAM
         or lib.XCON_MAX_PREFIX != MAX_PREFIX
+        or lib.XCON_VNET_HDR_LEN != VNET_HDR_LEN
+        or lib.XCON_PKT_ROOM != PACKET_ROOM
     ):
         raise ImportError(
             f"xcon._native is stale (API {version}, expected {API_VERSION}); "
@@ -213,6 +221,61 @@ def bind() -> Backend:
         )
         return out[0], out[1], out[2], err
 
+    # -- AF_PACKET sockets with PACKET_VNET_HDR ------------------------------------
+    pkt_out_decl = f"size_t[{lib.XCON_PKT_OUT_LEN}]"
+    c_offload = lib.xcon_offload_frame
+    c_read_packets = lib.xcon_read_packets
+    c_write_packets = lib.xcon_write_packets
+
+    def packet_results() -> Any:
+        """This thread's result array of the packet functions."""
+        try:
+            return tls.pkt_out
+        except AttributeError:
+            tls.pkt_out = new(pkt_out_decl)
+            return tls.pkt_out
+
+    def offload_frame(
+        vnet: ReadableBuffer,
+        frame: ReadableBuffer,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+        tpid: int = 0,
+        tci: int = 0,
+    ) -> OffloadResult:
+        cvnet = from_buffer(vnet)
+        cframe = from_buffer(frame)
+        cdst = from_buffer(dst, require_writable=True)
+        check_vnet_hdr(len(cvnet))
+        check_range(len(cdst), dst_start, dst_end, "destination")
+        check_tag(tpid, tci)
+        out = packet_results()
+        verdict = c_offload(cvnet, cframe, len(cframe), tpid, tci, cdst, dst_start, dst_end, out)
+        return out[0], out[1], verdict
+
+    def read_packets(
+        fd: int,
+        buf: WritableBuffer,
+        start: int,
+        end: int,
+        max_count: int = READ_BATCH,
+        vnet_hdr: bool = True,
+    ) -> PacketReadResult:
+        cbuf = from_buffer(buf, require_writable=True)
+        check_range(len(cbuf), start, end)
+        check_count(max_count)
+        out = packet_results()
+        err = c_read_packets(fd, cbuf, start, end, max_count, 1 if vnet_hdr else 0, out)
+        return out[0], out[1], err, (out[2], out[3], out[4], out[5], out[6], out[7], out[8])
+
+    def write_packets(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
+        cbuf = from_buffer(buf)
+        check_range(len(cbuf), start, end)
+        out = packet_results()
+        err = c_write_packets(fd, cbuf, start, end, out)
+        return out[0], out[1], out[2], err
+
     return Backend(
         name="native",
         scan=scan,
@@ -220,6 +283,9 @@ def bind() -> Backend:
         vlan_insert=vlan_insert,
         read_frames=read_frames,
         write_frames=write_frames,
+        read_packets=read_packets,
+        write_packets=write_packets,
+        offload_frame=offload_frame,
         recv_datagrams=recv_datagrams,
         send_datagrams=send_datagrams,
     )

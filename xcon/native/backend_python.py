@@ -24,8 +24,17 @@ from xcon.native.abi import (
     DGRAM_REJECTED,
     DGRAM_SLOT,
     ETH_HDR_LEN,
+    ETH_MAC_LEN,
     MAX_FRAME,
     NEED_DATA,
+    PACKET_ROOM,
+    PKT_BAD_FRAME,
+    PKT_CSUM,
+    PKT_FORWARDED,
+    PKT_MALFORMED,
+    PKT_NO_ROOM,
+    PKT_SPLIT,
+    PKT_UNSUPPORTED,
     READ_BATCH,
     READ_EOF,
     TOO_BIG,
@@ -33,10 +42,14 @@ from xcon.native.abi import (
     V4_MAPPED,
     VID_MASK,
     VLAN_HDR_LEN,
+    VLAN_TAG_LEN,
+    VNET_HDR_LEN,
     WRITE_FRAME_REJECTED,
     ZERO,
     Backend,
     InsertResult,
+    OffloadResult,
+    PacketReadResult,
     ReadableBuffer,
     ReadResult,
     RecvResult,
@@ -50,7 +63,9 @@ from xcon.native.abi import (
     check_peer,
     check_prefix,
     check_range,
+    check_tag,
     check_vid,
+    check_vnet_hdr,
     dgram_address,
 )
 
@@ -417,6 +432,487 @@ def _py_send_datagrams(
     return pos, n, dropped, err
 
 
+# -- AF_PACKET sockets with PACKET_VNET_HDR (native/xcon_packet.c) ----------------------
+
+_vnet = struct.Struct("=BBHHHH")
+_auxdata = struct.Struct("=IIIHHHH")
+_put_u16 = _u16.pack_into
+_ZERO_VNET = bytes(VNET_HDR_LEN)
+_ANCSIZE = socket.CMSG_SPACE(_auxdata.size)
+
+# linux/if_packet.h, linux/virtio_net.h
+_SOL_PACKET = 263
+_PACKET_AUXDATA = 8
+_PACKET_OUTGOING = 4
+_TP_STATUS_VLAN_VALID = 1 << 4
+_TP_STATUS_VLAN_TPID_VALID = 1 << 6
+_F_NEEDS_CSUM = 1
+_GSO_NONE = 0
+_GSO_TCPV4 = 1
+_GSO_TCPV6 = 4
+_GSO_UDP_L4 = 5
+_GSO_ECN = 0x80
+_TPID_8021AD = 0x88A8
+_PROTO_TCP = 6
+_PROTO_UDP = 17
+_PROTO_SCTP = 132
+_TCP_FIN = 0x01
+_TCP_PSH = 0x08
+_TCP_CWR = 0x80
+_MAX_TAGS = 2
+_MAX_EXT = 8
+_TMPL_MAX = 160
+_IP_OK, _IP_OTHER, _IP_BAD = 0, 1, 2
+_CSUM_NONE, _CSUM_INET, _CSUM_CRC32C = 0, 1, 2
+
+
+def _crc32c_nibbles() -> tuple[int, ...]:
+    table = []
+    for i in range(16):
+        c = i
+        for _ in range(4):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32C_NIBBLE = _crc32c_nibbles()
+
+
+def _sum(b: ReadableBuffer, start: int, end: int) -> int:
+    """Unfolded sum of the 16-bit words of ``b[start:end]``: congruent modulo
+    0xffff with the ones' complement sum (65536 = 1 modulo 0xffff), 0 only for
+    all-zero data."""
+    x = int.from_bytes(b[start:end], "big")
+    return x << 8 if (end - start) & 1 else x
+
+
+def _csum(s: int) -> int:
+    """The Internet checksum of an unfolded sum: ~(ones' complement sum)."""
+    r = s % 0xFFFF
+    if r == 0 and s:
+        r = 0xFFFF
+    return ~r & 0xFFFF
+
+
+def _crc32c(b: ReadableBuffer, start: int, end: int) -> int:
+    table = _CRC32C_NIBBLE
+    c = 0xFFFFFFFF
+    for byte in bytes(b[start:end]):
+        c = (c >> 4) ^ table[(c ^ byte) & 15]
+        c = (c >> 4) ^ table[(c ^ (byte >> 4)) & 15]
+    return c ^ 0xFFFFFFFF
+
+
+class _IP:
+    """Where the IP and transport headers of a frame are."""
+
+    __slots__ = ("l3", "l4", "version", "proto", "ext")
+
+    def __init__(self) -> None:
+        self.l3 = self.l4 = self.version = self.proto = 0
+        self.ext = False
+
+
+def _parse_ip(b: ReadableBuffer, f: int, n: int, ip: _IP) -> int:
+    """The frame is ``b[f:f + n]``; as pk_parse_ip in xcon_packet.c."""
+    if n < ETH_HDR_LEN:
+        return _IP_BAD
+    off = ETH_MAC_LEN
+    (et,) = _get_u16(b, f + off)
+    tags = 0
+    while et in (TPID_8021Q, _TPID_8021AD):
+        if tags == _MAX_TAGS:
+            return _IP_OTHER
+        tags += 1
+        if n - off < VLAN_TAG_LEN + 2:
+            return _IP_BAD
+        off += VLAN_TAG_LEN
+        (et,) = _get_u16(b, f + off)
+    l3 = off + 2
+    ip.l3 = l3
+    ip.ext = False
+    if et == 0x0800:
+        if n - l3 < 20:
+            return _IP_BAD
+        vihl = b[f + l3]
+        ihl = (vihl & 15) * 4
+        if vihl >> 4 != 4 or ihl < 20 or n - l3 < ihl:
+            return _IP_BAD
+        if _get_u16(b, f + l3 + 6)[0] & 0x3FFF:
+            return _IP_OTHER
+        ip.version = 4
+        ip.proto = b[f + l3 + 9]
+        ip.l4 = l3 + ihl
+        return _IP_OK
+    if et == 0x86DD:
+        l4 = l3 + 40
+        if n - l3 < 40 or b[f + l3] >> 4 != 6:
+            return _IP_BAD
+        nh = b[f + l3 + 6]
+        walked = 0
+        while nh in (0, 43, 60):
+            if walked == _MAX_EXT:
+                return _IP_OTHER
+            walked += 1
+            if n - l4 < 8:
+                return _IP_BAD
+            nh = b[f + l4]
+            l4 += (b[f + l4 + 1] + 1) * 8
+            if l4 > n:
+                return _IP_BAD
+            ip.ext = True
+        ip.version = 6
+        ip.proto = nh
+        ip.l4 = l4
+        return _IP_OK
+    return _IP_OTHER
+
+
+class _Plan:
+    """What one packet becomes (see pk_plan in xcon_packet.c)."""
+
+    __slots__ = (
+        "n",
+        "taglen",
+        "tag",
+        "out_len",
+        "csum",
+        "cs",
+        "co",
+        "gso",
+        "tcp",
+        "ip",
+        "hlen",
+        "gso_size",
+        "nseg",
+    )
+
+    def __init__(self) -> None:
+        self.n = self.taglen = self.out_len = self.cs = self.co = 0
+        self.tag = b""
+        self.csum = _CSUM_NONE
+        self.gso = self.tcp = False
+        self.ip = _IP()
+        self.hlen = self.gso_size = self.nseg = 0
+
+
+def _plan(
+    flags: int,
+    gso_type: int,
+    gso_size: int,
+    csum_start: int,
+    csum_offset: int,
+    b: ReadableBuffer,
+    f: int,
+    n: int,
+    tpid: int,
+    tci: int,
+    p: _Plan,
+) -> int:
+    """Decide what the frame ``b[f:f + n]`` becomes, reading only; the verdict."""
+    p.n = n
+    if tpid:
+        p.taglen = VLAN_TAG_LEN
+        p.tag = _u32.pack((tpid << 16) | tci)
+    if n == 0 or n > MAX_FRAME:
+        return PKT_BAD_FRAME
+    if p.taglen and (n < ETH_MAC_LEN or n + VLAN_TAG_LEN > MAX_FRAME):
+        return PKT_BAD_FRAME
+
+    if gso_type == _GSO_NONE:
+        cs, co = csum_start, csum_offset
+        p.out_len = 4 + p.taglen + n
+        if not flags & _F_NEEDS_CSUM:
+            return PKT_FORWARDED
+        if cs > n or co > n - cs or n - cs - co < 2:
+            return PKT_MALFORMED
+        p.cs, p.co = cs, co
+        p.csum = _CSUM_INET
+        ip = _IP()
+        if co == 8 and _parse_ip(b, f, n, ip) == _IP_OK and ip.proto == _PROTO_SCTP and ip.l4 == cs:
+            if n - cs - co < 4:
+                return PKT_MALFORMED
+            p.csum = _CSUM_CRC32C
+        return PKT_CSUM
+
+    kind = gso_type & ~_GSO_ECN
+    if kind in (_GSO_TCPV4, _GSO_TCPV6):
+        p.tcp = True
+    elif kind != _GSO_UDP_L4 or gso_type & _GSO_ECN:
+        return PKT_UNSUPPORTED
+    if gso_size == 0:
+        return PKT_MALFORMED
+    ip = p.ip
+    r = _parse_ip(b, f, n, ip)
+    if r == _IP_BAD:
+        return PKT_MALFORMED
+    if r != _IP_OK or ip.ext:
+        return PKT_UNSUPPORTED
+    if (
+        (kind == _GSO_TCPV4 and ip.version != 4)
+        or (kind == _GSO_TCPV6 and ip.version != 6)
+        or ip.proto != (_PROTO_TCP if p.tcp else _PROTO_UDP)
+    ):
+        return PKT_UNSUPPORTED
+    if p.tcp:
+        if n - ip.l4 < 20:
+            return PKT_MALFORMED
+        thl = (b[f + ip.l4 + 12] >> 4) * 4
+        if thl < 20 or n - ip.l4 < thl:
+            return PKT_MALFORMED
+    else:
+        thl = 8
+        if n - ip.l4 < thl:
+            return PKT_MALFORMED
+    if flags & _F_NEEDS_CSUM and (csum_start != ip.l4 or csum_offset != (16 if p.tcp else 6)):
+        return PKT_MALFORMED
+    p.hlen = ip.l4 + thl
+    payload = n - p.hlen
+    if payload == 0:
+        return PKT_MALFORMED
+    if p.hlen > _TMPL_MAX:
+        return PKT_UNSUPPORTED
+    seg = min(gso_size, payload)
+    if p.hlen - ip.l3 + seg - (40 if ip.version == 6 else 0) > 0xFFFF:
+        return PKT_MALFORMED
+    p.gso = True
+    p.gso_size = gso_size
+    p.nseg = -(-payload // gso_size)
+    p.out_len = p.nseg * (4 + p.taglen + p.hlen) + payload
+    return PKT_SPLIT
+
+
+def _emit(p: _Plan, b: memoryview, pos: int) -> int:
+    """Carry out ``p`` on the frame at ``b[pos + 4:]``, output from ``pos``
+    (see pk_emit in xcon_packet.c); the frames written."""
+    f = pos + 4
+    n, taglen = p.n, p.taglen
+    if not p.gso:
+        if p.csum == _CSUM_INET:
+            c = _csum(_sum(b, f + p.cs, f + n))
+            _put_u16(b, f + p.cs + p.co, c or 0xFFFF)
+        elif p.csum == _CSUM_CRC32C:
+            field = f + p.cs + p.co
+            b[field : field + 4] = b"\0\0\0\0"
+            struct.pack_into("<I", b, field, _crc32c(b, f + p.cs, f + n))
+        if taglen:
+            b[f + ETH_MAC_LEN + taglen : f + n + taglen] = b[f + ETH_MAC_LEN : f + n]
+            b[f + ETH_MAC_LEN : f + ETH_MAC_LEN + taglen] = p.tag
+        _put_u32(b, pos, n + taglen)
+        return 1
+
+    ip = p.ip
+    hlen, l3, l4, g = p.hlen, ip.l3, ip.l4, p.gso_size
+    payload = n - hlen
+    tmpl = bytes(b[f : f + hlen])
+    src = pos + p.out_len - n
+    b[src : src + n] = b[f : f + n]
+    seq = flags = ident = 0
+    if p.tcp:
+        (seq,) = _get_u32(tmpl, l4 + 4)
+        flags = tmpl[l4 + 13]
+    if ip.version == 4:
+        (ident,) = _get_u16(tmpl, l3 + 4)
+    proto = _PROTO_TCP if p.tcp else _PROTO_UDP
+    w = pos
+    for k in range(p.nseg):
+        length = min(g, payload - k * g)
+        l4len = hlen - l4 + length
+        fr = w + 4
+        h = fr + taglen
+        _put_u32(b, w, hlen + taglen + length)
+        b[fr : fr + ETH_MAC_LEN] = tmpl[:ETH_MAC_LEN]
+        b[fr + ETH_MAC_LEN : h + ETH_MAC_LEN] = p.tag
+        b[h + ETH_MAC_LEN : h + hlen] = tmpl[ETH_MAC_LEN:]
+        at = src + hlen + k * g
+        b[h + hlen : h + hlen + length] = b[at : at + length]
+        if ip.version == 4:
+            _put_u16(b, h + l3 + 2, hlen - l3 + length)
+            _put_u16(b, h + l3 + 4, (ident + k) & 0xFFFF)
+            _put_u16(b, h + l3 + 10, 0)
+            _put_u16(b, h + l3 + 10, _csum(_sum(b, h + l3, h + l4)))
+            s = _sum(b, h + l3 + 12, h + l3 + 20)
+        else:
+            _put_u16(b, h + l3 + 4, hlen - l3 - 40 + length)
+            s = _sum(b, h + l3 + 8, h + l3 + 40)
+        s += proto + l4len
+        if p.tcp:
+            fl = flags
+            _put_u32(b, h + l4 + 4, (seq + k * g) & 0xFFFFFFFF)
+            if k + 1 < p.nseg:
+                fl &= ~(_TCP_FIN | _TCP_PSH)
+            if k:
+                fl &= ~_TCP_CWR
+            b[h + l4 + 13] = fl
+            _put_u16(b, h + l4 + 16, 0)
+            _put_u16(b, h + l4 + 16, _csum(s + _sum(b, h + l4, h + l4 + l4len)))
+        else:
+            _put_u16(b, h + l4 + 4, l4len)
+            _put_u16(b, h + l4 + 6, 0)
+            c = _csum(s + _sum(b, h + l4, h + l4 + l4len))
+            _put_u16(b, h + l4 + 6, c or 0xFFFF)
+        w += 4 + taglen + hlen + length
+    return p.nseg
+
+
+def _py_offload_frame(
+    vnet: ReadableBuffer,
+    frame: ReadableBuffer,
+    dst: WritableBuffer,
+    dst_start: int,
+    dst_end: int,
+    tpid: int = 0,
+    tci: int = 0,
+) -> OffloadResult:
+    v = memoryview(vnet).cast("B")
+    src = memoryview(frame).cast("B")
+    d = memoryview(dst).cast("B")
+    if d.readonly:
+        raise BufferError("destination buffer is not writable")
+    check_vnet_hdr(v.nbytes)
+    check_range(d.nbytes, dst_start, dst_end, "destination")
+    check_tag(tpid, tci)
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _vnet.unpack(v)
+    n = src.nbytes
+    p = _Plan()
+    verdict = _plan(flags, gso_type, gso_size, csum_start, csum_offset, src, 0, n, tpid, tci, p)
+    if verdict > PKT_SPLIT:
+        return dst_start, 0, verdict
+    if p.out_len > dst_end - dst_start:
+        return dst_start, 0, PKT_NO_ROOM
+    d[dst_start + 4 : dst_start + 4 + n] = src
+    nout = _emit(p, d, dst_start)
+    return dst_start + p.out_len, nout, verdict
+
+
+#: read_packets(): the counter (index in PACKET_COUNTERS) a verdict adds to.
+_VERDICT_COUNTER = {
+    PKT_CSUM: 2,
+    PKT_SPLIT: 3,
+    PKT_UNSUPPORTED: 4,
+    PKT_NO_ROOM: 4,
+    PKT_MALFORMED: 5,
+    PKT_BAD_FRAME: 6,
+}
+
+
+def _py_read_packets(
+    fd: int,
+    buf: WritableBuffer,
+    start: int,
+    end: int,
+    max_count: int = READ_BATCH,
+    vnet_hdr: bool = True,
+) -> PacketReadResult:
+    b = memoryview(buf).cast("B")
+    if b.readonly:
+        raise BufferError("buffer is not writable")
+    check_range(b.nbytes, start, end)
+    check_count(max_count)
+    counters = [0, 0, 0, 0, 0, 0, 0]
+    pos = start
+    nframes = count = 0
+    err = 0
+    if end - start < PACKET_ROOM:
+        return start, 0, errno.ENOBUFS, (0, 0, 0, 0, 0, 0, 0)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        return start, 0, e.errno or errno.EIO, (0, 0, 0, 0, 0, 0, 0)
+    vh = memoryview(bytearray(VNET_HDR_LEN))
+    try:
+        recvmsg_into = sock.recvmsg_into
+        while count < max_count and end - pos >= PACKET_ROOM:
+            f = pos + 4
+            bufs = [vh, b[f : f + MAX_FRAME]] if vnet_hdr else [b[f : f + MAX_FRAME]]
+            try:
+                r, anc, msg_flags, addr = recvmsg_into(bufs, _ANCSIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EINVAL and vnet_hdr:
+                    count += 1
+                    counters[4] += 1
+                    continue
+                err = e.errno or errno.EIO
+                break
+            count += 1
+            if msg_flags & socket.MSG_TRUNC:
+                counters[0] += 1
+                continue
+            if isinstance(addr, tuple) and len(addr) > 2 and addr[2] == _PACKET_OUTGOING:
+                counters[1] += 1
+                continue
+            tpid = tci = 0
+            for level, kind, data in anc:
+                if level == _SOL_PACKET and kind == _PACKET_AUXDATA and len(data) >= _auxdata.size:
+                    status, _l, _s, _m, _n, vtci, vtpid = _auxdata.unpack_from(data)
+                    if status & _TP_STATUS_VLAN_VALID:
+                        tpid = vtpid
+                        if not status & _TP_STATUS_VLAN_TPID_VALID or not tpid:
+                            tpid = TPID_8021Q
+                        tci = vtci
+                    break
+            if vnet_hdr:
+                if r < VNET_HDR_LEN:
+                    counters[6] += 1
+                    continue
+                flags, gso_type, _hl, gso_size, csum_start, csum_offset = _vnet.unpack(vh)
+                n = r - VNET_HDR_LEN
+            else:
+                flags = gso_type = gso_size = csum_start = csum_offset = 0
+                n = r
+            p = _Plan()
+            verdict = _plan(
+                flags, gso_type, gso_size, csum_start, csum_offset, b, f, n, tpid, tci, p
+            )
+            if verdict <= PKT_SPLIT and p.out_len > end - pos:
+                verdict = PKT_NO_ROOM
+            if verdict in _VERDICT_COUNTER:
+                counters[_VERDICT_COUNTER[verdict]] += 1
+            if verdict <= PKT_SPLIT:
+                nframes += _emit(p, b, pos)
+                pos += p.out_len
+    finally:
+        sock.detach()
+    t, o, c, s, g, m, bad = counters
+    return pos, nframes, err, (t, o, c, s, g, m, bad)
+
+
+def _py_write_packets(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
+    b = memoryview(buf).cast("B")
+    check_range(b.nbytes, start, end)
+    writev = os.writev
+    zero = _ZERO_VNET
+    pos = start
+    n = dropped = 0
+    err = 0
+    while end - pos >= 4:
+        (length,) = _get_u32(b, pos)
+        nxt = pos + 4 + length
+        if nxt > end:
+            break
+        if length == 0 or length > MAX_FRAME:
+            dropped += 1
+            pos = nxt
+            continue
+        try:
+            writev(fd, (zero, b[pos + 4 : nxt]))
+        except BlockingIOError:
+            break
+        except OSError as e:
+            if e.errno in WRITE_FRAME_REJECTED:
+                dropped += 1
+                pos = nxt
+                continue
+            err = e.errno or errno.EIO
+            break
+        n += 1
+        pos = nxt
+    return pos, n, dropped, err
+
+
 BACKEND = Backend(
     name="python",
     scan=_py_scan,
@@ -424,6 +920,9 @@ BACKEND = Backend(
     vlan_insert=_py_vlan_insert,
     read_frames=_py_read_frames,
     write_frames=_py_write_frames,
+    read_packets=_py_read_packets,
+    write_packets=_py_write_packets,
+    offload_frame=_py_offload_frame,
     recv_datagrams=_py_recv_datagrams,
     send_datagrams=_py_send_datagrams,
 )

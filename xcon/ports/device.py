@@ -35,6 +35,7 @@ from collections.abc import Callable
 from xcon import native
 from xcon.engines import ERRORS, READ, WRITE, Engine, Registration, TimerHandle
 from xcon.limits import FRAME_HEADER
+from xcon.native.abi import WriteResult
 from xcon.ports import Port
 
 log = logging.getLogger("xcon.port")
@@ -75,6 +76,10 @@ class DevicePort(Port):
         """Read a batch of frames into ``view`` as length-prefixed frames; the
         bytes written (0: nothing now, -1: the descriptor failed)."""
         raise NotImplementedError
+
+    def _write(self, fd: int, view: memoryview, start: int, end: int) -> WriteResult:
+        """Write the frames of ``view[start:end]`` (:func:`xcon.native.write_frames`)."""
+        return native.write_frames(fd, view, start, end)
 
     def _close_fd(self) -> None:
         if self.fd >= 0:
@@ -186,9 +191,9 @@ class DevicePort(Port):
         fd = self.fd
         end = len(view)
         pos = 0
-        write_frames = native.write_frames
+        write = self._write
         while True:
-            pos, _n, dropped, err = write_frames(fd, view, pos, end)
+            pos, _n, dropped, err = write(fd, view, pos, end)
             if dropped:
                 self.tx_dropped += dropped
             if not err:

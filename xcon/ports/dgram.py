@@ -38,10 +38,12 @@ unreachable says the peer's port is closed (a stopped qemu); it counts as
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import socket
+import struct
 
 from xcon import native
 from xcon.engines import Engine
@@ -100,6 +102,7 @@ class DatagramPort(DevicePort):
         self.truncated = 0
         self._addr: tuple[object, ...] | None = None
         self._peer: bytes | None = None
+        self._group: tuple[int, str, int] | None = None  # VXLAN: its shared local port
         if vni is None:
             self._prefix = b""
             self._match: tuple[int, bytes, bytes] = (0, b"", b"")
@@ -144,6 +147,8 @@ class DatagramPort(DevicePort):
                     s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
                 else:
                     s.setsockopt(socket.IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
+            if self.vni is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind((local, self.local_port))
             if self.vni is None:
                 s.connect(addr)
@@ -155,6 +160,9 @@ class DatagramPort(DevicePort):
         self._peer = socket.inet_pton(family, str(addr[0]).split("%", 1)[0])
         self.sock = s
         self.fd = s.fileno()
+        if self.vni is not None:
+            self._group = (family, local, self.local_port)
+            _vxlan_join(self)
         log.info(
             "%s: UDP %s -> %s%s",
             self.name,
@@ -176,6 +184,9 @@ class DatagramPort(DevicePort):
         return f"{self.name}: cannot open the UDP socket: {e.strerror or e}"
 
     def _close_fd(self) -> None:
+        if self._group is not None:
+            _vxlan_leave(self)
+            self._group = None
         s, self.sock = self.sock, None
         if s is not None:
             s.close()
@@ -248,3 +259,68 @@ class DatagramPort(DevicePort):
             f"{super().counter_text()} bad_header={self.bad_header} foreign={self.foreign} "
             f"truncated={self.truncated} refused={self.refused}"
         )
+
+
+# -- VXLAN ends sharing one local port ---------------------------------------------------
+#
+# Several VXLAN ends (one per VNI) can share a local port, as Linux's VXLAN
+# devices do (containerlab gives every inter-host link its own VNI on one
+# port).  Each end keeps its own socket (``SO_REUSEPORT``), and a classic BPF
+# program attached to the group steers each datagram by its VNI to the socket
+# of that VNI; an unknown VNI goes to one of them, which drops and counts it.
+# The program names sockets by their index in the kernel's group, which is
+# the order they were bound in; when one leaves, the kernel moves the last one
+# into its place, and :func:`_vxlan_leave` does the same here.
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_LD_W_ABS = 0x00 | 0x00 | 0x20
+_BPF_RSH_K = 0x04 | 0x70 | 0x00
+_BPF_JEQ_K = 0x05 | 0x10 | 0x00
+_BPF_RET_K = 0x06 | 0x00
+_BPF_INSN = struct.Struct("HBBI")
+_groups: dict[tuple[int, str, int], list[DatagramPort]] = {}
+
+
+def vni_steering(vnis: list[int]) -> bytes:
+    """A reuseport program: the UDP payload's VNI (bytes 4..6) picks the socket."""
+    insns = [_BPF_INSN.pack(_BPF_LD_W_ABS, 0, 0, 4), _BPF_INSN.pack(_BPF_RSH_K, 0, 0, 8)]
+    for index, vni in enumerate(vnis):
+        insns.append(_BPF_INSN.pack(_BPF_JEQ_K, 0, 1, vni))
+        insns.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, index))
+    insns.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, 0xFFFFFFFF))  # no such socket: any
+    return b"".join(insns)
+
+
+def _attach(group: list[DatagramPort]) -> None:
+    code = vni_steering([p.vni for p in group if p.vni is not None])
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(code) // _BPF_INSN.size, ctypes.addressof(buf))
+    sock = group[0].sock
+    assert sock is not None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as e:
+        log.error("cannot steer VXLAN datagrams by VNI on a shared port (%s)", e.strerror)
+
+
+def _vxlan_join(port: DatagramPort) -> None:
+    assert port._group is not None
+    group = _groups.setdefault(port._group, [])
+    group.append(port)
+    if len(group) > 1:
+        _attach(group)
+
+
+def _vxlan_leave(port: DatagramPort) -> None:
+    assert port._group is not None
+    group = _groups.get(port._group, [])
+    if port not in group:
+        return
+    i = group.index(port)
+    last = group.pop()
+    if last is not port:
+        group[i] = last
+    if len(group) > 1:
+        _attach(group)
+    elif not group:
+        del _groups[port._group]

@@ -21,6 +21,32 @@ socket closes).
   is forwarded (``TP_STATUS_VLAN_TPID_VALID`` says whether the TPID is given;
   otherwise it is 0x8100).  A frame is never forwarded cut: a truncated read
   (``MSG_TRUNC``) is dropped and counted.
+* *Offloads are finished here.*  A frame the host's stack sends out of a
+  device with checksum offload and TSO/GSO (a veth, as docker gives a
+  container, has both on) reaches the packet socket as the stack left it for
+  the hardware: the TCP/UDP checksum partial, and TCP data as super-frames of
+  up to 64 KiB.  A router behind xcon would drop the first and cannot take the
+  second, so ping works and TCP does not.  With ``PACKET_VNET_HDR`` each packet
+  comes with a ``struct virtio_net_hdr`` saying what is left to do, and
+  :func:`xcon.native.read_packets` does it while reading: checksums
+  completed, super-frames (TCP over IPv4/IPv6, UDP) cut into frames of the
+  size the stack chose (its MSS), the VLAN tag put back on each.  Packets
+  with an offload it cannot finish are dropped and counted (``gso_dropped``,
+  ``malformed``), never forwarded broken; the user does not have to turn the
+  offloads off with ethtool.  A kernel without ``PACKET_VNET_HDR`` (said
+  once in the log) gets the frames as they come, as before.
+* *Sending.*  The socket with ``PACKET_VNET_HDR`` expects the header before
+  each frame it sends too: :func:`xcon.native.write_packets` puts a zero one
+  (no offload asked for) in front of each frame with one ``writev``.  One
+  socket does both, so frames xcon writes are still never seen by xcon
+  itself, and writability is that of the socket the engine watches.
+
+Counters (``counter_text``): ``truncated``, ``outgoing_ignored``, and the
+offload work: ``csum_completed`` (frames whose checksum was completed),
+``gso_split`` (super-frames cut into frames), ``gso_dropped`` (super-frames
+of a kind not split, or whose segments would not fit the read buffer),
+``malformed`` (offload fields that do not match the frame), ``bad_frame``
+(empty, or no room for the VLAN tag); all drops are in ``rx_dropped`` too.
 """
 
 from __future__ import annotations
@@ -31,13 +57,14 @@ import os
 import socket
 import struct
 
+from xcon import native
 from xcon.engines import Engine
-from xcon.limits import FRAME_HEADER, MAX_FRAME
+from xcon.native.abi import WriteResult
 from xcon.ports.device import FATAL, DevicePort
 
 log = logging.getLogger("xcon.port")
 
-#: Frames per batch.
+#: Packets read per batch (one system call each).
 RAW_BATCH = 256
 
 # linux/if_packet.h, linux/if_ether.h
@@ -46,15 +73,9 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 PACKET_MR_PROMISC = 1
-PACKET_OUTGOING = 4
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-ETH_P_8021Q = 0x8100
-_AUXDATA = struct.Struct("=IIIHHHH")
-_TAG = struct.Struct(">HH")
-_LEN = struct.Struct(">I")
 RAW_RCVBUF = 4 * 1024 * 1024
 SO_RCVBUFFORCE = 33
 
@@ -68,15 +89,37 @@ class RawPort(DevicePort):
         self.ifindex = 0
         self.outgoing_ignored = 0
         self.truncated = 0
+        self.csum_completed = 0
+        self.gso_split = 0
+        self.gso_dropped = 0
+        self.malformed = 0
+        self.bad_frame = 0
         #: The kernel lacks PACKET_IGNORE_OUTGOING: outgoing frames are skipped here.
         self.userspace_outgoing_filter = False
-        self._ancsize = socket.CMSG_SPACE(_AUXDATA.size)
+        #: Packets come with a virtio_net_hdr and offloads are finished here.
+        self.vnet_hdr = False
+        self._vnet_logged = False
 
     def _open(self) -> None:
         # Protocol 0 until bound: nothing is queued before the options are set.
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                vnet_hdr = True
+            except OSError as e:
+                vnet_hdr = False
+                if not self._vnet_logged:
+                    self._vnet_logged = True
+                    log.warning(
+                        "%s: no PACKET_VNET_HDR (%s): frames the host leaves to the device's "
+                        "offloads (partial checksums, TSO super-frames) go out unfinished; "
+                        "turn them off with 'ethtool -K %s tx off tso off gso off'",
+                        self.name,
+                        e.strerror or e,
+                        self.ifname,
+                    )
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             except OSError:
@@ -95,6 +138,7 @@ class RawPort(DevicePort):
             raise
         self.sock = s
         self.fd = s.fileno()
+        self.vnet_hdr = vnet_hdr
 
     def _open_error(self, e: OSError) -> str:
         ifname = self.ifname
@@ -130,56 +174,36 @@ class RawPort(DevicePort):
             self.fail("device error")
 
     def _read_into(self, view: memoryview) -> int:
-        sock = self.sock
-        assert sock is not None
-        recvmsg_into = sock.recvmsg_into
-        ancsize = self._ancsize
-        limit = len(view) - (2 * FRAME_HEADER + MAX_FRAME)  # room: header, frame, a restored tag
-        pos = 0
-        count = 0
-        while pos <= limit and count < RAW_BATCH:
-            start = pos + FRAME_HEADER
-            try:
-                n, anc, flags, addr = recvmsg_into([view[start : start + MAX_FRAME]], ancsize)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno in FATAL:
-                    if pos:
-                        break
-                    self.fail(e.strerror or str(e))
-                    return -1
-                log.warning("%s: %s", self.name, e.strerror or e)
-                break
-            if flags & socket.MSG_TRUNC:
-                self.truncated += 1
-                self.rx_dropped += 1
-                continue
-            if addr[2] == PACKET_OUTGOING:  # only without PACKET_IGNORE_OUTGOING
-                self.outgoing_ignored += 1
-                continue
-            for level, kind, data in anc:
-                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUXDATA.size:
-                    status, _l, _s, _m, _n, tci, tpid = _AUXDATA.unpack_from(data)
-                    if status & TP_STATUS_VLAN_VALID:
-                        if n + 4 > MAX_FRAME or n < 12:
-                            self.rx_dropped += 1
-                            n = -1
-                            break
-                        if not status & TP_STATUS_VLAN_TPID_VALID:
-                            tpid = ETH_P_8021Q
-                        view[start + 16 : start + 4 + n] = view[start + 12 : start + n]
-                        _TAG.pack_into(view, start + 12, tpid, tci)
-                        n += 4
-            if n <= 0:
-                continue
-            _LEN.pack_into(view, pos, n)
-            pos = start + n
-            count += 1
-        return pos
+        pos, _n, err, counters = native.read_packets(
+            self.fd, view, 0, len(view), RAW_BATCH, self.vnet_hdr
+        )
+        truncated, outgoing, csum, split, gso_dropped, malformed, bad = counters
+        self.truncated += truncated
+        self.outgoing_ignored += outgoing
+        self.csum_completed += csum
+        self.gso_split += split
+        self.gso_dropped += gso_dropped
+        self.malformed += malformed
+        self.bad_frame += bad
+        self.rx_dropped += truncated + gso_dropped + malformed + bad
+        if err and err != errno.ENOBUFS:  # ENOBUFS: no room now; the bridge drains it
+            if err in FATAL:
+                if pos:
+                    return int(pos)  # keep what was read; the error comes back next time
+                self.fail(os.strerror(err))
+                return -1
+            log.warning("%s: %s", self.name, os.strerror(err))
+        return int(pos)
+
+    def _write(self, fd: int, view: memoryview, start: int, end: int) -> WriteResult:
+        if self.vnet_hdr:
+            return native.write_packets(fd, view, start, end)
+        return native.write_frames(fd, view, start, end)
 
     def counter_text(self) -> str:
         return (
             f"{super().counter_text()} truncated={self.truncated} "
-            f"outgoing_ignored={self.outgoing_ignored}"
+            f"outgoing_ignored={self.outgoing_ignored} csum_completed={self.csum_completed} "
+            f"gso_split={self.gso_split} gso_dropped={self.gso_dropped} "
+            f"malformed={self.malformed} bad_frame={self.bad_frame}"
         )
