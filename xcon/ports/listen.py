@@ -49,7 +49,7 @@ import time
 from xcon.engines import READ, Callback, Engine, Registration, TimerHandle
 from xcon.errors import ModeError
 from xcon.ports import fmt_addr
-from xcon.ports.stream import StreamPort
+from xcon.ports.stream import StreamPort, unix_buffers
 
 log = logging.getLogger("xcon.port")
 
@@ -220,10 +220,13 @@ class ListenPort(StreamPort):
             self._pause = self.engine.call_later(ACCEPT_PAUSE, self._resume)
             return
         s.setblocking(False)
-        try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        if self.path is not None:
+            unix_buffers(s)
+        else:
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         if self._serving:
             self._add_candidate(s, fmt_addr(addr))
             return

@@ -54,7 +54,7 @@ from xcon.engines import WRITE, Callback, Engine, Registration, Stream, TimerHan
 from xcon.limits import qemu_tcp_port
 from xcon.ports import fmt_addr
 from xcon.ports.listeners import ListenerWatch, Waiter, is_local, listener_key
-from xcon.ports.stream import StreamPort
+from xcon.ports.stream import StreamPort, unix_buffers
 
 log = logging.getLogger("xcon.port")
 
@@ -390,6 +390,8 @@ class QemuPort(StreamPort):
         s.setblocking(False)
         if family != socket.AF_UNIX:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            unix_buffers(s)
         err = s.connect_ex(addr)
         if err == errno.EAGAIN and family == socket.AF_UNIX:
             err = errno.ECONNREFUSED  # the listener's backlog is full: try again later
