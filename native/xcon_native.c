@@ -228,15 +228,20 @@ static inline int frame_rejected(int e)
     return e == EMSGSIZE || e == EINVAL || e == ENOBUFS;
 }
 
-int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[])
+/* Each frame of buf[start:end] with one system call, after prefix[0:prefix_len]
+ * when prefix_len > 0 (writev); shared by write_frames and write_packets. */
+static int write_each(int fd, const uint8_t *buf, size_t start, size_t end,
+                      const uint8_t *prefix, size_t prefix_len, size_t out[])
 {
     size_t pos = start, n = 0, dropped = 0;
     int err = 0;
+    int have_prefix = prefix_len > 0;
 
     if (end < start)
         end = start;
     while (end - pos >= XCON_HDR_LEN) {
         size_t len = get_be32(buf + pos);
+        struct iovec iov[2];
         ssize_t r;
 
         if (end - pos - XCON_HDR_LEN < len)
@@ -246,7 +251,14 @@ int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size
             pos += XCON_HDR_LEN + len;
             continue;
         }
-        r = write(fd, buf + pos + XCON_HDR_LEN, len);
+        iov[0].iov_base = (void *)prefix;
+        iov[0].iov_len = prefix_len;
+        iov[1].iov_base = (void *)(buf + pos + XCON_HDR_LEN);
+        iov[1].iov_len = len;
+        if (have_prefix)
+            r = writev(fd, iov, 2);
+        else
+            r = write(fd, iov[1].iov_base, len);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -267,6 +279,11 @@ int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size
     out[1] = n;
     out[2] = dropped;
     return err;
+}
+
+int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[])
+{
+    return write_each(fd, buf, start, end, NULL, 0, out);
 }
 
 /* Room one receive slot takes: the length prefix, then the largest datagram. */

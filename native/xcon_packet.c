@@ -601,46 +601,5 @@ int xcon_read_packets(int fd, uint8_t *buf, size_t start, size_t end, size_t max
 
 int xcon_write_packets(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[])
 {
-    size_t pos = start, n = 0, dropped = 0;
-    int err = 0;
-
-    if (end < start)
-        end = start;
-    while (end - pos >= XCON_HDR_LEN) {
-        size_t len = get_be32(buf + pos);
-        struct iovec iov[2];
-        ssize_t r;
-
-        if (end - pos - XCON_HDR_LEN < len)
-            break;
-        if (len == 0 || len > XCON_MAX_FRAME) {
-            dropped++;
-            pos += XCON_HDR_LEN + len;
-            continue;
-        }
-        iov[0].iov_base = (void *)pk_zero_vnet;
-        iov[0].iov_len = sizeof pk_zero_vnet;
-        iov[1].iov_base = (void *)(buf + pos + XCON_HDR_LEN);
-        iov[1].iov_len = len;
-        r = writev(fd, iov, 2);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            if (frame_rejected(errno)) {
-                dropped++;
-                pos += XCON_HDR_LEN + len;
-                continue;
-            }
-            err = errno;
-            break;
-        }
-        n++;
-        pos += XCON_HDR_LEN + len;
-    }
-    out[0] = pos;
-    out[1] = n;
-    out[2] = dropped;
-    return err;
+    return write_each(fd, buf, start, end, pk_zero_vnet, sizeof pk_zero_vnet, out);
 }

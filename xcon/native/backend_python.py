@@ -240,10 +240,14 @@ def _py_read_frames(
     return pos, n, err
 
 
-def _py_write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
+def _write_each(
+    fd: int, buf: ReadableBuffer, start: int, end: int, prefix: bytes = b""
+) -> WriteResult:
+    """Each frame with one system call, after ``prefix`` when there is one
+    (``writev``): write_frames and write_packets."""
     b = memoryview(buf).cast("B")
     check_range(b.nbytes, start, end)
-    write = os.write
+    write, writev = os.write, os.writev
     pos = start
     n = dropped = 0
     err = 0
@@ -257,7 +261,10 @@ def _py_write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> Writ
             pos = nxt
             continue
         try:
-            write(fd, b[pos + 4 : nxt])
+            if prefix:
+                writev(fd, (prefix, b[pos + 4 : nxt]))
+            else:
+                write(fd, b[pos + 4 : nxt])
         except BlockingIOError:
             break
         except OSError as e:
@@ -270,6 +277,10 @@ def _py_write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> Writ
         n += 1
         pos = nxt
     return pos, n, dropped, err
+
+
+def _py_write_frames(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
+    return _write_each(fd, buf, start, end)
 
 
 _RECV_FLAGS = socket.MSG_DONTWAIT
@@ -881,36 +892,7 @@ def _py_read_packets(
 
 
 def _py_write_packets(fd: int, buf: ReadableBuffer, start: int, end: int) -> WriteResult:
-    b = memoryview(buf).cast("B")
-    check_range(b.nbytes, start, end)
-    writev = os.writev
-    zero = _ZERO_VNET
-    pos = start
-    n = dropped = 0
-    err = 0
-    while end - pos >= 4:
-        (length,) = _get_u32(b, pos)
-        nxt = pos + 4 + length
-        if nxt > end:
-            break
-        if length == 0 or length > MAX_FRAME:
-            dropped += 1
-            pos = nxt
-            continue
-        try:
-            writev(fd, (zero, b[pos + 4 : nxt]))
-        except BlockingIOError:
-            break
-        except OSError as e:
-            if e.errno in WRITE_FRAME_REJECTED:
-                dropped += 1
-                pos = nxt
-                continue
-            err = e.errno or errno.EIO
-            break
-        n += 1
-        pos = nxt
-    return pos, n, dropped, err
+    return _write_each(fd, buf, start, end, _ZERO_VNET)
 
 
 BACKEND = Backend(
