@@ -283,22 +283,116 @@ class VxlanKit(UdpKit):
         self.peer.xcon_addr = ("127.0.0.1", self.local[1])
 
 
+class DeviceKit:
+    """A device end in a namespace of its own; the test plays the kernel side
+    with a packet socket (IPv6 off, no address: the kernel itself sends nothing)."""
+
+    stream = False
+    max_frame = 9014  # MTU 9000 and the Ethernet header
+
+    def __init__(self, engine: Engine) -> None:
+        from tests.root.nsutil import sh, suffix
+
+        self.ns = f"xcp-{suffix()}"
+        sh("ip", "netns", "add", self.ns)
+        try:
+            self.port = self.make(engine, suffix())
+        except BaseException:
+            self.close()
+            raise
+
+    def quiet_up(self, ifname: str) -> None:
+        from tests.root.nsutil import sh
+
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "sysctl",
+            "-qw",
+            f"net.ipv6.conf.{ifname}.disable_ipv6=1",
+        )
+        sh("ip", "-n", self.ns, "link", "set", ifname, "mtu", "9000", "up")
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        for f in frames:
+            self.peer.send(f)
+
+    def frames(self) -> list[bytes]:
+        return list(self.peer.incoming)
+
+    def close(self) -> None:
+        from tests.root.nsutil import sh
+
+        peer = getattr(self, "peer", None)
+        if peer is not None:
+            peer.close()
+        sh("ip", "netns", "del", self.ns, check=False)
+
+
+class TapKit(DeviceKit):
+    """``tap:NAME``: the tap is made here, then moved into the kit's namespace
+    (its descriptor keeps working), where a packet socket is its kernel side."""
+
+    name = "tap"
+
+    def make(self, engine: Engine, tag: str):
+        from tests.root.nsutil import PacketSocket, sh
+
+        ifname = f"xp{tag}"
+        port = make_port(engine, parse_end(f"tap:{ifname}"))
+        port.open()
+        sh("ip", "link", "set", ifname, "netns", self.ns)
+        self.quiet_up(ifname)
+        self.peer = PacketSocket(self.ns, ifname)
+        return port
+
+
+class RawKit(DeviceKit):
+    """``raw:IFNAME``: one end of a veth pair (socket made inside the namespace);
+    a packet socket on the other end is the wire."""
+
+    name = "raw"
+
+    def make(self, engine: Engine, tag: str):
+        from tests.root.nsutil import PacketSocket, in_netns, sh
+
+        near, far = f"xr{tag}", f"xw{tag}"
+        sh("ip", "-n", self.ns, "link", "add", near, "type", "veth", "peer", "name", far)
+        for dev in (near, far):
+            self.quiet_up(dev)
+        port = make_port(engine, parse_end(f"raw:{near}"))
+        in_netns(self.ns, port.open)
+        self.peer = PacketSocket(self.ns, far)
+        return port
+
+
+_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="tap and raw ends need root and iproute2 (tests/root covers them further)",
+)
 STREAM_KITS = [QemuKit, TcpKit, UnixKit, ListenKit, ListenUnixKit]
 DGRAM_KITS = [UdpKit, VxlanKit]
+DEVICE_KITS = [pytest.param(TapKit, marks=_ROOT), pytest.param(RawKit, marks=_ROOT)]
 KITS = STREAM_KITS + DGRAM_KITS
 
 
-@pytest.fixture(params=KITS, ids=lambda k: k.name)
+def _kit_id(k) -> str:
+    return k.name
+
+
+@pytest.fixture(params=KITS + DEVICE_KITS, ids=_kit_id)
 def kit_class(request):
     return request.param
 
 
-@pytest.fixture(params=STREAM_KITS, ids=lambda k: k.name)
+@pytest.fixture(params=STREAM_KITS, ids=_kit_id)
 def stream_kit_class(request):
     return request.param
 
 
-@pytest.fixture(params=DGRAM_KITS, ids=lambda k: k.name)
+@pytest.fixture(params=DGRAM_KITS, ids=_kit_id)
 def dgram_kit_class(request):
     return request.param
 
