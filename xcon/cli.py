@@ -350,7 +350,9 @@ def run(setup: Setup) -> int:
         engine = make_engine(setup.engine)
     except EngineUnavailable as e:
         return _error(str(e), 2)
-    app = Xcon(engine=engine, health_path=setup.health_file, trace_interval=setup.trace)
+    app = Xcon(
+        engine=engine, health_path=setup.health_file, trace_interval=setup.trace, debug=setup.debug
+    )
     try:
         ensure_nofile(setup.sockets)
         if setup.mode == "p2p":

@@ -440,7 +440,8 @@ class QemuPort(StreamPort):
         self._opened_at = time.monotonic()
         self._rx_at_open = self.rx_bytes
         level = logging.DEBUG if self._flaps else logging.INFO
-        log.log(level, "%s: connected to %s", self.name, _fmt_peer(s))
+        self.peer = _fmt_peer(s)
+        log.log(level, "%s: connected to %s", self.name, self.peer)
         self._open_stream(s)
 
     def stream_opened(self, stream: Stream) -> None:
