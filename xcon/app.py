@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +16,7 @@ from xcon.errors import BadRequest, Conflict, ModeError, NotFound
 from xcon.health import HealthFile
 from xcon.linkspec import (
     End,
+    Endpoint,
     LinkSpec,
     Resource,
     SpecError,
@@ -24,7 +25,7 @@ from xcon.linkspec import (
     parse_link,
     why_once,
 )
-from xcon.monitor import Monitor
+from xcon.monitor import Monitor, default_netdev, parse_monitor
 from xcon.ports import Port
 from xcon.stats import FlowStats
 
@@ -196,7 +197,7 @@ class Xcon:
     def add_link(
         self,
         text: str,
-        monitors: dict[str, Monitor] | None = None,
+        monitors: Mapping[str, Monitor | str] | None = None,
         source: str = "api",
         admin_up: bool = True,
     ) -> Link:
@@ -359,26 +360,30 @@ class Service(Protocol):
     def close(self) -> None: ...
 
 
-def check_monitors(spec: LinkSpec, monitors: dict[str, Monitor]) -> dict[str, Monitor]:
-    """``monitors`` keyed by the canonical name of an end of ``spec``; raises BadRequest."""
-    ends = {str(spec.left): spec.left, str(spec.right): spec.right}
-    bare = {_bare_name(e): str(e) for e in (spec.left, spec.right)}
+def check_monitors(spec: LinkSpec, monitors: Mapping[str, Monitor | str]) -> dict[str, Monitor]:
+    """``monitors`` keyed by end name as its port is named (``vr2/1`` for
+    ``vr2/1:123``); a key may be any spelling of an end.  Raises BadRequest."""
+    ends = {end_name(e): e for e in (spec.left, spec.right)}
     out = {}
     for key, mon in monitors.items():
-        name = key if key in ends else bare.get(key)
-        if name is None:
+        try:
+            name = end_name(parse_end(key))
+        except SpecError:
+            name = key
+        end = ends.get(name)
+        if end is None:
+            raise BadRequest(f"monitor for {one_line(key)!r}: not an end of {spec}")
+        if isinstance(mon, str):
+            nic = end.nic if isinstance(end, Endpoint) else None
             try:
-                name = str(parse_end(key))
-            except SpecError:
-                name = None
-            name = name if name in ends else bare.get(name or "")
-        if name is None:
-            raise BadRequest(f"monitor for {key!r}: not an end of {spec}")
+                mon = parse_monitor(mon, default_netdev(nic))
+            except SpecError as e:
+                raise BadRequest(str(e)) from None
         out[name] = mon
     return out
 
 
-def _bare_name(end: End) -> str:
+def end_name(end: End) -> str:
     """An end's name without its VLAN id (``vr2/1`` for ``vr2/1:123``)."""
     text = str(end)
     return text.rsplit(":", 1)[0] if end.vid is not None else text
