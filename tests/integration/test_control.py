@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import endpoint
@@ -85,7 +84,7 @@ def test_links_added_and_removed_live_leave_the_other_link_untouched(peers, xcon
     wait_api(xc)
     stream = Stream(a, b)
     delays = []
-    for cycle in range(3):
+    for _cycle in range(3):
         pairs = [(spare[i], spare[i + 1]) for i in range(0, 6, 2)]
         names = []
         for x, y in pairs:
@@ -368,8 +367,7 @@ def test_sighup_without_config_still_stops(peers, xcon):
     assert "received SIGHUP, shutting down" in xc.log()
 
 
-@pytest.mark.parametrize("n", [1])
-def test_hub_is_listed_but_cannot_be_removed(peers, xcon, n):
+def test_hub_is_listed_but_cannot_be_removed(peers, xcon):
     a, b, c = peers(), peers(), peers()
     xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
     xc.wait_health("0", contains="All 3 sockets connected")
