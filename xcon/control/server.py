@@ -9,9 +9,11 @@ surviving anything else:
 * a request head or body over :data:`MAX_REQUEST` bytes is answered 413 (or
   400 for a head) and the connection closed; h11 enforces the head limit
   while the head is still incomplete, so nothing is buffered beyond it;
-* each readiness event reads at most :data:`READ_CHUNK` bytes and each accept
-  event takes at most :data:`ACCEPTS_PER_EVENT` connections, so a flood costs
-  the links a bounded slice of each loop turn;
+* each readiness event reads at most :data:`READ_CHUNK` bytes, a connection
+  gets at most one request answered per loop turn (pipelined ones wait for
+  the next turn), and each accept event takes at most
+  :data:`ACCEPTS_PER_EVENT` connections, so a flood costs the links a bounded
+  slice of each loop turn;
 * a request must be complete within :data:`REQUEST_TIMEOUT` seconds of its
   first byte (slowloris), and a connection idle for :data:`IDLE_TIMEOUT`
   seconds is closed; one timer sweeps every second;
@@ -57,6 +59,8 @@ MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
 SWEEP_EVERY = 1.0
+#: Longest a closing connection is read (and discarded) after its answer.
+LINGER = 2.0
 SERVER_NAME = b"xcon"
 
 
@@ -280,6 +284,7 @@ class _Conn:
         self.body = bytearray()
         self.pending: Pending | None = None
         self.closing = False
+        self.closing_since = 0.0
         self.closed = False
         self.last_active = time.monotonic()
         self.request_started: float | None = None
@@ -311,6 +316,8 @@ class _Conn:
             self.request_started = self.last_active
         if self.closing:  # answered and closing: discard what still comes
             if not data:
+                self.close()
+            elif self.last_active - self.closing_since > LINGER:
                 self.close()
             return
         try:
@@ -399,7 +406,8 @@ class _Conn:
             headers.append(("Connection", "close"))
         try:
             self.out += conn.send(h11.Response(status_code=resp.status, headers=headers))
-            if resp.body and self.request is not None and self.request.method != b"HEAD":
+            head_only = self.request is not None and self.request.method == b"HEAD"
+            if resp.body and not head_only:
                 self.out += conn.send(h11.Data(data=resp.body))
             self.out += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
@@ -407,6 +415,7 @@ class _Conn:
             return
         if close or conn.our_state is h11.MUST_CLOSE:
             self.closing = True
+            self.closing_since = time.monotonic()
         self._flush()
 
     def fail(self, status: int, message: str) -> None:
@@ -431,7 +440,15 @@ class _Conn:
             self.reg.set(WRITE)
             return
         if self.closing:
-            self.close()
+            # Lingering close: stop sending, read and discard what the client
+            # still sends until it hangs up (or the idle timeout), so the kernel
+            # does not reset the connection before the client has read the answer.
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+            self.reg.set(READ)
             return
         conn = self.h11
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
@@ -439,9 +456,15 @@ class _Conn:
             self.request = None
             self.request_started = None
             self.reg.set(READ)
-            self._process()  # a request that was pipelined behind this one
+            # A request pipelined behind this one is taken on the next loop turn,
+            # so a client sending many at once cannot hold the loop.
+            self.server.engine.call_soon(self._next_request)
         elif self.pending is None:
             self.reg.set(READ)
+
+    def _next_request(self) -> None:
+        if not self.closed and self.pending is None:
+            self._process()
 
     def close(self) -> None:
         if self.closed:
