@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,10 @@ def test_metrics_parse_with_the_prometheus_parser(peers, xcon):
     assert fams["xcon_link_admin_up"].samples[0].value == 0.0
     assert fams["process_resident_memory_bytes"].samples[0].value > 1e6
     assert "process_open_fds" in fams
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if promtool:  # Debian's prometheus package; PROMTOOL=path names one elsewhere
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
     # the same on the TCP listener
     tcp = [line for line in xc.log().splitlines() if "control API on http://" in line][0]
     url = tcp.split("control API on ")[1].split()[0]
