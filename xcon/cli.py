@@ -19,8 +19,9 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from xcon import __version__, modes, native, netconf
+from xcon import __version__
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
 from xcon.errors import ModeError
@@ -46,6 +47,9 @@ from xcon.linkspec import (
     parse_end,
     parse_link,
 )
+
+if TYPE_CHECKING:
+    from xcon import netconf
 
 log = logging.getLogger("xcon")
 
@@ -111,6 +115,8 @@ def trace_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xcon import native
+
     p = OneLineParser(
         prog="xcon",
         description="Cross-connect qemu virtual router NICs (vrnetlab socket netdevs): "
@@ -284,6 +290,8 @@ class Setup:
 def check(args: argparse.Namespace) -> Setup:
     """Validate a parsed command line; raises :class:`UsageError`, :class:`SpecError`
     or :class:`ModeError` (exit 2).  Touches nothing."""
+    from xcon import netconf
+
     if not (args.p2p or args.hub or args.config is not None) and (
         args.tap_listen is None and args.raw_listen is None
     ):
@@ -409,6 +417,8 @@ def _exit_code(e: SystemExit) -> int:
 
 def run(setup: Setup) -> int:
     """Build the mode on an engine and run it; returns the exit code."""
+    from xcon import modes, native
+
     setup_logging(setup.log_level)
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
