@@ -48,6 +48,7 @@ log = logging.getLogger("xcon.control")
 #: the end they came from.
 TRANSMIT_REASONS = frozenset({"port_down", "queue_full"})
 RATE_EVERY = 1.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 ROUTES = [
     "GET /",
@@ -212,7 +213,6 @@ class ControlAPI:
         self.reload = reload
         self.started = time.time()
         self.meter = RateMeter(app)
-        self._metrics: Callable[[], bytes] | None = None
 
     def close(self) -> None:
         self.meter.close()
@@ -359,14 +359,23 @@ class ControlAPI:
             self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
         return pending
 
-    def metrics(self) -> Response:
-        if self._metrics is None:
-            from xcon.control.metrics import exposition
+    def metrics(self) -> Pending:
+        """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`)."""
+        from xcon.control.metrics import render, snapshot
 
-            self._metrics = exposition(self.app, self.engine_name)
-        return Response(
-            200, self._metrics(), content_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        snap = snapshot(self.app, self.engine_name)
+        pending = Pending()
+
+        def done(text: object, err: BaseException | None) -> None:
+            if err is not None:
+                log.error("control: /metrics failed: %s: %s", type(err).__name__, err)
+                pending.resolve(error_response(500, f"internal error: {err}"))
+            else:
+                assert isinstance(text, bytes)
+                pending.resolve(Response(200, text, content_type=METRICS_TYPE))
+
+        self.app.engine.run_in_thread(lambda: render(snap), done)
+        return pending
 
 
 def _object(req: Request) -> dict[str, Any]:

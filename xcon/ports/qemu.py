@@ -358,7 +358,13 @@ class QemuPort(StreamPort):
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
         self._closed = False
-        self._gate.want(self)
+        gate = self._gate
+        if isinstance(gate, HostGate) and gate.live and not self._flaps:
+            # The host is up (a link added while its other links run): connect
+            # now rather than after a first backoff step.
+            self._attempt()
+        else:
+            gate.want(self)
 
     def _attempt(self) -> None:
         """One connection attempt now (the gate decides when)."""
