@@ -198,7 +198,9 @@ def test_metrics_parse_with_the_prometheus_parser(peers, xcon):
     assert "process_open_fds" in fams
     promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
     if promtool:  # Debian's prometheus package; PROMTOOL=path names one elsewhere
-        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        r = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stdout + r.stderr
     # the same on the TCP listener
     tcp = [line for line in xc.log().splitlines() if "control API on http://" in line][0]
