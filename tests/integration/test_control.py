@@ -115,7 +115,7 @@ def test_links_added_and_removed_live_leave_the_other_link_untouched(peers, xcon
         xc.wait_health("0", contains="All 2 sockets connected")
     stream.finish()
     assert a.accepted == 1 and b.accepted == 1, "the untouched link never reconnected"
-    assert max(delays) < 0.5, delays
+    assert max(delays) <= 0.1, f"the added link forwarded after {max(delays) * 1000:.0f} ms"
     print(f"added link forwarding after {max(delays) * 1000:.0f} ms at most")
     status, links = call(xc, "GET", "/links")
     assert [link["name"] for link in links["links"]] == [f"{endpoint(a)}--{endpoint(b)}"]
