@@ -253,7 +253,10 @@ class Relay:
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         log = open(self.workdir / "xcon.log", "wb")
-        self.procs.append(spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+        # In its own directory: its control socket (xcon.sock) is made there.
+        self.procs.append(
+            spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
+        )
         log.close()
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:

@@ -93,7 +93,7 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["group"] in ("qemu", "reconnect", "down", "flood"):
+        if r["group"] in ("qemu", "reconnect", "down", "flood", "control"):
             continue
         if r["status"] != "ok":
             lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
@@ -164,12 +164,47 @@ def table(rows: list[Row]) -> str:
             f" p2p link beside it {_rate(r['p2p_fps_flood'])} frames/s"
             f" (without the flood {_rate(r['p2p_fps_quiet'])})"
         )
+    lines += _control_lines([r for r in rows if r["group"] == "control"])
     for scn, title in (
         ("qemu", "real qemu end to end (two qemu NICs bridged to taps in namespaces):"),
         ("qemu-bridged", "the same with each qemu in a namespace behind a Linux bridge:"),
     ):
         lines += _qemu_table([r for r in rows if r["scenario"] == scn], title)
     return "\n".join(lines)
+
+
+def _control_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "control plane:"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"  {r['scenario']:<14} n/a ({r['reason']})")
+        elif r["scenario"] == "control-cost":
+            f = r["variant_fps"]
+            lines.append(
+                f"  control-cost   1 saturated link {r['size']} B: --control none "
+                f"{_rate(f['none'])}, idle socket {_rate(f['idle'])} "
+                f"({r['ratio_idle']:.3f}×), scraped every 1 s {_rate(f['scraped'])} "
+                f"({r['ratio_scraped']:.3f}×)"
+            )
+        elif r["scenario"] == "control-churn":
+            d = r["add_to_forwarding_ms"]
+            lines.append(
+                f"  control-churn  {r['cycles']} add/remove cycles: added link forwards after "
+                f"{d['median']:.1f} ms median, p99 {d['p99']:.1f}, max {d['max']:.1f}; untouched "
+                f"link {r['untouched_frames']} frames, {r['untouched_lost']} lost, "
+                f"{r['untouched_reconnects']} reconnects"
+            )
+        else:
+            m, k, c = r["metrics_ms"], r["links_ms"], r["ctl_links_ms"]
+            lines.append(
+                f"  {r['scenario']:<14} {r['links']} links ({r['active_links']} forwarding, "
+                f"{_rate(r['fps'])} frames/s): GET /metrics {m['median']:.1f} ms median "
+                f"(p95 {m['p95']:.1f}, {r['metrics_bytes'] / 1024:.0f} KiB), GET /links "
+                f"{k['median']:.1f} ms, xcon ctl links {c['median']:.0f} ms (max {c['max']:.0f})"
+            )
+    return lines
 
 
 def _qemu_table(q: list[Row], title: str) -> list[str]:
@@ -262,6 +297,54 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                     False,
                     " lost",
                 )
+    c500 = _find(rows, "control-500", "xcon")
+    if c500:
+        add(
+            "500 links: GET /metrics ≤ 50 ms (median)",
+            c500["metrics_ms"]["median"],
+            50,
+            False,
+            " ms",
+        )
+        add(
+            "500 links: xcon ctl links ≤ 200 ms (median)",
+            c500["ctl_links_ms"]["median"],
+            200,
+            False,
+            " ms",
+        )
+    cost = _find(rows, "control-cost", "xcon")
+    if cost:
+        add(
+            "control socket idle: p2p frames/s ≥ 0.98× --control none",
+            cost["ratio_idle"],
+            0.98,
+            True,
+            "×",
+        )
+        add(
+            "/metrics scraped every 1 s: p2p frames/s ≥ 0.95× --control none",
+            cost["ratio_scraped"],
+            0.95,
+            True,
+            "×",
+        )
+    churn = _find(rows, "control-churn", "xcon")
+    if churn:
+        add(
+            "link added: forwarding p99 ≤ 100 ms",
+            churn["add_to_forwarding_ms"]["p99"],
+            100,
+            False,
+            " ms",
+        )
+        add(
+            f"untouched link through {churn['cycles']} add/remove cycles: 0 lost",
+            churn["untouched_lost"] + churn["untouched_reorder"] + churn["untouched_reconnects"],
+            0,
+            False,
+            " lost/reordered/reconnects",
+        )
     one, many = _find(rows, "links-1", "xcon"), _find(rows, "links-500", "xcon")
     if one:
         add("RSS (VmHWM) with 1 link ≤ 40 MB", one.get("hwm_mib"), 40, False, "MiB")

@@ -27,6 +27,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "udp",
     "vxlan",
     "engines",
+    "control",
     "qemu",
     "qemu-bridged",
 ]
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += getattr(ends, name)(s, progress)
             elif name == "engines":
                 rows += scenarios.engines(s, progress)
+            elif name == "control":
+                from bench import control
+
+                rows += control.run(s, progress)
             elif name in ("qemu", "qemu-bridged"):
                 from bench import qemu
 

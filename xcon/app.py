@@ -5,10 +5,27 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from xcon.bridges import Bridge
+from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine
+from xcon.errors import BadRequest, Conflict, ModeError, NotFound
 from xcon.health import HealthFile
+from xcon.linkspec import (
+    End,
+    Endpoint,
+    LinkSpec,
+    Resource,
+    SpecError,
+    check_distinct,
+    parse_end,
+    parse_link,
+    why_once,
+)
+from xcon.monitor import Monitor, default_netdev, parse_monitor
 from xcon.ports import Port
 from xcon.stats import FlowStats
 
@@ -16,8 +33,8 @@ log = logging.getLogger("xcon")
 
 #: Signals whose default action ends the process: each is handled as a clean
 #: shutdown (connections closed, counters logged, health file set to 1).
-#: SIGHUP too, for now (a hang-up ends xcon as it would any daemon in a
-#: terminal).  SIGUSR1 logs the counters instead.  SIGPIPE is ignored by Python.
+#: SIGHUP too, unless xcon runs from a ``--config`` file (then it reloads the
+#: file).  SIGUSR1 logs the counters instead.  SIGPIPE is ignored by Python.
 STOP_SIGNALS = tuple(
     getattr(signal, name)
     for name in (
@@ -37,47 +54,236 @@ STOP_SIGNALS = tuple(
     )
     if hasattr(signal, name)
 )
+SIGHUP = getattr(signal, "SIGHUP", -1)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@dataclass
+class Link:
+    """A bridge the process runs, by name.
+
+    ``name`` is the link as the user wrote it (``vr1/1--vr2/1``: the spec in
+    its canonical form) for p2p links; a hub or a listening mode has its own.
+    ``ends`` are what it holds (checked against new links: a NIC is in one
+    link only).  Only p2p links (``spec`` set) can be removed or pulled."""
+
+    name: str
+    bridge: Bridge
+    ends: tuple[End, ...] = ()
+    spec: LinkSpec | None = None
+    #: Where it came from: "command line", "config" or "api".
+    source: str = "command line"
+    #: A router's qemu monitor per end name, for cable pulls.
+    monitors: dict[str, Monitor] = field(default_factory=dict)
+
+    @property
+    def p2p(self) -> P2PLink | None:
+        return self.bridge if isinstance(self.bridge, P2PLink) and self.spec else None
 
 
 class Xcon:
-    """Bridges on an engine, a health file, signals, tracing."""
+    """Links (bridges by name) on an engine, a health file, signals, tracing;
+    links can be added, removed and pulled while it runs."""
 
     def __init__(
         self,
         engine: Engine | None = None,
         health_path: str | None = "health",
         trace_interval: float | None = None,
+        debug: bool = False,
     ) -> None:
         if engine is None:
             from xcon.engines.epoll import EpollEngine
 
             engine = EpollEngine()
         self.engine: Engine = engine
-        self.bridges: list[Bridge] = []
+        self.links: dict[str, Link] = {}
         self.health = HealthFile(health_path)
         self.trace_interval = trace_interval
+        self.debug = debug
+        self.running = False
+        #: Called with the signal number on SIGHUP instead of stopping (``--config``).
+        self.on_hangup: Callable[[int], None] | None = None
+        #: Closed when the process ends (the control server).
+        self.services: list[Service] = []
         self._traced: dict[int, tuple[int, int, int]] = {}
         self._stopped_by = "stopped"
+        from xcon import modes
+
+        #: How a link added at run time gets its ports (tests put fakes here).
+        self.make_port: Callable[[Engine, End], Port] = modes.make_port
+        self.open_ports: Callable[[Sequence[Port]], None] = modes.open_ports
+
+    @property
+    def bridges(self) -> list[Bridge]:
+        return [link.bridge for link in self.links.values()]
 
     # -- building -----------------------------------------------------------------
-    def add_bridge(self, bridge: Bridge) -> None:
-        """Add a bridge; its ``on_state`` must be :meth:`update_health`."""
-        self.bridges.append(bridge)
+    def add_bridge(
+        self,
+        bridge: Bridge,
+        *,
+        name: str | None = None,
+        ends: Sequence[End] = (),
+        spec: LinkSpec | None = None,
+        source: str = "command line",
+    ) -> Link:
+        """Add a bridge whose ``on_state`` is :meth:`update_health`; started at
+        once if the process is running."""
+        link = Link(name or bridge.name, bridge, tuple(ends), spec, source)
+        self.links[link.name] = link
+        if self.running:
+            self._start(link)
+        return link
+
+    def _start(self, link: Link) -> None:
+        link.bridge.start()
+        for fs in link.bridge.flow_stats():
+            self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
+        self.update_health()
 
     def close(self) -> None:
         """Release everything without running (a mode failed to start)."""
         for b in self.bridges:
             b.close()
+        for s in self.services:
+            s.close()
         self.engine.close()
+
+    # -- links while running ----------------------------------------------------------
+    def find(self, name: str) -> Link:
+        """The link called ``name`` (or whose spec reads the same); raises NotFound."""
+        link = self.links.get(name)
+        if link is None:
+            try:
+                link = self.links.get(str(parse_link(name)))
+            except SpecError:
+                link = None
+        if link is None:
+            raise NotFound(f"no link {one_line(name)!r}")
+        return link
+
+    def check_new(self, spec: LinkSpec, ignore: Sequence[str] = ()) -> None:
+        """Raise :class:`Conflict` if ``spec`` would share a NIC (or any resource)
+        with a link present (but those named in ``ignore``)."""
+        name = str(spec)
+        if name in self.links and name not in ignore:
+            raise Conflict(f"link {name} exists")
+        held: dict[Resource, tuple[str, End]] = {}
+        for link in self.links.values():
+            if link.name in ignore:
+                continue
+            for end in link.ends:
+                for key in end.resources:
+                    held[key] = (link.name, end)
+        try:
+            check_distinct([spec])
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+        for end in (spec.left, spec.right):
+            for key in end.resources:
+                other = held.get(key)
+                if other is not None:
+                    raise Conflict(
+                        f"{end} is already in link {other[0]!r} (as {other[1]}): {why_once(end)}"
+                    )
+
+    def add_link(
+        self,
+        text: str,
+        monitors: Mapping[str, Monitor | str] | None = None,
+        source: str = "api",
+        admin_up: bool = True,
+    ) -> Link:
+        """Parse, check and start one p2p link without touching any other.
+
+        Raises :class:`BadRequest` (the spec does not parse), :class:`Conflict`
+        (it exists, or shares a NIC with a link present, or an end cannot be
+        opened)."""
+        try:
+            spec = parse_link(text)
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+        self.check_new(spec)
+        monitors = check_monitors(spec, monitors or {})
+        from xcon.rlimit import ensure_nofile
+
+        try:
+            ensure_nofile(2 + len(self.ports()))
+            a, b = self.make_port(self.engine, spec.left), self.make_port(self.engine, spec.right)
+            self.open_ports([a, b])
+        except ModeError as e:
+            raise Conflict(str(e)) from None
+        access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
+        bridge = P2PLink(
+            a, b, vlan=spec.vid, access=access, debug=self.debug, on_state=self.update_health
+        )
+        if not admin_up:
+            bridge.set_admin(False)
+        link = self.add_bridge(
+            bridge, name=str(spec), ends=(spec.left, spec.right), spec=spec, source=source
+        )
+        link.monitors = monitors
+        log.info("p2p link %s added (%s)", link.name, source)
+        return link
+
+    def remove_link(self, name: str, why: str = "api") -> Link:
+        """Close one p2p link (its connections only) and forget it; raises
+        NotFound or Conflict (not a p2p link)."""
+        link = self.find(name)
+        if link.p2p is None:
+            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
+        del self.links[link.name]
+        # Closing reports the ports down; the health file must not count them meanwhile.
+        link.p2p.on_state = None
+        link.bridge.close()
+        for fs in link.bridge.flow_stats():
+            self._traced.pop(id(fs), None)
+        self.update_health()
+        log.info("p2p link %s removed (%s)", link.name, why)
+        return link
+
+    def set_admin(self, name: str, up: bool) -> tuple[Link, bool]:
+        """Pull a p2p link's cable in xcon (or plug it back); returns the link and
+        whether its state changed.  The routers' monitors are the caller's job
+        (they block: see :mod:`xcon.monitor`)."""
+        link = self.find(name)
+        if link.p2p is None:
+            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be set down or up")
+        changed = link.p2p.set_admin(up)
+        if changed:
+            log.info("p2p link %s administratively %s", link.name, "up" if up else "down")
+        return link, changed
+
+    def reset_counters(self, name: str | None = None) -> list[Link]:
+        """Counters of one link (or all) back to zero."""
+        links = [self.find(name)] if name is not None else list(self.links.values())
+        for link in links:
+            for fs in link.bridge.flow_stats():
+                fs.reset()
+                self._traced[id(fs)] = (0, 0, 0)
+            for p in link.bridge.ports:
+                p.stats.reset()
+        return links
 
     # -- state --------------------------------------------------------------------
     def ports(self) -> list[Port]:
         return [p for b in self.bridges for p in b.ports]
 
-    def update_health(self) -> None:
+    def health_counts(self) -> tuple[int, int, int]:
+        """(connected, total, ready) over every link's ports, as the health file counts."""
         ports = self.ports()
         connected = sum(1 for p in ports if p.connected)
-        self.health.update(connected, len(ports), sum(1 for p in ports if p.healthy))
+        return connected, len(ports), sum(1 for p in ports if p.healthy)
+
+    def update_health(self) -> None:
+        self.health.update(*self.health_counts())
 
     def counters(self) -> list[str]:
         lines = []
@@ -109,6 +315,12 @@ class Xcon:
             log.info("received %s, shutting down", self._stopped_by)
         self.engine.stop()
 
+    def _hangup(self, signum: int) -> None:
+        if self.on_hangup is not None:
+            self.on_hangup(signum)
+        else:
+            self.stop(signum)
+
     def run(self) -> int:
         """Run until a stop signal; returns the exit code (0).
 
@@ -116,16 +328,14 @@ class Xcon:
         before this returns: it never outlives the process as healthy."""
         eng = self.engine
         for signum in STOP_SIGNALS:
-            eng.add_signal_handler(signum, self.stop)
+            eng.add_signal_handler(signum, self._hangup if signum == SIGHUP else self.stop)
         eng.add_signal_handler(signal.SIGUSR1, self.log_counters)
         self.update_health()
-        for b in self.bridges:
-            b.start()
+        self.running = True
+        for link in list(self.links.values()):
+            self._start(link)
         self.update_health()  # listening ports are ready now
         if self.trace_interval:
-            for b in self.bridges:
-                for fs in b.flow_stats():
-                    self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
             eng.call_every(self.trace_interval, self.trace)
         try:
             eng.run()
@@ -133,12 +343,50 @@ class Xcon:
             self._stopped_by = f"error: {e!r}"
             raise
         finally:
+            self.running = False
             self.health.stopped(self._stopped_by)
             self.log_counters()  # before closing, so states are those of the run
+            for s in self.services:
+                s.close()
             for b in self.bridges:
                 b.close()
             eng.close()
         return 0
+
+
+class Service(Protocol):
+    """Something the process runs beside its links (the control server)."""
+
+    def close(self) -> None: ...
+
+
+def check_monitors(spec: LinkSpec, monitors: Mapping[str, Monitor | str]) -> dict[str, Monitor]:
+    """``monitors`` keyed by end name as its port is named (``vr2/1`` for
+    ``vr2/1:123``); a key may be any spelling of an end.  Raises BadRequest."""
+    ends = {end_name(e): e for e in (spec.left, spec.right)}
+    out = {}
+    for key, mon in monitors.items():
+        try:
+            name = end_name(parse_end(key))
+        except SpecError:
+            name = key
+        end = ends.get(name)
+        if end is None:
+            raise BadRequest(f"monitor for {one_line(key)!r}: not an end of {spec}")
+        if isinstance(mon, str):
+            nic = end.nic if isinstance(end, Endpoint) else None
+            try:
+                mon = parse_monitor(mon, default_netdev(nic))
+            except SpecError as e:
+                raise BadRequest(str(e)) from None
+        out[name] = mon
+    return out
+
+
+def end_name(end: End) -> str:
+    """An end's name without its VLAN id (``vr2/1`` for ``vr2/1:123``)."""
+    text = str(end)
+    return text.rsplit(":", 1)[0] if end.vid is not None else text
 
 
 def _port_line(p: Port) -> str:

@@ -19,8 +19,11 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from xcon import __version__, modes, native, netconf
+from xcon import __version__
+from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
+from xcon.control.config import ConfigLink
 from xcon.errors import ModeError
 from xcon.limits import (
     MAX_NIC,
@@ -44,6 +47,9 @@ from xcon.linkspec import (
     parse_end,
     parse_link,
 )
+
+if TYPE_CHECKING:
+    from xcon import netconf
 
 log = logging.getLogger("xcon")
 
@@ -109,6 +115,8 @@ def trace_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xcon import native
+
     p = OneLineParser(
         prog="xcon",
         description="Cross-connect qemu virtual router NICs (vrnetlab socket netdevs): "
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "self-contained demonstration.  A usage error is one line on stderr and exit code 2.",
     )
     nic = _whole(MIN_NIC, MAX_NIC, " (TCP port 10000+N)")
-    mode = p.add_mutually_exclusive_group(required=True)
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--p2p",
         nargs="+",
@@ -194,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-file", default="health", metavar="PATH", help="health file (default ./health)"
     )
     p.add_argument(
+        "--control",
+        metavar="PATH",
+        help=f"control API on this unix socket (mode 0600; default ./{DEFAULT_SOCKET}, "
+        "'none' for no control socket); 'xcon ctl' talks to it",
+    )
+    p.add_argument(
+        "--control-listen",
+        metavar="ADDR:PORT",
+        help="also serve the control API and /metrics on TCP (a loopback address, e.g. "
+        "127.0.0.1:9810, unless --control-listen-any)",
+    )
+    p.add_argument(
+        "--control-listen-any",
+        action="store_true",
+        help="allow --control-listen on a non-loopback address (the API has no authentication)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="p2p links (and their options) from a TOML file; SIGHUP or 'xcon ctl reload' "
+        "applies the file's changes while running",
+    )
+    p.add_argument(
         "--engine",
         default="epoll",
         help="event loop: epoll (default) or uvloop (asyncio on uvloop)",
@@ -229,19 +260,26 @@ class Setup:
     log_level: str = "info"
     #: Address a listening mode binds ("::": every address, IPv4 and IPv6).
     listen_host: str = "::"
+    control: ControlSettings = field(default_factory=ControlSettings)
+    #: ``--config FILE`` and the links it held when checked.
+    config: str | None = None
+    config_links: list[ConfigLink] = field(default_factory=list)
 
     @property
     def sockets(self) -> int:
         """Long-lived descriptors the mode needs."""
         if self.mode == "p2p":
-            return 2 * len(self.links)
+            return 2 * (len(self.links) + len(self.config_links))
         if self.mode == "hub":
             return len(self.hub)
         return 2
 
     def describe(self) -> str:
         if self.mode == "p2p":
-            return f"{len(self.links)} p2p link(s)"
+            text = f"{len(self.links)} p2p link(s)"
+            if self.config is not None:
+                text += f" and {len(self.config_links)} from {self.config}"
+            return text
         if self.mode == "hub":
             return f"hub of {len(self.hub)} ports: {' '.join(map(str, self.hub))}"
         assert self.nic is not None
@@ -252,7 +290,16 @@ class Setup:
 def check(args: argparse.Namespace) -> Setup:
     """Validate a parsed command line; raises :class:`UsageError`, :class:`SpecError`
     or :class:`ModeError` (exit 2).  Touches nothing."""
-    if args.p2p:
+    from xcon import netconf
+
+    if not (args.p2p or args.hub or args.config is not None) and (
+        args.tap_listen is None and args.raw_listen is None
+    ):
+        raise UsageError(
+            "one of the arguments --p2p --hub --tap-listen --raw-listen is required "
+            "(or --config FILE)"
+        )
+    if args.p2p or not (args.hub or args.tap_listen is not None or args.raw_listen is not None):
         mode, mode_flag = "p2p", "--p2p"
     elif args.hub:
         mode, mode_flag = "hub", "--hub"
@@ -277,8 +324,9 @@ def check(args: argparse.Namespace) -> Setup:
         debug=args.debug,
         log_level=args.log_level or "info",
     )
+    setup.control = control_settings(args)
     if mode == "p2p":
-        setup.links = [parse_link(s) for s in args.p2p]
+        setup.links = [parse_link(s) for s in args.p2p or ()]
         check_distinct(setup.links)
     elif mode == "hub":
         setup.hub = [parse_end(s, allow_vid=False) for s in args.hub]
@@ -301,7 +349,37 @@ def check(args: argparse.Namespace) -> Setup:
         netconf.check_ifname(setup.ifname, "--raw-if")
     if args.listen_address is not None:
         setup.listen_host = listen_address(args.listen_address)
+    if args.config is not None:
+        from xcon.control.config import ConfigError, load_config
+
+        try:
+            setup.config_links = load_config(args.config).links
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        setup.config = args.config
+        try:
+            check_distinct(setup.links + [cl.spec for cl in setup.config_links])
+        except SpecError as e:
+            raise UsageError(f"{args.config} and the command line: {e}") from None
     return setup
+
+
+def control_settings(args: argparse.Namespace) -> ControlSettings:
+    """``--control``, ``--control-listen`` and ``--control-listen-any``, checked."""
+    settings = ControlSettings()
+    if args.control is not None:
+        if not args.control:
+            raise UsageError("--control needs a path (or 'none')")
+        settings.path = None if args.control == "none" else args.control
+        settings.path_given = True
+    if args.control_listen is not None:
+        try:
+            settings.tcp = parse_listen(args.control_listen, args.control_listen_any)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif args.control_listen_any:
+        raise UsageError("--control-listen-any applies to --control-listen only")
+    return settings
 
 
 def listen_address(text: str) -> str:
@@ -339,10 +417,13 @@ def _exit_code(e: SystemExit) -> int:
 
 def run(setup: Setup) -> int:
     """Build the mode on an engine and run it; returns the exit code."""
+    from xcon import modes, native
+
     setup_logging(setup.log_level)
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.app import Xcon
+    from xcon.control import start_control
     from xcon.engines import EngineUnavailable, make_engine
     from xcon.rlimit import ensure_nofile
 
@@ -350,7 +431,9 @@ def run(setup: Setup) -> int:
         engine = make_engine(setup.engine)
     except EngineUnavailable as e:
         return _error(str(e), 2)
-    app = Xcon(engine=engine, health_path=setup.health_file, trace_interval=setup.trace)
+    app = Xcon(
+        engine=engine, health_path=setup.health_file, trace_interval=setup.trace, debug=setup.debug
+    )
     try:
         ensure_nofile(setup.sockets)
         if setup.mode == "p2p":
@@ -372,6 +455,15 @@ def run(setup: Setup) -> int:
             modes.raw_listen(
                 app, setup.nic, setup.ifname, debug=setup.debug, listen_host=setup.listen_host
             )
+        reload = None
+        if setup.config is not None:
+            from xcon.control.config import ConfigReloader
+
+            reloader = ConfigReloader(app, setup.config)
+            reloader.apply_initial(setup.config_links)
+            app.on_hangup = reloader.on_signal
+            reload = reloader.reload_json
+        start_control(app, setup.control, setup.engine, reload=reload)
     except ModeError as e:
         app.close()
         return _error(str(e), e.exit_code)
@@ -393,6 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xcon.demo import main as demo_main
 
         return demo_main(args_list[1:])
+    if args_list[:1] == ["ctl"]:
+        from xcon.control.client import main as ctl_main
+
+        return ctl_main(args_list[1:])
     try:
         args = build_parser().parse_args(args_list)
     except SystemExit as e:  # --help, --version, or a usage error already printed

@@ -545,7 +545,7 @@ def _bare(end: End) -> str:
     return str(Endpoint(end.host, end.nic)) if isinstance(end, Endpoint) else str(end)
 
 
-def _why_once(end: End) -> str:
+def why_once(end: End) -> str:
     if isinstance(end, Endpoint | TcpEnd | UnixEnd):
         return "a qemu NIC serves one connection at a time; join three or more NICs with --hub"
     if isinstance(end, UdpEnd):
@@ -573,7 +573,7 @@ def check_distinct(links: Sequence[LinkSpec]) -> None:
                 if other is not None:
                     raise SpecError(
                         f"{_bare(end)} is in two links ('{other[0]}' and '{link}'): "
-                        + _why_once(end)
+                        + why_once(end)
                     )
             for key in end.resources:
                 seen[key] = (link, end)

@@ -118,7 +118,7 @@ def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLi
     for spec, (a, b) in zip(links, pairs, strict=True):
         access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
         link = P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=app.update_health)
-        app.add_bridge(link)
+        app.add_bridge(link, name=str(spec), ends=(spec.left, spec.right), spec=spec)
         made.append(link)
     return made
 
@@ -129,7 +129,7 @@ def hub(app: Xcon, endpoints: Sequence[End], debug: bool = False) -> Hub:
     ports = [make_port(app.engine, e) for e in endpoints]
     open_ports(ports)
     bridge = Hub(ports, debug=debug, on_state=app.update_health)
-    app.add_bridge(bridge)
+    app.add_bridge(bridge, ends=endpoints)
     return bridge
 
 
@@ -161,7 +161,9 @@ def _device_link(
         MAX_FRAME,
     )
     link = P2PLink(listen, device, debug=debug, on_state=app.update_health)
-    app.add_bridge(link)
+    ends: list[End] = [ListenEnd(qemu_tcp_port(nic), "" if listen_host == "::" else listen_host)]
+    ends.append(TapEnd(device.ifname) if isinstance(device, TapPort) else RawEnd(device.ifname))
+    app.add_bridge(link, ends=ends)
     return link
 
 

@@ -22,6 +22,12 @@ class FlowStats:
         if n:
             self.drops[reason] += n
 
+    def reset(self) -> None:
+        """Counters back to zero (``xcon ctl reset``)."""
+        self.frames = 0
+        self.bytes = 0
+        self.drops.clear()
+
     @property
     def dropped(self) -> int:
         """Frames dropped for any reason."""

@@ -56,6 +56,20 @@ def test_p2p_host_network_health_follows_routers(dlab, record_property):
     assert ping_count(ra.netns, rb.ip, 20) >= 20
     assert ping_count(rb.netns, ra.ip, 20) >= 20
 
+    # the control API inside the container: docker exec ... xcon ctl
+    link = f"{ra.endpoint}--{rb.endpoint}"
+    r = docker("exec", x, "xcon", "ctl", "links", check=False)
+    assert r.returncode == 0 and link in r.stdout, r
+    r = docker("exec", x, "xcon", "ctl", "down", link, check=False)
+    assert r.returncode == 0, r
+    assert ping_count(ra.netns, rb.ip, 3) == 0, "the cable is pulled"
+    r = docker("exec", x, "xcon", "ctl", "up", link, check=False)
+    assert r.returncode == 0, r
+    wait_ping(ra.netns, rb.ip)
+    r = docker("exec", x, "xcon", "ctl", "metrics", check=False)
+    assert r.returncode == 0 and "xcon_link_receive_frames_total" in r.stdout, r
+    assert docker("exec", x, "xcon", "ctl", "link", "nope/1--nope/2", check=False).returncode == 1
+
     rb.stop()
     out = wait_health(x, "unhealthy", "Expected 2 sockets but only 1 connected")
     assert upstream_says(x) == (1, out)

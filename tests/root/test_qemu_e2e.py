@@ -67,6 +67,7 @@ class Lab:
         nic: int = 1,
         run_netns: str | None = None,
         netdev: str | None = None,
+        monitor: int | None = None,
     ) -> QemuRouter:
         """A started qemu router whose tap is in a new namespace ``role`` at subnet.N/24."""
         n = len(self.routers) + 1
@@ -81,6 +82,7 @@ class Lab:
             mac=f"02:58:{self.tag[:2]}:{self.tag[2:4]}:{self.tag[4:]}:{n:02x}",
             run_netns=run_netns,
             netdev=netdev,
+            monitor=monitor,
         )
         self.routers.append(r)
         r.start()

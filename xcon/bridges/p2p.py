@@ -12,7 +12,11 @@ direction is the buffer, whatever the routers do.
 buffer into an out buffer and sends that; the same backpressure rule applies.
 
 A flow whose destination is down drops the whole frames meant for it and
-counts them, as a pulled cable would.  A destination that breaks while being
+counts them, as a pulled cable would.  A link set administratively down
+(:meth:`P2PLink.set_admin`, the control API's cable pull) does the same in
+both directions with the reason ``admin_down``: its sources are still read,
+so the routers are never backpressured and nothing queues; a batch whose
+send had already begun is finished first, so a frame is never cut.  A destination that breaks while being
 sent to simply takes nothing; it goes down from the loop afterwards, and only
 then does the flow drop what was pending for it.
 """
@@ -44,6 +48,7 @@ class Flow:
         self.stats = FlowStats(name)
         self.debug = debug
         self.blocked = False  # output pending: source reading paused
+        self.admin_down = False  # the link is pulled: drop what arrives
 
     def received(self) -> None:
         """Whole frames wait in the source's buffer: forward them."""
@@ -97,6 +102,9 @@ class DirectFlow(Flow):
         buf = self.src.inbuf
         if not self.blocked:
             # Start a new batch: everything complete in the buffer.
+            if self.admin_down:
+                self._drop_ready("admin_down")
+                return
             if not self.dst.up:
                 self._drop_ready("port_down")
                 return
@@ -165,7 +173,9 @@ class VlanFlow(Flow):
         while True:
             # While a send is outstanding the queued bytes stay where they are:
             # a transport may still hold a view of them.
-            if buf.nready and out.free(compact=not self.blocked):
+            if buf.nready and self.admin_down:
+                self._drop_ready("admin_down")
+            elif buf.nready and out.free(compact=not self.blocked):
                 start, end = buf.start, out.end
                 consumed, written, nout, drops = self._fn(
                     buf.buf, start, buf.ready, self.vid, out.buf, end, out.capacity
@@ -241,10 +251,34 @@ class P2PLink:
                 flow = VlanFlow(src, dst, name, vlan, strip=dst is access, debug=debug)
             self.flows[src] = flow
         self._into = {flow.dst: flow for flow in self.flows.values()}
+        #: Times the link was set administratively down or up.
+        self.admin_changes = 0
 
     @property
     def ports(self) -> tuple[Port, Port]:
         return (self.a, self.b)
+
+    @property
+    def admin_up(self) -> bool:
+        """False while the link is set administratively down (cable pulled)."""
+        return not self.a_to_b.admin_down
+
+    @property
+    def a_to_b(self) -> Flow:
+        return self.flows[self.a]
+
+    def set_admin(self, up: bool) -> bool:
+        """Pull the cable (``up=False``: nothing crosses, both ways) or plug it
+        back in; returns whether the state changed.  Sources keep being read
+        and what they send meanwhile is dropped and counted (``admin_down``)."""
+        if up == self.admin_up:
+            return False
+        self.admin_changes += 1
+        for flow in self.flows.values():
+            flow.admin_down = not up
+            if not up and not flow.blocked and flow.src.inbuf.nready:
+                flow.push()
+        return True
 
     def start(self) -> None:
         self.a.start()

@@ -55,10 +55,16 @@ class PortOwner(Protocol):
 @dataclass
 class PortStats:
     connects: int = 0
+    reconnects: int = 0  # connects after the first one (a connection came back)
     drops: int = 0  # times an established connection went away
     protocol_errors: int = 0
     partial_bytes: int = 0  # bytes of incomplete frames lost with a connection
     last_error: str = ""
+
+    def reset(self) -> None:
+        """Counters back to zero (``xcon ctl reset``); the last error stays."""
+        self.connects = self.reconnects = self.drops = 0
+        self.protocol_errors = self.partial_bytes = 0
 
 
 class Port:
@@ -77,10 +83,13 @@ class Port:
         self.up = False
         self.inbuf = FrameBuffer()
         self.stats = PortStats()
+        #: The address of the far side while connected ("" when unknown or down).
+        self.peer = ""
         self._reading = True
         self._writing = False
         self._failing: str | None = None  # the reason of a down-transition under way
         self._closed = False
+        self._was_up = False  # up at least once: the next up is a reconnect
 
     @property
     def connected(self) -> bool:
@@ -155,6 +164,7 @@ class Port:
         self.stats.partial_bytes += self.inbuf.discard_partial()
         self._release()
         self._went_down(reason)
+        self.peer = ""
         assert self.owner is not None
         self.owner.port_down(self, reason)
         if not self._closed:
@@ -164,6 +174,9 @@ class Port:
         """The descriptor is ready: count it and tell the owner."""
         self.up = True
         self.stats.connects += 1
+        if self._was_up:
+            self.stats.reconnects += 1
+        self._was_up = True
         self._reading, self._writing = True, False
         assert self.owner is not None
         self.owner.port_up(self)

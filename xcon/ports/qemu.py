@@ -358,7 +358,13 @@ class QemuPort(StreamPort):
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
         self._closed = False
-        self._gate.want(self)
+        gate = self._gate
+        if isinstance(gate, HostGate) and gate.live and not self._flaps:
+            # The host is up (a link added while its other links run): connect
+            # now rather than after a first backoff step.
+            self._attempt()
+        else:
+            gate.want(self)
 
     def _attempt(self) -> None:
         """One connection attempt now (the gate decides when)."""
@@ -440,7 +446,8 @@ class QemuPort(StreamPort):
         self._opened_at = time.monotonic()
         self._rx_at_open = self.rx_bytes
         level = logging.DEBUG if self._flaps else logging.INFO
-        log.log(level, "%s: connected to %s", self.name, _fmt_peer(s))
+        self.peer = _fmt_peer(s)
+        log.log(level, "%s: connected to %s", self.name, self.peer)
         self._open_stream(s)
 
     def stream_opened(self, stream: Stream) -> None:

@@ -11,7 +11,9 @@ through the "router's NIC" exactly as a guest's frames would:
 
 The same qemu with ``connect=`` instead of ``listen=`` is the direct link of two
 routers that xcon is measured against; with ``netdev=`` the NIC is any other
-netdev (``stream`` on a unix socket, ``dgram`` over UDP).  Everything here needs root (taps and
+netdev (``stream`` on a unix socket, ``dgram`` over UDP).  With ``monitor=PORT``
+qemu's HMP monitor listens on ``host:PORT`` as a vrnetlab router's does on 4000+N;
+``set_link s0 off`` there takes the router's NIC down.  Everything here needs root (taps and
 namespaces) and Debian's ``qemu-system-x86``; :func:`missing` says what lacks.
 """
 
@@ -93,6 +95,7 @@ class QemuRouter:
         connect: bool = False,
         port: int | None = None,
         netdev: str | None = None,
+        monitor: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.tap, self.host, self.nic = tap, host, nic
@@ -102,6 +105,8 @@ class QemuRouter:
         #: The NIC's netdev options after ``id=s0,`` (a ``stream`` or ``dgram``
         #: netdev); None for ``socket,listen=HOST:PORT`` (or ``connect=``).
         self.netdev = netdev
+        #: TCP port of qemu's HMP monitor on ``host`` (as vrnetlab's 4000+N), or None.
+        self.monitor = monitor
         self.pidfile = self.workdir / f"{tap}.pid"
         self.logfile = self.workdir / f"{tap}.log"
         self.pid: int | None = None
@@ -111,6 +116,12 @@ class QemuRouter:
         """The router's NIC as xcon names it (``HOST/N``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}/{self.nic}"
+
+    @property
+    def monitor_address(self) -> str:
+        """The monitor as xcon takes it: ``HOST:PORT,NETDEV`` (the NIC's netdev is ``s0``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.monitor},s0"
 
     @property
     def ip(self) -> str:
@@ -138,6 +149,11 @@ class QemuRouter:
             "hubport,id=h0,hubid=0,netdev=s0",
             "-netdev",
             "hubport,id=h1,hubid=0,netdev=t0",
+            *(
+                ("-monitor", f"tcp:{self.host}:{self.monitor},server,nowait")
+                if self.monitor
+                else ()
+            ),
         )
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:

@@ -1,0 +1,187 @@
+"""The control plane's plain parts: config file checks, monitor addresses, the HMP
+exchange against a stand-in monitor, --control-listen addresses, ctl helpers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from xcon.control import parse_listen
+from xcon.control.client import link_path, links_table, monitors_arg
+from xcon.control.config import ConfigError, parse_config
+from xcon.linkspec import SpecError
+from xcon.monitor import Monitor, MonitorError, hmp, parse_monitor
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def test_config_links_in_both_forms():
+    cfg = parse_config(
+        {
+            "links": ["vr1/1--vr2/1"],
+            "link": [
+                {"spec": "vr1/2--vr3/1:7", "monitors": {"vr3/1": "vr3:4000"}, "admin": "down"}
+            ],
+        }
+    )
+    assert [cl.name for cl in cfg.links] == ["vr1/1--vr2/1", "vr1/2--vr3/1:7"]
+    second = cfg.links[1]
+    assert not second.admin_up
+    assert second.monitors == (("vr3/1", "vr3:4000,p01"),)
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"lnks": []}, "unknown key 'lnks'"),
+        ({"links": "vr1/1--vr2/1"}, '"links" is a list'),
+        ({"link": {"spec": "a/1--b/1"}}, "[[link]] entries are tables"),
+        ({"link": [{"spec": 5}]}, '"spec" is the link'),
+        ({"link": [{"spec": "a/1--b/1", "colour": 1}]}, "unknown key 'colour'"),
+        ({"links": ["a/1b/1"]}, "links[0]: 'a/1b/1': a p2p link is END--END"),
+        ({"links": ["a/1--b/1", "a/1--c/1"]}, "a/1 is in two links"),
+        ({"link": [{"spec": "a/1--b/1", "admin": "off"}]}, '"admin" is "up" or "down"'),
+        ({"link": [{"spec": "a/1--b/1", "monitors": {"c/1": "c:4000"}}]}, "not an end of a/1--b/1"),
+        (
+            {"link": [{"spec": "a/1--unix:/x", "monitors": {"unix:/x": "h:4000"}}]},
+            "name the NIC's netdev",
+        ),
+    ],
+)
+def test_config_errors_name_the_file_and_the_entry(doc, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc, "lab.toml")
+    assert str(e.value).startswith("lab.toml: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+# -- monitors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, default, want",
+    [
+        ("vr1:4000", "p01", Monitor("vr1", 4000, "p01")),
+        ("vr1:4000,net3", "p01", Monitor("vr1", 4000, "net3")),
+        ("[::1]:4001", "p02", Monitor("::1", 4001, "p02")),
+        ("127.0.0.1:4000,s0", None, Monitor("127.0.0.1", 4000, "s0")),
+    ],
+)
+def test_parse_monitor(text, default, want):
+    assert parse_monitor(text, default) == want
+    assert parse_monitor(str(want), None) == want
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("vr1", "expected HOST:PORT"),
+        ("vr1:99999", "is not in 1..65535"),
+        ("::1:4000", "in brackets"),
+        ("vr1:4000", "name the NIC's netdev"),
+        ("vr1:4000,bad netdev", "is not a qemu netdev id"),
+        ("-x:4000,p01", "not a valid host name"),
+    ],
+)
+def test_parse_monitor_errors(text, message):
+    with pytest.raises(SpecError, match=message):
+        parse_monitor(text, None)
+
+
+class FakeMonitor:
+    """A qemu HMP monitor as it behaves on a TCP chardev: banner, prompt, an
+    echo with cursor movements, the answer, the prompt again."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.commands: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                c.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ")
+                line = b""
+                while not line.endswith(b"\n"):
+                    data = c.recv(100)
+                    if not data:
+                        break
+                    line += data
+                cmd = line.decode().strip()
+                self.commands.append(cmd)
+                echo = "".join(
+                    f"{cmd[: i + 1]}\x1b[K" + "\x1b[D" * (i + 1) for i in range(len(cmd))
+                )
+                out = self.answers.get(cmd, "")
+                c.sendall(
+                    echo.encode() + b"\r\n" + (out + "\r\n" if out else "").encode() + b"(qemu) "
+                )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_hmp_set_link_against_a_monitor_that_echoes():
+    mon = FakeMonitor({"set_link nope off": "Error: Device 'nope' not found"})
+    try:
+        Monitor("127.0.0.1", mon.port, "p01").set_link(False)
+        Monitor("127.0.0.1", mon.port, "p01").set_link(True)
+        with pytest.raises(MonitorError, match="Device 'nope' not found"):
+            Monitor("127.0.0.1", mon.port, "nope").set_link(False)
+        assert mon.commands == ["set_link p01 off", "set_link p01 on", "set_link nope off"]
+    finally:
+        mon.close()
+
+
+def test_hmp_unreachable_and_silent_monitors_are_one_line():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(MonitorError, match=f"monitor 127.0.0.1:{port}: "):
+        hmp("127.0.0.1", port, "info network", timeout=1)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        with pytest.raises(MonitorError, match="no prompt within"):
+            hmp("127.0.0.1", silent.getsockname()[1], "info network", timeout=0.3)
+    finally:
+        silent.close()
+
+
+# -- addresses and the client's helpers ---------------------------------------------------------
+
+
+def test_control_listen_addresses():
+    assert parse_listen("127.0.0.1:9810") == ("127.0.0.1", 9810)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("localhost:9") == ("127.0.0.1", 9)
+    with pytest.raises(ValueError, match="not a loopback address"):
+        parse_listen("0.0.0.0:9810")
+    assert parse_listen("0.0.0.0:9810", any_address=True) == ("0.0.0.0", 9810)
+    for bad in ("9810", "vr1:9810", "127.0.0.1:http", "127.0.0.1:70000"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_client_helpers():
+    assert link_path("vr1/1--unix:/a b", "down") == "/links/vr1%2F1--unix%3A%2Fa%20b/down"
+    assert monitors_arg(["vr1/1=vr1:4000", "vr2/1=[::1]:4000,p01"]) == {
+        "vr1/1": "vr1:4000",
+        "vr2/1": "[::1]:4000,p01",
+    }
+    with pytest.raises(ValueError):
+        monitors_arg(["vr1:4000"])
+    assert links_table([]) == "no links\n"

@@ -1,0 +1,108 @@
+"""The control plane: an HTTP/1.1 JSON API inside the reactor (:mod:`.server`,
+:mod:`.api`), Prometheus metrics (:mod:`.metrics`), ``xcon ctl`` (:mod:`.client`)
+and the ``--config`` file (:mod:`.config`).
+
+It reads and changes links while they forward, on the same loop and thread,
+so it never races the data path; it never blocks the loop (a router's
+monitor is asked on a worker thread) and never touches a link it was not
+asked to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from xcon.errors import ModeError
+
+log = logging.getLogger("xcon.control")
+
+#: The control socket when ``--control`` is not given (in the working directory,
+#: next to the health file; ``/xcon.sock`` in the container).
+DEFAULT_SOCKET = "xcon.sock"
+
+
+@dataclass
+class ControlSettings:
+    """Where the control API listens (checked values)."""
+
+    path: str | None = DEFAULT_SOCKET  # None: no unix socket
+    path_given: bool = False  # --control PATH: failing to listen there is an error
+    tcp: tuple[str, int] | None = None
+
+
+def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
+    """``--control-listen HOST:PORT`` (``[V6]:PORT``, ``localhost:PORT``): an IP
+    address and a port; a non-loopback address only with ``any_address``.
+    Raises ValueError with the message for the user."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--control-listen {text!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9810")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"--control-listen {text!r}: {host!r} is not an IP address (IPv6 in brackets)"
+        ) from None
+    if not (port_text.isascii() and port_text.isdigit() and 0 <= int(port_text) <= 65535):
+        raise ValueError(f"--control-listen {text!r}: port {port_text!r} is not in 0..65535")
+    if not ip.is_loopback and not any_address:
+        raise ValueError(
+            f"--control-listen {text!r}: {host} is not a loopback address; the control API "
+            "has no authentication, so anything that reaches it can change the links: add "
+            "--control-listen-any to listen there anyway"
+        )
+    return str(ip), int(port_text)
+
+
+def start_control(
+    app: Any,
+    settings: ControlSettings,
+    engine_name: str,
+    reload: Callable[[], dict[str, Any]] | None = None,
+) -> Any:
+    """Start the control server on ``app``'s engine; returns it (or None when
+    disabled).  A socket that cannot be made is a :class:`ModeError` when the
+    user asked for it, and a warning for the default path."""
+    if settings.path is None and settings.tcp is None:
+        return None
+    from xcon.control.api import ControlAPI
+    from xcon.control.server import ControlServer
+
+    api = ControlAPI(app, engine_name, reload=reload)
+    server = ControlServer(app.engine, api)
+    try:
+        if settings.path is not None:
+            try:
+                where = server.listen_unix(settings.path)
+                log.info("control API on unix socket %s (xcon ctl --control %s)", where, where)
+            except OSError as e:
+                msg = f"cannot listen on control socket {os.path.abspath(settings.path)}: {e.strerror or e}"
+                if settings.path_given:
+                    raise ModeError(msg, exit_code=1) from None
+                log.warning("%s; running without it (--control PATH to choose another)", msg)
+        if settings.tcp is not None:
+            host, port = settings.tcp
+            try:
+                where = server.listen_tcp(host, port)
+            except OSError as e:
+                raise ModeError(
+                    f"cannot listen on --control-listen {host}:{port}: {e.strerror or e}",
+                    exit_code=1,
+                ) from None
+            log.info("control API on http://%s (GET /metrics for Prometheus)", where)
+    except BaseException:
+        server.close()
+        api.close()
+        raise
+    app.services.append(server)
+    app.services.append(api)
+    return server

@@ -1,0 +1,406 @@
+"""The control API: HTTP requests in, changes to the running :class:`~xcon.app.Xcon`
+and JSON out.  Routes and status codes (README, "Control"):
+
+=======  =============================  ================================================
+GET      /                              version, engine, uptime, the routes
+GET      /links                         every link with its ends, state, counters, rates
+POST     /links                         add ``{"spec": "A--B", "monitors": {...}}``: 201
+GET      /links/NAME                    one link in detail (NAME percent-encoded)
+DELETE   /links/NAME                    remove it (its connections only)
+POST     /links/NAME/down, /up          cable pull (``{"monitors": {...}}`` optional)
+POST     /counters/reset                all counters, or ``{"link": NAME}``
+GET      /health                        the health file's code and message
+GET      /metrics                       Prometheus text exposition
+POST     /reload                        apply the ``--config`` file again (as SIGHUP)
+=======  =============================  ================================================
+
+Errors are ``{"error": "one line"}`` with 400 (malformed: a spec that does not
+parse, bad JSON), 404 (no such link or route), 405 (method), 409 (clashes with
+the links present, or cannot be opened), 413 (body too large), 500 (a bug:
+logged in one line), 502 (a router's monitor did not do its part; xcon's own
+side was changed).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from xcon import __version__, native
+from xcon.app import Link, Xcon, check_monitors
+from xcon.bridges.hub import Hub
+from xcon.bridges.p2p import P2PLink
+from xcon.control.server import Pending, Request, Response, error_response, json_response
+from xcon.errors import BadRequest, LinkError, Unavailable
+from xcon.health import health_text
+from xcon.monitor import Monitor, MonitorError
+from xcon.ports import Port
+from xcon.stats import FlowStats
+
+log = logging.getLogger("xcon.control")
+
+#: Drop reasons that are about the destination (counted as transmit drops of
+#: the end the frames were going to); every other reason is a receive drop of
+#: the end they came from.
+TRANSMIT_REASONS = frozenset({"port_down", "queue_full"})
+RATE_EVERY = 1.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+ROUTES = [
+    "GET /",
+    "GET /links",
+    "POST /links",
+    "GET /links/NAME",
+    "DELETE /links/NAME",
+    "POST /links/NAME/down",
+    "POST /links/NAME/up",
+    "POST /counters/reset",
+    "GET /health",
+    "GET /metrics",
+    "POST /reload",
+]
+
+
+@dataclass
+class EndView:
+    """One end of a link as the API shows it: its port, what xcon read from it
+    and forwarded (``rx``) and what xcon sent to it (``tx``)."""
+
+    port: Port
+    rx: FlowStats
+    tx: FlowStats
+    kind: str
+
+    @property
+    def rx_drops(self) -> dict[str, int]:
+        return {r: n for r, n in sorted(self.rx.drops.items()) if n and r not in TRANSMIT_REASONS}
+
+    @property
+    def tx_drops(self) -> dict[str, int]:
+        return {r: n for r, n in sorted(self.tx.drops.items()) if n and r in TRANSMIT_REASONS}
+
+
+def end_views(link: Link) -> list[EndView]:
+    b = link.bridge
+    kinds = [e.kind for e in link.ends]
+    if isinstance(b, P2PLink):
+        fa, fb = b.flows[b.a].stats, b.flows[b.b].stats
+        views = [EndView(b.a, fa, fb, ""), EndView(b.b, fb, fa, "")]
+    elif isinstance(b, Hub):
+        views = [EndView(p, b.rx[p], b.tx[p], "") for p in b.ports]
+    else:  # pragma: no cover - every bridge is one of the two
+        return []
+    for v, kind in zip(views, kinds, strict=False):
+        v.kind = kind
+    return views
+
+
+class RateMeter:
+    """Frames/s and bits/s per direction over the last second or two: a
+    snapshot of every counter is taken each :data:`RATE_EVERY` seconds, and a
+    rate is the change since the older of the last two."""
+
+    def __init__(self, app: Xcon) -> None:
+        self.app = app
+        self._prev: tuple[float, dict[int, tuple[int, int]]] = (time.monotonic(), {})
+        self._cur = self._prev
+        self._timer = app.engine.call_every(RATE_EVERY, self.tick)
+
+    def tick(self) -> None:
+        snap = {
+            id(fs): (fs.frames, fs.bytes)
+            for link in self.app.links.values()
+            for fs in link.bridge.flow_stats()
+        }
+        self._prev, self._cur = self._cur, (time.monotonic(), snap)
+
+    def rate(self, fs: FlowStats) -> tuple[float, float]:
+        """(frames/s, bits/s) of ``fs``; 0 for a flow younger than a snapshot."""
+        t, snap = self._prev
+        before = snap.get(id(fs))
+        dt = time.monotonic() - t
+        if before is None or dt <= 0:
+            return 0.0, 0.0
+        frames = max(0, fs.frames - before[0])
+        nbytes = max(0, fs.bytes - before[1])
+        return frames / dt, nbytes * 8 / dt
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+
+def link_kind(link: Link) -> str:
+    if link.p2p is not None:
+        return "p2p"
+    if isinstance(link.bridge, Hub):
+        return "hub"
+    return "device"
+
+
+def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict[str, Any]:
+    ends = []
+    p2p = link.bridge if isinstance(link.bridge, P2PLink) else None
+    for v in end_views(link):
+        p, st = v.port, v.port.stats
+        rx_fps, rx_bps = meter.rate(v.rx) if meter else (0.0, 0.0)
+        tx_fps, tx_bps = meter.rate(v.tx) if meter else (0.0, 0.0)
+        mon = link.monitors.get(p.name)
+        end: dict[str, Any] = {
+            "name": p.name,
+            "kind": v.kind,
+            "state": "up" if p.connected else "ready" if p.healthy else "down",
+            "peer": p.peer,
+            "monitor": str(mon) if mon else None,
+            "rx_frames": v.rx.frames,
+            "rx_bytes": v.rx.bytes,
+            "tx_frames": v.tx.frames,
+            "tx_bytes": v.tx.bytes,
+            "rx_drops": v.rx_drops,
+            "tx_drops": v.tx_drops,
+            "rx_frames_per_s": round(rx_fps, 1),
+            "rx_bits_per_s": round(rx_bps),
+            "tx_frames_per_s": round(tx_fps, 1),
+            "tx_bits_per_s": round(tx_bps),
+            "connects": st.connects,
+            "reconnects": st.reconnects,
+            "disconnects": st.drops,
+        }
+        if detail:
+            end.update(
+                protocol_errors=st.protocol_errors,
+                partial_bytes=st.partial_bytes,
+                last_error=st.last_error,
+                counters=p.counter_text(),
+            )
+        ends.append(end)
+    states = {e["state"] for e in ends}
+    doc: dict[str, Any] = {
+        "name": link.name,
+        "kind": link_kind(link),
+        "source": link.source,
+        "admin": "up" if p2p is None or p2p.admin_up else "down",
+        "state": "up" if states <= {"up", "ready"} else "down" if states == {"down"} else "partial",
+        "vlan": link.spec.vid if link.spec else None,
+        "ends": ends,
+    }
+    if detail:
+        doc["directions"] = [
+            {"name": fs.name, "frames": fs.frames, "bytes": fs.bytes, "drops": dict(fs.drops)}
+            for fs in link.bridge.flow_stats()
+        ]
+        doc["admin_changes"] = p2p.admin_changes if p2p is not None else 0
+    return doc
+
+
+class ControlAPI:
+    """The request handler of the control server (see the module docstring).
+
+    ``reload`` (set when xcon runs from ``--config``) applies the file again
+    and returns what changed."""
+
+    def __init__(
+        self,
+        app: Xcon,
+        engine_name: str = "",
+        reload: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.app = app
+        self.engine_name = engine_name or app.engine.name
+        self.reload = reload
+        self.started = time.time()
+        self.meter = RateMeter(app)
+
+    def close(self) -> None:
+        self.meter.close()
+
+    # -- dispatch -----------------------------------------------------------------------
+    def __call__(self, req: Request) -> Response | Pending:
+        try:
+            return self._route(req)
+        except LinkError as e:
+            return error_response(e.status, str(e))
+        except ValueError as e:
+            return error_response(400, str(e))
+
+    def _route(self, req: Request) -> Response | Pending:
+        path, method = req.path.rstrip("/") or "/", req.method
+        if path == "/":
+            return self._only(method, "GET") or json_response(200, self.index())
+        if path == "/links":
+            if method == "GET":
+                return json_response(200, {"links": self.links_json()})
+            if method == "POST":
+                return self.add(req)
+            return _method_not_allowed("GET, POST")
+        if path.startswith("/links/"):
+            return self._link_route(req, path[len("/links/") :])
+        if path == "/health":
+            return self._only(method, "GET") or json_response(200, self.health_json())
+        if path == "/metrics":
+            return self._only(method, "GET") or self.metrics()
+        if path == "/counters/reset":
+            if method != "POST":
+                return _method_not_allowed("POST")
+            body = _object(req)
+            name = body.get("link")
+            if name is not None and not isinstance(name, str):
+                raise BadRequest('"link" is a link name')
+            links = self.app.reset_counters(name)
+            return json_response(200, {"reset": [link.name for link in links]})
+        if path == "/reload":
+            if method != "POST":
+                return _method_not_allowed("POST")
+            if self.reload is None:
+                return error_response(409, "xcon was not started with --config: nothing to reload")
+            return json_response(200, self.reload())
+        return error_response(404, f"no such route: {method} {req.path} (see GET /)")
+
+    def _only(self, method: str, allowed: str) -> Response | None:
+        return None if method == allowed else _method_not_allowed(allowed)
+
+    def _link_route(self, req: Request, rest: str) -> Response | Pending:
+        method = req.method
+        if method == "POST":
+            name, _, action = rest.rpartition("/")
+            if action not in ("down", "up"):
+                return error_response(404, "POST /links/NAME/down or /up (NAME percent-encoded)")
+            return self.admin(req, name, action == "up")
+        if method == "GET":
+            return json_response(200, link_json(self.app.find(rest), self.meter, detail=True))
+        if method == "DELETE":
+            link = self.app.remove_link(rest)
+            return json_response(200, {"removed": link.name})
+        return _method_not_allowed("GET, DELETE, POST")
+
+    # -- operations -------------------------------------------------------------------
+    def index(self) -> dict[str, Any]:
+        return {
+            "xcon": __version__,
+            "fast_path": native.BACKEND,
+            "engine": self.engine_name,
+            "uptime_s": round(time.time() - self.started, 1),
+            "links": len(self.app.links),
+            "routes": ROUTES,
+        }
+
+    def links_json(self) -> list[dict[str, Any]]:
+        return [link_json(link, self.meter) for link in self.app.links.values()]
+
+    def health_json(self) -> dict[str, Any]:
+        connected, total, ready = self.app.health_counts()
+        text = health_text(connected, total, ready).splitlines()
+        return {
+            "code": int(text[0]),
+            "message": text[1],
+            "connected": connected,
+            "ready": ready,
+            "total": total,
+            "links": len(self.app.links),
+        }
+
+    def add(self, req: Request) -> Response:
+        body = _object(req)
+        spec = body.get("spec")
+        if not isinstance(spec, str) or not spec:
+            raise BadRequest('POST /links needs {"spec": "END--END"}')
+        admin = body.get("admin", "up")
+        if admin not in ("up", "down"):
+            raise BadRequest('"admin" is "up" or "down"')
+        link = self.app.add_link(spec, _monitor_texts(body), source="api", admin_up=admin == "up")
+        return json_response(201, link_json(link, self.meter, detail=True))
+
+    def admin(self, req: Request, name: str, up: bool) -> Response | Pending:
+        link = self.app.find(name)
+        body = _object(req)
+        if body.get("monitors") is not None:
+            if link.spec is None:
+                raise BadRequest(f"{link.name} is not a p2p link")
+            link.monitors.update(check_monitors(link.spec, _monitor_texts(body)))
+        link, _changed = self.app.set_admin(link.name, up)
+        monitors = list(link.monitors.values())
+        if not monitors:
+            return json_response(200, link_json(link, self.meter, detail=True))
+        return self._set_links(link, monitors, up)
+
+    def _set_links(self, link: Link, monitors: Sequence[Monitor], up: bool) -> Pending:
+        """Tell every router's monitor (on worker threads); answer when all did."""
+        pending = Pending()
+        results: dict[int, str] = {}
+
+        def finish() -> None:
+            failed = [results[i] for i in range(len(monitors)) if results[i]]
+            if failed:
+                err = Unavailable(
+                    f"link {link.name} is {'up' if up else 'down'} in xcon, but "
+                    + "; ".join(failed)
+                )
+                log.warning("control: %s", err)
+                pending.resolve(error_response(err.status, str(err)))
+            else:
+                log.info(
+                    "link %s: routers' NICs set %s (%s)",
+                    link.name,
+                    "on" if up else "off",
+                    ", ".join(map(str, monitors)),
+                )
+                pending.resolve(json_response(200, link_json(link, self.meter, detail=True)))
+
+        for i, mon in enumerate(monitors):
+
+            def done(_result: object, err: BaseException | None, i: int = i) -> None:
+                results[i] = "" if err is None else _one(err)
+                if len(results) == len(monitors):
+                    finish()
+
+            self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
+        return pending
+
+    def metrics(self) -> Pending:
+        """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`)."""
+        from xcon.control.metrics import render, snapshot
+
+        snap = snapshot(self.app, self.engine_name)
+        pending = Pending()
+
+        def done(text: object, err: BaseException | None) -> None:
+            if err is not None:
+                log.error("control: /metrics failed: %s: %s", type(err).__name__, err)
+                pending.resolve(error_response(500, f"internal error: {err}"))
+            else:
+                assert isinstance(text, bytes)
+                pending.resolve(Response(200, text, content_type=METRICS_TYPE))
+
+        self.app.engine.run_in_thread(lambda: render(snap), done)
+        return pending
+
+
+def _object(req: Request) -> dict[str, Any]:
+    doc = req.json()
+    if not isinstance(doc, dict):
+        raise BadRequest("the body is a JSON object")
+    return doc
+
+
+def _monitor_texts(body: dict[str, Any]) -> dict[str, str]:
+    mons = body.get("monitors") or {}
+    if not isinstance(mons, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mons.items()
+    ):
+        raise BadRequest('"monitors" maps an end to its monitor: {"vr1/1": "vr1:4000"}')
+    return mons
+
+
+def _one(err: BaseException) -> str:
+    if isinstance(err, MonitorError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    resp = error_response(405, f"method not allowed here (allowed: {allowed})")
+    resp.headers.append(("Allow", allowed))
+    return resp

@@ -1,0 +1,316 @@
+"""``xcon ctl``: the control API from a shell (human tables, or ``--json``).
+
+Exit codes: 0 done; 1 xcon answered no (no such link, a clash, a bad spec,
+a router's monitor failed; the message is on stderr); 2 usage error; 3 xcon
+cannot be reached (no socket, refused, timed out).  ``xcon ctl health``
+exits with the health file's code (0 healthy, 1 not).
+
+Where: ``--control PATH`` (default ``$XCON_CONTROL``, else ``./xcon.sock``:
+the working directory, as xcon's default, so ``docker exec vr-xcon xcon ctl
+links`` finds the container's ``/xcon.sock``), or ``--url
+http://127.0.0.1:PORT`` for a ``--control-listen`` address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from xcon.control import DEFAULT_SOCKET
+
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+TIMEOUT = 10.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket."""
+
+    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+class Unreachable(Exception):
+    pass
+
+
+class Client:
+    """One request at a time to xcon's control API."""
+
+    def __init__(self, path: str | None = None, url: str | None = None, timeout: float = TIMEOUT):
+        self.path = path
+        self.url = url
+        self.timeout = timeout
+
+    @property
+    def where(self) -> str:
+        return self.url or os.path.abspath(self.path or DEFAULT_SOCKET)
+
+    def _conn(self) -> http.client.HTTPConnection:
+        if self.url:
+            u = urlsplit(self.url)
+            if u.scheme != "http" or not u.hostname:
+                raise ValueError(f"--url {self.url!r}: expected http://HOST:PORT")
+            return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.timeout)
+        return UnixHTTPConnection(self.path or DEFAULT_SOCKET, timeout=self.timeout)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes, str]:
+        """(status, body, content type); raises Unreachable."""
+        conn = self._conn()
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read(), resp.getheader("Content-Type", "")
+        except (OSError, http.client.HTTPException) as e:
+            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise Unreachable(f"cannot reach xcon at {self.where}: {why}") from None
+        finally:
+            conn.close()
+
+
+def link_path(name: str, action: str = "") -> str:
+    return "/links/" + quote(name, safe="") + (f"/{action}" if action else "")
+
+
+def monitors_arg(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``--monitor END=HOST:PORT[,NETDEV]`` options as the API's ``monitors``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        end, sep, mon = item.partition("=")
+        if not sep or not end or not mon:
+            raise ValueError(f"--monitor {item!r}: expected END=HOST:PORT[,NETDEV]")
+        out[end] = mon
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xcon.cli import OneLineParser
+
+    p = OneLineParser(
+        prog="xcon ctl",
+        description="Talk to a running xcon: list, add, remove and pull links, counters, "
+        "health, metrics, reload.  Exit codes: 0 done, 1 xcon said no, 2 usage, "
+        "3 xcon not reachable (health: 0 healthy, 1 not).",
+    )
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help=f"xcon's control socket (default $XCON_CONTROL, else ./{DEFAULT_SOCKET})",
+    )
+    p.add_argument("--url", help="http://HOST:PORT of a --control-listen address instead")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds (default 10)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("links", help="every link: ends, state, rates, counters")
+    sub.add_parser("status", help="version, engine, uptime")
+    one = sub.add_parser("link", help="one link in detail")
+    one.add_argument("name")
+    add = sub.add_parser("add", help="add a p2p link (same syntax as --p2p)")
+    add.add_argument("spec")
+    add.add_argument("--monitor", action="append", metavar="END=HOST:PORT[,NETDEV]")
+    add.add_argument("--down", action="store_true", help="add it with the cable pulled")
+    rm = sub.add_parser("remove", help="remove a link (its connections only)")
+    rm.add_argument("name")
+    for action in ("down", "up"):
+        a = sub.add_parser(action, help=f"set a p2p link administratively {action}")
+        a.add_argument("name")
+        a.add_argument(
+            "--monitor",
+            action="append",
+            metavar="END=HOST:PORT[,NETDEV]",
+            help="a router's qemu monitor: its NIC is set_link off/on too (remembered)",
+        )
+    reset = sub.add_parser("reset", help="counters back to zero (all, or one link)")
+    reset.add_argument("name", nargs="?")
+    sub.add_parser("health", help="the health summary (exit code 0 healthy, 1 not)")
+    sub.add_parser("metrics", help="the Prometheus metrics")
+    sub.add_parser("reload", help="apply the --config file's changes (as SIGHUP)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else USAGE
+    path = args.control or os.environ.get("XCON_CONTROL") or DEFAULT_SOCKET
+    client = Client(path=path, url=args.url, timeout=args.timeout)
+    try:
+        return run(client, args)
+    except Unreachable as e:
+        return _fail(str(e), UNREACHABLE)
+    except ValueError as e:
+        return _fail(str(e), USAGE)
+
+
+def _fail(message: str, code: int) -> int:
+    from xcon.cli import one_line
+
+    print(f"xcon ctl: {one_line(message)}", file=sys.stderr)
+    return code
+
+
+def run(client: Client, args: argparse.Namespace) -> int:
+    cmd = args.command
+    method, path, body = "GET", "/", None
+    if cmd == "links":
+        path = "/links"
+    elif cmd == "link":
+        path = link_path(args.name)
+    elif cmd == "add":
+        method, path = "POST", "/links"
+        body = {"spec": args.spec, "admin": "down" if args.down else "up"}
+        mons = monitors_arg(args.monitor)
+        if mons:
+            body["monitors"] = mons
+    elif cmd == "remove":
+        method, path = "DELETE", link_path(args.name)
+    elif cmd in ("down", "up"):
+        method, path = "POST", link_path(args.name, cmd)
+        mons = monitors_arg(args.monitor)
+        body = {"monitors": mons} if mons else {}
+    elif cmd == "reset":
+        method, path = "POST", "/counters/reset"
+        body = {"link": args.name} if args.name else {}
+    elif cmd == "health":
+        path = "/health"
+    elif cmd == "metrics":
+        path = "/metrics"
+    elif cmd == "reload":
+        method, path = "POST", "/reload"
+    status, data, ctype = client.request(method, path, body)
+    if cmd == "metrics" and status == 200:
+        sys.stdout.write(data.decode(errors="replace"))
+        return OK
+    try:
+        doc = json.loads(data) if data else {}
+    except ValueError:
+        return _fail(f"xcon answered {status} with something that is not JSON", REFUSED)
+    if status >= 400:
+        if args.json:
+            print(json.dumps(doc, indent=1))
+        return _fail(str(doc.get("error", f"HTTP {status}")), REFUSED)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(render(cmd, doc), end="")
+    if cmd == "health":
+        return OK if doc.get("code") == 0 else REFUSED
+    return OK
+
+
+# -- human output ----------------------------------------------------------------------------
+
+
+def _si(x: float, unit: str) -> str:
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.1f}{prefix}{unit}"
+    return f"{x:.0f}{unit}"
+
+
+def _drops(end: dict[str, Any]) -> str:
+    d = {**end.get("rx_drops", {}), **end.get("tx_drops", {})}
+    return ",".join(f"{k}={v}" for k, v in sorted(d.items())) or "0"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows
+    )
+
+
+def links_table(links: list[dict[str, Any]]) -> str:
+    if not links:
+        return "no links\n"
+    rows = [["LINK", "ADMIN", "END", "STATE", "PEER", "RX/s", "TX/s", "RX", "TX", "DROPS"]]
+    for link in links:
+        for i, end in enumerate(link["ends"]):
+            rows.append(
+                [
+                    link["name"] if i == 0 else "",
+                    link["admin"] if i == 0 else "",
+                    end["name"],
+                    end["state"],
+                    end["peer"] or "-",
+                    _si(end["rx_frames_per_s"], "f"),
+                    _si(end["tx_frames_per_s"], "f"),
+                    str(end["rx_frames"]),
+                    str(end["tx_frames"]),
+                    _drops(end),
+                ]
+            )
+    return table(rows)
+
+
+def link_detail(link: dict[str, Any]) -> str:
+    lines = [
+        f"link {link['name']} ({link['kind']}, from {link['source']}): admin {link['admin']}, "
+        f"{link['state']}" + (f", VLAN {link['vlan']} access port" if link.get("vlan") else "")
+    ]
+    for end in link["ends"]:
+        lines.append(
+            f"  end {end['name']}: {end['state']}"
+            + (f", peer {end['peer']}" if end["peer"] else "")
+            + (f", monitor {end['monitor']}" if end.get("monitor") else "")
+        )
+        lines.append(
+            f"    rx {end['rx_frames']} frames {end['rx_bytes']} bytes "
+            f"({_si(end['rx_frames_per_s'], 'f/s')}, {_si(end['rx_bits_per_s'], 'bit/s')}); "
+            f"tx {end['tx_frames']} frames {end['tx_bytes']} bytes "
+            f"({_si(end['tx_frames_per_s'], 'f/s')}, {_si(end['tx_bits_per_s'], 'bit/s')})"
+        )
+        lines.append(
+            f"    drops {_drops(end)}; connects {end['connects']}, reconnects "
+            f"{end['reconnects']}, disconnects {end['disconnects']}"
+            + (f", last error: {end['last_error']}" if end.get("last_error") else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render(cmd: str, doc: dict[str, Any]) -> str:
+    if cmd == "links":
+        return links_table(doc["links"])
+    if cmd in ("link", "add", "down", "up"):
+        return link_detail(doc)
+    if cmd == "remove":
+        return f"removed {doc['removed']}\n"
+    if cmd == "reset":
+        return f"counters reset: {len(doc['reset'])} link(s)\n"
+    if cmd == "health":
+        return f"{doc['code']}\n{doc['message']}\n"
+    if cmd == "reload":
+        text = (
+            f"added {len(doc['added'])}, removed {len(doc['removed'])}, changed "
+            f"{len(doc['changed'])}, unchanged {doc['unchanged']}"
+        )
+        for what in ("added", "removed", "changed"):
+            for name in doc[what]:
+                text += f"\n  {what} {name}"
+        for f in doc.get("failed", []):
+            text += f"\n  failed {f['link']}: {f['error']}"
+        return text + "\n"
+    # status
+    return "".join(f"{k}: {v}\n" for k, v in doc.items() if k != "routes")

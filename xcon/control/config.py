@@ -1,0 +1,211 @@
+"""``--config FILE``: p2p links and their options in a TOML file, reloaded on
+SIGHUP (or ``xcon ctl reload``) by applying only the difference.
+
+::
+
+    # xcon.toml
+    links = ["vr1/1--vr2/1", "vr1/2--vr3/1:123"]      # links with no options
+
+    [[link]]                                          # a link with options
+    spec = "vr2/2--vr3/2"
+    monitors = { "vr2/2" = "vr2:4000", "vr3/2" = "vr3:4000,p02" }
+    admin = "down"                                    # start with the cable pulled
+
+A reload reads and checks the whole file first (syntax, every spec, NICs
+used twice, clashes with links that do not come from the file): a file with
+an error changes nothing, and the reason is one log line (and the API's
+answer).  Then links no longer in the file are removed, new ones are added,
+and a link whose options changed gets them (its connections untouched);
+every other link is not touched at all: same sockets, no frame lost.
+Links given on the command line or added through the API are not the
+file's: a reload never removes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from xcon.errors import BadRequest, LinkError, ModeError
+from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
+
+log = logging.getLogger("xcon.control")
+
+LINK_KEYS = ("spec", "monitors", "admin")
+TOP_KEYS = ("links", "link")
+
+
+class ConfigError(ValueError):
+    """The file cannot be used; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class ConfigLink:
+    spec: LinkSpec
+    monitors: tuple[tuple[str, str], ...] = ()
+    admin_up: bool = True
+
+    @property
+    def name(self) -> str:
+        return str(self.spec)
+
+
+@dataclass
+class Config:
+    links: list[ConfigLink] = field(default_factory=list)
+
+
+def load_config(path: str) -> Config:
+    """Read and check ``path``; raises :class:`ConfigError`."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    return parse_config(doc, path)
+
+
+def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
+    from xcon.app import check_monitors
+
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(TOP_KEYS)})")
+    entries: list[tuple[str, dict[str, Any]]] = []
+    plain = doc.get("links", [])
+    if not isinstance(plain, list) or not all(isinstance(x, str) for x in plain):
+        raise ConfigError(f'{path}: "links" is a list of link strings, e.g. ["vr1/1--vr2/1"]')
+    entries += [(f"links[{i}]", {"spec": x}) for i, x in enumerate(plain)]
+    tables = doc.get("link", [])
+    if not isinstance(tables, list) or not all(isinstance(x, dict) for x in tables):
+        raise ConfigError(f"{path}: [[link]] entries are tables")
+    entries += [(f"[[link]] {i + 1}", t) for i, t in enumerate(tables)]
+    links = []
+    for where, entry in entries:
+        where = f"{path}: {where}"
+        for key in entry:
+            if key not in LINK_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(LINK_KEYS)})")
+        text = entry.get("spec")
+        if not isinstance(text, str):
+            raise ConfigError(f'{where}: "spec" is the link, e.g. "vr1/1--vr2/1"')
+        try:
+            spec = parse_link(text)
+        except SpecError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        mons = entry.get("monitors", {})
+        if not isinstance(mons, dict) or not all(isinstance(v, str) for v in mons.values()):
+            raise ConfigError(f'{where}: "monitors" maps an end to "HOST:PORT[,NETDEV]"')
+        try:
+            checked = check_monitors(spec, mons)
+        except LinkError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        admin = entry.get("admin", "up")
+        if admin not in ("up", "down"):
+            raise ConfigError(f'{where}: "admin" is "up" or "down"')
+        monitors = tuple(sorted((k, str(v)) for k, v in checked.items()))
+        links.append(ConfigLink(spec, monitors, admin == "up"))
+    try:
+        check_distinct([cl.spec for cl in links])
+    except SpecError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return Config(links)
+
+
+class ConfigReloader:
+    """Keeps the running links in step with the file (see the module docstring)."""
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app = app
+        self.path = path
+        #: What the file said for each of its links when last applied.
+        self.applied: dict[str, ConfigLink] = {}
+        self.reloads = 0
+
+    def apply_initial(self, links: list[ConfigLink]) -> None:
+        """Add the file's links before the loop runs; raises ModeError."""
+        for cl in links:
+            try:
+                self._add(cl)
+            except LinkError as e:
+                raise ModeError(
+                    f"{self.path}: {e}", exit_code=2 if e.status == 400 else 1
+                ) from None
+
+    def _add(self, cl: ConfigLink) -> None:
+        self.app.add_link(cl.name, dict(cl.monitors), source="config", admin_up=cl.admin_up)
+        self.applied[cl.name] = cl
+
+    def reload(self) -> dict[str, Any]:
+        """Apply the file's changes; raises BadRequest (nothing changed) for a
+        file with an error.  Returns what was done."""
+        try:
+            config = load_config(self.path)
+        except ConfigError as e:
+            raise BadRequest(str(e)) from None
+        mine = {n for n, link in self.app.links.items() if link.source == "config"}
+        wanted = {cl.name: cl for cl in config.links}
+        removed = [n for n in mine if n not in wanted]
+        added = [cl for n, cl in wanted.items() if n not in mine]
+        for cl in added:  # everything is checked before anything changes
+            try:
+                self.app.check_new(cl.spec, ignore=removed)
+            except LinkError as e:
+                raise BadRequest(f"{self.path}: {e}") from None
+        for name in removed:
+            self.app.remove_link(name, why=f"not in {self.path} any more")
+            self.applied.pop(name, None)
+        done: dict[str, Any] = {"added": [], "removed": removed, "changed": [], "failed": []}
+        for cl in added:
+            try:
+                self._add(cl)
+            except LinkError as e:
+                log.error("%s: link %s not added: %s", self.path, cl.name, e)
+                done["failed"].append({"link": cl.name, "error": str(e)})
+            else:
+                done["added"].append(cl.name)
+        for name, cl in wanted.items():
+            before = self.applied.get(name)
+            if name not in mine or before == cl:
+                continue
+            link = self.app.links.get(name)
+            if link is None:
+                continue
+            from xcon.app import check_monitors
+
+            assert link.spec is not None
+            link.monitors = check_monitors(link.spec, dict(cl.monitors))
+            if before is None or before.admin_up != cl.admin_up:
+                self.app.set_admin(name, cl.admin_up)
+            self.applied[name] = cl
+            done["changed"].append(name)
+        done["unchanged"] = (
+            len(wanted) - len(done["added"]) - len(done["changed"]) - len(done["failed"])
+        )
+        self.reloads += 1
+        return done
+
+    def reload_json(self) -> dict[str, Any]:
+        return self.reload()
+
+    def on_signal(self, signum: int) -> None:
+        """SIGHUP: reload, saying in one line what changed or why nothing did."""
+        log.info("received SIGHUP, reloading %s", self.path)
+        try:
+            done = self.reload()
+        except LinkError as e:
+            log.error("reload failed, nothing changed: %s", e)
+            return
+        log.info(
+            "reloaded %s: %d added, %d removed, %d changed, %d unchanged%s",
+            self.path,
+            len(done["added"]),
+            len(done["removed"]),
+            len(done["changed"]),
+            done["unchanged"],
+            f", {len(done['failed'])} failed" if done["failed"] else "",
+        )

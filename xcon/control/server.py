@@ -1,0 +1,506 @@
+"""A small HTTP/1.1 server inside the reactor, for the control API.
+
+The protocol is h11's (a sans-I/O HTTP/1.1 state machine); this module only
+moves bytes between sockets and it, on the engine's ``register`` interface,
+so it runs unchanged on both engines and never blocks the loop.  It is meant
+for a few local clients (``xcon ctl``, curl, a Prometheus scraper), and for
+surviving anything else:
+
+* a request head or body over :data:`MAX_REQUEST` bytes is answered 413 (or
+  400 for a head) and the connection closed; h11 enforces the head limit
+  while the head is still incomplete, so nothing is buffered beyond it;
+* each readiness event reads at most :data:`READ_CHUNK` bytes, a connection
+  gets at most one request answered per loop turn (pipelined ones wait for
+  the next turn), and each accept event takes at most
+  :data:`ACCEPTS_PER_EVENT` connections, so a flood costs the links a bounded
+  slice of each loop turn;
+* a request must be complete within :data:`REQUEST_TIMEOUT` seconds of its
+  first byte (slowloris), and a connection idle for :data:`IDLE_TIMEOUT`
+  seconds is closed; one timer sweeps every second;
+* at most :data:`MAX_CONNECTIONS` connections: a new one closes the one that
+  has been quiet longest;
+* a handler that raises is answered 500 with one log line, never a traceback;
+  an answer the client does not read is dropped with the connection at the
+  timeout.
+
+A handler returns a :class:`Response`, or a :class:`Pending` it completes
+later from the loop (an answer that waits for a router's monitor, run on a
+worker thread); the connection reads nothing more until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
+
+from xcon.engines import ERRORS, READ, WRITE, Callback, Engine, Registration, TimerHandle
+
+log = logging.getLogger("xcon.control")
+
+__all__ = ["ControlServer", "Pending", "Request", "Response", "json_response"]
+
+#: Largest request head, and largest request body, in bytes.
+MAX_REQUEST = 64 * 1024
+READ_CHUNK = 64 * 1024
+ACCEPTS_PER_EVENT = 16
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0
+SWEEP_EVERY = 1.0
+#: Longest a closing connection is read (and discarded) after its answer.
+LINGER = 2.0
+SERVER_NAME = b"xcon"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # percent-decoded, without the query
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON (empty: ``{}``); raises ValueError with a one-line message."""
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"the body is not JSON ({e})") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(status: int, doc: Any) -> Response:
+    return Response(status, json.dumps(doc, indent=1).encode() + b"\n")
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response(status, {"error": message})
+
+
+class Pending:
+    """An answer that comes later: call :meth:`resolve` from the loop."""
+
+    def __init__(self) -> None:
+        self._done: Callable[[Response], None] | None = None
+        self._response: Response | None = None
+
+    def resolve(self, response: Response) -> None:
+        if self._response is not None:
+            return
+        self._response = response
+        if self._done is not None:
+            self._done(response)
+
+    def _then(self, done: Callable[[Response], None]) -> None:
+        self._done = done
+        if self._response is not None:
+            done(self._response)
+
+
+Handler = Callable[[Request], "Response | Pending"]
+
+
+class ControlServer:
+    """Listening sockets and their connections on ``engine`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        handler: Handler,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_request: int = MAX_REQUEST,
+    ) -> None:
+        self.engine = engine
+        self.handler = handler
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.max_request = max_request
+        self.listeners: list[_Listener] = []
+        self.conns: dict[int, _Conn] = {}
+        self._sweeper: TimerHandle | None = None
+        #: Counters for the tests and the metrics.
+        self.requests = 0
+        self.rejected = 0
+
+    @property
+    def addresses(self) -> list[str]:
+        return [lst.address for lst in self.listeners]
+
+    # -- listening ------------------------------------------------------------------
+    def listen_unix(self, path: str) -> str:
+        """Listen on a unix socket at ``path``, mode 0600 (only this user may
+        connect).  A stale socket file is replaced; one something listens on is
+        an OSError (EADDRINUSE).  Returns the absolute path."""
+        path = os.path.abspath(path)
+        _remove_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self._listen(sock, path, unlink=path)
+        return path
+
+    def listen_tcp(self, host: str, port: int) -> str:
+        """Listen on TCP ``host:port`` (port 0: any); returns ``host:port``."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        h, p = sock.getsockname()[:2]
+        shown = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        self._listen(sock, shown)
+        return shown
+
+    def _listen(self, sock: socket.socket, address: str, unlink: str | None = None) -> None:
+        sock.listen(128)
+        sock.setblocking(False)
+        lst = _Listener(self, sock, address, unlink)
+        self.listeners.append(lst)
+        if self._sweeper is None:
+            self._sweeper = self.engine.call_every(SWEEP_EVERY, self.sweep)
+
+    def close(self) -> None:
+        """Close every connection and listener (and remove the unix socket file)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self.conns.values()):
+            conn.close()
+        for lst in self.listeners:
+            lst.close()
+        self.listeners.clear()
+
+    # -- connections ------------------------------------------------------------------
+    def _accepted(self, sock: socket.socket) -> None:
+        if len(self.conns) >= self.max_connections:
+            idle = [c for c in self.conns.values() if c.pending is None]
+            if idle:
+                min(idle, key=lambda c: c.last_active).close()
+                self.rejected += 1
+            else:
+                sock.close()
+                self.rejected += 1
+                return
+        sock.setblocking(False)
+        conn = _Conn(self, sock)
+        self.conns[conn.fd] = conn
+
+    def sweep(self) -> None:
+        """Close connections past their time (see the module docstring)."""
+        now = time.monotonic()
+        for conn in list(self.conns.values()):
+            if conn.pending is not None:
+                continue
+            if (
+                conn.request_started is not None
+                and now - conn.request_started > self.request_timeout
+            ):
+                conn.fail(408, "request not complete in time")
+            elif now - conn.last_active > self.idle_timeout:
+                conn.close()
+
+
+class _Listener:
+    __slots__ = ("server", "sock", "address", "unlink", "reg")
+
+    def __init__(
+        self, server: ControlServer, sock: socket.socket, address: str, unlink: str | None
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.unlink = unlink
+        self.reg: Registration | None = server.engine.register(
+            sock.fileno(), Callback(self._accept), READ
+        )
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                s, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("control: cannot accept (%s)", e.strerror)
+                return
+            self.server._accepted(s)
+
+    def close(self) -> None:
+        if self.reg is not None:
+            self.reg.close()
+            self.reg = None
+        self.sock.close()
+        if self.unlink:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unlink)
+
+
+class _Conn:
+    """One client connection: bytes in and out of its h11 state machine."""
+
+    def __init__(self, server: ControlServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_request)
+        self.out = bytearray()
+        self.request: h11.Request | None = None
+        self.body = bytearray()
+        self.pending: Pending | None = None
+        self.closing = False
+        self.closing_since = 0.0
+        self.closed = False
+        self.last_active = time.monotonic()
+        self.request_started: float | None = None
+        self.reg = server.engine.register(self.fd, self, READ)
+
+    # -- events ---------------------------------------------------------------------
+    def handle_event(self, events: int) -> None:
+        if self.closed:
+            return
+        if events & READ:
+            self._read()
+        if self.closed:
+            return
+        if events & WRITE:
+            self._flush()
+        elif events & ERRORS and not events & READ:
+            self.close()
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.last_active = time.monotonic()
+        if data and self.request_started is None:
+            self.request_started = self.last_active
+        if self.closing:  # answered and closing: discard what still comes
+            if not data:
+                self.close()
+            elif self.last_active - self.closing_since > LINGER:
+                self.close()
+            return
+        try:
+            self.h11.receive_data(data)
+        except RuntimeError:  # data after the peer's EOF
+            self.close()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        """Take h11's events until it needs data or a request is complete."""
+        conn = self.h11
+        while self.pending is None and not self.closing:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as e:
+                status = e.error_status_hint
+                what = "request head too large" if status == 431 or "large" in str(e) else str(e)
+                self.fail(400 if status == 431 else status, f"bad request: {what}")
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self.request = event
+                self.body.clear()
+                length = _content_length(event)
+                if length is not None and length > self.server.max_request:
+                    self.fail(413, f"request body over {self.server.max_request} bytes")
+                    return
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+                if len(self.body) > self.server.max_request:
+                    self.fail(413, f"request body over {self.server.max_request} bytes")
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                self.close()
+                return
+
+    def _dispatch(self) -> None:
+        ev = self.request
+        assert ev is not None
+        self.server.requests += 1
+        target = ev.target.decode("latin-1")
+        parts = urlsplit(target)
+        req = Request(
+            method=ev.method.decode("latin-1").upper(),
+            path=unquote(parts.path),
+            query=parse_qs(parts.query),
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers},
+            body=bytes(self.body),
+        )
+        self.body.clear()
+        try:
+            answer = self.server.handler(req)
+        except Exception as e:  # noqa: BLE001 - one line in the log, a 500 to the client
+            log.error("control: %s %s failed: %s: %s", req.method, req.path, type(e).__name__, e)
+            answer = error_response(500, f"internal error: {type(e).__name__}: {e}")
+        if isinstance(answer, Pending):
+            self.pending = answer
+            self.reg.set(0)  # nothing more is read until it is answered
+            answer._then(self._answer_later)
+        else:
+            self.respond(answer)
+
+    def _answer_later(self, response: Response) -> None:
+        self.pending = None
+        if self.closed:
+            return
+        self.respond(response)
+
+    # -- answering --------------------------------------------------------------------
+    def respond(self, resp: Response, close: bool = False) -> None:
+        conn = self.h11
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.close()
+            return
+        headers = [
+            ("Content-Type", resp.content_type),
+            ("Content-Length", str(len(resp.body))),
+            ("Server", SERVER_NAME.decode()),
+            *resp.headers,
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        try:
+            self.out += conn.send(h11.Response(status_code=resp.status, headers=headers))
+            head_only = self.request is not None and self.request.method == b"HEAD"
+            if resp.body and not head_only:
+                self.out += conn.send(h11.Data(data=resp.body))
+            self.out += conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self.close()
+            return
+        if close or conn.our_state is h11.MUST_CLOSE:
+            self.closing = True
+            self.closing_since = time.monotonic()
+        self._flush()
+
+    def fail(self, status: int, message: str) -> None:
+        """Answer an error (when the protocol still allows one) and close."""
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self.respond(error_response(status, message), close=True)
+        else:
+            self.close()
+
+    def _flush(self) -> None:
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.close()
+                return
+            del self.out[:n]
+            self.last_active = time.monotonic()
+        if self.out:
+            self.reg.set(WRITE)
+            return
+        if self.closing:
+            # Lingering close: stop sending, read and discard what the client
+            # still sends until it hangs up (or the idle timeout), so the kernel
+            # does not reset the connection before the client has read the answer.
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+            self.reg.set(READ)
+            return
+        conn = self.h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self.request = None
+            self.request_started = None
+            self.reg.set(READ)
+            # A request pipelined behind this one is taken on the next loop turn,
+            # so a client sending many at once cannot hold the loop.
+            self.server.engine.call_soon(self._next_request)
+        elif self.pending is None:
+            self.reg.set(READ)
+
+    def _next_request(self) -> None:
+        if not self.closed and self.pending is None:
+            self._process()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reg.close()
+        self.server.conns.pop(self.fd, None)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _content_length(event: h11.Request) -> int | None:
+    for k, v in event.headers:
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket file nothing listens on; refuse one in use or any other file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left behind by a process that died
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another process listens on {path}")
