@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from xcon import native
 from xcon.framing import FRAME_HEADER, OutBuffer, iter_frames
@@ -36,7 +37,23 @@ from xcon.trace import insert_verdict, log_frame, log_frames, strip_verdict
 
 log = logging.getLogger("xcon.bridge")
 
-__all__ = ["DirectFlow", "Flow", "P2PLink", "VlanFlow"]
+__all__ = ["DirectFlow", "Flow", "FlowTap", "P2PLink", "VlanFlow"]
+
+
+class FlowTap(Protocol):
+    """An observer of one direction (capture): it sees the frames that cross.
+
+    Spans are whole qemu-framed frames (4-byte big-endian length, then the
+    frame) in ``mv[start:end]``; the observer must copy what it keeps before
+    returning and must never block or raise.  A flow calls it once per batch
+    (not per frame) and only when one is set, so a link without it pays one
+    attribute test per batch."""
+
+    def sent(self, mv: memoryview, start: int, end: int) -> None:
+        """These frames are about to be sent to the destination (after any rewrite)."""
+
+    def dropped(self, reason: str, mv: memoryview, start: int, end: int) -> None:
+        """These frames were dropped for ``reason`` (a :class:`FlowStats` reason)."""
 
 
 class Flow:
@@ -49,6 +66,8 @@ class Flow:
         self.debug = debug
         self.blocked = False  # output pending: source reading paused
         self.admin_down = False  # the link is pulled: drop what arrives
+        #: An observer of this direction (capture), or None.
+        self.tap: FlowTap | None = None
 
     def received(self) -> None:
         """Whole frames wait in the source's buffer: forward them."""
