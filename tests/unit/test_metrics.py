@@ -38,7 +38,15 @@ def test_forked_render_matches_in_process_render():
     for key, value in here.items():
         if not key[0].startswith("process_"):
             assert apart[key] == value, key
-    assert apart[("xcon_link_transmit_drop_total", (("end", "vr1/2"), ("link", "vr0/1--vr1/2"), ("reason", "port_down")))] == 4
+    assert (
+        apart[
+            (
+                "xcon_link_transmit_drop_total",
+                (("end", "vr1/2"), ("link", "vr0/1--vr1/2"), ("reason", "port_down")),
+            )
+        ]
+        == 4
+    )
     assert apart[("xcon_link_admin_up", (("link", "vr1/1--vr2/2"),))] == 0
 
 

@@ -154,7 +154,9 @@ def render(snap: Snapshot, pid: int | None = None) -> bytes:
     (this one by default); callable from any thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snap))
-    registry.register(ProcessCollector(pid=(lambda: pid) if pid else (lambda: "self"), registry=None))
+    registry.register(
+        ProcessCollector(pid=(lambda: pid) if pid else (lambda: "self"), registry=None)
+    )
     return generate_latest(registry)
 
 
