@@ -17,7 +17,6 @@ from typing import Any
 
 from xcon.errors import ModeError
 
-
 #: The control socket when ``--control`` is not given (in the working directory,
 #: next to the health file; ``/xcon.sock`` in the container).
 DEFAULT_SOCKET = "xcon.sock"
