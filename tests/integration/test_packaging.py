@@ -346,7 +346,7 @@ def test_wheel_has_native_module_and_console_script(image):
     with zipfile.ZipFile(image["wheel"]) as z:
         names = z.namelist()
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert re.search(r"^xcon\s*=\s*xcon\.cli:main$", z.read(entry_points).decode(), re.M)
+        assert re.search(r"^xcon\s*=\s*xcon\.main:main$", z.read(entry_points).decode(), re.M)
     assert [n for n in names if re.fullmatch(r"xcon/_native[^/]*\.so", n)], names
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     requires = wheel_requirements(image["wheel"])
