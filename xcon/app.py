@@ -112,6 +112,10 @@ class Xcon:
         self.on_hangup: Callable[[int], None] | None = None
         #: Closed when the process ends (the control server).
         self.services: list[Service] = []
+        #: Called with each link added (any source) and with each link about to
+        #: be removed (captures follow links through these).
+        self.link_added: list[Callable[[Link], None]] = []
+        self.link_removed: list[Callable[[Link], None]] = []
         self._traced: dict[int, tuple[int, int, int]] = {}
         self._stopped_by = "stopped"
         from xcon import modes
@@ -140,6 +144,8 @@ class Xcon:
         self.links[link.name] = link
         if self.running:
             self._start(link)
+        for hook in self.link_added:
+            hook(link)
         return link
 
     def _start(self, link: Link) -> None:
@@ -239,6 +245,8 @@ class Xcon:
         link = self.find(name)
         if link.p2p is None:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
+        for hook in self.link_removed:
+            hook(link)
         del self.links[link.name]
         # Closing reports the ports down; the health file must not count them meanwhile.
         link.p2p.on_state = None
