@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from xcon.bridges import Bridge
 from xcon.bridges.p2p import P2PLink
@@ -116,6 +116,8 @@ class Xcon:
         #: be removed (captures follow links through these).
         self.link_added: list[Callable[[Link], None]] = []
         self.link_removed: list[Callable[[Link], None]] = []
+        #: The captures (:class:`xcon.capture.manager.Captures`), made on first use.
+        self.captures: Any = None
         self._traced: dict[int, tuple[int, int, int]] = {}
         self._stopped_by = "stopped"
         from xcon import modes
@@ -354,6 +356,8 @@ class Xcon:
             self.running = False
             self.health.stopped(self._stopped_by)
             self.log_counters()  # before closing, so states are those of the run
+            if self.captures is not None:  # first: live streams get their end
+                self.captures.close()
             for s in self.services:
                 s.close()
             for b in self.bridges:

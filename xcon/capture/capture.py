@@ -36,44 +36,25 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xcon import __version__, native
 from xcon.capture import pcapng
 from xcon.capture.bpf import BpfFilter, compile_filter
+from xcon.capture.options import MAX_SNAPLEN, CaptureOptions
 from xcon.engines import Engine, TimerHandle
 from xcon.framing import iter_frames
 from xcon.limits import FRAME_HEADER
 
 log = logging.getLogger("xcon.capture")
 
+__all__ = ["MAX_SNAPLEN", "Capture", "CaptureOptions", "CaptureTap", "Sink"]
+
 #: The buffer: chunks of CHUNK bytes, CHUNKS of them per capture (8 MiB).
 CHUNK = 256 * 1024
 CHUNKS = 32
 #: A partly filled chunk goes to the sink this often (seconds).
 FLUSH_EVERY = 0.05
-#: ``snaplen``: 0 (whole frames) or 1..MAX_SNAPLEN bytes.
-MAX_SNAPLEN = pcapng.NO_SNAPLEN
-
-
-@dataclass(frozen=True)
-class CaptureOptions:
-    """What to record and, for files, how to rotate them."""
-
-    snaplen: int = 0
-    filter: str | None = None
-    #: Record dropped frames too (inbound, with the reason as a comment).
-    drops: bool = True
-    #: Ring files: a new file when this many bytes would be exceeded (0: never),
-    #: or after this many seconds (0: never); keep the newest ``files`` (0: all).
-    size: int = 0
-    seconds: float = 0.0
-    files: int = 0
-
-    @property
-    def ring(self) -> bool:
-        return bool(self.size or self.seconds)
 
 
 class Sink(Protocol):

@@ -15,7 +15,8 @@ from typing import Any
 from xcon.app import Link, Xcon, end_name
 from xcon.bridges.p2p import P2PLink
 from xcon.capture.bpf import FilterError, compile_filter
-from xcon.capture.capture import Capture, CaptureOptions, CaptureTap, Sink
+from xcon.capture.capture import Capture, CaptureTap, Sink
+from xcon.capture.options import CaptureOptions
 from xcon.capture.sinks import FileSink, StreamSink
 from xcon.errors import BadRequest, Conflict, NotFound
 
@@ -181,10 +182,18 @@ class Captures:
         return [c.describe() for c in self.for_link(name)]
 
 
+def captures_of(app: Xcon) -> Captures:
+    """``app``'s captures (made on first use)."""
+    if app.captures is None:
+        app.captures = Captures(app)
+    assert isinstance(app.captures, Captures)
+    return app.captures
+
+
 def check_options(o: CaptureOptions) -> None:
     """Raise BadRequest for options out of range (the command line checks
     first) or a filter that does not compile (or no libpcap for it)."""
-    from xcon.capture.capture import MAX_SNAPLEN
+    from xcon.capture.options import MAX_SNAPLEN
 
     if not 0 <= o.snaplen <= MAX_SNAPLEN:
         raise BadRequest(f"snaplen {o.snaplen} outside 0..{MAX_SNAPLEN} (0: whole frames)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 
+from xcon.capture.options import MAX_SNAPLEN
 from xcon.native.abi import EPB_FIXED
 
 #: Block types.
@@ -51,7 +52,7 @@ INBOUND = 1
 OUTBOUND = 2
 
 #: Interface snap length when frames are not cut (libpcap's largest).
-NO_SNAPLEN = 262144
+NO_SNAPLEN = MAX_SNAPLEN
 
 _u32 = struct.Struct("<I")
 

@@ -155,10 +155,10 @@ def read(data: bytes) -> Capture:
             if_id, hi, lo = struct.unpack_from(end + "III", body)
             blk.fields = {"interface": if_id, "ts": (hi << 32) | lo}
             blk.options = _options(body[12:], end)
-            for code, name in ((4, "ifrecv"), (6, "filteraccept"), (7, "osdrop"), (8, "usrdeliv")):
+            for code, key in ((4, "ifrecv"), (6, "filteraccept"), (7, "osdrop"), (8, "usrdeliv")):
                 v = blk.option(code)
                 if v is not None:
-                    blk.fields[name] = struct.unpack(end + "Q", v)[0]
+                    blk.fields[key] = struct.unpack(end + "Q", v)[0]
             stats.append(blk)
         blocks.append(blk)
         pos += total
