@@ -39,6 +39,14 @@ _ffi.cdef(
                             unsigned int wirelen, unsigned int buflen);
     """
 )
+FUNCTIONS = (
+    "pcap_open_dead",
+    "pcap_compile",
+    "pcap_geterr",
+    "pcap_freecode",
+    "pcap_close",
+    "bpf_filter",
+)
 _lib: Any = None
 _lock = threading.Lock()  # pcap_compile is not thread-safe before libpcap 1.8
 
@@ -56,10 +64,16 @@ def _load() -> Any:
     if _lib is None:
         for name in LIBPCAP_NAMES:
             try:
-                _lib = _ffi.dlopen(name)
-                break
+                lib = _ffi.dlopen(name)
             except OSError:
                 continue
+            # Resolve every function now: cffi resolves one on first use under a
+            # lock, and a filter freed by the garbage collector meanwhile would
+            # need that lock again (a deadlock).
+            for fn in FUNCTIONS:
+                getattr(lib, fn)
+            _lib = lib
+            break
         else:
             raise FilterUnavailable(
                 "capture filters need libpcap (Debian: apt-get install libpcap0.8); "
@@ -84,7 +98,7 @@ class BpfFilter:
         self._prog = prog  # keeps the instructions alive
         self._insns = prog.bf_insns
         self._run = lib.bpf_filter
-        self._lib = lib
+        self._free = lib.pcap_freecode
 
     def matches(self, cbuf: Any, offset: int, length: int) -> bool:
         """Whether the frame at ``cbuf + offset`` (a cffi view of the buffer) matches."""
@@ -96,7 +110,7 @@ class BpfFilter:
 
     def __del__(self) -> None:
         try:
-            self._lib.pcap_freecode(self._prog)
+            self._free(self._prog)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
