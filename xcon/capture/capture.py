@@ -13,8 +13,9 @@ The recording model (README, "Capture"):
 * every frame of one batch (one read from the source) has the batch's
   timestamp (nanoseconds, wall clock).
 
-**Never in the way of forwarding.**  The buffer is a fixed pool of chunks
-(:data:`CHUNKS` of :data:`CHUNK` bytes); the flow's tap writes Enhanced
+**Never in the way of forwarding.**  The buffer is a bounded pool of chunks
+(at most :data:`CHUNKS` of :data:`CHUNK` bytes, 16 MiB; made as bursts need
+them); the flow's tap writes Enhanced
 Packet Blocks into the current chunk (``native.capture_frames``: header and
 copy in one pass), a full chunk goes to the sink and a free one is taken.
 The sink gives chunks back once written.  When no chunk is free the frames
@@ -50,9 +51,11 @@ log = logging.getLogger("xcon.capture")
 
 __all__ = ["MAX_SNAPLEN", "Capture", "CaptureOptions", "CaptureTap", "Sink"]
 
-#: The buffer: chunks of CHUNK bytes, CHUNKS of them per capture (8 MiB).
+#: The buffer: chunks of CHUNK bytes, at most CHUNKS of them per capture
+#: (16 MiB), FIRST_CHUNKS made at once and the rest when a burst needs them.
 CHUNK = 256 * 1024
-CHUNKS = 32
+CHUNKS = 64
+FIRST_CHUNKS = 4
 #: A partly filled chunk goes to the sink this often (seconds).
 FLUSH_EVERY = 0.05
 
@@ -96,7 +99,10 @@ class Capture:
         self.ident = ident
         self.source = source
         self.chunk_size = chunk
-        self.free: deque[bytearray] = deque(bytearray(chunk) for _ in range(chunks))
+        first = min(chunks, FIRST_CHUNKS)
+        self.free: deque[bytearray] = deque(bytearray(chunk) for _ in range(first))
+        #: Chunks the pool may still grow by (a quiet link never needs them).
+        self.spare = chunks - first
         self.cur: bytearray | None = None
         self.cur_pos = 0
         n = len(self.interfaces)
@@ -218,7 +224,10 @@ class Capture:
         try:
             self.cur = self.free.popleft()
         except IndexError:
-            return None
+            if not self.spare:
+                return None
+            self.spare -= 1
+            self.cur = bytearray(self.chunk_size)
         self.cur_pos = 0
         return self.cur
 

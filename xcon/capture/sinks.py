@@ -4,8 +4,12 @@
 to a file cannot be made non-blocking (``O_NONBLOCK`` means nothing to a
 regular file, and a slow disk or an NFS server blocks ``write``), so it must
 not happen on the loop.  The loop only hands full chunks over a queue (one
-put per 256 KiB) and the thread gives them back when written; while the disk
-is slower, the pool runs dry and the capture drops, the loop never waits.
+put per 256 KiB) and the thread gives them back when written, all that
+waits in one ``writev`` (one system call, and one wait for the GIL after it,
+per batch; the GIL's switch interval is shortened while writers run, see
+:data:`WRITER_SWITCH_INTERVAL`).  While the disk (or the CPU left for the
+writer) is slower, the pool runs dry and the capture drops; the loop never
+waits.
 Opening the first file happens at once (so a bad path is an error to the
 request or the command line, not a log line later).
 
@@ -28,6 +32,7 @@ import contextlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -42,6 +47,36 @@ log = logging.getLogger("xcon.capture")
 __all__ = ["FileSink", "StreamSink", "ring_name"]
 
 _STOP = None
+#: Chunks written with one writev at most (IOV_MAX is 1024).
+WRITE_BATCH = 64
+
+
+#: Python's GIL switch interval while a writer thread runs (seconds).  The
+#: loop takes the GIL back after each of its many short system calls before a
+#: waiting thread is scheduled, so a writer only gets it when the interpreter
+#: forces a switch: every 5 ms by default, too seldom for a writer that needs
+#: it a few times per batch.  Set while writers run, restored after the last.
+WRITER_SWITCH_INTERVAL = 0.0005
+_writers = 0
+_writers_lock = threading.Lock()
+_default_switch = sys.getswitchinterval()
+
+
+def _writer_started() -> None:
+    global _writers, _default_switch
+    with _writers_lock:
+        if _writers == 0:
+            _default_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(_default_switch, WRITER_SWITCH_INTERVAL))
+        _writers += 1
+
+
+def _writer_ended() -> None:
+    global _writers
+    with _writers_lock:
+        _writers -= 1
+        if _writers == 0:
+            sys.setswitchinterval(_default_switch)
 
 
 def ring_name(path: str, seq: int) -> str:
@@ -79,6 +114,7 @@ class FileSink:
     def attach(self, capture: Capture) -> None:
         self.capture = capture
         self._write_all(capture.header())
+        _writer_started()
         self._thread = threading.Thread(
             target=self._run, name=f"xcon-capture-{capture.ident}", daemon=True
         )
@@ -110,8 +146,9 @@ class FileSink:
         cap = self.capture
         assert cap is not None
         failed = False
+        stop = False
         try:
-            while True:
+            while not stop:
                 timeout = None
                 if self.seconds:
                     timeout = max(0.0, self._opened + self.seconds - time.monotonic())
@@ -121,19 +158,29 @@ class FileSink:
                     if not failed:
                         self._rotate()
                     continue
-                if item is _STOP:
-                    break
-                chunk, n = item
+                # Whatever else waits goes with it, in one writev: one system
+                # call (and one wait for the GIL after it) per batch, not per chunk.
+                batch: list[tuple[bytearray, int]] = []
+                while True:
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                    if len(batch) >= WRITE_BATCH:
+                        break
+                    try:
+                        item = self._q.get_nowait()
+                    except queue.Empty:
+                        break
                 try:
                     if not failed:
-                        if self.ring and self._due(n):
-                            self._rotate()
-                        self._write_all(memoryview(chunk)[:n])
+                        self._write_batch(batch)
                 except OSError as e:
                     failed = True
                     self._fail(e)
                 finally:
-                    cap.release(chunk)
+                    for chunk, _n in batch:
+                        cap.release(chunk)
             if not failed:
                 with contextlib.suppress(OSError):
                     self._write_all(cap.statistics())
@@ -144,7 +191,34 @@ class FileSink:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            _writer_ended()
             self.closed.set()
+
+    def _write_batch(self, batch: list[tuple[bytearray, int]]) -> None:
+        views: list[memoryview] = []
+        pending = 0
+        for chunk, n in batch:
+            if self.ring and self._due(pending + n):
+                self._writev_all(views)
+                views, pending = [], 0
+                self._rotate()
+            views.append(memoryview(chunk)[:n])
+            pending += n
+        self._writev_all(views)
+
+    def _writev_all(self, views: list[memoryview]) -> None:
+        while views:
+            try:
+                n = os.writev(self._fd, views)
+            except InterruptedError:
+                continue
+            self._written += n
+            self.bytes += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views = views[1:]
+            if views and n:
+                views[0] = views[0][n:]
 
     def _drain(self) -> None:
         cap = self.capture
@@ -163,6 +237,7 @@ class FileSink:
         cap.engine.call_soon_threadsafe(lambda: cap.stop(msg))
 
     def _due(self, n: int) -> bool:
+        """A new file before ``n`` more bytes (the current one holds more than its header)."""
         header = self._written <= self._header_len
         if self.size and self._written + n > self.size and not header:
             return True
