@@ -454,3 +454,39 @@ def test_sigterm_while_streaming_ends_the_stream_cleanly(peers, xcon):
     assert [check_numbered(p.data) for p in cap.packets] == list(range(5))
     assert len(cap.statistics) == 2
     assert xc.proc.wait(10) == 0
+
+
+def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, tmp_path):
+    a, b, c, d = peers(), peers(), peers(), peers()
+    l1 = f"{endpoint(a)}--{endpoint(b)}"
+    l2 = f"{endpoint(c)}--{endpoint(d)}"
+    f1, f2, f3 = (str(tmp_path / f"{n}.pcapng") for n in ("one", "two", "three"))
+    cfg = tmp_path / "xcon.toml"
+    cfg.write_text(
+        f'[[link]]\nspec = "{l1}"\ncapture = "{f1}"\n'
+        f'[[link]]\nspec = "{l2}"\ncapture = {{ file = "{f2}", snaplen = 30 }}\n'
+    )
+    xc = xcon("--config", str(cfg))
+    xc.wait_health("0", contains="All 4 sockets connected")
+    wait_api(xc)
+    a.send_frames([numbered(1, 100)])
+    b.wait_frames(1)
+    first = call(xc, "GET", link_path(l1))[1]["captures"]
+    assert [(x["file"], x["source"]) for x in first] == [(f1, "config")]
+    assert call(xc, "GET", link_path(l2))[1]["captures"][0]["snaplen"] == 30
+    # l1's capture unchanged (keeps running), l2's moves to another file
+    cfg.write_text(
+        f'[[link]]\nspec = "{l1}"\ncapture = "{f1}"\n[[link]]\nspec = "{l2}"\ncapture = "{f3}"\n'
+    )
+    status, doc = call(xc, "POST", "/reload")
+    assert status == 200 and doc["changed"] == [l2] and doc["unchanged"] == 1, doc
+    again = call(xc, "GET", link_path(l1))[1]["captures"]
+    assert [x["id"] for x in again] == [first[0]["id"]]
+    assert [x["file"] for x in call(xc, "GET", link_path(l2))[1]["captures"]] == [f3]
+    wait_until(lambda: len(read_file(f2).statistics) == 2, 5, "the old capture's end")
+    # a bad capture entry changes nothing
+    cfg.write_text(f'[[link]]\nspec = "{l1}"\ncapture = {{ file = "{f1}", snaplen = "x" }}\n')
+    status, doc = call(xc, "POST", "/reload")
+    assert status == 400 and "capture" in doc["error"], doc
+    assert xc.terminate() == 0
+    assert [check_numbered(p.data) for p in read_file(f1).packets] == [1]
