@@ -7,9 +7,10 @@ not happen on the loop.  The loop only hands full chunks over a queue (one
 put per 256 KiB) and the thread gives them back when written, all that
 waits in one ``writev`` (one system call, and one wait for the GIL after it,
 per batch; the GIL's switch interval is shortened while writers run, see
-:data:`WRITER_SWITCH_INTERVAL`).  While the disk (or the CPU left for the
-writer) is slower, the pool runs dry and the capture drops; the loop never
-waits.
+:data:`WRITER_SWITCH_INTERVAL`).  The thread runs at nice 10: when the CPU
+is short (a saturated link on a small machine) forwarding gets it and the
+capture falls behind.  While the disk (or the CPU left for the writer) is
+slower, the pool runs dry and the capture drops; the loop never waits.
 Opening the first file happens at once (so a bad path is an error to the
 request or the command line, not a log line later).
 
@@ -49,6 +50,9 @@ __all__ = ["FileSink", "StreamSink", "ring_name"]
 _STOP = None
 #: Chunks written with one writev at most (IOV_MAX is 1024).
 WRITE_BATCH = 64
+#: The writer thread's nice value, below the loop's (0): when the CPU is
+#: short, forwarding gets it and the capture drops.
+WRITER_NICE = 10
 
 
 #: Python's GIL switch interval while a writer thread runs (seconds).  The
@@ -145,6 +149,10 @@ class FileSink:
     def _run(self) -> None:
         cap = self.capture
         assert cap is not None
+        # Below forwarding: on a machine short of CPU the writer falls behind
+        # (the capture drops, counted) rather than the loop.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
         failed = False
         stop = False
         try:
