@@ -473,3 +473,15 @@ def test_manager_refuses_bad_requests(app, tmp_path):
         caps.start_stream(link.name, CaptureOptions())
     caps.close()
     assert caps.all() == []
+
+
+def test_hub_links_are_not_captured(app, tmp_path):
+    from xcon.bridges.hub import Hub
+
+    caps = Captures(app)
+    hub = Hub([FakePort(app.engine, "h1"), FakePort(app.engine, "h2")])
+    app.add_bridge(hub, name="hub")
+    with pytest.raises(Conflict) as e:
+        caps.start_file("hub", str(tmp_path / "f"), CaptureOptions())
+    assert "only p2p links" in str(e.value)
+    assert not os.path.exists(tmp_path / "f")
