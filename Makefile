@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # REGISTRY=registry.example.com:1234 names the image registry.example.com:1234/vr-xcon.
 IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 
-.PHONY: install demo test test-debs lint bench bench-micro docker clean
+.PHONY: install demo test test-debs test-tools lint bench bench-micro docker clean
 
 # Debian packages, installed when make runs as root on a machine with apt-get (once:
 # nothing is fetched when they are all there).  Elsewhere the tests that need one
@@ -45,10 +45,24 @@ demo: install
 test-debs:
 	$(call apt_install,$(TEST_DEBS))
 
+# promtool (`promtool check metrics` in the metrics test) from Debian's prometheus
+# package, unpacked into the venv rather than installed: installing the package
+# would also set up and enable a Prometheus server.
+PROMTOOL := $(VENV)/bin/promtool
+test-tools: install
+	@if [ ! -x $(PROMTOOL) ] && command -v apt-get >/dev/null; then \
+	  d=$$(mktemp -d) && chmod 755 $$d && cd $$d && \
+	  { apt-get download -qq prometheus 2>/dev/null || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus; }; } && \
+	  dpkg-deb -x prometheus_*.deb x && install -m 755 x/usr/bin/promtool $(CURDIR)/$(PROMTOOL) && \
+	  echo "promtool from Debian's prometheus package: $(PROMTOOL)"; \
+	  cd $(CURDIR); rm -rf "$$d"; \
+	fi; [ -x $(PROMTOOL) ] || echo "no promtool: the metrics test that runs it skips and says why"
+
 # The whole suite on the native fast path (XCON_NATIVE=1: a missing or stale
 # compiled module fails instead of silently testing the fallback), then the
 # unit and integration tests again on the pure-Python fallback.
-test: test-debs install
+test: test-debs install test-tools
 	XCON_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 	XCON_NATIVE=0 $(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS) tests/unit tests/integration
 

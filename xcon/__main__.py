@@ -1,3 +1,3 @@
-from xcon.cli import main
+from xcon.main import main
 
 raise SystemExit(main())

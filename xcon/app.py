@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from xcon.bridges import Bridge
 from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine
-from xcon.errors import BadRequest, Conflict, ModeError, NotFound
+from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
 from xcon.health import HealthFile
 from xcon.linkspec import (
     End,
@@ -55,13 +55,6 @@ STOP_SIGNALS = tuple(
     if hasattr(signal, name)
 )
 SIGHUP = getattr(signal, "SIGHUP", -1)
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass

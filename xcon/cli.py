@@ -25,7 +25,7 @@ from xcon import __version__
 from xcon.capture.options import MAX_SNAPLEN, CaptureOptions
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
-from xcon.errors import ModeError
+from xcon.errors import ModeError, OneLineParser, one_line
 from xcon.limits import (
     MAX_NIC,
     MAX_VID,
@@ -73,19 +73,6 @@ _MODE_ONLY = (
 
 class UsageError(Exception):
     """Bad command-line input: one line for the user, exit code 2."""
-
-
-def one_line(text: str) -> str:
-    """``text`` with every line break or other unprintable character escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """One line on stderr and exit 2 (no usage block: ``--help`` has it)."""
-        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _whole(lo: int, hi: int, what: str = "") -> Callable[[str], int]:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from xcon.cli import OneLineParser
+from xcon.errors import OneLineParser
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import check_numbered, numbered, wire
 from xcon.testing.process import XconProcess

@@ -1,5 +1,22 @@
 """Errors meant for the user: one clear line and an exit code, never a traceback."""
 
+from __future__ import annotations
+
+import argparse
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break or other unprintable character escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line on stderr and exit 2 (no usage block: ``--help`` has it)."""
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
 
 class ModeError(Exception):
     """A mode cannot start (bad combination, missing privilege or kernel support)."""

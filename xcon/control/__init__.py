@@ -10,16 +10,12 @@ asked to.
 
 from __future__ import annotations
 
-import ipaddress
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from xcon.errors import ModeError
-
-log = logging.getLogger("xcon.control")
 
 #: The control socket when ``--control`` is not given (in the working directory,
 #: next to the health file; ``/xcon.sock`` in the container).
@@ -39,6 +35,8 @@ def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
     """``--control-listen HOST:PORT`` (``[V6]:PORT``, ``localhost:PORT``): an IP
     address and a port; a non-loopback address only with ``any_address``.
     Raises ValueError with the message for the user."""
+    import ipaddress
+
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise ValueError(f"--control-listen {text!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9810")
@@ -74,6 +72,9 @@ def start_control(
     user asked for it, and a warning for the default path."""
     if settings.path is None and settings.tcp is None:
         return None
+    import logging
+
+    log = logging.getLogger("xcon.control")
     from xcon.control.api import ControlAPI
     from xcon.control.server import ControlServer
 

@@ -238,6 +238,8 @@ class ControlAPI:
         self.reload = reload
         self.started = time.time()
         self.meter = RateMeter(app)
+        #: Scrapes waiting for the /metrics render in progress (None: none running).
+        self._scrapes: list[Pending] | None = None
 
     def close(self) -> None:
         self.meter.close()
@@ -408,21 +410,30 @@ class ControlAPI:
         return _method_not_allowed("GET, POST, DELETE")
 
     def metrics(self) -> Pending:
-        """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`)."""
-        from xcon.control.metrics import render, snapshot
+        """A snapshot on the loop, rendered apart from it (see :mod:`.metrics`).
+        Scrapes arriving while a render runs share its answer (one render at a
+        time, however many scrapers)."""
+        from xcon.control.metrics import render_apart, snapshot
 
-        snap = snapshot(self.app, self.engine_name)
         pending = Pending()
+        if self._scrapes is not None:
+            self._scrapes.append(pending)
+            return pending
+        self._scrapes = [pending]
+        snap = snapshot(self.app, self.engine_name)
 
         def done(text: object, err: BaseException | None) -> None:
+            waiting, self._scrapes = self._scrapes or [], None
             if err is not None:
                 log.error("control: /metrics failed: %s: %s", type(err).__name__, err)
-                pending.resolve(error_response(500, f"internal error: {err}"))
+                resp = error_response(500, f"internal error: {err}")
             else:
                 assert isinstance(text, bytes)
-                pending.resolve(Response(200, text, content_type=METRICS_TYPE))
+                resp = Response(200, text, content_type=METRICS_TYPE)
+            for p in waiting:
+                p.resolve(resp)
 
-        self.app.engine.run_in_thread(lambda: render(snap), done)
+        self.app.engine.run_in_thread(lambda: render_apart(snap), done)
         return pending
 
 

@@ -123,7 +123,7 @@ def monitors_arg(items: Sequence[str] | None) -> dict[str, str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from xcon.cli import OneLineParser
+    from xcon.errors import OneLineParser
 
     p = OneLineParser(
         prog="xcon ctl",
@@ -279,7 +279,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    from xcon.cli import one_line
+    from xcon.errors import one_line
 
     print(f"xcon ctl: {one_line(message)}", file=sys.stderr)
     return code
