@@ -490,3 +490,48 @@ def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, t
     assert status == 400 and "capture" in doc["error"], doc
     assert xc.terminate() == 0
     assert [check_numbered(p.data) for p in read_file(f1).packets] == [1]
+
+
+@need_tshark
+def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
+    """``xcon ctl capture LINK -w - | wireshark -k -i -``: the same pipe
+    interface, read by tshark (Wireshark's engine) while frames flow."""
+    a, b = peers(), peers()
+    name = f"{endpoint(a)}--{endpoint(b)}"
+    xc = xcon("--p2p", name)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_api(xc)
+    sock = os.path.join(xc.workdir, "xcon.sock")
+    pipeline = (
+        f"{sys.executable} -m xcon ctl --control {sock} capture '{name}' -w - "
+        f"| {TSHARK} -i - -c 30 -l -T fields -e frame.interface_name -e frame.len"
+    )
+    shark = subprocess.Popen(
+        ["sh", "-c", pipeline],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_tshark_env(),
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: len(call(xc, "GET", link_path(name))[1]["captures"]) == 1, 20, "the capture"
+        )
+        time.sleep(1.0)  # tshark has read the section header and the interfaces
+        for i in range(30):
+            a.send_frames([numbered(i, 100 + i)])
+            time.sleep(0.005)
+        out, _ = shark.communicate(timeout=60)
+    finally:
+        if shark.poll() is None:
+            os.killpg(shark.pid, signal.SIGKILL)
+            shark.wait()
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows == [[endpoint(b), str(100 + i)] for i in range(30)]
+    wait_until(
+        lambda: call(xc, "GET", link_path(name))[1]["captures"] == [],
+        10,
+        "the capture to end with its reader",
+    )
+    assert xc.terminate() == 0
