@@ -485,3 +485,74 @@ def test_hub_links_are_not_captured(app, tmp_path):
         caps.start_file("hub", str(tmp_path / "f"), CaptureOptions())
     assert "only p2p links" in str(e.value)
     assert not os.path.exists(tmp_path / "f")
+
+
+# -- options from the API, the config file and xcon ctl ---------------------------------------
+
+
+def test_capture_options_from_a_body_and_a_query():
+    from xcon.control.api import capture_options
+
+    body = {"file": "f", "snaplen": 96, "filter": "icmp", "drops": False, "size_mb": 1.5}
+    body |= {"seconds": 30, "files": 4}
+    assert capture_options(body, file=True) == CaptureOptions(
+        snaplen=96, filter="icmp", drops=False, size=1_500_000, seconds=30.0, files=4
+    )
+    query = {"snaplen": "64", "drops": "no", "filter": "vlan 5"}
+    assert capture_options(query, file=False) == CaptureOptions(
+        snaplen=64, filter="vlan 5", drops=False
+    )
+    for bad, words in [
+        ({"snaplen": "x"}, "not a number"),
+        ({"snaplen": 1.5}, "whole number"),
+        ({"snaplen": True}, "number"),
+        ({"snaplen": -1}, "0 or more"),
+        ({"drops": "maybe"}, "true or false"),
+        ({"filter": 5}, "tcpdump expression"),
+        ({"size_mb": 1}, "unknown capture option"),  # file options only with a file
+    ]:
+        with pytest.raises(BadRequest) as e:
+            capture_options(bad, file=False)
+        assert words in str(e.value)
+
+
+def test_config_capture_entries():
+    from xcon.control.config import ConfigError, parse_config
+
+    doc = {
+        "link": [
+            {"spec": "a/1--b/1", "capture": "/c/ab.pcapng"},
+            {
+                "spec": "c/1--d/1",
+                "capture": {"file": "cd.pcapng", "snaplen": 64, "files": 3, "seconds": 60},
+            },
+            {"spec": "e/1--f/1"},
+        ]
+    }
+    links = parse_config(doc, "lab.toml").links
+    assert links[0].capture == ("/c/ab.pcapng", CaptureOptions())
+    assert links[1].capture == ("cd.pcapng", CaptureOptions(snaplen=64, files=3, seconds=60.0))
+    assert links[2].capture is None
+    for capture, words in [
+        (5, '"capture" is a file'),
+        ({"snaplen": 5}, '"capture" is a file'),
+        ({"file": "x", "files": 2}, "needs size or seconds"),
+        ({"file": "x", "colour": 1}, "unknown capture option"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_config({"link": [{"spec": "a/1--b/1", "capture": capture}]}, "lab.toml")
+        assert str(e.value).startswith("lab.toml: [[link]] 1: ") and words in str(e.value)
+
+
+def test_ctl_capture_lines():
+    from xcon.control.client import capture_line
+
+    c = {"id": 3, "link": "a/1--b/1", "file": "/c/x.pcapng", "frames": 10, "drops": 2}
+    c |= {"snaplen": 64, "filter": None, "ring": None, "files": ["/c/x.pcapng"], "error": None}
+    assert capture_line(c, "capturing ") == (
+        "capturing capture 3 of a/1--b/1 to /c/x.pcapng: 10 frames, 2 dropped, snaplen 64\n"
+    )
+    s = {**c, "file": None, "snaplen": 0, "files": [], "error": "writing /c: No space left"}
+    assert capture_line(s) == (
+        "capture 3 of a/1--b/1 to stream: 10 frames, 2 dropped, error: writing /c: No space left\n"
+    )

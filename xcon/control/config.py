@@ -135,17 +135,13 @@ def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
     table = {"file": value} if isinstance(value, str) else value
     if not isinstance(table, dict) or not isinstance(table.get("file"), str) or not table["file"]:
         raise ConfigError(f'{where}: "capture" is a file, or a table with "file" and options')
+    from xcon.capture.manager import check_options
+
     try:
         options = capture_options(table, file=True)
+        check_options(options)  # ranges, ring, the filter (libpcap)
     except LinkError as e:
         raise ConfigError(f"{where}: capture: {e}") from None
-    if options.filter is not None:
-        from xcon.capture.bpf import FilterError, compile_filter
-
-        try:
-            compile_filter(options.filter)
-        except FilterError as e:
-            raise ConfigError(f"{where}: capture: {e}") from None
     return table["file"], options
 
 
