@@ -535,3 +535,41 @@ def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
         "the capture to end with its reader",
     )
     assert xc.terminate() == 0
+
+
+def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(peers, xcon, tmp_path):
+    """A FIFO whose reader never reads is a disk that stopped: the writer
+    thread blocks, the capture drops, the link loses nothing; the reader
+    going away (EPIPE) ends that capture only, with one log line."""
+    a, b = peers(), peers()
+    name = f"{endpoint(a)}--{endpoint(b)}"
+    xc = xcon("--p2p", name)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_api(xc)
+    fifo = str(tmp_path / "disk")
+    os.mkfifo(fifo)
+    status, doc = call(xc, "POST", link_path(name, "capture"), {"file": fifo})
+    assert status == 409 and "a FIFO with no reader" in doc["error"], doc
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # holds it open, never reads
+    try:
+        status, doc = call(xc, "POST", link_path(name, "capture"), {"file": fifo})
+        assert status == 201, doc
+        total = 30_000  # 42 MB: far more than the pool and the pipe
+        for i in range(0, total, 200):
+            a.send_frames([numbered(i + k, 1400) for k in range(200)])
+        b.wait_frames(total, timeout=60)
+        assert [check_numbered(f) for f in b.frames] == list(range(total))
+        cap = call(xc, "GET", link_path(name))[1]["captures"][0]
+        assert cap["drops"] > 0 and cap["frames"] + cap["drops"] == total, cap
+        t0 = time.monotonic()
+        status, _doc = call(xc, "GET", "/health")
+        assert status == 200 and time.monotonic() - t0 < 1.0  # the loop is not waiting
+    finally:
+        os.close(reader)
+    xc.wait_log("Broken pipe", timeout=10)
+    wait_until(
+        lambda: call(xc, "GET", link_path(name))[1]["captures"] == [], 10, "the capture to end"
+    )
+    a.send_frames([numbered(total, 100)])
+    b.wait_frames(total + 1)
+    assert xc.terminate() == 0

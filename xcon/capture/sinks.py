@@ -30,6 +30,7 @@ client that does not read makes the capture drop, never the loop wait.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -117,7 +118,6 @@ class FileSink:
 
     def attach(self, capture: Capture) -> None:
         self.capture = capture
-        self._write_all(capture.header())
         _writer_started()
         self._thread = threading.Thread(
             target=self._run, name=f"xcon-capture-{capture.ident}", daemon=True
@@ -156,6 +156,12 @@ class FileSink:
         failed = False
         stop = False
         try:
+            try:
+                self._write_all(cap.header())  # here: a stalled disk stalls this thread only
+                self._header_len = self._written
+            except OSError as e:
+                failed = True
+                self._fail(e)
             while not stop:
                 timeout = None
                 if self.seconds:
@@ -251,8 +257,6 @@ class FileSink:
             return True
         return bool(self.seconds) and time.monotonic() - self._opened >= self.seconds
 
-    _header_len = 0
-
     def _rotate(self) -> None:
         cap = self.capture
         assert cap is not None
@@ -266,8 +270,18 @@ class FileSink:
     def _open_next(self) -> None:
         self._seq += 1
         path = ring_name(self.path, self._seq) if self.ring else self.path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # O_NONBLOCK for the open only: a FIFO nobody reads fails at once (ENXIO)
+        # instead of blocking; its writes then block the writer thread alone.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                raise OSError(e.errno, "a FIFO with no reader") from None
+            raise
+        os.set_blocking(self._fd, True)
         self._written = 0
+        self._header_len = 0
         self._opened = time.monotonic()
         self.files.append(path)
         if self.keep and len(self.files) > self.keep:
@@ -285,8 +299,6 @@ class FileSink:
             mv = mv[n:]
             self._written += n
             self.bytes += n
-        if self._header_len == 0 and self.capture is not None:
-            self._header_len = self._written
 
 
 class StreamSink:
