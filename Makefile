@@ -14,10 +14,11 @@ IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 # skip, naming the package.
 #   TEST_DEBS: iproute2 (namespaces, veth, taps), iputils-ping, util-linux (setpriv),
 #   procps, qemu-system-x86 (real qemu routers in the end-to-end tests), iperf3 (TCP
-#   through links, and through raw and tap ends with the kernel's offloads on).
+#   through links, and through raw and tap ends with the kernel's offloads on),
+#   tcpdump and tshark (captures read back), libpcap0.8 (capture filters: BPF compiler).
 #   BUILD_DEBS: the compiler for the native fast path.
 BUILD_DEBS := gcc libc6-dev
-TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3
+TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8
 BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
 define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

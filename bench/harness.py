@@ -206,6 +206,8 @@ class Relay:
     engine: str = "epoll"
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     workdir: Path | None = None
+    #: The interpreter that runs xcon (another one runs another build of it).
+    python: str = sys.executable
 
     @property
     def pid(self) -> int | None:
@@ -247,7 +249,7 @@ class Relay:
     def start_xcon(self, args: list[str], netns: str | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="xcon-", dir=TMP))
         env = dict(os.environ, XCON_NATIVE="1" if self.native else "0")
-        cmd = [sys.executable, "-m", "xcon", *args]
+        cmd = [self.python, "-m", "xcon", *args]
         cmd += ["--engine", self.engine, "--log-level", "warning"]
         cmd += ["--health-file", str(self.workdir / "health")]
         if netns:

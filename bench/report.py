@@ -93,7 +93,7 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["group"] in ("qemu", "reconnect", "down", "flood", "control"):
+        if r["group"] in ("qemu", "reconnect", "down", "flood", "control", "capture"):
             continue
         if r["status"] != "ok":
             lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
@@ -165,12 +165,46 @@ def table(rows: list[Row]) -> str:
             f" (without the flood {_rate(r['p2p_fps_quiet'])})"
         )
     lines += _control_lines([r for r in rows if r["group"] == "control"])
+    lines += _capture_lines([r for r in rows if r["group"] == "capture"])
     for scn, title in (
         ("qemu", "real qemu end to end (two qemu NICs bridged to taps in namespaces):"),
         ("qemu-bridged", "the same with each qemu in a namespace behind a Linux bridge:"),
     ):
         lines += _qemu_table([r for r in rows if r["scenario"] == scn], title)
     return "\n".join(lines)
+
+
+def _capture_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "capture:"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"  {r['scenario']:<14} n/a ({r['reason']})")
+        elif r["scenario"] == "capture-paced":
+            lines.append(
+                f"  capture-paced  {r['size']} B offered {_rate(r['offered_fps'])}: carried "
+                f"{_rate(r['fps'])}, capture drops {r['capture_drops']}, lost {r['lost']}"
+            )
+        elif r["scenario"] == "capture-micro":
+            lines.append(
+                f"  capture-micro  {r['size']} B frames ({r['backend']}): capture_frames "
+                f"{_rate(r['c_fps'])}, Capture.record {_rate(r['record_fps'])}"
+            )
+        else:
+            f = r["variant_fps"]
+            text = (
+                f"  {r['scenario']:<14} 1 saturated link: off {_rate(f['off'])}, to a file "
+                f"{_rate(f['file'])} ({r['ratio_file']:.3f}×), capture drops "
+                f"{r['capture_drops']}"
+            )
+            if r.get("ratio_off_vs_baseline") is not None:
+                text += (
+                    f"; baseline build {_rate(f['baseline'])}, off/baseline "
+                    f"{r['ratio_off_vs_baseline']:.3f}×"
+                )
+            lines.append(text)
+    return lines
 
 
 def _control_lines(rows: list[Row]) -> list[str]:
@@ -326,6 +360,42 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             "/metrics scraped every 1 s: p2p frames/s ≥ 0.95× --control none",
             cost["ratio_scraped"],
             0.95,
+            True,
+            "×",
+        )
+    cm = _find(rows, "capture-micro", "xcon")
+    if cm:
+        add(
+            "capture 64 B frames ≥ 5 M frames/s (capture_frames)",
+            cm["c_fps"] / 1e6,
+            5,
+            True,
+            " M/s",
+        )
+        add(
+            "capture 64 B frames ≥ 5 M frames/s (Capture.record)",
+            cm["record_fps"] / 1e6,
+            5,
+            True,
+            " M/s",
+        )
+    cp = _find(rows, "capture-paced", "xcon")
+    if cp:
+        add(
+            f"capture to a file, {cp['offered_fps'] / 1e3:.0f}k frames/s of {cp['size']} B "
+            "(the disk keeps up): 0 capture drops and 0 lost, every round",
+            max(cp["capture_drops"]) + max(cp["lost"]),
+            0,
+            False,
+            " drops+lost",
+        )
+    c1500 = _find(rows, "capture-1500", "xcon")
+    if c1500:
+        add("capture to a file: p2p 1500 B ≥ 0.7× without", c1500["ratio_file"], 0.7, True, "×")
+        add(
+            "capture off: p2p 1500 B ≥ 0.98× the build without capture (XCON_BENCH_BASELINE)",
+            c1500.get("ratio_off_vs_baseline"),
+            0.98,
             True,
             "×",
         )

@@ -28,6 +28,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "vxlan",
     "engines",
     "control",
+    "capture",
     "qemu",
     "qemu-bridged",
 ]
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import control
 
                 rows += control.run(s, progress)
+            elif name == "capture":
+                from bench import capture
+
+                rows += capture.run(s, progress)
             elif name in ("qemu", "qemu-bridged"):
                 from bench import qemu
 

@@ -35,6 +35,8 @@ CDEF = """
 #define XCON_DGRAM_BATCH ...
 #define XCON_MAX_PREFIX ...
 #define XCON_OUT_LEN ...
+#define XCON_EPB_FIXED ...
+#define XCON_EPB_FLAGS_OPT ...
 
 int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
@@ -50,6 +52,10 @@ int xcon_recv_datagrams(int fd, uint8_t *buf, size_t start, size_t end, size_t m
 int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
                         const uint8_t *prefix, size_t prefix_len,
                         const uint8_t *addr, size_t addrlen, size_t out[]);
+void xcon_capture_frames(const uint8_t *src, size_t start, size_t end,
+                         uint8_t *dst, size_t dst_start, size_t dst_end,
+                         uint32_t if_id, uint32_t flags, uint64_t ts, size_t snaplen,
+                         size_t out[]);
 """
 
 # AF_PACKET sockets with PACKET_VNET_HDR (native/xcon_packet.c).

@@ -185,6 +185,71 @@ void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int
     out[4] = runt;
 }
 
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+void xcon_capture_frames(const uint8_t *src, size_t start, size_t end,
+                         uint8_t *dst, size_t dst_start, size_t dst_end,
+                         uint32_t if_id, uint32_t flags, uint64_t ts, size_t snaplen,
+                         size_t out[])
+{
+    size_t pos = start, w = dst_start, n = 0;
+    size_t opts = flags ? XCON_EPB_FLAGS_OPT : 0;
+    uint32_t ts_hi = (uint32_t)(ts >> 32), ts_lo = (uint32_t)ts;
+
+    if (end < start)
+        end = start;
+    if (dst_end < dst_start)
+        dst_end = dst_start;
+    for (;;) {
+        size_t len = frame_len_at(src, pos, end);
+        size_t cap, padded, total;
+        uint8_t *o;
+
+        if (len == 0)
+            break;
+        cap = (snaplen && len > snaplen) ? snaplen : len;
+        padded = (cap + 3) & ~(size_t)3;
+        total = XCON_EPB_FIXED + padded + opts;
+        if (dst_end - w < total)
+            break;
+        o = dst + w;
+        put_le32(o, 6);
+        put_le32(o + 4, (uint32_t)total);
+        put_le32(o + 8, if_id);
+        put_le32(o + 12, ts_hi);
+        put_le32(o + 16, ts_lo);
+        put_le32(o + 20, (uint32_t)cap);
+        put_le32(o + 24, (uint32_t)len);
+        memcpy(o + 28, src + pos + XCON_HDR_LEN, cap);
+        o += 28 + cap;
+        switch (padded - cap) {   /* zero padding, never stale bytes */
+        case 3: *o++ = 0; /* fall through */
+        case 2: *o++ = 0; /* fall through */
+        case 1: *o++ = 0; /* fall through */
+        default: break;
+        }
+        if (flags) {
+            put_le32(o, 2u | (4u << 16));   /* epb_flags, 4 bytes */
+            put_le32(o + 4, flags);
+            put_le32(o + 8, 0);             /* opt_endofopt */
+            o += XCON_EPB_FLAGS_OPT;
+        }
+        put_le32(o, (uint32_t)total);
+        w += total;
+        n++;
+        pos += XCON_HDR_LEN + len;
+    }
+    out[0] = pos;
+    out[1] = w;
+    out[2] = n;
+}
+
 int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
                      size_t max_frame, size_t max_count, size_t out[])
 {

@@ -21,7 +21,7 @@
 
 /* Bumped on every change of the functions below; xcon/native.py refuses a
  * compiled module built from other sources. */
-#define XCON_API_VERSION 3
+#define XCON_API_VERSION 4
 
 #define XCON_MAX_FRAME 69632
 #define XCON_HDR_LEN 4
@@ -85,6 +85,25 @@ int xcon_recv_datagrams(int fd, uint8_t *buf, size_t start, size_t end, size_t m
 int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
                         const uint8_t *prefix, size_t prefix_len,
                         const uint8_t *addr, size_t addrlen, size_t out[]);
+
+/* ---- capture: pcapng Enhanced Packet Blocks --------------------------------
+ *
+ * Each whole frame of src[start:end] becomes one pcapng Enhanced Packet Block
+ * in dst from dst_start, little-endian (the section header says so): block
+ * type 6, total length, interface if_id, timestamp ts (high and low 32 bits,
+ * in the interface's units), captured length min(len, snaplen), original
+ * length len, the captured bytes padded to 4, an epb_flags option with
+ * flags and the end of options (when flags is not 0), the total length again.
+ * Stops at the first header scan() would not pass and before the first block
+ * that does not fit in dst[w:dst_end]. snaplen 0 means whole frames.
+ * out: [0] consumed (source offset after the last frame written), [1] written
+ * (destination offset), [2] frames written. */
+#define XCON_EPB_FIXED 32      /* block header, ids, timestamp, lengths, total */
+#define XCON_EPB_FLAGS_OPT 12  /* epb_flags option and end of options */
+void xcon_capture_frames(const uint8_t *src, size_t start, size_t end,
+                         uint8_t *dst, size_t dst_start, size_t dst_end,
+                         uint32_t if_id, uint32_t flags, uint64_t ts, size_t snaplen,
+                         size_t out[]);
 
 /* ---- AF_PACKET sockets with PACKET_VNET_HDR (xcon_packet.c) ----------------
  *

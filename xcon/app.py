@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from xcon.bridges import Bridge
 from xcon.bridges.p2p import P2PLink
@@ -105,6 +105,12 @@ class Xcon:
         self.on_hangup: Callable[[int], None] | None = None
         #: Closed when the process ends (the control server).
         self.services: list[Service] = []
+        #: Called with each link added (any source) and with each link about to
+        #: be removed (captures follow links through these).
+        self.link_added: list[Callable[[Link], None]] = []
+        self.link_removed: list[Callable[[Link], None]] = []
+        #: The captures (:class:`xcon.capture.manager.Captures`), made on first use.
+        self.captures: Any = None
         self._traced: dict[int, tuple[int, int, int]] = {}
         self._stopped_by = "stopped"
         from xcon import modes
@@ -133,6 +139,8 @@ class Xcon:
         self.links[link.name] = link
         if self.running:
             self._start(link)
+        for hook in self.link_added:
+            hook(link)
         return link
 
     def _start(self, link: Link) -> None:
@@ -232,6 +240,8 @@ class Xcon:
         link = self.find(name)
         if link.p2p is None:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
+        for hook in self.link_removed:
+            hook(link)
         del self.links[link.name]
         # Closing reports the ports down; the health file must not count them meanwhile.
         link.p2p.on_state = None
@@ -339,6 +349,8 @@ class Xcon:
             self.running = False
             self.health.stopped(self._stopped_by)
             self.log_counters()  # before closing, so states are those of the run
+            if self.captures is not None:  # first: live streams get their end
+                self.captures.close()
             for s in self.services:
                 s.close()
             for b in self.bridges:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xcon import __version__
+from xcon.capture.options import MAX_SNAPLEN, CaptureOptions
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
 from xcon.errors import ModeError, OneLineParser, one_line
@@ -211,6 +212,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="p2p links (and their options) from a TOML file; SIGHUP or 'xcon ctl reload' "
         "applies the file's changes while running",
     )
+    cap = p.add_argument_group(
+        "capture", "frames of p2p links to pcapng files (README, Capture; live: 'xcon ctl capture')"
+    )
+    cap.add_argument(
+        "--capture",
+        action="append",
+        metavar="LINK=FILE|DIR",
+        help="capture LINK (as given to --p2p or the config) to FILE, or every p2p link to "
+        "DIR/<link>.pcapng; may be repeated",
+    )
+    cap.add_argument(
+        "--snaplen",
+        type=_whole(0, MAX_SNAPLEN),
+        metavar="BYTES",
+        help="keep at most BYTES of each frame (the original length is recorded; "
+        "default 0: whole frames)",
+    )
+    cap.add_argument(
+        "--capture-filter",
+        metavar="EXPR",
+        help="only frames matching this tcpdump (BPF) expression; needs libpcap",
+    )
+    cap.add_argument(
+        "--capture-no-drops",
+        action="store_true",
+        help="do not record the frames xcon drops (by default they are, with the reason)",
+    )
+    cap.add_argument(
+        "--capture-size",
+        type=_whole(1, 1_000_000),
+        metavar="MB",
+        help="ring: a new file before one exceeds MB million bytes (FILE-00001.pcapng, ...)",
+    )
+    cap.add_argument(
+        "--capture-seconds",
+        type=_whole(1, 86400 * 366),
+        metavar="S",
+        help="ring: a new file every S seconds",
+    )
+    cap.add_argument(
+        "--capture-files",
+        type=_whole(1, 1_000_000),
+        metavar="N",
+        help="ring: keep the newest N files (with --capture-size or --capture-seconds)",
+    )
     p.add_argument(
         "--engine",
         default="epoll",
@@ -248,6 +294,10 @@ class Setup:
     #: Address a listening mode binds ("::": every address, IPv4 and IPv6).
     listen_host: str = "::"
     control: ControlSettings = field(default_factory=ControlSettings)
+    #: ``--capture``: (link name, file) pairs; a directory for every link.
+    captures: list[tuple[str, str]] = field(default_factory=list)
+    capture_dir: str | None = None
+    capture_options: CaptureOptions | None = None
     #: ``--config FILE`` and the links it held when checked.
     config: str | None = None
     config_links: list[ConfigLink] = field(default_factory=list)
@@ -348,7 +398,81 @@ def check(args: argparse.Namespace) -> Setup:
             check_distinct(setup.links + [cl.spec for cl in setup.config_links])
         except SpecError as e:
             raise UsageError(f"{args.config} and the command line: {e}") from None
+    check_capture(args, setup)
     return setup
+
+
+CAPTURE_FLAGS = (
+    ("snaplen", "--snaplen"),
+    ("capture_filter", "--capture-filter"),
+    ("capture_no_drops", "--capture-no-drops"),
+    ("capture_size", "--capture-size"),
+    ("capture_seconds", "--capture-seconds"),
+    ("capture_files", "--capture-files"),
+)
+
+
+def check_capture(args: argparse.Namespace, setup: Setup) -> None:
+    """``--capture`` and its options: links named must be p2p links of the
+    command line or the config file; a directory must exist; a filter must
+    compile (libpcap)."""
+    import os
+
+    if not args.capture:
+        for dest, flag in CAPTURE_FLAGS:
+            if getattr(args, dest) not in (None, False):
+                raise UsageError(f"{flag} applies to --capture only")
+        return
+    if setup.mode != "p2p":
+        raise UsageError("--capture applies to p2p links (--p2p or --config) only")
+    if args.capture_files is not None and not (args.capture_size or args.capture_seconds):
+        raise UsageError("--capture-files needs --capture-size or --capture-seconds")
+    options = CaptureOptions(
+        snaplen=args.snaplen or 0,
+        filter=args.capture_filter or None,
+        drops=not args.capture_no_drops,
+        size=(args.capture_size or 0) * 1_000_000,
+        seconds=float(args.capture_seconds or 0),
+        files=args.capture_files or 0,
+    )
+    if options.filter is not None:
+        from xcon.capture.bpf import FilterError, compile_filter
+
+        try:
+            compile_filter(options.filter)
+        except FilterError as e:
+            raise UsageError(f"--capture-filter: {e}") from None
+    names = {str(spec) for spec in setup.links} | {cl.name for cl in setup.config_links}
+    seen: set[str] = set()
+    for text in args.capture:
+        link, eq, path = text.partition("=")
+        if not eq:
+            if not os.path.isdir(text):
+                raise UsageError(
+                    f"--capture {text!r}: not a directory (LINK=FILE captures one link)"
+                )
+            if setup.capture_dir is not None:
+                raise UsageError("--capture DIR given twice")
+            setup.capture_dir = text
+            continue
+        if not path:
+            raise UsageError(f"--capture {text!r}: no file after '='")
+        try:
+            name = str(parse_link(link))
+        except SpecError as e:
+            raise UsageError(f"--capture {text!r}: {e}") from None
+        if name not in names:
+            raise UsageError(f"--capture {text!r}: no p2p link {name} (links: --p2p, --config)")
+        if name in seen:
+            raise UsageError(f"--capture: link {name} given twice")
+        seen.add(name)
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--capture {text!r}: directory {parent} does not exist")
+        setup.captures.append((name, path))
+    if setup.capture_dir is not None and setup.captures:
+        raise UsageError("--capture DIR captures every link: no LINK=FILE beside it")
+    setup.capture_options = options
 
 
 def control_settings(args: argparse.Namespace) -> ControlSettings:
@@ -450,6 +574,7 @@ def run(setup: Setup) -> int:
             reloader.apply_initial(setup.config_links)
             app.on_hangup = reloader.on_signal
             reload = reloader.reload_json
+        start_captures(app, setup)
         start_control(app, setup.control, setup.engine, reload=reload)
     except ModeError as e:
         app.close()
@@ -464,6 +589,23 @@ def run(setup: Setup) -> int:
     for spec in setup.links:
         log.info("p2p link %s", spec)
     return app.run()
+
+
+def start_captures(app: object, setup: Setup) -> None:
+    """``--capture``: open the files now (a file that cannot be written is exit 1)."""
+    if setup.capture_options is None:
+        return
+    from xcon.capture.manager import captures_of
+    from xcon.errors import LinkError
+
+    caps = captures_of(app)  # type: ignore[arg-type]
+    try:
+        for name, path in setup.captures:
+            caps.start_file(name, path, setup.capture_options, source="command line")
+        if setup.capture_dir is not None:
+            caps.capture_all(setup.capture_dir, setup.capture_options)
+    except LinkError as e:
+        raise ModeError(f"--capture: {e}", exit_code=1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

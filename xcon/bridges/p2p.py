@@ -30,7 +30,13 @@ from typing import Protocol
 from xcon import native
 from xcon.framing import FRAME_HEADER, OutBuffer, iter_frames
 from xcon.limits import MAX_FRAME
-from xcon.native.abi import INSERT_DROPS, STRIP_DROPS
+from xcon.native.abi import (
+    ETH_HDR_LEN,
+    INSERT_DROPS,
+    STRIP_DROPS,
+    VLAN_HDR_LEN,
+    VLAN_TAG_LEN,
+)
 from xcon.ports import Port
 from xcon.stats import FlowStats
 from xcon.trace import insert_verdict, log_frame, log_frames, strip_verdict
@@ -97,6 +103,8 @@ class Flow:
         buf = self.src.inbuf
         if self.debug:
             log_frames(self.stats.name, f"dropped: {reason}", buf.mv, buf.start, buf.ready)
+        if self.tap is not None and buf.ready > buf.start:
+            self.tap.dropped(reason, buf.mv, buf.start, buf.ready)
         self.stats.drop(reason, buf.drop_ready())
 
     def source_down(self) -> None:
@@ -131,6 +139,8 @@ class DirectFlow(Flow):
             self._batch_bytes = buf.pending
             if self.debug:
                 log_frames(self.stats.name, "forwarded", buf.mv, buf.start, buf.ready)
+            if self.tap is not None:
+                self.tap.sent(buf.mv, buf.start, buf.ready)
         pending = buf.pending
         n = self.dst.send(buf.span())
         buf.consume(n)
@@ -206,6 +216,11 @@ class VlanFlow(Flow):
                         ndrop += k
                 if self.debug:
                     self._log(start, consumed)
+                if self.tap is not None:
+                    if ndrop:
+                        self._tap_each(start, consumed, end, written)
+                    elif nout:
+                        self.tap.sent(out.mv, end, written)
                 st.frames += nout
                 st.bytes += written - end - FRAME_HEADER * nout
                 buf.consume_frames(consumed, nout + ndrop)
@@ -222,6 +237,22 @@ class VlanFlow(Flow):
             if not buf.nready:
                 self._block(False)
                 return
+
+    def _tap_each(self, start: int, end: int, out_start: int, out_end: int) -> None:
+        """Show the tap a batch with drops frame by frame, in order: each frame
+        of ``start:end`` the rewrite dropped, with its reason, or the frame it
+        became in the out buffer (only when a tap is set and there were drops)."""
+        tap = self.tap
+        assert tap is not None
+        mv, vid, out = self.src.inbuf.mv, self.vid, self.out.mv
+        made = iter_frames(out, out_start, out_end)
+        for off, length in iter_frames(mv, start, end):
+            reason = drop_reason(mv[off : off + length], vid, self.strip)
+            if reason:
+                tap.dropped(reason, mv, off - FRAME_HEADER, off + length)
+            else:
+                o, n = next(made)
+                tap.sent(out, o - FRAME_HEADER, o + n)
 
     def _log(self, start: int, end: int) -> None:
         mv, vid, name = self.src.inbuf.mv, self.vid, self.stats.name
@@ -240,6 +271,21 @@ class VlanFlow(Flow):
         self.stats.frames -= lost
         self.stats.drop("port_down", lost)
         self._drop_ready("port_down")
+
+
+def drop_reason(frame: memoryview, vid: int, strip: bool) -> str:
+    """Why a VLAN rewrite drops ``frame`` (one of STRIP_DROPS / INSERT_DROPS),
+    or "" when it keeps it: the rules of ``native.vlan_strip``/``vlan_insert``."""
+    n = len(frame)
+    if n < ETH_HDR_LEN:
+        return "runt"
+    if not strip:
+        return "too_big" if n + VLAN_TAG_LEN > MAX_FRAME else ""
+    if frame[12:14] != b"\x81\x00":
+        return "untagged"
+    if n < VLAN_HDR_LEN:
+        return "runt"
+    return "" if int.from_bytes(frame[14:16], "big") & 0x0FFF == vid else "other_vlan"
 
 
 class P2PLink:

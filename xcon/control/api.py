@@ -8,6 +8,10 @@ POST     /links                         add ``{"spec": "A--B", "monitors": {...}
 GET      /links/NAME                    one link in detail (NAME percent-encoded)
 DELETE   /links/NAME                    remove it (its connections only)
 POST     /links/NAME/down, /up          cable pull (``{"monitors": {...}}`` optional)
+POST     /links/NAME/capture            capture to a file ``{"file": PATH, ...}``: 201
+GET      /links/NAME/capture            a live capture: pcapng, chunked, until the
+                                        client goes (``?snaplen=&filter=&drops=``)
+DELETE   /links/NAME/capture            stop the link's captures
 POST     /counters/reset                all counters, or ``{"link": NAME}``
 GET      /health                        the health file's code and message
 GET      /metrics                       Prometheus text exposition
@@ -34,7 +38,14 @@ from xcon import __version__, native
 from xcon.app import Link, Xcon, check_monitors
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
-from xcon.control.server import Pending, Request, Response, error_response, json_response
+from xcon.control.server import (
+    Pending,
+    Request,
+    Response,
+    Streaming,
+    error_response,
+    json_response,
+)
 from xcon.errors import BadRequest, LinkError, Unavailable
 from xcon.health import health_text
 from xcon.monitor import Monitor, MonitorError
@@ -58,6 +69,9 @@ ROUTES = [
     "DELETE /links/NAME",
     "POST /links/NAME/down",
     "POST /links/NAME/up",
+    "POST /links/NAME/capture",
+    "GET /links/NAME/capture",
+    "DELETE /links/NAME/capture",
     "POST /counters/reset",
     "GET /health",
     "GET /metrics",
@@ -178,6 +192,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
             )
         ends.append(end)
     states = {e["state"] for e in ends}
+    caps = link_captures(link)
     doc: dict[str, Any] = {
         "name": link.name,
         "kind": link_kind(link),
@@ -186,6 +201,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
         "state": "up" if states <= {"up", "ready"} else "down" if states == {"down"} else "partial",
         "vlan": link.spec.vid if link.spec else None,
         "ends": ends,
+        "captures": caps,
     }
     if detail:
         doc["directions"] = [
@@ -194,6 +210,15 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
         ]
         doc["admin_changes"] = p2p.admin_changes if p2p is not None else 0
     return doc
+
+
+def link_captures(link: Link) -> list[dict[str, Any]]:
+    """The link's captures as the API shows them ([] when none): those its
+    flows' taps write to."""
+    if not isinstance(link.bridge, P2PLink):
+        return []
+    caps = getattr(link.bridge.a_to_b.tap, "captures", None) or ()
+    return [c.describe() for c in caps]
 
 
 class ControlAPI:
@@ -220,7 +245,7 @@ class ControlAPI:
         self.meter.close()
 
     # -- dispatch -----------------------------------------------------------------------
-    def __call__(self, req: Request) -> Response | Pending:
+    def __call__(self, req: Request) -> Response | Pending | Streaming:
         try:
             return self._route(req)
         except LinkError as e:
@@ -228,7 +253,7 @@ class ControlAPI:
         except ValueError as e:
             return error_response(400, str(e))
 
-    def _route(self, req: Request) -> Response | Pending:
+    def _route(self, req: Request) -> Response | Pending | Streaming:
         path, method = req.path.rstrip("/") or "/", req.method
         if path == "/":
             return self._only(method, "GET") or json_response(200, self.index())
@@ -264,8 +289,10 @@ class ControlAPI:
     def _only(self, method: str, allowed: str) -> Response | None:
         return None if method == allowed else _method_not_allowed(allowed)
 
-    def _link_route(self, req: Request, rest: str) -> Response | Pending:
+    def _link_route(self, req: Request, rest: str) -> Response | Pending | Streaming:
         method = req.method
+        if rest.endswith("/capture") and rest not in self.app.links:
+            return self.capture(req, rest[: -len("/capture")])
         if method == "POST":
             name, _, action = rest.rpartition("/")
             if action not in ("down", "up"):
@@ -361,6 +388,27 @@ class ControlAPI:
             self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
         return pending
 
+    def capture(self, req: Request, name: str) -> Response | Streaming:
+        """POST: to a file; GET: a live stream; DELETE: stop (README, "Capture")."""
+        from xcon.capture.manager import captures_of
+
+        caps = captures_of(self.app)
+        if req.method == "POST":
+            body = _object(req)
+            path = body.get("file")
+            if not isinstance(path, str) or not path:
+                raise BadRequest('POST /links/NAME/capture needs {"file": PATH}')
+            cap = caps.start_file(name, path, capture_options(body, file=True))
+            return json_response(201, cap.describe())
+        if req.method == "GET":
+            query = {k: v[-1] for k, v in req.query.items()}
+            _cap, sink = caps.start_stream(name, capture_options(query, file=False))
+            return Streaming(sink)
+        if req.method == "DELETE":
+            stopped = caps.stop(name)
+            return json_response(200, {"stopped": [c.describe() for c in stopped]})
+        return _method_not_allowed("GET, POST, DELETE")
+
     def metrics(self) -> Pending:
         """A snapshot on the loop, rendered apart from it (see :mod:`.metrics`).
         Scrapes arriving while a render runs share its answer (one render at a
@@ -387,6 +435,54 @@ class ControlAPI:
 
         self.app.engine.run_in_thread(lambda: render_apart(snap), done)
         return pending
+
+
+CAPTURE_KEYS = ("snaplen", "filter", "drops")
+CAPTURE_FILE_KEYS = ("file", "size_mb", "seconds", "files")
+
+
+def capture_options(doc: dict[str, Any], file: bool) -> Any:
+    """A capture's options from a JSON body (``file``) or a query string
+    (values are strings there); raises BadRequest naming the bad one."""
+    from xcon.capture.options import CaptureOptions
+
+    known = CAPTURE_KEYS + (CAPTURE_FILE_KEYS if file else ())
+    for key in doc:
+        if key not in known:
+            raise BadRequest(f"unknown capture option {key!r} (known: {', '.join(known)})")
+
+    def number(key: str, kind: type, default: Any) -> Any:
+        v = doc.get(key, default)
+        if isinstance(v, str):
+            try:
+                v = kind(v)
+            except ValueError:
+                raise BadRequest(f"{key}: {v!r} is not a number") from None
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != v:
+            raise BadRequest(f"{key} is a number, 0 or more")
+        if kind is int and v != int(v):
+            raise BadRequest(f"{key} is a whole number")
+        return kind(v)
+
+    flt = doc.get("filter")
+    if flt is not None and not isinstance(flt, str):
+        raise BadRequest('"filter" is a tcpdump expression (a string)')
+    drops = doc.get("drops", True)
+    if isinstance(drops, str):
+        if drops not in ("0", "1", "true", "false", "yes", "no"):
+            raise BadRequest("drops is true or false")
+        drops = drops in ("1", "true", "yes")
+    if not isinstance(drops, bool):
+        raise BadRequest("drops is true or false")
+    size_mb = number("size_mb", float, 0)
+    return CaptureOptions(
+        snaplen=number("snaplen", int, 0),
+        filter=flt or None,
+        drops=drops,
+        size=int(size_mb * 1_000_000),
+        seconds=number("seconds", float, 0.0),
+        files=number("files", int, 0),
+    )
 
 
 def _object(req: Request) -> dict[str, Any]:

@@ -14,6 +14,7 @@ http://127.0.0.1:PORT`` for a ``--control-listen`` address.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -70,6 +71,23 @@ class Client:
                 raise ValueError(f"--url {self.url!r}: expected http://HOST:PORT")
             return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.timeout)
         return UnixHTTPConnection(self.path or DEFAULT_SOCKET, timeout=self.timeout)
+
+    def connect(self) -> socket.socket:
+        """A connected blocking socket to xcon (for a streamed answer)."""
+        if self.url:
+            u = urlsplit(self.url)
+            if u.scheme != "http" or not u.hostname:
+                raise ValueError(f"--url {self.url!r}: expected http://HOST:PORT")
+            return socket.create_connection((u.hostname, u.port or 80), timeout=self.timeout)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.path or DEFAULT_SOCKET)
+        except OSError:
+            s.close()
+            raise
+        s.settimeout(None)
+        return s
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes, str]:
         """(status, body, content type); raises Unreachable."""
@@ -146,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("health", help="the health summary (exit code 0 healthy, 1 not)")
     sub.add_parser("metrics", help="the Prometheus metrics")
     sub.add_parser("reload", help="apply the --config file's changes (as SIGHUP)")
+    cap = sub.add_parser(
+        "capture",
+        help="capture a p2p link to pcapng: -w FILE (xcon writes it until --stop) or "
+        "-w - (live, to stdout, until interrupted: | tcpdump -r - or | wireshark -k -i -)",
+    )
+    cap.add_argument("name")
+    what = cap.add_mutually_exclusive_group(required=True)
+    what.add_argument("-w", dest="write", metavar="FILE|-", help="where the pcapng goes")
+    what.add_argument("--stop", action="store_true", help="stop the link's captures")
+    what.add_argument("--list", action="store_true", help="the link's captures")
+    cap.add_argument("--snaplen", type=int, metavar="BYTES", help="keep at most BYTES per frame")
+    cap.add_argument("--filter", metavar="EXPR", help="a tcpdump (BPF) expression")
+    cap.add_argument("--no-drops", action="store_true", help="leave out the frames xcon drops")
+    cap.add_argument("--size", type=float, metavar="MB", help="ring: a new file before MB")
+    cap.add_argument("--seconds", type=float, metavar="S", help="ring: a new file every S")
+    cap.add_argument("--files", type=int, metavar="N", help="ring: keep the newest N files")
     return p
 
 
@@ -164,6 +198,86 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), USAGE)
 
 
+def stream_capture(client: Client, args: argparse.Namespace) -> int:
+    """``-w -``: the live capture to stdout, written as it comes (as
+    ``tcpdump -U -w -``), until xcon ends it (exit 0), the reader of stdout
+    goes (exit 0: xcon sees the connection close and stops this capture
+    only), or an interrupt."""
+    import select
+    import signal
+    from urllib.parse import urlencode
+
+    import h11
+
+    q = capture_query(args)
+    if "drops" in q:
+        q["drops"] = "false"
+    if any(k in q for k in ("size_mb", "seconds", "files")):
+        raise ValueError("--size, --seconds and --files apply to -w FILE only")
+    target = link_path(args.name, "capture") + (f"?{urlencode(q)}" if q else "")
+    try:
+        sock = client.connect()
+    except OSError as e:
+        raise Unreachable(f"cannot reach xcon at {client.where}: {e.strerror or e}") from None
+    conn = h11.Connection(h11.CLIENT)
+    out = sys.stdout.fileno()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    status = 0
+    error = bytearray()
+    try:
+        sock.sendall(
+            conn.send(h11.Request(method="GET", target=target, headers=[("Host", "xcon")]))
+        )
+        sock.sendall(conn.send(h11.EndOfMessage()))
+        poll = select.poll()
+        poll.register(sock.fileno(), select.POLLIN)
+        poll.register(out, 0)  # POLLERR: the reader of the pipe is gone
+        while True:
+            for fd, ev in poll.poll():
+                if fd == out and ev & (select.POLLERR | select.POLLHUP):
+                    return OK
+            data = sock.recv(256 * 1024)
+            conn.receive_data(data)
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    if status >= 400:
+                        error += event.data
+                    else:
+                        _write_all(out, event.data)
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    if status >= 400:
+                        try:
+                            msg = json.loads(error).get("error", f"HTTP {status}")
+                        except ValueError:
+                            msg = f"HTTP {status}"
+                        return _fail(str(msg), REFUSED)
+                    return OK
+            if not data:
+                return _fail("xcon closed the connection", REFUSED)
+    except BrokenPipeError:
+        return OK
+    except KeyboardInterrupt:
+        return OK
+    except (OSError, h11.ProtocolError) as e:
+        raise Unreachable(f"capture from {client.where} ended: {e}") from None
+    finally:
+        sock.close()
+        # stdout may be a closed pipe: nothing more is flushed into it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv) :]
+
+
 def _fail(message: str, code: int) -> int:
     from xcon.errors import one_line
 
@@ -171,10 +285,36 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def capture_query(args: argparse.Namespace) -> dict[str, Any]:
+    """The capture options given, as the API's names."""
+    doc: dict[str, Any] = {}
+    if args.snaplen is not None:
+        doc["snaplen"] = args.snaplen
+    if args.filter:
+        doc["filter"] = args.filter
+    if args.no_drops:
+        doc["drops"] = False
+    for key, value in (("size_mb", args.size), ("seconds", args.seconds), ("files", args.files)):
+        if value is not None:
+            doc[key] = value
+    return doc
+
+
 def run(client: Client, args: argparse.Namespace) -> int:
     cmd = args.command
     method, path, body = "GET", "/", None
-    if cmd == "links":
+    if cmd == "capture" and args.write == "-":
+        return stream_capture(client, args)
+    if cmd == "capture":
+        path = link_path(args.name, "capture")
+        if args.stop:
+            method = "DELETE"
+        elif args.list:
+            path = link_path(args.name)
+        else:
+            method = "POST"
+            body = {"file": os.path.abspath(args.write), **capture_query(args)}
+    elif cmd == "links":
         path = "/links"
     elif cmd == "link":
         path = link_path(args.name)
@@ -245,7 +385,9 @@ def table(rows: list[list[str]]) -> str:
 def links_table(links: list[dict[str, Any]]) -> str:
     if not links:
         return "no links\n"
-    rows = [["LINK", "ADMIN", "END", "STATE", "PEER", "RX/s", "TX/s", "RX", "TX", "DROPS"]]
+    rows = [
+        ["LINK", "ADMIN", "END", "STATE", "PEER", "RX/s", "TX/s", "RX", "TX", "DROPS", "CAPTURE"]
+    ]
     for link in links:
         for i, end in enumerate(link["ends"]):
             rows.append(
@@ -260,9 +402,18 @@ def links_table(links: list[dict[str, Any]]) -> str:
                     str(end["rx_frames"]),
                     str(end["tx_frames"]),
                     _drops(end),
+                    _captures(link) if i == 0 else "",
                 ]
             )
     return table(rows)
+
+
+def _captures(link: dict[str, Any]) -> str:
+    """``2 (drops 5)``: the link's captures and their drops; ``-`` for none."""
+    caps = link.get("captures") or []
+    if not caps:
+        return "-"
+    return f"{len(caps)} (drops {sum(c['drops'] for c in caps)})"
 
 
 def link_detail(link: dict[str, Any]) -> str:
@@ -287,7 +438,22 @@ def link_detail(link: dict[str, Any]) -> str:
             f"{end['reconnects']}, disconnects {end['disconnects']}"
             + (f", last error: {end['last_error']}" if end.get("last_error") else "")
         )
+    for c in link.get("captures", []):
+        lines.append("  " + capture_line(c).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def capture_line(c: dict[str, Any], verb: str = "") -> str:
+    where = c.get("file") or "stream"
+    files = c.get("files") or []
+    if c.get("ring") and files:
+        where += f" ({len(files)} file(s), last {files[-1]})"
+    extra = "".join(f", {k} {c[k]}" for k in ("snaplen", "filter") if c.get(k) not in (None, 0, ""))
+    err = f", error: {c['error']}" if c.get("error") else ""
+    return (
+        f"{verb}capture {c['id']} of {c['link']} to {where}: {c['frames']} frames, "
+        f"{c['drops']} dropped{extra}{err}\n"
+    )
 
 
 def render(cmd: str, doc: dict[str, Any]) -> str:
@@ -297,6 +463,12 @@ def render(cmd: str, doc: dict[str, Any]) -> str:
         return link_detail(doc)
     if cmd == "remove":
         return f"removed {doc['removed']}\n"
+    if cmd == "capture":
+        if "stopped" in doc:
+            return "".join(capture_line(c, "stopped ") for c in doc["stopped"])
+        if "ends" in doc:
+            return "".join(capture_line(c) for c in doc.get("captures", [])) or "no captures\n"
+        return capture_line(doc, "capturing ")
     if cmd == "reset":
         return f"counters reset: {len(doc['reset'])} link(s)\n"
     if cmd == "health":

@@ -10,6 +10,13 @@ SIGHUP (or ``xcon ctl reload``) by applying only the difference.
     spec = "vr2/2--vr3/2"
     monitors = { "vr2/2" = "vr2:4000", "vr3/2" = "vr3:4000,p02" }
     admin = "down"                                    # start with the cable pulled
+    capture = "/captures/vr2-vr3.pcapng"              # or a table: see below
+
+A link's ``capture`` is a file, or a table with ``file`` and the options of
+``POST /links/NAME/capture`` (``snaplen``, ``filter``, ``drops``,
+``size_mb``, ``seconds``, ``files``).  A reload that changes it ends the
+old capture (its file closed with its statistics) and starts the new one; a
+reload that leaves it as it was leaves the capture running.
 
 A reload reads and checks the whole file first (syntax, every spec, NICs
 used twice, clashes with links that do not come from the file): a file with
@@ -33,7 +40,7 @@ from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
 
 log = logging.getLogger("xcon.control")
 
-LINK_KEYS = ("spec", "monitors", "admin")
+LINK_KEYS = ("spec", "monitors", "admin", "capture")
 TOP_KEYS = ("links", "link")
 
 
@@ -46,6 +53,8 @@ class ConfigLink:
     spec: LinkSpec
     monitors: tuple[tuple[str, str], ...] = ()
     admin_up: bool = True
+    #: (file, options) of the link's capture, or None.
+    capture: tuple[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -108,12 +117,32 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
         if admin not in ("up", "down"):
             raise ConfigError(f'{where}: "admin" is "up" or "down"')
         monitors = tuple(sorted((k, str(v)) for k, v in checked.items()))
-        links.append(ConfigLink(spec, monitors, admin == "up"))
+        capture = parse_capture(entry.get("capture"), where)
+        links.append(ConfigLink(spec, monitors, admin == "up", capture))
     try:
         check_distinct([cl.spec for cl in links])
     except SpecError as e:
         raise ConfigError(f"{path}: {e}") from None
     return Config(links)
+
+
+def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
+    """A link's ``capture``: a file, or a table with ``file`` and options."""
+    if value is None:
+        return None
+    from xcon.control.api import capture_options
+
+    table = {"file": value} if isinstance(value, str) else value
+    if not isinstance(table, dict) or not isinstance(table.get("file"), str) or not table["file"]:
+        raise ConfigError(f'{where}: "capture" is a file, or a table with "file" and options')
+    from xcon.capture.manager import check_options
+
+    try:
+        options = capture_options(table, file=True)
+        check_options(options)  # ranges, ring, the filter (libpcap)
+    except LinkError as e:
+        raise ConfigError(f"{where}: capture: {e}") from None
+    return table["file"], options
 
 
 class ConfigReloader:
@@ -124,6 +153,8 @@ class ConfigReloader:
         self.path = path
         #: What the file said for each of its links when last applied.
         self.applied: dict[str, ConfigLink] = {}
+        #: The capture the file started on each of its links.
+        self.captures: dict[str, Any] = {}
         self.reloads = 0
 
     def apply_initial(self, links: list[ConfigLink]) -> None:
@@ -139,6 +170,29 @@ class ConfigReloader:
     def _add(self, cl: ConfigLink) -> None:
         self.app.add_link(cl.name, dict(cl.monitors), source="config", admin_up=cl.admin_up)
         self.applied[cl.name] = cl
+        self._capture(cl)
+
+    def _capture(self, cl: ConfigLink) -> None:
+        """Start the file's capture of ``cl`` (raises LinkError: Conflict when
+        the file cannot be written)."""
+        if cl.capture is None:
+            return
+        from xcon.capture.manager import captures_of
+
+        path, options = cl.capture
+        self.captures[cl.name] = captures_of(self.app).start_file(
+            cl.name, path, options, source="config"
+        )
+
+    def _recapture(self, before: ConfigLink | None, cl: ConfigLink) -> None:
+        if before is not None and before.capture == cl.capture:
+            return
+        old = self.captures.pop(cl.name, None)
+        if old is not None and old.active:
+            from xcon.capture.manager import captures_of
+
+            captures_of(self.app).stop_one(old, f"stopped: {self.path} changed")
+        self._capture(cl)
 
     def reload(self) -> dict[str, Any]:
         """Apply the file's changes; raises BadRequest (nothing changed) for a
@@ -159,6 +213,7 @@ class ConfigReloader:
         for name in removed:
             self.app.remove_link(name, why=f"not in {self.path} any more")
             self.applied.pop(name, None)
+            self.captures.pop(name, None)
         done: dict[str, Any] = {"added": [], "removed": removed, "changed": [], "failed": []}
         for cl in added:
             try:
@@ -182,6 +237,12 @@ class ConfigReloader:
             if before is None or before.admin_up != cl.admin_up:
                 self.app.set_admin(name, cl.admin_up)
             self.applied[name] = cl
+            try:
+                self._recapture(before, cl)
+            except LinkError as e:
+                log.error("%s: link %s: capture not started: %s", self.path, name, e)
+                done["failed"].append({"link": name, "error": f"capture: {e}"})
+                continue
             done["changed"].append(name)
         done["unchanged"] = (
             len(wanted) - len(done["added"]) - len(done["changed"]) - len(done["failed"])

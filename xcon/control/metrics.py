@@ -45,11 +45,13 @@ class Snapshot:
     links: list[tuple[str, bool, list[EndRow]]] = field(default_factory=list)
     health: tuple[int, int, int] = (0, 0, 0)
     engine: str = ""
+    #: Per captured link: (name, captures running, frames recorded, frames dropped).
+    captures: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 def snapshot(app: Xcon, engine: str) -> Snapshot:
     """Read every link's counters (on the loop: quick, no I/O)."""
-    from xcon.control.api import end_views
+    from xcon.control.api import end_views, link_captures
 
     snap = Snapshot(health=app.health_counts(), engine=engine)
     for link in app.links.values():
@@ -72,6 +74,10 @@ def snapshot(app: Xcon, engine: str) -> Snapshot:
                 )
             )
         snap.links.append((link.name, p2p is None or p2p.admin_up, ends))
+        caps = link_captures(link)
+        if caps:
+            frames = sum(c["frames"] for c in caps)
+            snap.captures.append((link.name, len(caps), frames, sum(c["drops"] for c in caps)))
     return snap
 
 
@@ -128,6 +134,22 @@ class SnapshotCollector(Collector):
                 carrier.add_sample("xcon_link_carrier_changes_total", ls, changes)
         yield from (rx_frames, rx_bytes, rx_drop, tx_frames, tx_bytes, tx_drop, up)
         yield from (reconnects, carrier, admin)
+        # Captures: counters of the captures running now (a new capture starts at 0).
+        running = family("xcon_capture_running", "Captures running on the link.", "gauge")
+        cap_frames = family(
+            "xcon_capture_frames", "Frames recorded by the link's running captures."
+        )
+        cap_drops = family(
+            "xcon_capture_drops",
+            "Frames the link's running captures could not record (buffer full: the "
+            "disk or the reader was slower); the link itself lost nothing.",
+        )
+        for name, n, frames, drops in self.snap.captures:
+            ls = {"link": name}
+            running.add_sample("xcon_capture_running", ls, n)
+            cap_frames.add_sample("xcon_capture_frames_total", ls, frames)
+            cap_drops.add_sample("xcon_capture_drops_total", ls, drops)
+        yield from (running, cap_frames, cap_drops)
         connected, total, ready = self.snap.health
         links = GaugeMetricFamily("xcon_links", "Links (p2p links, hubs, listening modes).")
         links.add_metric([], len(self.snap.links))

@@ -25,7 +25,15 @@ surviving anything else:
 
 A handler returns a :class:`Response`, or a :class:`Pending` it completes
 later from the loop (an answer that waits for a router's monitor, run on a
-worker thread); the connection reads nothing more until then.
+worker thread); the connection reads nothing more until then.  Or a
+:class:`Streaming` answer: a body of unknown length (chunked), taken from a
+:class:`StreamBody` as the client reads it (a live capture).  The server
+holds at most one piece of it at a time and takes the next only when the
+socket took the last, so a client that reads slowly holds back the body's
+source (which must bound itself: a capture drops), never the loop; at most
+:data:`STREAM_PIECES` pieces are sent per loop turn.  The body ends when its
+source ends (then the connection closes) or when the client goes (the
+source is told: ``gone``).  Streams are not timed out.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
@@ -49,7 +57,15 @@ from xcon.engines import ERRORS, READ, WRITE, Callback, Engine, Registration, Ti
 
 log = logging.getLogger("xcon.control")
 
-__all__ = ["ControlServer", "Pending", "Request", "Response", "json_response"]
+__all__ = [
+    "ControlServer",
+    "Pending",
+    "Request",
+    "Response",
+    "StreamBody",
+    "Streaming",
+    "json_response",
+]
 
 #: Largest request head, and largest request body, in bytes.
 MAX_REQUEST = 64 * 1024
@@ -62,6 +78,10 @@ SWEEP_EVERY = 1.0
 #: Longest a closing connection is read (and discarded) after its answer.
 LINGER = 2.0
 SERVER_NAME = b"xcon"
+#: Pieces of a streamed body sent per loop turn at most.
+STREAM_PIECES = 4
+#: At exit, the seconds a stream whose source ended has to take its last bytes.
+FINAL_FLUSH = 1.0
 
 
 @dataclass
@@ -118,7 +138,33 @@ class Pending:
             done(self._response)
 
 
-Handler = Callable[[Request], "Response | Pending"]
+class StreamBody(Protocol):
+    """The source of a streamed body (see the module docstring)."""
+
+    content_type: str
+    #: True once the source has nothing more to give than what ``pull`` returns.
+    ended: bool
+
+    def pull(self) -> bytes | None:
+        """The next piece, or None when there is none now."""
+
+    def set_wakeup(self, wake: Callable[[], None] | None) -> None:
+        """``wake`` is called (on the loop) when a piece is ready or the body ended."""
+
+    def gone(self) -> None:
+        """The client went away (or the server closed): no more pulls."""
+
+
+@dataclass
+class Streaming:
+    """An answer whose body is streamed (``Transfer-Encoding: chunked``)."""
+
+    body: StreamBody
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], "Response | Pending | Streaming"]
 
 
 class ControlServer:
@@ -200,6 +246,8 @@ class ControlServer:
             self._sweeper.cancel()
             self._sweeper = None
         for conn in list(self.conns.values()):
+            if conn.stream is not None and conn.stream.ended:
+                conn.finish_stream(FINAL_FLUSH)
             conn.close()
         for lst in self.listeners:
             lst.close()
@@ -208,7 +256,7 @@ class ControlServer:
     # -- connections ------------------------------------------------------------------
     def _accepted(self, sock: socket.socket) -> None:
         if len(self.conns) >= self.max_connections:
-            idle = [c for c in self.conns.values() if c.pending is None]
+            idle = [c for c in self.conns.values() if c.pending is None and c.stream is None]
             if idle:
                 min(idle, key=lambda c: c.last_active).close()
                 self.rejected += 1
@@ -224,7 +272,7 @@ class ControlServer:
         """Close connections past their time (see the module docstring)."""
         now = time.monotonic()
         for conn in list(self.conns.values()):
-            if conn.pending is not None:
+            if conn.pending is not None or conn.stream is not None:
                 continue
             if (
                 conn.request_started is not None
@@ -288,6 +336,8 @@ class _Conn:
         self.closed = False
         self.last_active = time.monotonic()
         self.request_started: float | None = None
+        self.stream: StreamBody | None = None
+        self._woken = False
         self.reg = server.engine.register(self.fd, self, READ)
 
     # -- events ---------------------------------------------------------------------
@@ -299,7 +349,10 @@ class _Conn:
         if self.closed:
             return
         if events & WRITE:
-            self._flush()
+            if self.stream is not None:
+                self._pump()
+            else:
+                self._flush()
         elif events & ERRORS and not events & READ:
             self.close()
 
@@ -312,6 +365,10 @@ class _Conn:
             self.close()
             return
         self.last_active = time.monotonic()
+        if self.stream is not None:  # streaming: the client only reads; EOF ends it
+            if not data:
+                self.close()
+            return
         if data and self.request_started is None:
             self.request_started = self.last_active
         if self.closing:  # answered and closing: discard what still comes
@@ -377,7 +434,9 @@ class _Conn:
         except Exception as e:  # noqa: BLE001 - one line in the log, a 500 to the client
             log.error("control: %s %s failed: %s: %s", req.method, req.path, type(e).__name__, e)
             answer = error_response(500, f"internal error: {type(e).__name__}: {e}")
-        if isinstance(answer, Pending):
+        if isinstance(answer, Streaming):
+            self._start_stream(answer)
+        elif isinstance(answer, Pending):
             self.pending = answer
             self.reg.set(0)  # nothing more is read until it is answered
             answer._then(self._answer_later)
@@ -416,6 +475,106 @@ class _Conn:
         if close or conn.our_state is h11.MUST_CLOSE:
             self.closing = True
             self.closing_since = time.monotonic()
+        self._flush()
+
+    # -- streaming --------------------------------------------------------------------
+    def _start_stream(self, answer: Streaming) -> None:
+        body = answer.body
+        headers = [
+            ("Content-Type", body.content_type),
+            ("Server", SERVER_NAME.decode()),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+            *answer.headers,
+        ]
+        try:
+            self.out += self.h11.send(h11.Response(status_code=answer.status, headers=headers))
+        except h11.LocalProtocolError:
+            body.gone()
+            self.close()
+            return
+        self.stream = body
+        body.set_wakeup(self._wake)
+        self._pump()
+
+    def _wake(self) -> None:
+        """The body has more (called from inside a capture: pump on the next turn)."""
+        if not self._woken and not self.closed:
+            self._woken = True
+            self.server.engine.call_soon(self._woke)
+
+    def _woke(self) -> None:
+        self._woken = False
+        if self.stream is not None and not self.closed:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send what the socket takes, a piece of the body at a time."""
+        body = self.stream
+        assert body is not None
+        for _ in range(STREAM_PIECES):
+            if not self._send_out():
+                return
+            piece = body.pull()
+            if piece is None:
+                if body.ended:
+                    self._end_stream()
+                else:
+                    self.reg.set(READ)
+                return
+            try:
+                self.out += self.h11.send(h11.Data(data=piece))
+            except h11.LocalProtocolError:
+                self.close()
+                return
+        if self._send_out():
+            self.reg.set(READ | WRITE)  # more may wait: the next turn takes it
+
+    def _send_out(self) -> bool:
+        """Send ``out``; False when the socket is full (WRITE asked) or closed."""
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                self.reg.set(READ | WRITE)
+                return False
+            except OSError:
+                self.close()
+                return False
+            del self.out[:n]
+        return not self.closed
+
+    def finish_stream(self, timeout: float) -> None:
+        """The server closes: send what is left of an ended stream, its end
+        included, waiting at most ``timeout`` seconds for the client to read it."""
+        body = self.stream
+        assert body is not None
+        while (piece := body.pull()) is not None:
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.out += self.h11.send(h11.Data(data=piece))
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.out += self.h11.send(h11.EndOfMessage())
+        body.set_wakeup(None)
+        self.stream = None
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(self.out)
+        except OSError:
+            pass
+        self.out.clear()
+
+    def _end_stream(self) -> None:
+        body = self.stream
+        assert body is not None
+        body.set_wakeup(None)
+        self.stream = None
+        try:
+            self.out += self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self.close()
+            return
+        self.closing = True
+        self.closing_since = time.monotonic()
         self._flush()
 
     def fail(self, status: int, message: str) -> None:
@@ -472,6 +631,10 @@ class _Conn:
         self.closed = True
         self.reg.close()
         self.server.conns.pop(self.fd, None)
+        if self.stream is not None:
+            body, self.stream = self.stream, None
+            body.set_wakeup(None)
+            body.gone()
         with contextlib.suppress(OSError):
             self.sock.close()
 

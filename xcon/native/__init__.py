@@ -220,6 +220,23 @@ offloads (a veth does), and takes a header before each frame it sends.
     read); otherwise the errno of the failed ``recvmsg``, frames read before
     it kept. EINTR is retried.
 
+``capture_frames(src, start, end, dst, dst_start, dst_end, if_id, flags, ts, snaplen=0)
+-> (consumed, written, nframes)``
+    Capture (:mod:`xcon.capture`): each whole frame of ``src[start:end]``
+    becomes one pcapng Enhanced Packet Block in ``dst`` from ``dst_start``,
+    little-endian: block type 6, total length, interface ``if_id``, timestamp
+    ``ts`` (64 bits, high word first, in the interface's units), captured
+    length ``min(length, snaplen)`` (``snaplen`` 0: whole frames), original
+    length, the captured bytes zero-padded to a multiple of 4, then, when
+    ``flags`` is not 0, an ``epb_flags`` option (code 2, 4 bytes) and the end
+    of options, and the total length again (:data:`~xcon.native.abi.EPB_FIXED`
+    + padded length + :data:`~xcon.native.abi.EPB_FLAGS_OPT` with flags).
+    Stops at the first header :func:`scan` would not pass and before the
+    first block that does not fit in ``dst[written:dst_end]``; ``consumed``
+    is the source offset after the last frame written, ``written`` the
+    destination offset after it. The header and the copy are one pass over
+    each frame.
+
 ``write_packets(fd, buf, start, end) -> (consumed_pos, nframes, ndropped, err)``
     :func:`write_frames` for a socket with ``PACKET_VNET_HDR``: each frame is
     sent with a zero ``struct virtio_net_hdr`` in front (one ``writev``):
@@ -260,6 +277,7 @@ __all__ = [
     "VNET_HDR_LEN",
     "ZERO",
     "Backend",
+    "capture_frames",
     "load_backend",
     "offload_frame",
     "read_frames",
@@ -320,3 +338,5 @@ send_datagrams = _selected.send_datagrams
 read_packets = _selected.read_packets
 write_packets = _selected.write_packets
 offload_frame = _selected.offload_frame
+# capture: pcapng blocks
+capture_frames = _selected.capture_frames

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Bumped with ``XCON_API_VERSION`` in ``native/xcon_native.h``.
-API_VERSION = 3
+API_VERSION = 4
 
 # scan() status: why the walk stopped.
 NEED_DATA = 0
@@ -88,6 +88,14 @@ ReadResult = tuple[int, int, int]
 WriteResult = tuple[int, int, int, int]
 RecvResult = tuple[int, int, int, tuple[int, int, int]]
 SendResult = tuple[int, int, int, int]
+#: capture_frames: (consumed, written, nframes)
+CaptureResult = tuple[int, int, int]
+
+#: pcapng Enhanced Packet Block: bytes besides the padded frame (block type,
+#: length, interface, timestamp, captured and original length, trailing
+#: length), and the epb_flags option with the end of options.
+EPB_FIXED = 32
+EPB_FLAGS_OPT = 12
 
 #: Drop reasons of the VLAN rewrites, in the order of their counter tuples.
 STRIP_DROPS = ("untagged", "other_vlan", "runt")
@@ -162,12 +170,27 @@ class Backend(NamedTuple):
     read_packets: Callable[..., PacketReadResult]
     write_packets: Callable[[int, ReadableBuffer, int, int], WriteResult]
     offload_frame: Callable[..., OffloadResult]
+    # capture: pcapng blocks
+    capture_frames: Callable[..., CaptureResult]
 
 
 def check_range(size: int, start: int, end: int, what: str = "buffer") -> None:
     """Raise ValueError unless ``0 <= start <= end <= size``."""
     if not 0 <= start <= end <= size:
         raise ValueError(f"{what} range [{start}:{end}] outside 0..{size} or reversed")
+
+
+def check_capture(if_id: int, flags: int, ts: int, snaplen: int) -> None:
+    """capture_frames' numbers: 32-bit interface and flags, a 64-bit
+    timestamp, a snap length from 0 (whole frames) to 2**32-1."""
+    if not 0 <= if_id < 1 << 32:
+        raise ValueError(f"interface id {if_id} outside 0..2**32-1")
+    if not 0 <= flags < 1 << 32:
+        raise ValueError(f"flags {flags} outside 0..2**32-1")
+    if not 0 <= ts < 1 << 64:
+        raise ValueError(f"timestamp {ts} outside 0..2**64-1")
+    if not 0 <= snaplen < 1 << 32:
+        raise ValueError(f"snaplen {snaplen} outside 0..2**32-1")
 
 
 def check_vid(vid: int) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from xcon.native.abi import (
     API_VERSION,
+    EPB_FIXED,
+    EPB_FLAGS_OPT,
     MAX_DGRAM,
     MAX_FRAME,
     MAX_PREFIX,
@@ -22,6 +24,7 @@ from xcon.native.abi import (
     READ_BATCH,
     VNET_HDR_LEN,
     Backend,
+    CaptureResult,
     InsertResult,
     OffloadResult,
     PacketReadResult,
@@ -33,6 +36,7 @@ from xcon.native.abi import (
     StripResult,
     WritableBuffer,
     WriteResult,
+    check_capture,
     check_count,
     check_match,
     check_peer,
@@ -60,6 +64,8 @@ def bind() -> Backend:
         or lib.XCON_MAX_PREFIX != MAX_PREFIX
         or lib.XCON_VNET_HDR_LEN != VNET_HDR_LEN
         or lib.XCON_PKT_ROOM != PACKET_ROOM
+        or lib.XCON_EPB_FIXED != EPB_FIXED
+        or lib.XCON_EPB_FLAGS_OPT != EPB_FLAGS_OPT
     ):
         raise ImportError(
             f"xcon._native is stale (API {version}, expected {API_VERSION}); "
@@ -76,6 +82,7 @@ def bind() -> Backend:
     c_write = lib.xcon_write_frames
     c_recv = lib.xcon_recv_datagrams
     c_send = lib.xcon_send_datagrams
+    c_capture = lib.xcon_capture_frames
     null = ffi.NULL
     tls = threading.local()
 
@@ -276,8 +283,30 @@ def bind() -> Backend:
         err = c_write_packets(fd, cbuf, start, end, out)
         return out[0], out[1], out[2], err
 
+    def capture_frames(
+        src: ReadableBuffer,
+        start: int,
+        end: int,
+        dst: WritableBuffer,
+        dst_start: int,
+        dst_end: int,
+        if_id: int,
+        flags: int,
+        ts: int,
+        snaplen: int = 0,
+    ) -> CaptureResult:
+        csrc = from_buffer(src)
+        cdst = from_buffer(dst, require_writable=True)
+        check_range(len(csrc), start, end, "source")
+        check_range(len(cdst), dst_start, dst_end, "destination")
+        check_capture(if_id, flags, ts, snaplen)
+        out = results()
+        c_capture(csrc, start, end, cdst, dst_start, dst_end, if_id, flags, ts, snaplen, out)
+        return out[0], out[1], out[2]
+
     return Backend(
         name="native",
+        capture_frames=capture_frames,
         scan=scan,
         vlan_strip=vlan_strip,
         vlan_insert=vlan_insert,

@@ -23,6 +23,8 @@ from xcon.native.abi import (
     DGRAM_BATCH,
     DGRAM_REJECTED,
     DGRAM_SLOT,
+    EPB_FIXED,
+    EPB_FLAGS_OPT,
     ETH_HDR_LEN,
     ETH_MAC_LEN,
     MAX_FRAME,
@@ -47,6 +49,7 @@ from xcon.native.abi import (
     WRITE_FRAME_REJECTED,
     ZERO,
     Backend,
+    CaptureResult,
     InsertResult,
     OffloadResult,
     PacketReadResult,
@@ -58,6 +61,7 @@ from xcon.native.abi import (
     StripResult,
     WritableBuffer,
     WriteResult,
+    check_capture,
     check_count,
     check_match,
     check_peer,
@@ -199,6 +203,63 @@ def _py_vlan_insert(
             n += 1
         pos = f + length
     return pos, w, n, (too_big, runt)
+
+
+_epb_head = struct.Struct("<7I")
+_epb_flags = struct.Struct("<HHII")
+
+
+def _py_capture_frames(
+    src: ReadableBuffer,
+    start: int,
+    end: int,
+    dst: WritableBuffer,
+    dst_start: int,
+    dst_end: int,
+    if_id: int,
+    flags: int,
+    ts: int,
+    snaplen: int = 0,
+) -> CaptureResult:
+    s = memoryview(src).cast("B")
+    d = memoryview(dst).cast("B")
+    if d.readonly:
+        raise BufferError("destination buffer is read-only")
+    check_range(s.nbytes, start, end, "source")
+    check_range(d.nbytes, dst_start, dst_end, "destination")
+    check_capture(if_id, flags, ts, snaplen)
+    get32 = _get_u32
+    head = _epb_head.pack_into
+    opts = EPB_FLAGS_OPT if flags else 0
+    ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
+    pos, w, n = start, dst_start, 0
+    while end - pos >= 4:
+        (length,) = get32(s, pos)
+        if length == 0 or length > MAX_FRAME or pos + 4 + length > end:
+            break
+        cap = snaplen if snaplen and length > snaplen else length
+        padded = (cap + 3) & ~3
+        total = EPB_FIXED + padded + opts
+        if dst_end - w < total:
+            break
+        head(d, w, 6, total, if_id, ts_hi, ts_lo, cap, length)
+        o = w + 28
+        d[o : o + cap] = s[pos + 4 : pos + 4 + cap]
+        o += cap
+        d[o : w + 28 + padded] = bytes(padded - cap)
+        o = w + 28 + padded
+        if flags:
+            _epb_flags.pack_into(d, o, 2, 4, flags, 0)
+            o += EPB_FLAGS_OPT
+        _put_u32le(d, o, total)
+        w += total
+        n += 1
+        pos += 4 + length
+    return pos, w, n
+
+
+def _put_u32le(buf: memoryview, off: int, value: int) -> None:
+    struct.pack_into("<I", buf, off, value)
 
 
 def _py_read_frames(
@@ -897,6 +958,7 @@ def _py_write_packets(fd: int, buf: ReadableBuffer, start: int, end: int) -> Wri
 
 BACKEND = Backend(
     name="python",
+    capture_frames=_py_capture_frames,
     scan=_py_scan,
     vlan_strip=_py_vlan_strip,
     vlan_insert=_py_vlan_insert,

@@ -1,0 +1,366 @@
+"""Where a capture's pcapng goes: files (one, or a ring) or a live stream.
+
+**Files** are written by a thread of their own (:class:`FileSink`): a write
+to a file cannot be made non-blocking (``O_NONBLOCK`` means nothing to a
+regular file, and a slow disk or an NFS server blocks ``write``), so it must
+not happen on the loop.  The loop only hands full chunks over a queue (one
+put per 256 KiB) and the thread gives them back when written, all that
+waits in one ``writev`` (one system call, and one wait for the GIL after it,
+per batch; the GIL's switch interval is shortened while writers run, see
+:data:`WRITER_SWITCH_INTERVAL`).  The thread runs at nice 10: when the CPU
+is short (a saturated link on a small machine) forwarding gets it and the
+capture falls behind.  While the disk (or the CPU left for the writer) is
+slower, the pool runs dry and the capture drops; the loop never waits.
+Opening the first file happens at once (so a bad path is an error to the
+request or the command line, not a log line later).
+
+**Ring files** (``size``/``seconds``/``files``, tcpdump's ``-C``/``-G``/``-W``):
+``cap.pcapng`` is written as ``cap-00001.pcapng``, ``cap-00002.pcapng``, ...;
+a new file begins when the next chunk would take the current one past
+``size`` bytes, or ``seconds`` after it began; with ``files`` only the newest
+that many are kept.  Each file is a whole capture: section header,
+interfaces, packets, and statistics blocks when it is closed.
+
+**A stream** (:class:`StreamSink`) is the body of an HTTP response
+(``GET /links/NAME/capture``): chunks wait in a queue the control server
+takes from as the client reads; the queue holds at most the pool, so a
+client that does not read makes the capture drop, never the loop wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xcon.capture.capture import Capture
+
+log = logging.getLogger("xcon.capture")
+
+__all__ = ["FileSink", "StreamSink", "ring_name"]
+
+_STOP = None
+#: Chunks written with one writev at most (IOV_MAX is 1024).
+WRITE_BATCH = 64
+#: The writer thread's nice value, below the loop's (0): when the CPU is
+#: short, forwarding gets it and the capture drops.
+WRITER_NICE = 10
+
+
+#: Python's GIL switch interval while a writer thread runs (seconds).  The
+#: loop takes the GIL back after each of its many short system calls before a
+#: waiting thread is scheduled, so a writer only gets it when the interpreter
+#: forces a switch: every 5 ms by default, too seldom for a writer that needs
+#: it a few times per batch.  Set while writers run, restored after the last.
+WRITER_SWITCH_INTERVAL = 0.0005
+_writers = 0
+_writers_lock = threading.Lock()
+_default_switch = sys.getswitchinterval()
+
+
+def _writer_started() -> None:
+    global _writers, _default_switch
+    with _writers_lock:
+        if _writers == 0:
+            _default_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(_default_switch, WRITER_SWITCH_INTERVAL))
+        _writers += 1
+
+
+def _writer_ended() -> None:
+    global _writers
+    with _writers_lock:
+        _writers -= 1
+        if _writers == 0:
+            sys.setswitchinterval(_default_switch)
+
+
+def ring_name(path: str, seq: int) -> str:
+    """``cap.pcapng`` -> ``cap-00001.pcapng`` (the extension kept, if any)."""
+    head, tail = os.path.split(path)
+    stem, dot, ext = tail.rpartition(".")
+    if not dot or not stem:
+        stem, ext = tail, ""
+    name = f"{stem}-{seq:05d}" + (f".{ext}" if ext else "")
+    return os.path.join(head, name)
+
+
+class FileSink:
+    """pcapng to a file, or a ring of files, from a writer thread."""
+
+    def __init__(self, path: str, *, size: int = 0, seconds: float = 0.0, files: int = 0) -> None:
+        self.path = os.path.abspath(path)
+        self.size = size
+        self.seconds = seconds
+        self.keep = files
+        self.ring = bool(size or seconds)
+        self.capture: Capture | None = None
+        self._q: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._fd = -1
+        self._seq = 0
+        self._written = 0
+        self._opened = 0.0
+        #: Files written, oldest first (those removed by the ring are not listed).
+        self.files: list[str] = []
+        self.bytes = 0
+        self.closed = threading.Event()
+        self._open_next()  # raises OSError: the caller reports it
+
+    def attach(self, capture: Capture) -> None:
+        self.capture = capture
+        _writer_started()
+        self._thread = threading.Thread(
+            target=self._run, name=f"xcon-capture-{capture.ident}", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, chunk: bytearray, n: int) -> None:
+        self._q.put((chunk, n))
+
+    def close(self) -> None:
+        self._q.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the last bytes and the statistics to be written."""
+        return self.closed.wait(timeout)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "target": "file",
+            "file": self.path,
+            "files": list(self.files),
+            "bytes": self.bytes,
+            "ring": {"size": self.size, "seconds": self.seconds, "files": self.keep}
+            if self.ring
+            else None,
+        }
+
+    # -- the writer thread ----------------------------------------------------------
+    def _run(self) -> None:
+        cap = self.capture
+        assert cap is not None
+        # Below forwarding: on a machine short of CPU the writer falls behind
+        # (the capture drops, counted) rather than the loop.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        failed = False
+        stop = False
+        try:
+            try:
+                self._write_all(cap.header())  # here: a stalled disk stalls this thread only
+                self._header_len = self._written
+            except OSError as e:
+                failed = True
+                self._fail(e)
+            while not stop:
+                timeout = None
+                if self.seconds:
+                    timeout = max(0.0, self._opened + self.seconds - time.monotonic())
+                try:
+                    item = self._q.get(timeout=timeout)
+                except queue.Empty:
+                    if not failed:
+                        self._rotate()
+                    continue
+                # Whatever else waits goes with it, in one writev: one system
+                # call (and one wait for the GIL after it) per batch, not per chunk.
+                batch: list[tuple[bytearray, int]] = []
+                while True:
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                    if len(batch) >= WRITE_BATCH:
+                        break
+                    try:
+                        item = self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                try:
+                    if not failed:
+                        self._write_batch(batch)
+                except OSError as e:
+                    failed = True
+                    self._fail(e)
+                finally:
+                    for chunk, _n in batch:
+                        cap.release(chunk)
+            if not failed:
+                with contextlib.suppress(OSError):
+                    self._write_all(cap.statistics())
+        except OSError as e:  # rotation failed
+            self._fail(e)
+            self._drain()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            _writer_ended()
+            self.closed.set()
+
+    def _write_batch(self, batch: list[tuple[bytearray, int]]) -> None:
+        views: list[memoryview] = []
+        pending = 0
+        for chunk, n in batch:
+            if self.ring and self._due(pending + n):
+                self._writev_all(views)
+                views, pending = [], 0
+                self._rotate()
+            views.append(memoryview(chunk)[:n])
+            pending += n
+        self._writev_all(views)
+
+    def _writev_all(self, views: list[memoryview]) -> None:
+        while views:
+            try:
+                n = os.writev(self._fd, views)
+            except InterruptedError:
+                continue
+            self._written += n
+            self.bytes += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views = views[1:]
+            if views and n:
+                views[0] = views[0][n:]
+
+    def _drain(self) -> None:
+        cap = self.capture
+        assert cap is not None
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            cap.release(item[0])
+
+    def _fail(self, e: OSError) -> None:
+        cap = self.capture
+        assert cap is not None
+        msg = f"writing {self.files[-1] if self.files else self.path}: {e.strerror or e}"
+        log.error("capture %d of %s stopped: %s", cap.ident, cap.link, msg)
+        cap.engine.call_soon_threadsafe(lambda: cap.stop(msg))
+
+    def _due(self, n: int) -> bool:
+        """A new file before ``n`` more bytes (the current one holds more than its header)."""
+        header = self._written <= self._header_len
+        if self.size and self._written + n > self.size and not header:
+            return True
+        return bool(self.seconds) and time.monotonic() - self._opened >= self.seconds
+
+    def _rotate(self) -> None:
+        cap = self.capture
+        assert cap is not None
+        self._write_all(cap.statistics())
+        os.close(self._fd)
+        self._fd = -1
+        self._open_next()
+        self._write_all(cap.header())
+        self._header_len = self._written
+
+    def _open_next(self) -> None:
+        self._seq += 1
+        path = ring_name(self.path, self._seq) if self.ring else self.path
+        # O_NONBLOCK for the open only: a FIFO nobody reads fails at once (ENXIO)
+        # instead of blocking; its writes then block the writer thread alone.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                raise OSError(e.errno, "a FIFO with no reader") from None
+            raise
+        os.set_blocking(self._fd, True)
+        self._written = 0
+        self._header_len = 0
+        self._opened = time.monotonic()
+        self.files.append(path)
+        if self.keep and len(self.files) > self.keep:
+            old = self.files.pop(0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        mv = memoryview(data)
+        while mv:
+            try:
+                n = os.write(self._fd, mv)
+            except InterruptedError:
+                continue
+            mv = mv[n:]
+            self._written += n
+            self.bytes += n
+
+
+class StreamSink:
+    """pcapng as an HTTP response body (the control server's stream protocol)."""
+
+    content_type = "application/x-pcapng"
+
+    def __init__(self) -> None:
+        self.capture: Capture | None = None
+        self._items: deque[bytes | tuple[bytearray, int]] = deque()
+        self._wake: Callable[[], None] | None = None
+        self.ended = False
+        self.bytes = 0
+        #: Called (on the loop) when the client went away.
+        self.on_gone: Callable[[], None] | None = None
+
+    def attach(self, capture: Capture) -> None:
+        self.capture = capture
+        self._items.append(capture.header())
+
+    def put(self, chunk: bytearray, n: int) -> None:
+        self._items.append((chunk, n))
+        self._poke()
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self._items.append(self.capture.statistics())
+        self.ended = True
+        self._poke()
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": "stream", "bytes": self.bytes}
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake()
+
+    # -- the server's side ----------------------------------------------------------
+    def set_wakeup(self, wake: Callable[[], None] | None) -> None:
+        self._wake = wake
+
+    def pull(self) -> bytes | None:
+        """The next piece of the body, or None (nothing now; see :attr:`ended`)."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if isinstance(item, tuple):
+            chunk, n = item
+            data = bytes(memoryview(chunk)[:n])
+            assert self.capture is not None
+            self.capture.release(chunk)
+        else:
+            data = item
+        self.bytes += len(data)
+        return data
+
+    def gone(self) -> None:
+        """The client disconnected (or the server closed): the capture ends."""
+        self._wake = None
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, tuple) and self.capture is not None:
+                self.capture.release(item[0])
+        if self.on_gone is not None and not self.ended:
+            self.on_gone()
