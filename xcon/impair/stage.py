@@ -247,7 +247,7 @@ class ImpairStage:
         frames = nbytes = 0
         received = 0
         pos = start
-        run = start  # frames [run, pos) pass untouched with departure `run_when`
+        run = start  # frames [run, pos) pass untouched, departing at `run_when`
         run_n = 0
         run_when = 0.0
         while pos < end:
@@ -269,32 +269,36 @@ class ImpairStage:
                     pos = run = fe
                     continue
             for _copy in range(copies):
-                flip = corrupt and self._event("corrupt", corrupt, imp.corrupt_corr)
-                express = False
-                if timed:
-                    when, express = self._departure(now, n)
-                else:
-                    when = max(now + imp.delay, self.last)
-                    self.last = when
-                if not flip and not express and copies == 1 and (not run_n or when == run_when):
-                    if not run_n:
-                        run, run_when = pos, when
-                    if line.frames + run_n >= limit:
-                        # The frame cannot join: flush what runs, drop it.
+                if line.frames + self.express.frames + run_n >= limit:
+                    if run_n:
                         self._push(run_when, mv[run:pos], run_n, compact)
                         run_n = 0
-                        self._queue_drop(mv, pos, fe)
-                        run = fe
-                        continue
-                    run_n += 1
-                    frames += 1
-                    nbytes += n
+                    self._queue_drop(mv, pos, fe)
                     continue
+                flip = corrupt and self._event("corrupt", corrupt, imp.corrupt_corr)
+                if not timed:
+                    when = max(now + imp.delay, self.last)
+                    self.last = when
+                    if not flip and copies == 1 and (not run_n or when == run_when):
+                        if not run_n:
+                            run, run_when = pos, when
+                        run_n += 1
+                        frames += 1
+                        nbytes += n
+                        continue
                 if run_n:
                     self._push(run_when, mv[run:pos], run_n, compact)
                     run_n = 0
+                # Room first: a frame that cannot wait must not take a departure
+                # slot (the rate's clock) from those that can.
+                if not line.room(fe - pos, compact):
+                    self._queue_drop(mv, pos, fe)
+                    continue
+                express = False
+                if timed:
+                    when, express = self._departure(now, n)
                 target = self.express if express else line
-                if target.frames >= limit or not target.room(fe - pos, compact):
+                if express and not target.room(fe - pos, compact):
                     self._queue_drop(mv, pos, fe)
                     continue
                 off = target.push(when, mv[pos:fe], 1)

@@ -159,6 +159,8 @@ class FakePort(Port):
         self.sent = bytearray()
         #: Length of the view offered by each send call.
         self.offers: list[int] = []
+        #: (engine time, length of ``sent`` after it) for each send that took bytes.
+        self.send_times: list[tuple[float, int]] = []
         #: The next send breaks the port with this reason.
         self.break_next_send: str | None = None
         #: Set while the port is inside ``owner.received`` (to catch re-entry).
@@ -228,6 +230,8 @@ class FakePort(Port):
         if self.capacity is not None:
             self.capacity -= n
         self.sent += view[:n]
+        if n:
+            self.send_times.append((self.fake_engine.now, len(self.sent)))
         return n
 
     def drain(self, capacity: int | None = None) -> None:
