@@ -202,8 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        # netem words may come before or after the options (``impair L delay
+        # 10ms --direction a2b``): argparse leaves the later ones over.
+        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+        if extra and (args.command != "impair" or any(w.startswith("-") for w in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.words = [*args.words, *extra]
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else USAGE
     path = args.control or os.environ.get("XCON_CONTROL") or DEFAULT_SOCKET
