@@ -28,6 +28,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "vxlan",
     "engines",
     "control",
+    "impair",
     "qemu",
     "qemu-bridged",
 ]
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import control
 
                 rows += control.run(s, progress)
+            elif name == "impair":
+                from bench import impair
+
+                rows += impair.run(s, progress)
             elif name in ("qemu", "qemu-bridged"):
                 from bench import qemu
 

@@ -275,9 +275,7 @@ class Xcon:
         if link.p2p is None:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be impaired")
         if direction not in DIRECTIONS:
-            raise BadRequest(
-                f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}"
-            )
+            raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
         link.p2p.set_impair(direction, imp, self.seed)
         log.info(
             "p2p link %s %s: impairment %s",

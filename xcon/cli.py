@@ -21,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from xcon.impair.spec import Impairment
-
 from xcon import __version__
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
 from xcon.errors import LinkError, ModeError
+from xcon.impair.spec import Impairment
 from xcon.limits import (
     MAX_NIC,
     MAX_VID,

@@ -117,7 +117,9 @@ def test_ctl_impair_words_flags_clear_and_errors(peers, xcon):
     r = ctl(xc, "impair", link, "--direction", "b2a", "delay", "10ms", "2ms", "loss", "1%")
     assert r.returncode == 0, r.stderr
     assert "impair b2a: delay 10ms 2ms loss 1%" in r.stdout
-    r = ctl(xc, "impair", link, "--direction", "a2b", "--delay", "5", "--loss", "2", "--rate", "1000")
+    r = ctl(
+        xc, "impair", link, "--direction", "a2b", "--delay", "5", "--loss", "2", "--rate", "1000"
+    )
     assert r.returncode == 0, r.stderr
     assert "impair a2b: delay 5ms loss 2% rate 1mbit" in r.stdout
     r = ctl(xc, "--json", "link", link)
@@ -138,7 +140,9 @@ def test_ctl_impair_words_flags_clear_and_errors(peers, xcon):
     assert r.returncode == 2
     status, doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "loss 200%"})
     assert status == 400 and "above 100%" in doc["error"]
-    status, doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "loss 1%", "direction": "up"})
+    status, doc = call(
+        xc, "PUT", link_path(link, "impair"), {"netem": "loss 1%", "direction": "up"}
+    )
     assert status == 400 and "direction" in doc["error"]
     status, doc = call(xc, "PUT", link_path(link, "impair"), {"lag": "1ms"})
     assert status == 400 and "unknown field" in doc["error"]

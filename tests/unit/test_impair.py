@@ -18,7 +18,7 @@ import pytest
 from xcon.bridges.impair import ImpairFlow
 from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
 from xcon.framing import FrameBuffer
-from xcon.impair.spec import Impairment, ImpairError, from_fields, parse_netem
+from xcon.impair.spec import ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
 from xcon.stats import FlowStats
 from xcon.testing.fakeport import FakeEngine, FakePort

@@ -199,5 +199,3 @@ class ImpairFlow(Flow):
         self.stage.close()
         if self._scratch is not None:
             self._scratch.close()
-
-

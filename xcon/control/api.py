@@ -367,7 +367,9 @@ class ControlAPI:
             except ImpairError as e:
                 raise BadRequest(str(e)) from None
         elif body:
-            raise BadRequest(f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}")
+            raise BadRequest(
+                f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}"
+            )
         link = self.app.set_impair(name, direction, imp)
         return json_response(200, link_json(link, self.meter, detail=True))
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcon.errors import BadRequest, LinkError, ModeError
-from xcon.impair.spec import Impairment, ImpairError, parse_netem
+from xcon.impair.spec import ImpairError, Impairment, parse_netem
 from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
 
 log = logging.getLogger("xcon.control")

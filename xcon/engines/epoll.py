@@ -43,7 +43,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from xcon.engines.timerfd import TimerFd, set_timer_slack
 from xcon.engines import (
     ERRORS,
     QUICKACK_BELOW,
@@ -56,6 +55,7 @@ from xcon.engines import (
     run_in_thread,
     socket_error,
 )
+from xcon.engines.timerfd import TimerFd, set_timer_slack
 
 log = logging.getLogger("xcon.engine")
 

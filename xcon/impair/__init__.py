@@ -6,6 +6,6 @@ applies one to frame spans on a clock it is given (sans-I/O);
 :class:`xcon.bridges.impair.ImpairFlow` runs a stage inside a link.
 """
 
-from xcon.impair.spec import Impairment, ImpairError, parse_netem
+from xcon.impair.spec import ImpairError, Impairment, parse_netem
 
 __all__ = ["ImpairError", "Impairment", "parse_netem"]

@@ -128,14 +128,14 @@ class DelayLine:
         for when, e_end, _n in self.entries:
             if when > now:
                 break
-            end = e_end
-        return end  # type: ignore[return-value]
+            end = int(e_end)
+        return end
 
     def consume(self, n: int) -> None:
         self.head += n
         entries = self.entries
         while entries and entries[0][1] <= self.head:
-            self.frames -= entries.popleft()[2]  # type: ignore[operator]
+            self.frames -= int(entries.popleft()[2])
         if self.head == self.tail:
             self.head = self.tail = self.tapped = 0
 
