@@ -21,7 +21,7 @@
 
 /* Bumped on every change of the functions below; xcon/native.py refuses a
  * compiled module built from other sources. */
-#define XCON_API_VERSION 3
+#define XCON_API_VERSION 4
 
 #define XCON_MAX_FRAME 69632
 #define XCON_HDR_LEN 4
@@ -57,6 +57,10 @@
 
 /* out: [0] pos, [1] nframes. Returns the status. */
 int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
+
+/* scan() that passes at most max_frames frames (the impairment's skip to the
+ * next frame a draw picked). out: [0] pos, [1] nframes. Returns the status. */
+int xcon_skip(const uint8_t *buf, size_t start, size_t end, size_t max_frames, size_t out[]);
 
 /* out: [0] consumed, [1] written, [2] nout, [3] untagged, [4] other_vlan, [5] runt. */
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,

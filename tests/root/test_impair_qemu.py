@@ -11,8 +11,8 @@ import statistics
 import pytest
 
 from tests.root.nsutil import iperf3
-from xcon.control.client import Client, link_path
 from tests.root.test_qemu_e2e import lab, ping, report, wait_ping  # noqa: F401 - fixture
+from xcon.control.client import Client, link_path
 from xcon.testing.qemu import missing
 
 pytestmark = [

@@ -503,3 +503,22 @@ def test_framebuffer_unused_import_guard():
     stage, st = stage_of("delay 0ms loss 0.5%")
     stage.admit(buf.mv, buf.start, buf.ready, 0.0)
     assert st.frames + st.dropped == 1
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 10, 100])
+def test_skip_is_the_same_on_both_backends(k):
+    from xcon.native import load_backend
+
+    data = bytearray(encode_frames(numbered(i, 60 + i) for i in range(10)))
+    data += b"\x00\x00\x01"  # a partial header after the frames
+    py = load_backend("python").skip(data, 0, len(data), k)
+    assert py[1] == min(k, 10)
+    try:
+        c = load_backend("native").skip(data, 0, len(data), k)
+    except ImportError:
+        pytest.skip("the native module is not built")
+    assert c == py
+    zero = bytearray(encode_frames([numbered(0, 64)])) + b"\x00\x00\x00\x00"
+    assert load_backend("python").skip(zero, 0, len(zero), 5)[1:] == (1, 1)  # ZERO
+    with pytest.raises(ValueError):
+        load_backend("python").skip(data, 0, len(data), -1)

@@ -45,12 +45,14 @@ What is netem's exactly, and what is not:
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import random
 from collections import deque
 from collections.abc import Callable
 from statistics import NormalDist
 
+from xcon import native
 from xcon.framing import FRAME_HEADER
 from xcon.impair.spec import Impairment
 from xcon.stats import FlowStats
@@ -185,6 +187,14 @@ class ImpairStage:
         # A frame departs only when every draw says nothing happens to it:
         # the run fast path copies such frames in one slice per run.
         self._timed = bool(imp.jitter or imp.rate or imp.reorder)
+        # Only independent loss (or nothing) and a constant delay: draw how many
+        # frames pass before the next loss (geometric) instead of one draw per
+        # frame; native.skip finds that frame.  Same distribution, one Python
+        # step per loss instead of per frame.
+        self._skip = not (
+            self._timed or imp.loss_corr or imp.gemodel is not None or imp.duplicate or imp.corrupt
+        )
+        self._gap = -1  # frames to pass before the next loss (-1: not drawn)
 
     # -- randomness -------------------------------------------------------------------
     def _u(self, key: str, rho: float) -> float:
@@ -238,6 +248,8 @@ class ImpairStage:
     def admit(self, mv: memoryview, start: int, end: int, now: float, compact: bool = True) -> int:
         """Take the whole frames in ``mv[start:end]`` that arrived at ``now``;
         returns how many frames were received."""
+        if self._skip:
+            return self._admit_skipping(mv, start, end, now, compact)
         imp, st = self.imp, self.stats
         line = self.line
         lossy = imp.lossy
@@ -318,6 +330,57 @@ class ImpairStage:
                 run = pos
         if run_n:
             self._push(run_when, mv[run:pos], run_n, compact)
+        st.frames += frames
+        st.bytes += nbytes
+        return received
+
+    def _next_gap(self) -> int:
+        p = self.imp.loss
+        if p <= 0:
+            return 1 << 62
+        if p >= 1:
+            return 0
+        return int(math.log(1.0 - self.rng.random()) / math.log(1.0 - p))
+
+    def _admit_skipping(
+        self, mv: memoryview, start: int, end: int, now: float, compact: bool
+    ) -> int:
+        """``admit`` for independent loss and a constant delay (see ``set``)."""
+        imp, st, line = self.imp, self.stats, self.line
+        when = max(now + imp.delay, self.last)
+        self.last = when
+        limit = imp.limit
+        skip = native.skip
+        gap = self._gap if self._gap >= 0 else self._next_gap()
+        pos = start
+        received = frames = nbytes = 0
+        while pos < end:
+            if gap > 0:
+                k = min(gap, limit - line.frames - self.express.frames)
+                if k <= 0:  # the line is full: tail-drop one frame
+                    nxt, n, _st = skip(mv, pos, end, 1)
+                    if not n:
+                        break
+                    self._queue_drop(mv, pos, nxt)
+                else:
+                    nxt, n, _st = skip(mv, pos, end, k)
+                    if not n:
+                        break
+                    self._push(when, mv[pos:nxt], n, compact)
+                    frames += n
+                    nbytes += nxt - pos - FRAME_HEADER * n
+                gap -= n
+            else:
+                nxt, n, _st = skip(mv, pos, end, 1)
+                if not n:
+                    break
+                st.drop("impair_loss")
+                if self.on_drop is not None:
+                    self.on_drop("impair_loss", mv, pos, nxt)
+                gap = self._next_gap()
+            received += n
+            pos = nxt
+        self._gap = gap
         st.frames += frames
         st.bytes += nbytes
         return received

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Bumped with ``XCON_API_VERSION`` in ``native/xcon_native.h``.
-API_VERSION = 3
+API_VERSION = 4
 
 # scan() status: why the walk stopped.
 NEED_DATA = 0
@@ -152,6 +152,7 @@ class Backend(NamedTuple):
 
     name: str
     scan: Callable[[ReadableBuffer, int, int], ScanResult]
+    skip: Callable[[ReadableBuffer, int, int, int], ScanResult]
     vlan_strip: Callable[[ReadableBuffer, int, int, int, WritableBuffer, int, int], StripResult]
     vlan_insert: Callable[[ReadableBuffer, int, int, int, WritableBuffer, int, int], InsertResult]
     read_frames: Callable[..., ReadResult]
