@@ -418,6 +418,28 @@ def test_destination_blocked_line_holds_then_tail_drops():
     assert not b.writing
 
 
+def test_loss_only_keeps_backpressure_and_loses_nothing_else():
+    # No delay, no rate: nothing is held back, so a blocked destination pauses
+    # the source (as p2p does) and a big batch is never tail-dropped.
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    b.capacity = 1000
+    a.feed_frames([numbered(i, 60) for i in range(3000)])  # more than limit 1000
+    assert not a.reading and b.writing
+    b.drain()
+    assert a.reading and not b.writing
+    st = link.flows[a].stats
+    assert st.drops["impair_queue"] == 0
+    assert [check_numbered(f) for f in b.sent_frames()] == list(range(3000))
+    # a delay holds frames: then the source is read on and the limit applies
+    link.set_impair("a2b", parse_netem("delay 1ms"), SEED)
+    b.capacity = 0
+    a.feed_frames([numbered(i, 60) for i in range(3000, 4500)])
+    assert a.reading
+    assert st.drops["impair_queue"] == 500
+
+
 def test_live_change_and_clear_keep_stats_tap_and_connection():
     engine = FakeEngine()
     link, a, b = make_link(engine)

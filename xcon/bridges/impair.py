@@ -10,7 +10,10 @@ the link has one) the :class:`~xcon.impair.stage.ImpairStage` decides, and
 the frames that go on are copied into its delay line with a departure time;
 the source's buffer is then free at once, so **the source is never paused**:
 a delay line is a queue, and like netem's it tail-drops at its limit
-(``impair_queue``) rather than backpressuring the router.  Due frames are
+(``impair_queue``) rather than backpressuring the router.  An impairment
+that holds nothing back (no delay, rate or reordering: loss, duplicate,
+corrupt) keeps p2p's backpressure instead: while the destination is blocked
+the source is not read.  Due frames are
 sent as one span per send; the next departure is a precise engine timer
 (:meth:`~xcon.engines.Engine.call_at`).  When the destination blocks, the
 line holds (and fills); when it is writable again, sending resumes.
@@ -57,6 +60,8 @@ class ImpairFlow(Flow):
         self.on_drained = on_drained
         self._vlan: VlanFlow | None = base if isinstance(base, VlanFlow) else None
         self._scratch = OutBuffer() if self._vlan is not None else None
+        self._backpressure = True
+        self._holding()
 
     @property
     def impairment(self) -> Impairment:
@@ -66,12 +71,20 @@ class ImpairFlow(Flow):
         """A new impairment, live (frames in the line keep their times)."""
         self.clearing = False
         self.stage.set(imp)
+        self._holding()
 
     def clear(self) -> None:
         """Stop impairing; the plain flow returns once the line has drained."""
         self.clearing = True
         self.stage.set(Impairment(limit=self.stage.imp.limit))
+        self._holding()
         self._check_drained()
+
+    def _holding(self) -> None:
+        imp = self.stage.imp
+        self._backpressure = not (imp.delay or imp.jitter or imp.rate or imp.reorder)
+        self.stage.hold_limit = not self._backpressure
+        self._set_sending(self._sending)
 
     # -- frames in ------------------------------------------------------------------
     def received(self) -> None:
@@ -145,6 +158,14 @@ class ImpairFlow(Flow):
         if on != self._sending:
             self._sending = on
             self.dst.set_writing(on)
+        # An impairment that holds nothing back (loss, duplicate, corrupt: no
+        # delay, no rate) keeps p2p's backpressure: the source is not read
+        # while the destination is blocked, so a busy destination costs no
+        # frames the impairment did not decide to lose.
+        hold = on and self._backpressure
+        if hold != self.blocked:
+            self.blocked = hold
+            self.src.set_reading(not hold)
 
     def _arm(self) -> None:
         when = self.stage.next_departure()

@@ -196,6 +196,11 @@ class ImpairStage:
         )
         self._gap = -1  # frames to pass before the next loss (-1: not drawn)
 
+    #: False when the flow backpressures its source instead of queueing (an
+    #: impairment that holds nothing back): then ``limit`` does not apply,
+    #: the line holds at most one received batch.
+    hold_limit = True
+
     # -- randomness -------------------------------------------------------------------
     def _u(self, key: str, rho: float) -> float:
         """A uniform draw, correlated with the previous one of ``key`` as netem's get_crandom."""
@@ -255,7 +260,7 @@ class ImpairStage:
         lossy = imp.lossy
         dup, corrupt = imp.duplicate, imp.corrupt
         timed = self._timed
-        limit = imp.limit
+        limit = imp.limit if self.hold_limit else 1 << 62
         frames = nbytes = 0
         received = 0
         pos = start
@@ -349,7 +354,7 @@ class ImpairStage:
         imp, st, line = self.imp, self.stats, self.line
         when = max(now + imp.delay, self.last)
         self.last = when
-        limit = imp.limit
+        limit = imp.limit if self.hold_limit else 1 << 62
         skip = native.skip
         gap = self._gap if self._gap >= 0 else self._next_gap()
         pos = start
