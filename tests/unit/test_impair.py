@@ -511,7 +511,11 @@ def test_destination_down_drops_the_line():
     link, a, b = make_link(engine)
     link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
     a.feed_frames([numbered(i, 100) for i in range(7)])
+    b.capacity = 0
+    engine.run_until(0.02)  # due, but the destination takes nothing
+    assert b.writing
     b.set_down()
+    assert not b.writing  # no writability wanted for a line that is gone
     st = link.flows[a].stats
     assert (st.frames, st.drops["port_down"]) == (0, 7)
     engine.run_until(1)

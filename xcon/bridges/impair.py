@@ -32,6 +32,7 @@ from xcon.engines import TimerHandle
 from xcon.framing import OutBuffer
 from xcon.impair.spec import Impairment
 from xcon.impair.stage import ImpairStage
+from xcon.trace import log_frames
 
 __all__ = ["ImpairFlow"]
 
@@ -104,6 +105,14 @@ class ImpairFlow(Flow):
             self._drop_ready("port_down")
             return
         now = self.dst.engine.time()
+        if self.debug:
+            log_frames(
+                self.stats.name,
+                f"impaired ({self.stage.imp.words()})",
+                buf.mv,
+                buf.start,
+                buf.ready,
+            )
         vlan = self._vlan
         if vlan is None:
             self.stage.admit(buf.mv, buf.start, buf.ready, now, compact=not self._sending)
@@ -199,7 +208,7 @@ class ImpairFlow(Flow):
             # Counted as forwarded when admitted; they never left.
             self.stats.frames -= lost
             self.stats.drop("port_down", lost)
-        self._sending = False
+        self._set_sending(False)
         if self.src.inbuf.nready:
             self._drop_ready("port_down")
         self._check_drained()
