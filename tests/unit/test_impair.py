@@ -548,3 +548,19 @@ def test_skip_is_the_same_on_both_backends(k):
     assert load_backend("python").skip(zero, 0, len(zero), 5)[1:] == (1, 1)  # ZERO
     with pytest.raises(ValueError):
         load_backend("python").skip(data, 0, len(data), -1)
+
+
+def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    flow = link.flows[a]
+    a.feed_frames([numbered(i, 100) for i in range(10)])
+    assert flow.stage.line.tail == 0  # nothing was copied
+    b.capacity = 250  # takes two frames and a half
+    a.feed_frames([numbered(i, 100) for i in range(10, 20)])
+    line = flow.stage.line
+    assert line.tail - line.head == 10 * 104 - 250  # only the untaken bytes
+    b.drain()
+    assert [check_numbered(f) for f in b.sent_frames()] == list(range(20))
+    assert flow.stats.frames == 20

@@ -196,6 +196,11 @@ class ImpairStage:
         )
         self._gap = -1  # frames to pass before the next loss (-1: not drawn)
 
+    #: Set by the flow while it may send at once (nothing waits, nothing
+    #: outstanding): ``send(mv, start, end) -> bytes taken``.  Used by the
+    #: skip path with no delay, so loss alone copies no frame.
+    send: Callable[[memoryview, int, int], int] | None = None
+
     #: False when the flow backpressures its source instead of queueing (an
     #: impairment that holds nothing back): then ``limit`` does not apply,
     #: the line holds at most one received batch.
@@ -371,7 +376,17 @@ class ImpairStage:
                     nxt, n, _st = skip(mv, pos, end, k)
                     if not n:
                         break
-                    self._push(when, mv[pos:nxt], n, compact)
+                    send = self.send
+                    if send is not None and not imp.delay and line.head == line.tail:
+                        # Nothing waits and nothing is delayed: straight from
+                        # the receive buffer; only what the destination did
+                        # not take is copied (it must outlive the buffer).
+                        took = send(mv, pos, nxt)
+                        if took < nxt - pos:
+                            line.push(when, mv[pos + took : nxt], n)
+                            line.tapped = line.tail
+                    else:
+                        self._push(when, mv[pos:nxt], n, compact)
                     frames += n
                     nbytes += nxt - pos - FRAME_HEADER * n
                 gap -= n
