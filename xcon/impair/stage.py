@@ -87,8 +87,11 @@ class DelayLine:
         self.capacity = capacity
         self.head = 0
         self.tail = 0
-        #: [departure, end offset, frames], in order of offset (and departure).
-        self.entries: deque[list[float | int]] = deque()
+        #: (departure, end offset, frames), in order of offset (and departure).
+        #: Tuples of numbers, not lists: the collector stops tracking them, so
+        #: a line at line rate never grows the oldest generation (whose full
+        #: collections would stall the loop for milliseconds).
+        self.entries: deque[tuple[float, int, int]] = deque()
         self.frames = 0
         #: Bytes before this offset were shown to the flow's tap.
         self.tapped = 0
@@ -102,8 +105,7 @@ class DelayLine:
         elif compact and self.head:
             head, n = self.head, self.tail - self.head
             self.mv[0:n] = self.mv[head : self.tail]
-            for e in self.entries:
-                e[1] -= head
+            self.entries = deque((w, e - head, k) for w, e, k in self.entries)
             self.head, self.tail = 0, n
             self.tapped = max(0, self.tapped - head)
         return self.tail + need <= self.capacity
@@ -117,11 +119,9 @@ class DelayLine:
         self.frames += nframes
         entries = self.entries
         if entries and entries[-1][0] == when:
-            last = entries[-1]
-            last[1] = end
-            last[2] += nframes
+            entries[-1] = (when, end, entries[-1][2] + nframes)
         else:
-            entries.append([when, end, nframes])
+            entries.append((when, end, nframes))
         return off
 
     def due(self, now: float) -> int:
@@ -130,14 +130,14 @@ class DelayLine:
         for when, e_end, _n in self.entries:
             if when > now:
                 break
-            end = int(e_end)
+            end = e_end
         return end
 
     def consume(self, n: int) -> None:
         self.head += n
         entries = self.entries
         while entries and entries[0][1] <= self.head:
-            self.frames -= int(entries.popleft()[2])
+            self.frames -= entries.popleft()[2]
         if self.head == self.tail:
             self.head = self.tail = self.tapped = 0
 
