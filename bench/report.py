@@ -308,6 +308,28 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                     False,
                     "µs",
                 )
+    d = _find(rows, "impair-delay", "xcon-delay10ms")
+    if d:
+        add("impair: 10 ms delay line carries ≥ 1 Gbit/s of 1500 B", d.get("gbps"), 1.0, True)
+        add(
+            "impair: 10 ms delay, p99 |delay - 10 ms| ≤ 200 µs at that load",
+            d.get("err_p99_us"),
+            200.0,
+            False,
+            "µs",
+        )
+    lo = _find(rows, "impair-loss", "xcon-loss1%")
+    if lo:
+        add("impair: loss-only link frames/s ≥ 0.8× unimpaired", lo.get("ratio"), 0.8, True, "×")
+    nb = _find(rows, "impair-neighbour", "xcon-beside-impaired")
+    if nb:
+        add(
+            "impair: unimpaired link beside an impaired one ≥ 0.98×",
+            nb.get("ratio"),
+            0.98,
+            True,
+            "×",
+        )
     for size in (64, 1500):
         u = _find(rows, f"unix-{size}", "xcon-unix")
         if u:

@@ -29,6 +29,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "engines",
     "control",
     "capture",
+    "impair",
     "qemu",
     "qemu-bridged",
 ]
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import capture
 
                 rows += capture.run(s, progress)
+            elif name == "impair":
+                from bench import impair
+
+                rows += impair.run(s, progress)
             elif name in ("qemu", "qemu-bridged"):
                 from bench import qemu
 

@@ -39,6 +39,7 @@ CDEF = """
 #define XCON_EPB_FLAGS_OPT ...
 
 int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
+int xcon_skip(const uint8_t *buf, size_t start, size_t end, size_t max_frames, size_t out[]);
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
 void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,

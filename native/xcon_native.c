@@ -88,6 +88,34 @@ int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[])
     return status;
 }
 
+int xcon_skip(const uint8_t *buf, size_t start, size_t end, size_t max_frames, size_t out[])
+{
+    size_t pos = start, n = 0;
+    int status = XCON_NEED_DATA;
+
+    if (end < start)
+        end = start;
+    while (n < max_frames && end - pos >= XCON_HDR_LEN) {
+        size_t len = get_be32(buf + pos);
+
+        if (len == 0) {
+            status = XCON_ZERO;
+            break;
+        }
+        if (len > XCON_MAX_FRAME) {
+            status = XCON_TOO_BIG;
+            break;
+        }
+        if (end - pos - XCON_HDR_LEN < len)
+            break;
+        pos += XCON_HDR_LEN + len;
+        n++;
+    }
+    out[0] = pos;
+    out[1] = n;
+    return status;
+}
+
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[])
 {

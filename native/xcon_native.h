@@ -58,6 +58,10 @@
 /* out: [0] pos, [1] nframes. Returns the status. */
 int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
 
+/* scan() that passes at most max_frames frames (the impairment's skip to the
+ * next frame a draw picked). out: [0] pos, [1] nframes. Returns the status. */
+int xcon_skip(const uint8_t *buf, size_t start, size_t end, size_t max_frames, size_t out[]);
+
 /* out: [0] consumed, [1] written, [2] nout, [3] untagged, [4] other_vlan, [5] runt. */
 void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);

@@ -4,6 +4,7 @@ and ``--trace``."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine
 from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
 from xcon.health import HealthFile
+from xcon.impair.spec import Impairment
 from xcon.linkspec import (
     End,
     Endpoint,
@@ -55,6 +57,8 @@ STOP_SIGNALS = tuple(
     if hasattr(signal, name)
 )
 SIGHUP = getattr(signal, "SIGHUP", -1)
+#: Directions of a p2p link an impairment applies to.
+DIRECTIONS = ("a2b", "b2a", "both")
 
 
 @dataclass
@@ -115,6 +119,9 @@ class Xcon:
         self._stopped_by = "stopped"
         from xcon import modes
 
+        #: Seed of every impaired direction's random stream (``--seed``): each
+        #: direction draws from its own stream derived from it and its name.
+        self.seed: int = int.from_bytes(os.urandom(4), "big")
         #: How a link added at run time gets its ports (tests put fakes here).
         self.make_port: Callable[[Engine, End], Port] = modes.make_port
         self.open_ports: Callable[[Sequence[Port]], None] = modes.open_ports
@@ -263,6 +270,23 @@ class Xcon:
         if changed:
             log.info("p2p link %s administratively %s", link.name, "up" if up else "down")
         return link, changed
+
+    def set_impair(self, name: str, direction: str, imp: Impairment | None) -> Link:
+        """Impair a p2p link's direction (``a2b``, ``b2a`` or ``both``) live, or
+        clear it (``imp`` None); raises NotFound, Conflict (not p2p), BadRequest."""
+        link = self.find(name)
+        if link.p2p is None:
+            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be impaired")
+        if direction not in DIRECTIONS:
+            raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
+        link.p2p.set_impair(direction, imp, self.seed)
+        log.info(
+            "p2p link %s %s: impairment %s",
+            link.name,
+            direction,
+            imp.words() if imp is not None and not imp.null else "cleared",
+        )
+        return link
 
     def reset_counters(self, name: str | None = None) -> list[Link]:
         """Counters of one link (or all) back to zero."""

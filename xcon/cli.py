@@ -25,7 +25,8 @@ from xcon import __version__
 from xcon.capture.options import MAX_SNAPLEN, CaptureOptions
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
-from xcon.errors import ModeError, OneLineParser, one_line
+from xcon.errors import LinkError, ModeError, OneLineParser, one_line
+from xcon.impair.spec import Impairment
 from xcon.limits import (
     MAX_NIC,
     MAX_VID,
@@ -258,6 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ring: keep the newest N files (with --capture-size or --capture-seconds)",
     )
     p.add_argument(
+        "--impair",
+        action="append",
+        metavar="LINK[:a2b|b2a]=NETEM",
+        help="impair a p2p link (both directions, or the one named) with tc-netem's words, "
+        "e.g. 'vr1/1--vr2/1:a2b=delay 10ms 2ms loss 1%%' (repeatable)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_whole(0, 2**64 - 1, "--seed"),
+        metavar="N",
+        help="seed of the impairments' random draws, to replay a run (default: random, logged)",
+    )
+    p.add_argument(
         "--engine",
         default="epoll",
         help="event loop: epoll (default) or uvloop (asyncio on uvloop)",
@@ -301,6 +315,9 @@ class Setup:
     #: ``--config FILE`` and the links it held when checked.
     config: str | None = None
     config_links: list[ConfigLink] = field(default_factory=list)
+    #: ``--impair``: (link, direction, impairment).
+    impairs: list[tuple[str, str, Impairment]] = field(default_factory=list)
+    seed: int | None = None
 
     @property
     def sockets(self) -> int:
@@ -386,11 +403,18 @@ def check(args: argparse.Namespace) -> Setup:
         netconf.check_ifname(setup.ifname, "--raw-if")
     if args.listen_address is not None:
         setup.listen_host = listen_address(args.listen_address)
+    if args.impair and mode != "p2p":
+        raise UsageError(f"--impair applies to p2p links only (not {mode_flag})")
+    setup.impairs = [impair_arg(text) for text in args.impair or ()]
+    setup.seed = args.seed
     if args.config is not None:
         from xcon.control.config import ConfigError, load_config
 
         try:
-            setup.config_links = load_config(args.config).links
+            config = load_config(args.config)
+            setup.config_links = config.links
+            if setup.seed is None:
+                setup.seed = config.seed
         except ConfigError as e:
             raise UsageError(str(e)) from None
         setup.config = args.config
@@ -473,6 +497,23 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
     if setup.capture_dir is not None and setup.captures:
         raise UsageError("--capture DIR captures every link: no LINK=FILE beside it")
     setup.capture_options = options
+
+
+def impair_arg(text: str) -> tuple[str, str, Impairment]:
+    """``--impair 'LINK[:a2b|b2a|both]=NETEM WORDS'``, checked."""
+    from xcon.impair.spec import ImpairError, parse_netem
+
+    link, sep, words = text.partition("=")
+    if not sep or not link.strip():
+        raise UsageError(f"--impair {text!r}: use LINK[:a2b|b2a]=NETEM, e.g. 'a/1--b/1=delay 10ms'")
+    link, direction = link.strip(), "both"
+    for d in ("a2b", "b2a", "both"):
+        if link.endswith(":" + d):
+            link, direction = link[: -len(d) - 1], d
+    try:
+        return link, direction, parse_netem(words)
+    except ImpairError as e:
+        raise UsageError(f"--impair {link}: {e}") from None
 
 
 def control_settings(args: argparse.Namespace) -> ControlSettings:
@@ -575,6 +616,13 @@ def run(setup: Setup) -> int:
             app.on_hangup = reloader.on_signal
             reload = reloader.reload_json
         start_captures(app, setup)
+        if setup.seed is not None:
+            app.seed = setup.seed
+        for name, direction, imp in setup.impairs:
+            try:
+                app.set_impair(name, direction, imp)
+            except LinkError as e:
+                raise ModeError(f"--impair {name}: {e}", exit_code=2) from None
         start_control(app, setup.control, setup.engine, reload=reload)
     except ModeError as e:
         app.close()
@@ -588,6 +636,7 @@ def run(setup: Setup) -> int:
     )
     for spec in setup.links:
         log.info("p2p link %s", spec)
+    log.info("impairment seed %d (--seed %d replays the random draws)", app.seed, app.seed)
     return app.run()
 
 

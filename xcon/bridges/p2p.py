@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from xcon import native
 from xcon.framing import FRAME_HEADER, OutBuffer, iter_frames
@@ -74,6 +74,17 @@ class Flow:
         self.admin_down = False  # the link is pulled: drop what arrives
         #: An observer of this direction (capture), or None.
         self.tap: FlowTap | None = None
+
+    def adopt(self, other: Flow) -> None:
+        """Take over what a direction keeps whichever flow runs it (a live
+        impairment swaps flows): counters, tap, administrative state."""
+        self.stats = other.stats
+        self.tap = other.tap
+        self.admin_down = other.admin_down
+        self.debug = other.debug
+
+    def close(self) -> None:
+        """Release what the flow holds beyond its ports (timers, queues)."""
 
     def received(self) -> None:
         """Whole frames wait in the source's buffer: forward them."""
@@ -318,6 +329,80 @@ class P2PLink:
         self._into = {flow.dst: flow for flow in self.flows.values()}
         #: Times the link was set administratively down or up.
         self.admin_changes = 0
+        #: Impairments waiting for a blocked direction to finish its batch.
+        self._pending_impair: dict[Port, Any] = {}
+
+    # -- impairment -------------------------------------------------------------------
+    def direction(self, src: Port) -> str:
+        return "a2b" if src is self.a else "b2a"
+
+    def sources(self, direction: str) -> list[Port]:
+        """The source ports of ``direction`` (a2b, b2a or both)."""
+        return {"a2b": [self.a], "b2a": [self.b], "both": [self.a, self.b]}[direction]
+
+    def impairment(self, direction: str) -> Any:
+        """The impairment of ``a2b`` or ``b2a`` (an Impairment), or None."""
+        from xcon.bridges.impair import ImpairFlow
+
+        src = self.sources(direction)[0]
+        pending = self._pending_impair.get(src)
+        if pending is not None:
+            return pending[0]
+        flow = self.flows[src]
+        if isinstance(flow, ImpairFlow) and not flow.clearing:
+            return flow.impairment
+        return None
+
+    def set_impair(self, direction: str, imp: Any, seed: int) -> None:
+        """Impair ``direction`` (``imp``: an :class:`~xcon.impair.Impairment`,
+        None or a null one to clear), live: sockets are not touched.  A
+        direction's flow is swapped between batches only (a blocked one is
+        retried every millisecond until its batch is out), so no frame is
+        cut or sent twice; a cleared one drains its line first."""
+        from xcon.bridges.impair import ImpairFlow
+
+        for src in self.sources(direction):
+            flow = self.flows[src]
+            if imp is None or imp.null:
+                self._pending_impair.pop(src, None)
+                if isinstance(flow, ImpairFlow):
+                    flow.clear()
+            elif isinstance(flow, ImpairFlow):
+                self._pending_impair.pop(src, None)
+                flow.set(imp)
+            else:
+                self._pending_impair[src] = (imp, seed)
+                self._try_impair(src)
+
+    def _try_impair(self, src: Port) -> None:
+        from xcon.bridges.impair import ImpairFlow
+        from xcon.impair.stage import derive_seed
+
+        pending = self._pending_impair.get(src)
+        if pending is None:
+            return
+        flow = self.flows[src]
+        if flow.blocked:
+            src.engine.call_later(0.001, lambda: self._try_impair(src))
+            return
+        del self._pending_impair[src]
+        imp, seed = pending
+        new = ImpairFlow(
+            flow, imp, derive_seed(seed, self.name, self.direction(src)), self._restore
+        )
+        self.flows[src] = new
+        self._into[new.dst] = new
+
+    def _restore(self, flow: Flow) -> None:
+        from xcon.bridges.impair import ImpairFlow
+
+        assert isinstance(flow, ImpairFlow)
+        base = flow.base
+        base.adopt(flow)
+        if self.flows.get(flow.src) is flow:
+            self.flows[flow.src] = base
+            self._into[base.dst] = base
+        flow.close()
 
     @property
     def ports(self) -> tuple[Port, Port]:
@@ -352,6 +437,8 @@ class P2PLink:
     def close(self) -> None:
         self.a.close()
         self.b.close()
+        for flow in self.flows.values():
+            flow.close()
 
     def flow_stats(self) -> list[FlowStats]:
         return [f.stats for f in self.flows.values()]

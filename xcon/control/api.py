@@ -12,6 +12,10 @@ POST     /links/NAME/capture            capture to a file ``{"file": PATH, ...}`
 GET      /links/NAME/capture            a live capture: pcapng, chunked, until the
                                         client goes (``?snaplen=&filter=&drops=``)
 DELETE   /links/NAME/capture            stop the link's captures
+PUT      /links/NAME/impair             impair (also POST): ``{"direction": "a2b"|"b2a"|
+                                        "both", "netem": "delay 10ms loss 1%"}`` or the
+                                        fields (``{"delay": "10ms", "loss": 1}``)
+DELETE   /links/NAME/impair             clear (``{"direction": ...}`` optional: both)
 POST     /counters/reset                all counters, or ``{"link": NAME}``
 GET      /health                        the health file's code and message
 GET      /metrics                       Prometheus text exposition
@@ -57,7 +61,7 @@ log = logging.getLogger("xcon.control")
 #: Drop reasons that are about the destination (counted as transmit drops of
 #: the end the frames were going to); every other reason is a receive drop of
 #: the end they came from.
-TRANSMIT_REASONS = frozenset({"port_down", "queue_full"})
+TRANSMIT_REASONS = frozenset({"port_down", "queue_full", "impair_loss", "impair_queue"})
 RATE_EVERY = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -72,6 +76,8 @@ ROUTES = [
     "POST /links/NAME/capture",
     "GET /links/NAME/capture",
     "DELETE /links/NAME/capture",
+    "PUT /links/NAME/impair",
+    "DELETE /links/NAME/impair",
     "POST /counters/reset",
     "GET /health",
     "GET /metrics",
@@ -203,9 +209,17 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
         "ends": ends,
         "captures": caps,
     }
+    if link.p2p is not None:
+        doc["impair"] = impair_json(link.p2p)
     if detail:
         doc["directions"] = [
-            {"name": fs.name, "frames": fs.frames, "bytes": fs.bytes, "drops": dict(fs.drops)}
+            {
+                "name": fs.name,
+                "frames": fs.frames,
+                "bytes": fs.bytes,
+                "drops": dict(fs.drops),
+                "events": dict(fs.events),
+            }
             for fs in link.bridge.flow_stats()
         ]
         doc["admin_changes"] = p2p.admin_changes if p2p is not None else 0
@@ -219,6 +233,15 @@ def link_captures(link: Link) -> list[dict[str, Any]]:
         return []
     caps = getattr(link.bridge.a_to_b.tap, "captures", None) or ()
     return [c.describe() for c in caps]
+
+
+def impair_json(p2p: P2PLink) -> dict[str, str | None]:
+    """Each direction's impairment in netem's words (None: not impaired)."""
+    out: dict[str, str | None] = {}
+    for d in ("a2b", "b2a"):
+        imp = p2p.impairment(d)
+        out[d] = imp.words() if imp is not None else None
+    return out
 
 
 class ControlAPI:
@@ -293,6 +316,13 @@ class ControlAPI:
         method = req.method
         if rest.endswith("/capture") and rest not in self.app.links:
             return self.capture(req, rest[: -len("/capture")])
+        if rest.endswith("/impair") and rest not in self.app.links:
+            name = rest[: -len("/impair")]
+            if method in ("PUT", "POST"):
+                return self.impair(req, name)
+            if method == "DELETE":
+                return self.impair(req, name, clear=True)
+            return _method_not_allowed("PUT, POST, DELETE")
         if method == "POST":
             name, _, action = rest.rpartition("/")
             if action not in ("down", "up"):
@@ -341,6 +371,36 @@ class ControlAPI:
             raise BadRequest('"admin" is "up" or "down"')
         link = self.app.add_link(spec, _monitor_texts(body), source="api", admin_up=admin == "up")
         return json_response(201, link_json(link, self.meter, detail=True))
+
+    def impair(self, req: Request, name: str, clear: bool = False) -> Response:
+        from xcon.impair.spec import ImpairError, from_fields, parse_netem
+
+        body = _object(req)
+        direction = body.pop("direction", "both")
+        if not isinstance(direction, str):
+            raise BadRequest('"direction" is "a2b", "b2a" or "both"')
+        imp = None
+        if not clear:
+            netem = body.pop("netem", None)
+            try:
+                if netem is not None:
+                    if body:
+                        raise BadRequest('give "netem" words or fields, not both')
+                    if not isinstance(netem, str):
+                        raise BadRequest('"netem" is a string of tc-netem words')
+                    imp = parse_netem(netem)
+                elif body:
+                    imp = from_fields(body)
+                else:
+                    raise BadRequest('PUT /links/NAME/impair needs {"netem": "delay 10ms ..."}')
+            except ImpairError as e:
+                raise BadRequest(str(e)) from None
+        elif body:
+            raise BadRequest(
+                f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}"
+            )
+        link = self.app.set_impair(name, direction, imp)
+        return json_response(200, link_json(link, self.meter, detail=True))
 
     def admin(self, req: Request, name: str, up: bool) -> Response | Pending:
         link = self.app.find(name)

@@ -122,6 +122,41 @@ def monitors_arg(items: Sequence[str] | None) -> dict[str, str] | None:
     return out
 
 
+CLAB_FLAGS = ("delay", "jitter", "loss", "rate", "corruption")
+
+
+def impair_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body of ``xcon ctl impair``, checked here (a bad word is a
+    usage error, exit 2, before xcon is asked)."""
+    from xcon.impair.spec import from_fields, parse_netem
+
+    flags = {k: getattr(args, k) for k in CLAB_FLAGS if getattr(args, k) is not None}
+    body: dict[str, Any] = {"direction": args.direction}
+    if args.clear:
+        if args.words or flags:
+            raise ValueError("impair --clear takes no netem words or flags")
+        return body
+    if args.words and flags:
+        raise ValueError("give netem words or containerlab flags, not both")
+    if args.words:
+        body["netem"] = parse_netem(args.words).words()
+    elif flags:
+        body["netem"] = from_fields(
+            {k: float(v) if _number(v) else v for k, v in flags.items()}
+        ).words()
+    else:
+        raise ValueError("impair: give netem words (delay 10ms loss 1%), flags, or --clear")
+    return body
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     from xcon.errors import OneLineParser
 
@@ -159,6 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="END=HOST:PORT[,NETDEV]",
             help="a router's qemu monitor: its NIC is set_link off/on too (remembered)",
         )
+    imp = sub.add_parser(
+        "impair",
+        help="impair a p2p link live with tc-netem's words (delay 10ms 2ms loss 1%% ...)",
+        description="Impair a p2p link live: tc-netem's words (delay TIME [JITTER [CORR]] "
+        "distribution D, loss [random] P [CORR], loss gemodel p [r [1-h [1-k]]], duplicate P, "
+        "corrupt P, reorder P [CORR] gap N, rate RATE, limit N) or containerlab's flags; "
+        "--clear removes it.",
+    )
+    imp.add_argument("name")
+    imp.add_argument("words", nargs="*", help="tc-netem's words")
+    imp.add_argument("--direction", default="both", choices=["a2b", "b2a", "both"])
+    imp.add_argument("--clear", action="store_true", help="remove the impairment")
+    imp.add_argument("--delay", metavar="TIME", help="as containerlab: 10ms (a number: ms)")
+    imp.add_argument("--jitter", metavar="TIME", help="as containerlab: 2ms (a number: ms)")
+    imp.add_argument("--loss", metavar="PERCENT", help="as containerlab: 1 (percent)")
+    imp.add_argument("--rate", metavar="KBIT", help="as containerlab: kbit/s (or 100mbit)")
+    imp.add_argument("--corruption", metavar="PERCENT", help="as containerlab: percent")
     reset = sub.add_parser("reset", help="counters back to zero (all, or one link)")
     reset.add_argument("name", nargs="?")
     sub.add_parser("health", help="the health summary (exit code 0 healthy, 1 not)")
@@ -184,8 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        # netem words may come before or after the options (``impair L delay
+        # 10ms --direction a2b``): argparse leaves the later ones over.
+        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+        if extra and (args.command != "impair" or any(w.startswith("-") for w in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.words = [*args.words, *extra]
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else USAGE
     path = args.control or os.environ.get("XCON_CONTROL") or DEFAULT_SOCKET
@@ -330,6 +389,11 @@ def run(client: Client, args: argparse.Namespace) -> int:
         method, path = "POST", link_path(args.name, cmd)
         mons = monitors_arg(args.monitor)
         body = {"monitors": mons} if mons else {}
+    elif cmd == "impair":
+        method, path = "PUT", link_path(args.name, "impair")
+        body = impair_body(args)
+        if args.clear:
+            method = "DELETE"
     elif cmd == "reset":
         method, path = "POST", "/counters/reset"
         body = {"link": args.name} if args.name else {}
@@ -386,10 +450,26 @@ def links_table(links: list[dict[str, Any]]) -> str:
     if not links:
         return "no links\n"
     rows = [
-        ["LINK", "ADMIN", "END", "STATE", "PEER", "RX/s", "TX/s", "RX", "TX", "DROPS", "CAPTURE"]
+        [
+            "LINK",
+            "ADMIN",
+            "END",
+            "STATE",
+            "PEER",
+            "RX/s",
+            "TX/s",
+            "RX",
+            "TX",
+            "DROPS",
+            "IMPAIR",
+            "CAPTURE",
+        ]
     ]
     for link in links:
+        impair = link.get("impair") or {}
         for i, end in enumerate(link["ends"]):
+            # the impairment of what this end sends (a2b leaves the first end)
+            words = impair.get("a2b" if i == 0 else "b2a") if len(link["ends"]) == 2 else None
             rows.append(
                 [
                     link["name"] if i == 0 else "",
@@ -402,6 +482,7 @@ def links_table(links: list[dict[str, Any]]) -> str:
                     str(end["rx_frames"]),
                     str(end["tx_frames"]),
                     _drops(end),
+                    words or "-",
                     _captures(link) if i == 0 else "",
                 ]
             )
@@ -440,6 +521,16 @@ def link_detail(link: dict[str, Any]) -> str:
         )
     for c in link.get("captures", []):
         lines.append("  " + capture_line(c).rstrip())
+    for d, words in (link.get("impair") or {}).items():
+        if words:
+            lines.append(f"  impair {d}: {words}")
+    for direction in link.get("directions", []):
+        events = direction.get("events") or {}
+        if events:
+            lines.append(
+                f"  {direction['name']}: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(events.items()))
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -459,7 +550,7 @@ def capture_line(c: dict[str, Any], verb: str = "") -> str:
 def render(cmd: str, doc: dict[str, Any]) -> str:
     if cmd == "links":
         return links_table(doc["links"])
-    if cmd in ("link", "add", "down", "up"):
+    if cmd in ("link", "add", "down", "up", "impair"):
         return link_detail(doc)
     if cmd == "remove":
         return f"removed {doc['removed']}\n"

@@ -5,6 +5,7 @@ SIGHUP (or ``xcon ctl reload``) by applying only the difference.
 
     # xcon.toml
     links = ["vr1/1--vr2/1", "vr1/2--vr3/1:123"]      # links with no options
+    seed = 42                                         # impairments' draws (as --seed; read at start)
 
     [[link]]                                          # a link with options
     spec = "vr2/2--vr3/2"
@@ -18,11 +19,17 @@ A link's ``capture`` is a file, or a table with ``file`` and the options of
 old capture (its file closed with its statistics) and starts the new one; a
 reload that leaves it as it was leaves the capture running.
 
+    [[link]]
+    spec = "vr3/3--vr4/1"
+    impair = "delay 10ms 2ms loss 1%"                 # both directions (tc-netem's words)
+    # impair = { a2b = "delay 10ms", b2a = "loss gemodel 1% 10%" }   # or per direction
+
 A reload reads and checks the whole file first (syntax, every spec, NICs
 used twice, clashes with links that do not come from the file): a file with
 an error changes nothing, and the reason is one log line (and the API's
 answer).  Then links no longer in the file are removed, new ones are added,
-and a link whose options changed gets them (its connections untouched);
+and a link whose options changed gets them (its connections untouched: a
+changed impairment is applied live, as ``xcon ctl impair`` does);
 every other link is not touched at all: same sockets, no frame lost.
 Links given on the command line or added through the API are not the
 file's: a reload never removes them.
@@ -36,12 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcon.errors import BadRequest, LinkError, ModeError
+from xcon.impair.spec import ImpairError, Impairment, parse_netem
 from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
 
 log = logging.getLogger("xcon.control")
 
-LINK_KEYS = ("spec", "monitors", "admin", "capture")
-TOP_KEYS = ("links", "link")
+LINK_KEYS = ("spec", "monitors", "admin", "capture", "impair")
+TOP_KEYS = ("links", "link", "seed")
 
 
 class ConfigError(ValueError):
@@ -55,6 +63,8 @@ class ConfigLink:
     admin_up: bool = True
     #: (file, options) of the link's capture, or None.
     capture: tuple[str, Any] | None = None
+    #: The impairment of a2b and of b2a (None: none).
+    impair: tuple[Impairment | None, Impairment | None] = (None, None)
 
     @property
     def name(self) -> str:
@@ -64,6 +74,7 @@ class ConfigLink:
 @dataclass
 class Config:
     links: list[ConfigLink] = field(default_factory=list)
+    seed: int | None = None
 
 
 def load_config(path: str) -> Config:
@@ -84,6 +95,11 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
     for key in doc:
         if key not in TOP_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(TOP_KEYS)})")
+    seed = doc.get("seed")
+    if seed is not None and (
+        not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64
+    ):
+        raise ConfigError(f'{path}: "seed" is a whole number from 0 to 2**64-1')
     entries: list[tuple[str, dict[str, Any]]] = []
     plain = doc.get("links", [])
     if not isinstance(plain, list) or not all(isinstance(x, str) for x in plain):
@@ -118,12 +134,35 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
             raise ConfigError(f'{where}: "admin" is "up" or "down"')
         monitors = tuple(sorted((k, str(v)) for k, v in checked.items()))
         capture = parse_capture(entry.get("capture"), where)
-        links.append(ConfigLink(spec, monitors, admin == "up", capture))
+        impair = _impair(entry.get("impair"), where)
+        links.append(ConfigLink(spec, monitors, admin == "up", capture, impair))
     try:
         check_distinct([cl.spec for cl in links])
     except SpecError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return Config(links)
+    return Config(links, seed)
+
+
+def _impair(value: Any, where: str) -> tuple[Impairment | None, Impairment | None]:
+    if value is None:
+        return (None, None)
+    try:
+        if isinstance(value, str):
+            imp = parse_netem(value)
+            return (imp, imp)
+        if isinstance(value, dict) and set(value) <= {"a2b", "b2a"}:
+            if all(isinstance(v, str) for v in value.values()):
+                a2b, b2a = value.get("a2b"), value.get("b2a")
+                return (
+                    parse_netem(a2b) if a2b is not None else None,
+                    parse_netem(b2a) if b2a is not None else None,
+                )
+    except ImpairError as e:
+        raise ConfigError(f"{where}: impair: {e}") from None
+    raise ConfigError(
+        f'{where}: "impair" is netem\'s words ("delay 10ms loss 1%") or '
+        '{ a2b = "...", b2a = "..." }'
+    )
 
 
 def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
@@ -170,6 +209,7 @@ class ConfigReloader:
     def _add(self, cl: ConfigLink) -> None:
         self.app.add_link(cl.name, dict(cl.monitors), source="config", admin_up=cl.admin_up)
         self.applied[cl.name] = cl
+        self._impair(cl, None)
         self._capture(cl)
 
     def _capture(self, cl: ConfigLink) -> None:
@@ -193,6 +233,13 @@ class ConfigReloader:
 
             captures_of(self.app).stop_one(old, f"stopped: {self.path} changed")
         self._capture(cl)
+
+    def _impair(self, cl: ConfigLink, before: ConfigLink | None) -> None:
+        for direction, imp, old in zip(
+            ("a2b", "b2a"), cl.impair, before.impair if before else (None, None), strict=True
+        ):
+            if imp != old:
+                self.app.set_impair(cl.name, direction, imp)
 
     def reload(self) -> dict[str, Any]:
         """Apply the file's changes; raises BadRequest (nothing changed) for a
@@ -236,6 +283,7 @@ class ConfigReloader:
             link.monitors = check_monitors(link.spec, dict(cl.monitors))
             if before is None or before.admin_up != cl.admin_up:
                 self.app.set_admin(name, cl.admin_up)
+            self._impair(cl, before)
             self.applied[name] = cl
             try:
                 self._recapture(before, cl)

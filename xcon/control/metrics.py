@@ -34,8 +34,10 @@ from xcon.app import Xcon
 __all__ = ["Snapshot", "render", "render_apart", "snapshot"]
 
 #: One end: name, rx frames, rx bytes, tx frames, tx bytes, rx drops, tx drops,
-#: connected, reconnects, carrier changes.
-EndRow = tuple[str, int, int, int, int, dict[str, int], dict[str, int], bool, int, int]
+#: connected, reconnects, carrier changes, tx impairment events.
+EndRow = tuple[
+    str, int, int, int, int, dict[str, int], dict[str, int], bool, int, int, dict[str, int]
+]
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Snapshot:
     """The counters of every link at one moment, as plain values."""
 
     links: list[tuple[str, bool, list[EndRow]]] = field(default_factory=list)
+    #: (link, direction, netem words) of every impaired direction.
+    impairs: list[tuple[str, str, str]] = field(default_factory=list)
     health: tuple[int, int, int] = (0, 0, 0)
     engine: str = ""
     #: Per captured link: (name, captures running, frames recorded, frames dropped).
@@ -71,6 +75,7 @@ def snapshot(app: Xcon, engine: str) -> Snapshot:
                     v.port.connected,
                     st.reconnects,
                     st.connects + st.drops,
+                    {k: n for k, n in v.tx.events.items() if n},
                 )
             )
         snap.links.append((link.name, p2p is None or p2p.admin_up, ends))
@@ -78,6 +83,11 @@ def snapshot(app: Xcon, engine: str) -> Snapshot:
         if caps:
             frames = sum(c["frames"] for c in caps)
             snap.captures.append((link.name, len(caps), frames, sum(c["drops"] for c in caps)))
+        if p2p is not None:
+            for d in ("a2b", "b2a"):
+                imp = p2p.impairment(d)
+                if imp is not None:
+                    snap.impairs.append((link.name, d, imp.words()))
     return snap
 
 
@@ -115,11 +125,16 @@ class SnapshotCollector(Collector):
         admin = family(
             "xcon_link_admin_up", "0 while the link is set administratively down.", "gauge"
         )
+        impaired = family(
+            "xcon_link_transmit_impaired",
+            "Frames sent to the end that the link's impairment duplicated, corrupted or "
+            "reordered, by event (its losses are transmit drops, reason impair_loss).",
+        )
         # Samples are added directly, one label dict shared by an end's series
         # (what add_metric would build per sample): a 500-link scrape is 7500 series.
         for name, admin_up, ends in self.snap.links:
             admin.add_sample("xcon_link_admin_up", {"link": name}, 1.0 if admin_up else 0.0)
-            for end, rxf, rxb, txf, txb, rxd, txd, is_up, recon, changes in ends:
+            for end, rxf, rxb, txf, txb, rxd, txd, is_up, recon, changes, events in ends:
                 ls = {"link": name, "end": end}
                 rx_frames.add_sample("xcon_link_receive_frames_total", ls, rxf)
                 rx_bytes.add_sample("xcon_link_receive_bytes_total", ls, rxb)
@@ -132,8 +147,12 @@ class SnapshotCollector(Collector):
                 up.add_sample("xcon_link_end_up", ls, 1.0 if is_up else 0.0)
                 reconnects.add_sample("xcon_link_reconnects_total", ls, recon)
                 carrier.add_sample("xcon_link_carrier_changes_total", ls, changes)
+                for event, n in events.items():
+                    impaired.add_sample(
+                        "xcon_link_transmit_impaired_total", {**ls, "event": event}, n
+                    )
         yield from (rx_frames, rx_bytes, rx_drop, tx_frames, tx_bytes, tx_drop, up)
-        yield from (reconnects, carrier, admin)
+        yield from (reconnects, carrier, admin, impaired)
         # Captures: counters of the captures running now (a new capture starts at 0).
         running = family("xcon_capture_running", "Captures running on the link.", "gauge")
         cap_frames = family(
@@ -150,6 +169,14 @@ class SnapshotCollector(Collector):
             cap_frames.add_sample("xcon_capture_frames_total", ls, frames)
             cap_drops.add_sample("xcon_capture_drops_total", ls, drops)
         yield from (running, cap_frames, cap_drops)
+        impair = GaugeMetricFamily(
+            "xcon_link_impairment_info",
+            "1 per impaired direction of a link, with its impairment in tc-netem's words.",
+            labels=["link", "direction", "netem"],
+        )
+        for name, d, words in self.snap.impairs:
+            impair.add_metric([name, d, words], 1.0)
+        yield impair
         connected, total, ready = self.snap.health
         links = GaugeMetricFamily("xcon_links", "Links (p2p links, hubs, listening modes).")
         links.add_metric([], len(self.snap.links))

@@ -13,7 +13,10 @@ How this loop uses epoll, and why:
 * ``EPOLLHUP`` and ``EPOLLERR`` are reported even for a descriptor whose
   interest mask is empty (a paused reader whose peer hung up), so handlers must
   act on them rather than ignore them, or the loop would spin.
-* Timers live in a heap; the poll timeout is the time to the nearest one.
+* Timers live in a heap; the poll timeout is the time to the nearest one,
+  and a ``timerfd`` armed at that time (:mod:`xcon.engines.timerfd`) wakes
+  the poll on time: epoll's own timeout has millisecond resolution, a delay
+  line (:mod:`xcon.bridges.impair`) needs tens of microseconds.
 * Signals arrive through ``signal.set_wakeup_fd`` on a socket pair, so a
   SIGTERM during ``epoll.poll`` is handled by the loop itself, between batches,
   never inside a half-done forward.
@@ -52,6 +55,7 @@ from xcon.engines import (
     run_in_thread,
     socket_error,
 )
+from xcon.engines.timerfd import TimerFd, set_timer_slack
 
 log = logging.getLogger("xcon.engine")
 
@@ -111,6 +115,8 @@ class EpollEngine:
         self._wake_w.setblocking(False)
         self._wake_lock = threading.Lock()
         self._ep.register(self._wake_r.fileno(), READ)
+        self._tfd = TimerFd()
+        self._ep.register(self._tfd.fd, READ)
 
     # -- file descriptors ------------------------------------------------------------
     def register(self, fd: int, handler: Handler, mask: int) -> Registration:
@@ -129,9 +135,19 @@ class EpollEngine:
                 pass
 
     # -- time ---------------------------------------------------------------------
+    def time(self) -> float:
+        """The loop's clock (``time.monotonic``)."""
+        return time.monotonic()
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         t = Timer(callback)
         heapq.heappush(self._timers, (time.monotonic() + max(0.0, delay), next(self._seq), t))
+        return t
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` at :meth:`time` ``when`` (tens of microseconds late at most)."""
+        t = Timer(callback)
+        heapq.heappush(self._timers, (when, next(self._seq), t))
         return t
 
     def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
@@ -198,16 +214,25 @@ class EpollEngine:
         wake_fd = self._wake_r.fileno()
         monotonic = time.monotonic
         ready = self._ready
+        tfd = self._tfd
+        tfd_fd = tfd.fd
+        set_timer_slack()
         while self._running:
             timeout = -1.0
             if ready:
                 timeout = 0.0
             elif timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
+                head = timers[0][0]
+                timeout = max(0.0, head - monotonic())
+                if timeout and head != tfd.armed:
+                    tfd.arm(head)
             events = ep_poll(timeout, 256)
             for fd, ev in events:
                 if fd == wake_fd:
                     self._drain_wakeups()
+                    continue
+                if fd == tfd_fd:
+                    tfd.clear()
                     continue
                 h = handlers.get(fd)
                 if h is not None:
@@ -228,6 +253,7 @@ class EpollEngine:
             signal.set_wakeup_fd(self._old_wakeup)
             self._signal_handlers.clear()
         self._ep.close()
+        self._tfd.close()
         self._wake_r.close()
         self._wake_w.close()
 

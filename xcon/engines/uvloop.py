@@ -31,13 +31,18 @@ deaf; here errors reach the port, as on the epoll engine.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import select
 import socket
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from xcon.engines import (
     QUICKACK_BELOW,
+    READ,
+    Callback,
     EngineUnavailable,
     Handler,
     StreamEvents,
@@ -45,6 +50,9 @@ from xcon.engines import (
     quickack,
     run_in_thread,
 )
+
+if TYPE_CHECKING:
+    from xcon.engines.timerfd import TimerFd
 
 __all__ = ["AsyncioEngine", "EngineUnavailable", "TransportStream"]
 
@@ -209,6 +217,9 @@ class AsyncioEngine:
         self._fds = select.epoll()
         self._handlers: dict[int, Handler] = {}
         self.loop.add_reader(self._fds.fileno(), self._dispatch)
+        self._tfd: TimerFd | None = None
+        self._precise: list[tuple[float, int, _PreciseTimer]] = []
+        self._seq = itertools.count()
 
     # -- file descriptors ------------------------------------------------------------
     def register(self, fd: int, handler: Handler, mask: int) -> AioRegistration:
@@ -240,6 +251,37 @@ class AsyncioEngine:
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self.loop.call_later(max(0.0, delay), callback)
 
+    def time(self) -> float:
+        # Not loop.time(): uvloop's is libuv's cached, millisecond clock.
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        """Precise timers: a heap of their own and a timerfd in the engine's epoll
+        set (libuv's timers have millisecond resolution)."""
+        if self._tfd is None:
+            from xcon.engines.timerfd import TimerFd, set_timer_slack
+
+            set_timer_slack()
+            self._tfd = TimerFd()
+            self.register(self._tfd.fd, Callback(self._fire), READ)
+        t = _PreciseTimer(callback)
+        heapq.heappush(self._precise, (when, next(self._seq), t))
+        if when < self._tfd.armed or not self._tfd.armed:
+            self._tfd.arm(when)
+        return t
+
+    def _fire(self) -> None:
+        tfd, heap = self._tfd, self._precise
+        assert tfd is not None
+        tfd.clear()
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            t = heapq.heappop(heap)[2]
+            if not t.cancelled:
+                t.callback()
+        if heap:
+            tfd.arm(heap[0][0])
+
     def call_every(self, interval: float, callback: Callable[[], None]) -> TimerHandle:
         return _Repeating(self.loop, interval, callback)
 
@@ -265,6 +307,8 @@ class AsyncioEngine:
     def close(self) -> None:
         self.loop.remove_reader(self._fds.fileno())
         self._fds.close()
+        if self._tfd is not None:
+            self._tfd.close()
         self._handlers.clear()
         for signum in self._signals:
             self.loop.remove_signal_handler(signum)
@@ -272,6 +316,17 @@ class AsyncioEngine:
         # Let transports finish closing (connection_lost callbacks) before the loop goes.
         self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
+
+
+class _PreciseTimer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class _Repeating:

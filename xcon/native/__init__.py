@@ -44,6 +44,10 @@ Functions (offsets are absolute positions in the buffers):
     :data:`MAX_FRAME` in the header at ``pos``, reported as soon as the
     header is complete).
 
+``skip(buf, start, end, max_frames) -> (pos, nframes, status)``
+    :func:`scan` passing at most ``max_frames`` frames: where the frame a
+    random draw picked starts (the impairment's fast path).
+
 ``vlan_strip(src, start, end, vid, dst, dst_start, dst_end)
 -> (consumed, written, nout, (untagged, other_vlan, runt))``
     Trunk to access port. Frames tagged 0x8100 with VLAN ``vid`` are written
@@ -285,6 +289,7 @@ __all__ = [
     "recv_datagrams",
     "scan",
     "send_datagrams",
+    "skip",
     "vlan_insert",
     "vlan_strip",
     "write_frames",
@@ -328,6 +333,7 @@ _selected = _select()
 
 BACKEND: str = _selected.name
 scan = _selected.scan
+skip = _selected.skip
 vlan_strip = _selected.vlan_strip
 vlan_insert = _selected.vlan_insert
 read_frames = _selected.read_frames

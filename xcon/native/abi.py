@@ -160,6 +160,7 @@ class Backend(NamedTuple):
 
     name: str
     scan: Callable[[ReadableBuffer, int, int], ScanResult]
+    skip: Callable[[ReadableBuffer, int, int, int], ScanResult]
     vlan_strip: Callable[[ReadableBuffer, int, int, int, WritableBuffer, int, int], StripResult]
     vlan_insert: Callable[[ReadableBuffer, int, int, int, WritableBuffer, int, int], InsertResult]
     read_frames: Callable[..., ReadResult]

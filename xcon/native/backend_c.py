@@ -76,6 +76,7 @@ def bind() -> Backend:
     new = ffi.new
     out_decl = f"size_t[{lib.XCON_OUT_LEN}]"
     c_scan = lib.xcon_scan
+    c_skip = lib.xcon_skip
     c_strip = lib.xcon_vlan_strip
     c_insert = lib.xcon_vlan_insert
     c_read = lib.xcon_read_frames
@@ -99,6 +100,15 @@ def bind() -> Backend:
         check_range(len(cbuf), start, end)
         out = results()
         status = c_scan(cbuf, start, end, out)
+        return out[0], out[1], status
+
+    def skip(buf: ReadableBuffer, start: int, end: int, max_frames: int) -> ScanResult:
+        cbuf = from_buffer(buf)
+        check_range(len(cbuf), start, end)
+        if max_frames < 0:
+            raise ValueError(f"max_frames {max_frames} is negative")
+        out = results()
+        status = c_skip(cbuf, start, end, max_frames, out)
         return out[0], out[1], status
 
     def rewrite_args(
@@ -308,6 +318,7 @@ def bind() -> Backend:
         name="native",
         capture_frames=capture_frames,
         scan=scan,
+        skip=skip,
         vlan_strip=vlan_strip,
         vlan_insert=vlan_insert,
         read_frames=read_frames,

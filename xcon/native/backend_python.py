@@ -104,6 +104,27 @@ def _py_scan(buf: ReadableBuffer, start: int, end: int) -> ScanResult:
     return pos, n, NEED_DATA
 
 
+def _py_skip(buf: ReadableBuffer, start: int, end: int, max_frames: int) -> ScanResult:
+    check_range(_size(buf), start, end)
+    if max_frames < 0:
+        raise ValueError(f"max_frames {max_frames} is negative")
+    get = _get_u32
+    pos = start
+    n = 0
+    while n < max_frames and end - pos >= 4:
+        (length,) = get(buf, pos)
+        if length == 0:
+            return pos, n, ZERO
+        if length > MAX_FRAME:
+            return pos, n, TOO_BIG
+        nxt = pos + 4 + length
+        if nxt > end:
+            break
+        pos = nxt
+        n += 1
+    return pos, n, NEED_DATA
+
+
 def _rewrite_views(
     src: ReadableBuffer,
     start: int,
@@ -960,6 +981,7 @@ BACKEND = Backend(
     name="python",
     capture_frames=_py_capture_frames,
     scan=_py_scan,
+    skip=_py_skip,
     vlan_strip=_py_vlan_strip,
     vlan_insert=_py_vlan_insert,
     read_frames=_py_read_frames,

@@ -70,6 +70,19 @@ class FakeEngine:
                 t.callback()
             self.run_soon()
 
+    def run_until(self, when: float) -> None:
+        """Move the clock to ``when`` timer by timer: each runs with the clock at
+        its own time (as a precise engine would run it), then deferred calls."""
+        while self._timers and self._timers[0].when <= when:
+            t = heapq.heappop(self._timers)
+            if t.cancelled:
+                continue
+            self.now = max(self.now, t.when)
+            t.callback()
+            self.run_soon()
+        self.now = max(self.now, when)
+        self.run_soon()
+
     # -- Engine ---------------------------------------------------------------------
     def register(self, fd: int, handler: Handler, mask: int) -> Registration:
         raise NotImplementedError("FakeEngine has no descriptors")
@@ -84,6 +97,19 @@ class FakeEngine:
         t = _Timer(self.now + max(0.0, delay), next(self._seq), callback)
         heapq.heappush(self._timers, t)
         return t
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        t = _Timer(when, next(self._seq), callback)
+        heapq.heappush(self._timers, t)
+        return t
+
+    def next_timer(self) -> float | None:
+        """When the nearest live timer is due (None: none)."""
+        live = [t.when for t in self._timers if not t.cancelled]
+        return min(live) if live else None
 
     def call_every(self, interval: float, callback: Callable[[], None]) -> TimerHandle:
         handle = _Timer(0.0, -1, callback)
@@ -133,6 +159,8 @@ class FakePort(Port):
         self.sent = bytearray()
         #: Length of the view offered by each send call.
         self.offers: list[int] = []
+        #: (engine time, length of ``sent`` after it) for each send that took bytes.
+        self.send_times: list[tuple[float, int]] = []
         #: The next send breaks the port with this reason.
         self.break_next_send: str | None = None
         #: Set while the port is inside ``owner.received`` (to catch re-entry).
@@ -202,6 +230,8 @@ class FakePort(Port):
         if self.capacity is not None:
             self.capacity -= n
         self.sent += view[:n]
+        if n:
+            self.send_times.append((self.fake_engine.now, len(self.sent)))
         return n
 
     def drain(self, capacity: int | None = None) -> None:

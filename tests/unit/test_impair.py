@@ -1,0 +1,566 @@
+"""Impairment: netem's words, and the statistics of what the stage does, on a
+fake clock (FakeEngine turns the loop; timers run at their own time).
+
+Tolerances come from the sample size: a count of n Bernoulli(p) events has
+standard deviation sqrt(n p (1 - p)), and every rate below is checked within
+3 of those (a fixed seed makes each run the same, so a pass is not luck
+that a rerun would undo; the 3 sigma says the seed is not a chosen one: any
+seed passes with 99.7 % probability).  Each test states its own.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from xcon.bridges.impair import ImpairFlow
+from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
+from xcon.framing import FrameBuffer
+from xcon.impair.spec import ImpairError, Impairment, from_fields, parse_netem
+from xcon.impair.stage import ImpairStage, derive_seed
+from xcon.stats import FlowStats
+from xcon.testing.fakeport import FakeEngine, FakePort
+from xcon.testing.frames import check_numbered, encode_frames, numbered, split_frames, tagged
+
+SEED = 1234
+
+
+# -- the words ---------------------------------------------------------------------------
+
+
+def test_netem_words_and_units():
+    imp = parse_netem(
+        "delay 10ms 2ms 25% distribution normal loss random 1.5% 25% duplicate 1% "
+        "corrupt 0.1% reorder 25% 50% gap 5 rate 100mbit limit 500"
+    )
+    assert (imp.delay, imp.jitter, imp.delay_corr) == (0.01, 0.002, 0.25)
+    assert imp.distribution == "normal"
+    assert (imp.loss, imp.loss_corr) == (0.015, 0.25)
+    assert (imp.duplicate, imp.corrupt) == (0.01, 0.001)
+    assert (imp.reorder, imp.reorder_corr, imp.gap) == (0.25, 0.5, 5)
+    assert (imp.rate, imp.limit) == (100e6, 500)
+    # words() reads back as the same impairment
+    assert parse_netem(imp.words()) == imp
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("delay 1s", "delay", 1.0),
+        ("delay 1.5sec", "delay", 1.5),
+        ("delay 500us", "delay", 500e-6),
+        ("delay 250", "delay", 250e-6),  # a bare time is microseconds, as in tc
+        ("latency 3msec", "delay", 0.003),
+        ("loss 5", "loss", 0.05),  # a bare percentage, as in tc
+        ("loss 100%", "loss", 1.0),
+        ("rate 10kbit", "rate", 10e3),
+        ("rate 1gbit", "rate", 1e9),
+        ("rate 2mibit", "rate", 2 * 1024**2),
+        ("rate 1mbps", "rate", 8e6),  # bytes per second
+        ("rate 12000", "rate", 12000),  # a bare rate is bits per second
+    ],
+)
+def test_units(text, field, value):
+    assert getattr(parse_netem(text), field) == pytest.approx(value)
+
+
+def test_gemodel_order_and_defaults():
+    assert parse_netem("loss gemodel 1% 10% 70% 0.1%").gemodel == (0.01, 0.1, 0.7, 0.001)
+    # tc-netem(8): r defaults to 100%, 1-h to 100%, 1-k to 0%
+    assert parse_netem("loss gemodel 2%").gemodel == (0.02, 1.0, 1.0, 0.0)
+    assert parse_netem("loss gemodel 2% 20%").gemodel == (0.02, 0.2, 1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("delay", "missing"),
+        ("delay 10xs", "bad time"),
+        ("loss 101%", "above 100%"),
+        ("loss one", "bad percentage"),
+        ("rate 10mbits", "bad rate"),
+        ("rate 0bit", "above 0"),
+        ("jitter 1ms", "unknown word"),
+        ("delay 1ms 1ms distribution zipf", "unknown distribution"),
+        ("distribution normal", "needs a delay with a jitter"),
+        ("reorder 5%", "needs a delay"),
+        ("slot 1ms", "not supported"),
+        ("loss state 1%", "not supported"),
+        ("limit -1", "bad limit"),
+        ("delay 1ms delay 2ms", "twice"),
+    ],
+)
+def test_bad_words_one_clear_line(text, says):
+    with pytest.raises(ImpairError) as e:
+        parse_netem(text)
+    assert says in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_fields_and_containerlab_flags():
+    imp = from_fields({"delay": 10, "jitter": 2, "loss": 1, "rate": 1000, "corruption": 0.5})
+    assert (imp.delay, imp.jitter, imp.loss, imp.rate, imp.corrupt) == (
+        0.01,
+        0.002,
+        0.01,
+        1e6,  # containerlab's rate is kbit/s
+        0.005,
+    )
+    assert from_fields({"delay": "10ms", "loss": "1%"}) == parse_netem("delay 10ms loss 1%")
+    with pytest.raises(ImpairError, match="unknown field"):
+        from_fields({"bogus": 1})
+    with pytest.raises(ImpairError, match="out of range"):
+        from_fields({"loss": 150})
+
+
+def test_null():
+    assert Impairment().null
+    assert parse_netem("limit 10").null
+    assert not parse_netem("loss 0.001%").null
+
+
+# -- the stage alone -------------------------------------------------------------------------
+
+
+def stage_of(words: str, seed: int = SEED) -> tuple[ImpairStage, FlowStats]:
+    st = FlowStats("t")
+    return ImpairStage(parse_netem(words), seed, st), st
+
+
+def run_batches(stage: ImpairStage, n: int, size: int = 64, batch: int = 256, now: float = 0.0):
+    """Feed ``n`` numbered frames in batches at ``now``; returns the frames out
+    (drained at once: the stage is given all the time it needs)."""
+    out: list[bytes] = []
+    for first in range(0, n, batch):
+        data = encode_frames(numbered(i, size) for i in range(first, min(n, first + batch)))
+        mv = memoryview(bytearray(data))
+        stage.admit(mv, 0, len(data), now)
+        while (span := stage.due(float("inf"))) is not None:
+            line, s, e = span
+            out += split_frames(bytes(line.mv[s:e]))
+            line.consume(e - s)
+    return out
+
+
+def within_binomial(k: int, n: int, p: float) -> bool:
+    """k of n within 3 standard deviations of n p."""
+    return abs(k - n * p) <= 3 * math.sqrt(n * p * (1 - p)) + 1e-9
+
+
+@pytest.mark.parametrize("p", [0.01, 0.10, 0.50])
+def test_loss_rate_is_binomial(p):
+    n = 20000
+    stage, st = stage_of(f"loss {p * 100}%")
+    out = run_batches(stage, n)
+    lost = st.drops["impair_loss"]
+    assert lost + len(out) == n
+    assert within_binomial(lost, n, p), (lost, n * p)
+    assert st.frames == len(out)
+    # in order, nothing else done to them
+    seqs = [check_numbered(f) for f in out]
+    assert seqs == sorted(seqs)
+
+
+def test_loss_edges_none_and_all():
+    stage, st = stage_of("loss 0%")
+    assert len(run_batches(stage, 5000)) == 5000
+    stage, st = stage_of("loss 100%")
+    assert run_batches(stage, 5000) == []
+    assert st.drops["impair_loss"] == 5000
+
+
+def test_correlated_draws_are_netems_crandom():
+    # netem's get_crandom: u' = (1 - rho) U + rho u, an AR(1) sequence whose
+    # lag-1 autocorrelation is rho; over 20000 draws the sample's deviation is
+    # about (1 - rho^2) / sqrt(n) = 0.003, so +-0.03 is 10 sigma.
+    stage, _ = stage_of("loss 20% 75%")
+    u = [stage._u("loss", 0.75) for _ in range(20000)]
+    m = statistics.mean(u)
+    num = sum((x - m) * (y - m) for x, y in zip(u, u[1:], strict=False))
+    den = sum((x - m) ** 2 for x in u)
+    assert num / den == pytest.approx(0.75, abs=0.03)
+    # and uncorrelated draws are not
+    u = [stage._u("x", 0.0) for _ in range(20000)]
+    m = statistics.mean(u)
+    num = sum((x - m) * (y - m) for x, y in zip(u, u[1:], strict=False))
+    assert abs(num / sum((x - m) ** 2 for x in u)) < 0.03
+
+
+def test_gilbert_elliott_mean_burst_length():
+    # p = 1 %, r = 10 %, 1-h = 100 %, 1-k = 0: a burst is the stay in the bad
+    # state, geometric with mean 1/r = 10 and deviation sqrt(1-r)/r = 9.49.
+    # Bursts ~ N * r/(p+r) * p = 1818 for N = 200000: the mean of 1818 such
+    # lengths has deviation 9.49/sqrt(1818) = 0.22, so 10 % (1.0) is > 4 sigma.
+    n = 200000
+    stage, st = stage_of("loss gemodel 1% 10%")
+    seqs = {check_numbered(f) for f in run_batches(stage, n, batch=1024)}
+    bursts, cur = [], 0
+    for i in range(n):
+        if i not in seqs:
+            cur += 1
+        elif cur:
+            bursts.append(cur)
+            cur = 0
+    assert len(bursts) > 1500
+    assert statistics.mean(bursts) == pytest.approx(10, rel=0.10)
+    # and the loss rate is the stationary bad share p/(p+r) = 1/11: the count
+    # is bursts x mean length, whose relative deviation is about
+    # sqrt(1/1818 + (9.49/10)^2/1818) = 3.2 %, so 10 % is 3 sigma
+    assert st.drops["impair_loss"] / n == pytest.approx(1 / 11, rel=0.10)
+
+
+def test_duplicate_rate():
+    n = 20000
+    stage, st = stage_of("duplicate 10%")
+    out = run_batches(stage, n)
+    dups = len(out) - n
+    assert st.events["duplicated"] == dups
+    assert within_binomial(dups, n, 0.10)
+    # a duplicate follows its original
+    seqs = [check_numbered(f) for f in out]
+    assert seqs == sorted(seqs)
+
+
+def test_corrupt_rate_and_exactly_one_bit():
+    n = 20000
+    stage, st = stage_of("corrupt 5%")
+    out = run_batches(stage, n, size=100)
+    assert len(out) == n
+    changed = 0
+    for i, f in enumerate(out):
+        orig = numbered(i, 100)
+        diff = sum(bin(x ^ y).count("1") for x, y in zip(f, orig, strict=True))
+        assert diff in (0, 1)
+        changed += diff
+    assert changed == st.events["corrupted"]
+    assert within_binomial(changed, n, 0.05)
+
+
+def test_same_seed_same_draws_other_direction_other_draws():
+    a = run_batches(stage_of("loss 30% duplicate 5% corrupt 5%", seed=7)[0], 3000)
+    b = run_batches(stage_of("loss 30% duplicate 5% corrupt 5%", seed=7)[0], 3000)
+    c = run_batches(stage_of("loss 30% duplicate 5% corrupt 5%", seed=8)[0], 3000)
+    assert a == b
+    assert a != c
+    assert derive_seed(1, "x--y", "a2b") != derive_seed(1, "x--y", "b2a")
+    assert derive_seed(1, "x--y", "a2b") == derive_seed(1, "x--y", "a2b")
+
+
+# -- a link on a fake clock -------------------------------------------------------------------
+
+
+def make_link(engine: FakeEngine, **kw) -> tuple[P2PLink, FakePort, FakePort]:
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b, **kw)
+    link.start()
+    return link, a, b
+
+
+def departures(port: FakePort) -> list[tuple[int, float]]:
+    """(sequence number, send time) of every frame sent to ``port``."""
+    out, prev = [], 0
+    for t, end in port.send_times:
+        for f in split_frames(bytes(port.sent[prev:end])):
+            out.append((check_numbered(f), t))
+        prev = end
+    return out
+
+
+def test_delay_with_normal_jitter_mean_and_deviation():
+    # 10000 frames, one every 20 ms (so order never has to hold one back: a
+    # draw would need to be 10 deviations off).  The sample mean's deviation
+    # is 2 ms / sqrt(10000) = 0.02 ms, so 5 % (0.5 ms) is 25 sigma; the sample
+    # deviation's own deviation is about 2 ms / sqrt(2 * 10000) = 1.4 %, so
+    # 10 % is 7 sigma: these bounds fail only if the delay is wrong.
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms 2ms distribution normal"), SEED)
+    sent_at = {}
+    for i in range(10000):
+        engine.run_until(i * 0.020)
+        sent_at[i] = engine.now
+        a.feed_frames([numbered(i, 64)])
+    engine.run_until(10000 * 0.020 + 1)
+    got = departures(b)
+    assert [s for s, _ in got] == list(range(10000))  # in order, all there
+    delays = [t - sent_at[s] for s, t in got]
+    assert statistics.mean(delays) == pytest.approx(0.010, rel=0.05)
+    assert statistics.stdev(delays) == pytest.approx(0.002, rel=0.10)
+
+
+@pytest.mark.parametrize("dist", ["uniform", "pareto", "paretonormal"])
+def test_other_distributions_have_their_mean(dist):
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem(f"delay 10ms 1ms distribution {dist}"), SEED)
+    for i in range(3000):
+        engine.run_until(i * 0.020)
+        a.feed_frames([numbered(i, 64)])
+    engine.run_until(100)
+    got = departures(b)
+    delays = [t - s * 0.020 for s, t in got]
+    assert len(got) == 3000
+    assert statistics.mean(delays) == pytest.approx(0.010, rel=0.05)
+    if dist == "uniform":
+        assert 0.009 <= min(delays) and max(delays) < 0.011
+
+
+def test_constant_delay_is_exact_and_order_kept_under_load():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms limit 100000"), SEED)
+    for i in range(0, 2000, 50):
+        engine.run_until(i * 1e-5)
+        a.feed_frames([numbered(j, 1500) for j in range(i, i + 50)])
+    engine.run_until(1)
+    got = departures(b)
+    assert [s for s, _ in got] == list(range(2000))
+    for s, t in got:
+        assert t - (s // 50 * 50) * 1e-5 == pytest.approx(0.010, abs=1e-9)
+
+
+def test_zero_delay_adds_nothing():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("loss 0% duplicate 0%  delay 0ms corrupt 0%"), SEED)
+    assert isinstance(link.flows[a], DirectFlow)  # a null impairment is none
+    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    assert isinstance(link.flows[a], ImpairFlow)
+    engine.run_until(5.0)
+    a.feed_frames([numbered(i, 64) for i in range(10)])
+    # sent within the same call, at the same instant
+    assert [t for _, t in departures(b)] == [5.0] * 10
+
+
+@pytest.mark.parametrize("rate", [10e6, 1e9])
+def test_rate_over_five_seconds(rate):
+    # Offered 1.5x the rate in 1500-byte frames, limit large enough to hold
+    # the excess of 5 s: what leaves in [0, 5 s] is the rate within 2 %.
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", Impairment(rate=rate, limit=10**7), SEED)
+    size, batch = 1500, 50
+    period = batch * size * 8 / (1.5 * rate)
+    i = 0
+    while i * period < 5.0:
+        engine.run_until(i * period)
+        a.feed_frames([numbered(0, size)] * batch)
+        i += 1
+    engine.run_until(5.0)
+    sent = b.send_times[-1][1] // (size + 4) * size * 8
+    assert sent / 5.0 == pytest.approx(rate, rel=0.02)
+
+
+def test_rate_queue_limit_tail_drops_and_counts():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("rate 1mbit limit 20"), SEED)
+    flow = link.flows[a]
+    a.feed_frames([numbered(i, 1000) for i in range(100)])
+    assert flow.stage.line.frames <= 20
+    st = flow.stats
+    # each frame waits its own transmission time (netem's too): 20 wait, the rest drop
+    assert st.drops["impair_queue"] == 80
+    engine.run_until(10)
+    got = departures(b)
+    assert [s for s, _ in got] == list(range(20))  # the head of the burst, in order
+    assert st.frames == 20
+    assert got[-1][1] == pytest.approx(20 * 1000 * 8 / 1e6)
+
+
+def test_reorder_sends_a_share_at_once():
+    # reorder 25%: with gap 1 (tc's default) each frame is sent at once with
+    # probability 0.25; 3 sigma of 4000 frames.
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms reorder 25%"), SEED)
+    n = 4000
+    for i in range(n):
+        engine.run_until(i * 1e-4)
+        a.feed_frames([numbered(i, 64)])
+    engine.run_until(10)
+    got = departures(b)
+    quick = sum(1 for s, t in got if t - s * 1e-4 < 1e-9)
+    assert quick == link.flows[a].stats.events["reordered"]
+    assert within_binomial(quick, n, 0.25)
+    assert [s for s, _ in got] != sorted(s for s, _ in got)
+
+
+def test_reorder_gap():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms reorder 100% gap 5"), SEED)
+    for i in range(20):
+        a.feed_frames([numbered(i, 64)])
+    engine.run_until(1)
+    quick = [s for s, t in departures(b) if t == 0]
+    assert quick == [4, 9, 14, 19]  # every 5th goes at once
+
+
+def test_destination_blocked_line_holds_then_tail_drops():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 1ms limit 50"), SEED)
+    flow = link.flows[a]
+    b.capacity = 0  # the destination takes nothing
+    a.feed_frames([numbered(i, 100) for i in range(30)])
+    engine.run_until(0.01)
+    assert a.reading  # the source is never paused by the line
+    assert b.writing
+    a.feed_frames([numbered(i, 100) for i in range(30, 80)])
+    assert flow.stats.drops["impair_queue"] == 30
+    b.drain()  # writable again, no limit
+    engine.run_until(1)
+    got = [s for s, _ in departures(b)]
+    assert got == list(range(50))
+    assert not b.writing
+
+
+def test_loss_only_keeps_backpressure_and_loses_nothing_else():
+    # No delay, no rate: nothing is held back, so a blocked destination pauses
+    # the source (as p2p does) and a big batch is never tail-dropped.
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    b.capacity = 1000
+    a.feed_frames([numbered(i, 60) for i in range(3000)])  # more than limit 1000
+    assert not a.reading and b.writing
+    b.drain()
+    assert a.reading and not b.writing
+    st = link.flows[a].stats
+    assert st.drops["impair_queue"] == 0
+    assert [check_numbered(f) for f in b.sent_frames()] == list(range(3000))
+    # a delay holds frames: then the source is read on and the limit applies
+    link.set_impair("a2b", parse_netem("delay 1ms"), SEED)
+    b.capacity = 0
+    a.feed_frames([numbered(i, 60) for i in range(3000, 4500)])
+    assert a.reading
+    assert st.drops["impair_queue"] == 500
+
+
+def test_live_change_and_clear_keep_stats_tap_and_connection():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    seen = []
+
+    class Tap:
+        def sent(self, mv, start, end):
+            seen.extend(check_numbered(f) for f in split_frames(bytes(mv[start:end])))
+
+        def dropped(self, reason, mv, start, end):
+            seen.append(reason)
+
+    base = link.flows[a]
+    base.tap = Tap()
+    a.feed_frames([numbered(0, 64)])
+    link.set_impair("a2b", parse_netem("loss 100%"), SEED)
+    a.feed_frames([numbered(1, 64)])
+    link.set_impair("a2b", parse_netem("delay 5ms"), SEED)
+    assert link.impairment("a2b") == parse_netem("delay 5ms")
+    a.feed_frames([numbered(2, 64)])
+    link.set_impair("a2b", None, SEED)
+    assert link.impairment("a2b") is None
+    a.feed_frames([numbered(3, 64)])  # behind frame 2: waits for it
+    assert isinstance(link.flows[a], ImpairFlow)  # still draining
+    engine.run_until(1)
+    assert link.flows[a] is base  # back to the plain flow
+    a.feed_frames([numbered(4, 64)])
+    assert [check_numbered(f) for f in b.sent_frames()] == [0, 2, 3, 4]
+    st = base.stats
+    assert (st.frames, st.drops["impair_loss"]) == (4, 1)
+    # what the impaired flow did, as the tap saw it (the plain flows' own tap
+    # calls are theirs: only the order of these three is asserted)
+    assert [x for x in seen if x not in (0, 4)] == ["impair_loss", 2, 3]
+    assert a.stats.connects == b.stats.connects == 1
+
+
+def test_swap_waits_for_a_blocked_batch():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    b.capacity = 100
+    a.feed_frames([numbered(i, 100) for i in range(5)])  # blocked mid-batch
+    link.set_impair("a2b", parse_netem("loss 100%"), SEED)
+    assert not isinstance(link.flows[a], ImpairFlow)
+    b.drain()
+    engine.run_until(0.01)
+    assert isinstance(link.flows[a], ImpairFlow)
+    a.feed_frames([numbered(9, 100)])
+    assert [check_numbered(f) for f in b.sent_frames()] == list(range(5))
+
+
+def test_vlan_link_impairs_after_rewrite():
+    engine = FakeEngine()
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b, vlan=100, access=b)
+    link.start()
+    assert isinstance(link.flows[a], VlanFlow)
+    link.set_impair("a2b", parse_netem("delay 1ms"), SEED)
+    frames = [tagged(numbered(i, 80), 100) for i in range(5)] + [tagged(numbered(9, 80), 7)]
+    a.feed_frames(frames)
+    engine.run_until(0.01)
+    assert b.sent_frames() == [numbered(i, 80) for i in range(5)]
+    st = link.flows[a].stats
+    assert st.drops["other_vlan"] == 1
+    assert b.send_times[0][0] == pytest.approx(0.001)
+
+
+def test_destination_down_drops_the_line():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(7)])
+    b.capacity = 0
+    engine.run_until(0.02)  # due, but the destination takes nothing
+    assert b.writing
+    b.set_down()
+    assert not b.writing  # no writability wanted for a line that is gone
+    st = link.flows[a].stats
+    assert (st.frames, st.drops["port_down"]) == (0, 7)
+    engine.run_until(1)
+    assert b.sent == b""
+
+
+def test_stage_takes_a_framebuffer_span():
+    # The flow gives the stage its source FrameBuffer's span (an mmap view).
+    buf = FrameBuffer()
+    buf.feed(encode_frames([numbered(0, 64)]))
+    stage, st = stage_of("delay 0ms loss 0.5%")
+    stage.admit(buf.mv, buf.start, buf.ready, 0.0)
+    assert st.frames + st.dropped == 1
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 10, 100])
+def test_skip_is_the_same_on_both_backends(k):
+    from xcon.native import load_backend
+
+    data = bytearray(encode_frames(numbered(i, 60 + i) for i in range(10)))
+    data += b"\x00\x00\x01"  # a partial header after the frames
+    py = load_backend("python").skip(data, 0, len(data), k)
+    assert py[1] == min(k, 10)
+    try:
+        c = load_backend("native").skip(data, 0, len(data), k)
+    except ImportError:
+        pytest.skip("the native module is not built")
+    assert c == py
+    zero = bytearray(encode_frames([numbered(0, 64)])) + b"\x00\x00\x00\x00"
+    assert load_backend("python").skip(zero, 0, len(zero), 5)[1:] == (1, 1)  # ZERO
+    with pytest.raises(ValueError):
+        load_backend("python").skip(data, 0, len(data), -1)
+
+
+def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    flow = link.flows[a]
+    a.feed_frames([numbered(i, 100) for i in range(10)])
+    assert flow.stage.line.tail == 0  # nothing was copied
+    b.capacity = 250  # takes two frames and a half
+    a.feed_frames([numbered(i, 100) for i in range(10, 20)])
+    line = flow.stage.line
+    assert line.tail - line.head == 10 * 104 - 250  # only the untaken bytes
+    b.drain()
+    assert [check_numbered(f) for f in b.sent_frames()] == list(range(20))
+    assert flow.stats.frames == 20
