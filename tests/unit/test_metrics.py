@@ -14,10 +14,36 @@ from xcon.control.metrics import Snapshot, render, render_apart
 
 def _snap(n: int = 3) -> Snapshot:
     snap = Snapshot(health=(2 * n, 2 * n, 2 * n), engine="epoll")
+    snap.impairs.append(("vr0/1--vr1/2", "a2b", "duplicate 1%"))
+    snap.captures.append(("vr0/1--vr1/2", 1, 30, 2))
     for i in range(n):
         ends = [
-            (f"vr{i}/1", 10 + i, 1000 + i, 20 + i, 2000 + i, {"zero_length": 1}, {}, True, 1, 3),
-            (f"vr{i + 1}/2", 20 + i, 2000 + i, 10 + i, 1000 + i, {}, {"port_down": 4}, False, 0, 2),
+            (
+                f"vr{i}/1",
+                10 + i,
+                1000 + i,
+                20 + i,
+                2000 + i,
+                {"zero_length": 1},
+                {},
+                True,
+                1,
+                3,
+                {"duplicated": 2},
+            ),
+            (
+                f"vr{i + 1}/2",
+                20 + i,
+                2000 + i,
+                10 + i,
+                1000 + i,
+                {},
+                {"port_down": 4},
+                False,
+                0,
+                2,
+                {},
+            ),
         ]
         snap.links.append((f"vr{i}/1--vr{i + 1}/2", i != 1, ends))
     return snap
