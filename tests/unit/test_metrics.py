@@ -1,15 +1,10 @@
-"""Rendering /metrics apart from the loop: the forked renderer gives the same
-exposition as rendering in-process, with the process figures of xcon itself
-(not of the short-lived child), and without holding xcon's descriptors."""
+"""/metrics: the exposition of a snapshot, and scrapes sharing one render."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 from prometheus_client.parser import text_string_to_metric_families
 
-from xcon.control.metrics import Snapshot, render, render_apart
+from xcon.control.metrics import Snapshot, render
 
 
 def _snap(n: int = 3) -> Snapshot:
@@ -57,57 +52,22 @@ def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     }
 
 
-def test_forked_render_matches_in_process_render():
-    snap = _snap()
-    here, apart = _samples(render(snap)), _samples(render_apart(snap))
-    assert here.keys() == apart.keys()
-    for key, value in here.items():
-        if not key[0].startswith("process_"):
-            assert apart[key] == value, key
-    assert (
-        apart[
-            (
-                "xcon_link_transmit_drop_total",
-                (("end", "vr1/2"), ("link", "vr0/1--vr1/2"), ("reason", "port_down")),
-            )
-        ]
-        == 4
+def test_render_of_a_snapshot():
+    samples = _samples(render(_snap()))
+    drops = (
+        "xcon_link_transmit_drop_total",
+        (("end", "vr1/2"), ("link", "vr0/1--vr1/2"), ("reason", "port_down")),
     )
-    assert apart[("xcon_link_admin_up", (("link", "vr1/1--vr2/2"),))] == 0
-
-
-def test_forked_render_reports_this_process():
-    socks = [socket.socket() for _ in range(40)]  # make this process's fd count distinctive
-    try:
-        mine = len(os.listdir("/proc/self/fd"))
-        samples = _samples(render_apart(_snap()))
-        fds = samples[("process_open_fds", ())]
-        # The child closed everything but its pipe; it would report about 4.
-        assert abs(fds - mine) <= 3, (fds, mine)
-        start = samples[("process_start_time_seconds", ())]
-        assert start == _samples(render(_snap()))[("process_start_time_seconds", ())]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def test_forked_render_holds_no_descriptor_of_the_parent(monkeypatch):
-    # The child renders with a stand-in that answers with the descriptors it holds.
-    import xcon.control.metrics as metrics
-
-    monkeypatch.setattr(
-        metrics, "render", lambda snap, pid=None: " ".join(os.listdir("/proc/self/fd")).encode()
+    assert samples[drops] == 4
+    assert samples[("xcon_link_admin_up", (("link", "vr1/1--vr2/2"),))] == 0
+    assert samples[("xcon_link_admin_up", (("link", "vr0/1--vr1/2"),))] == 1
+    dup = (
+        "xcon_link_transmit_impaired_total",
+        (("end", "vr0/1"), ("event", "duplicated"), ("link", "vr0/1--vr1/2")),
     )
-    socks = [socket.socket() for _ in range(10)]
-    mine = {s.fileno() for s in socks}
-    try:
-        held = {int(fd) for fd in render_apart(_snap()).split()}
-    finally:
-        for s in socks:
-            s.close()
-    # stdin/stdout/stderr, the pipe's write end, and the directory being listed.
-    assert len(held) <= 5, held
-    assert not held & mine
+    assert samples[dup] == 2
+    assert samples[("xcon_capture_drops_total", (("link", "vr0/1--vr1/2"),))] == 2
+    assert samples[("process_open_fds", ())] >= 3
 
 
 def test_scrapes_during_a_render_share_it(monkeypatch, tmp_path):
@@ -124,7 +84,7 @@ def test_scrapes_during_a_render_share_it(monkeypatch, tmp_path):
         renders.append(snap)
         return render(snap)
 
-    monkeypatch.setattr(metrics, "render_apart", counted)
+    monkeypatch.setattr(metrics, "render", counted)
     app = Xcon(health_path=str(tmp_path / "health"))
     api = ControlAPI(app, "epoll")
     try:

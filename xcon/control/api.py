@@ -470,10 +470,10 @@ class ControlAPI:
         return _method_not_allowed("GET, POST, DELETE")
 
     def metrics(self) -> Pending:
-        """A snapshot on the loop, rendered apart from it (see :mod:`.metrics`).
+        """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).
         Scrapes arriving while a render runs share its answer (one render at a
         time, however many scrapers)."""
-        from xcon.control.metrics import render_apart, snapshot
+        from xcon.control.metrics import render, snapshot
 
         pending = Pending()
         if self._scrapes is not None:
@@ -493,7 +493,7 @@ class ControlAPI:
             for p in waiting:
                 p.resolve(resp)
 
-        self.app.engine.run_in_thread(lambda: render_apart(snap), done)
+        self.app.engine.run_in_thread(lambda: render(snap), done)
         return pending
 
 
