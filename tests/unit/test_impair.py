@@ -564,3 +564,38 @@ def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
     b.drain()
     assert [check_numbered(f) for f in b.sent_frames()] == list(range(20))
     assert flow.stats.frames == 20
+
+
+def test_a_pulled_cable_loses_what_waits_in_the_delay_line():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 50ms"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(10)])
+    engine.run_until(0.010)
+    assert departures(b) == []  # all ten wait in the line
+    link.set_admin(False)
+    engine.run_until(0.200)
+    st = link.a_to_b.stats
+    assert departures(b) == [] and st.drops["admin_down"] == 10 and st.frames == 0
+    link.set_admin(True)  # plugged back: frames flow, delayed again
+    a.feed_frames([numbered(i, 100) for i in range(10, 15)])
+    engine.run_until(0.300)
+    assert [s for s, _ in departures(b)] == list(range(10, 15))
+    assert st.frames == 5
+
+
+def test_a_pull_finishes_the_frame_being_sent():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    b.capacity = 150  # the destination takes 150 bytes, then blocks
+    a.feed_frames([numbered(i, 100) for i in range(5)])
+    engine.run_until(0.020)
+    assert len(b.sent) == 150  # a frame and a half are out
+    link.set_admin(False)
+    b.drain()  # writable again, no limit
+    engine.run_until(0.100)
+    frames = split_frames(bytes(b.sent))  # whole frames only: none cut
+    assert len(frames) >= 2 and all(len(f) == 100 for f in frames)
+    st = link.a_to_b.stats
+    assert st.frames + st.drops["admin_down"] == 5

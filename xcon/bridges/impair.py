@@ -160,6 +160,11 @@ class ImpairFlow(Flow):
             return
         now = dst.engine.time()
         while True:
+            if self.admin_down and not self._sending:
+                # Pulled: what waits in the line is lost with the cable (a
+                # span already begun was finished first: a frame is never cut).
+                self._lose_line("admin_down")
+                break
             span = stage.due(now)
             if span is None:
                 break
@@ -172,6 +177,7 @@ class ImpairFlow(Flow):
             if n < end - start:
                 self._set_sending(True)
                 return
+            self._set_sending(False)
         self._set_sending(False)
         self._arm()
         if self.clearing:
@@ -221,13 +227,23 @@ class ImpairFlow(Flow):
         if self.tap is not None:
             self.tap.dropped(reason, mv, start, end)
 
-    # -- ports going down -------------------------------------------------------------
-    def drop_pending(self) -> None:
+    def admin_changed(self) -> None:
+        if not self.admin_down:
+            return
+        if not self.blocked and self.src.inbuf.nready:
+            self._admit()  # dropped, admin_down
+        self.push()  # the line is lost
+
+    def _lose_line(self, reason: str) -> None:
         lost = self.stage.clear()
         if lost:
             # Counted as forwarded when admitted; they never left.
             self.stats.frames -= lost
-            self.stats.drop("port_down", lost)
+            self.stats.drop(reason, lost)
+
+    # -- ports going down -------------------------------------------------------------
+    def drop_pending(self) -> None:
+        self._lose_line("port_down")
         self._set_sending(False)
         if self.src.inbuf.nready:
             self._drop_ready("port_down")

@@ -104,6 +104,12 @@ class Flow:
         """The destination went down: what was queued for it is lost."""
         raise NotImplementedError
 
+    def admin_changed(self) -> None:
+        """The link was pulled or plugged back (``admin_down`` already set):
+        a pull drops what waits in the source's buffer at once."""
+        if self.admin_down and not self.blocked and self.src.inbuf.nready:
+            self.push()
+
     def _block(self, on: bool) -> None:
         if on != self.blocked:
             self.blocked = on
@@ -426,8 +432,7 @@ class P2PLink:
         self.admin_changes += 1
         for flow in self.flows.values():
             flow.admin_down = not up
-            if not up and not flow.blocked and flow.src.inbuf.nready:
-                flow.push()
+            flow.admin_changed()
         return True
 
     def start(self) -> None:
