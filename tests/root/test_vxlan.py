@@ -84,6 +84,9 @@ def vxlan_device(ns: str, name: str, vni: int, local: str, remote: str, port: in
         "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", str(vni),
         "local", local, "remote", remote, "dstport", str(port),
     )  # fmt: skip
+    # No IPv6 on it: a new device's own MLD reports and router solicitations
+    # would reach xcon too, at times of the kernel's choosing, and be counted.
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{name}.disable_ipv6=1")
     sh("ip", "-n", ns, "link", "set", name, "up", "mtu", "8000")
 
 
