@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from xcon.errors import ModeError
@@ -22,13 +21,25 @@ from xcon.errors import ModeError
 DEFAULT_SOCKET = "xcon.sock"
 
 
-@dataclass
 class ControlSettings:
-    """Where the control API listens (checked values)."""
+    """Where the control API listens (checked values).  A plain class, not a
+    dataclass: ``xcon ctl`` imports this package, and dataclasses would cost
+    it 8 ms of start-up."""
 
-    path: str | None = DEFAULT_SOCKET  # None: no unix socket
-    path_given: bool = False  # --control PATH: failing to listen there is an error
-    tcp: tuple[str, int] | None = None
+    __slots__ = ("path", "path_given", "tcp")
+
+    def __init__(
+        self,
+        path: str | None = DEFAULT_SOCKET,  # None: no unix socket
+        path_given: bool = False,  # --control PATH: failing to listen there is an error
+        tcp: tuple[str, int] | None = None,
+    ) -> None:
+        self.path = path
+        self.path_given = path_given
+        self.tcp = tcp
+
+    def __repr__(self) -> str:
+        return f"ControlSettings(path={self.path!r}, path_given={self.path_given}, tcp={self.tcp})"
 
 
 def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
