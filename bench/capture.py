@@ -193,6 +193,9 @@ def micro(s: Settings, progress: Progress, size: int = 64) -> Row:
         def put(self, chunk: bytearray, n: int) -> None:
             self.capture.release(chunk)
 
+        def flush(self) -> None:
+            pass
+
         def close(self) -> None:
             pass
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.unit.test_native import PROPERTY, frame_streams, get_backend
 from xcon.app import Xcon
 from xcon.bridges.p2p import P2PLink
-from xcon.capture import bpf, pcapng
+from xcon.capture import bpf, pcapng, sinks
 from xcon.capture.capture import Capture, CaptureTap
 from xcon.capture.manager import Captures, file_name
 from xcon.capture.options import CaptureOptions
@@ -198,6 +198,9 @@ class MemorySink:
             self.held.append(chunk)
         else:
             self.capture.release(chunk)
+
+    def flush(self):
+        pass
 
     def close(self):
         self.data += self.capture.statistics()
@@ -419,6 +422,61 @@ def test_file_sink_rotates_by_size_keeps_n_and_each_file_stands_alone(tmp_path, 
         assert len(got.interfaces) == 2 and len(got.statistics) == 2
         seqs += [int.from_bytes(p.data[14:22], "big") for p in got.packets]
     assert seqs == list(range(seqs[0], 200))
+
+
+def test_file_sink_wakes_its_writer_per_batch_and_writes_the_rest_on_flush(tmp_path, engine):
+    """Full chunks wait on the loop's side until WAKE_CHUNKS of them or the
+    capture's flush timer; nothing is lost either way, and the order is kept."""
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b)
+    link.start()
+    sink = FileSink(str(tmp_path / "f.pcapng"))
+    handed: list[int] = []  # chunks per wake-up of the writer thread
+    q = sink._q
+
+    class Counting:
+        def put(self, item):
+            if item is not None:
+                handed.append(len(item))
+            q.put(item)
+
+        def get(self, timeout=None):
+            return q.get(timeout=timeout)
+
+        def get_nowait(self):
+            return q.get_nowait()
+
+    sink._q = Counting()  # type: ignore[assignment]
+    cap, _ = captured(engine, link, sink=sink, chunk=16384)
+    per_chunk = 16384 // pcapng.epb_size(1000, pcapng.OUTBOUND)
+    # two full chunks: they wait for the flush timer
+    a.feed_frames([numbered(i, 1000) for i in range(2 * per_chunk + 1)])
+    assert handed == [] and len(sink._pending) == 2
+    engine.advance(0.06)
+    assert handed == [3] and not sink._pending  # with the partly filled one
+    # many full chunks: handed over WAKE_CHUNKS at a time, without the timer
+    first = 2 * per_chunk + 1
+    more = per_chunk * (2 * sinks.WAKE_CHUNKS + 1)
+    a.feed_frames([numbered(first + i, 1000) for i in range(more)])
+    assert handed == [3, sinks.WAKE_CHUNKS, sinks.WAKE_CHUNKS]
+    cap.stop()
+    assert sink.join(5)
+    got = reader.read((tmp_path / "f.pcapng").read_bytes())
+    seqs = [int.from_bytes(p.data[14:22], "big") for p in got.packets]
+    assert seqs == list(range(first + more)) and cap.drops == 0
+
+
+def test_the_chunk_given_back_last_is_used_first(engine):
+    """Reusing the chunk freed last keeps the capture's working set in the cache."""
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b)
+    link.start()
+    cap, _ = captured(engine, link, sink=MemorySink(hold=True))
+    spare = bytearray(cap.chunk_size)
+    cap.release(spare)
+    a.feed_frames([numbered(1, 100)])
+    assert cap.cur is spare
+    cap.stop()
 
 
 # -- the manager ---------------------------------------------------------------------------

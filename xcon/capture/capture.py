@@ -69,6 +69,8 @@ class Sink(Protocol):
 
     def put(self, chunk: bytearray, n: int) -> None: ...
 
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -222,7 +224,9 @@ class Capture:
 
     def _take(self) -> bytearray | None:
         try:
-            self.cur = self.free.popleft()
+            # The chunk given back last: still in the cache (the oldest would
+            # cycle the copy through the whole pool).
+            self.cur = self.free.pop()
         except IndexError:
             if not self.spare:
                 return None
@@ -244,6 +248,7 @@ class Capture:
         """A partly filled chunk goes to the sink (the timer, and the end)."""
         if self.cur is not None and self.cur_pos:
             self._hand()
+        self.sink.flush()
 
     # -- the end ------------------------------------------------------------------------
     def stop(self, error: str | None = None) -> None:

@@ -4,10 +4,13 @@
 to a file cannot be made non-blocking (``O_NONBLOCK`` means nothing to a
 regular file, and a slow disk or an NFS server blocks ``write``), so it must
 not happen on the loop.  The loop only hands full chunks over a queue (one
-put per 256 KiB) and the thread gives them back when written, all that
-waits in one ``writev`` (one system call, and one wait for the GIL after it,
-per batch; the GIL's switch interval is shortened while writers run, see
-:data:`WRITER_SWITCH_INTERVAL`).  The thread runs at nice 10: when the CPU
+put per :data:`WAKE_CHUNKS` full chunks, or at the capture's flush timer,
+so the thread wakes about once per MiB, not once per chunk) and the thread
+gives them back when written, all that waits in one ``writev`` (one system
+call, and one wait for the GIL after it, per batch; the GIL's switch
+interval is shortened while writers run, see :data:`WRITER_SWITCH_INTERVAL`).
+Every wake-up of the writer costs the loop too: the system call that wakes
+it, and the GIL it takes back afterwards.  The thread runs at nice 10: when the CPU
 is short (a saturated link on a small machine) forwarding gets it and the
 capture falls behind.  While the disk (or the CPU left for the writer) is
 slower, the pool runs dry and the capture drops; the loop never waits.
@@ -51,6 +54,9 @@ __all__ = ["FileSink", "StreamSink", "ring_name"]
 _STOP = None
 #: Chunks written with one writev at most (IOV_MAX is 1024).
 WRITE_BATCH = 64
+#: Full chunks handed to the writer thread at once (1 MiB of 256 KiB chunks);
+#: fewer wait for the capture's flush timer.
+WAKE_CHUNKS = 4
 #: The writer thread's nice value, below the loop's (0): when the CPU is
 #: short, forwarding gets it and the capture drops.
 WRITER_NICE = 10
@@ -104,7 +110,9 @@ class FileSink:
         self.keep = files
         self.ring = bool(size or seconds)
         self.capture: Capture | None = None
-        self._q: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[list[tuple[bytearray, int]] | None] = queue.SimpleQueue()
+        #: Full chunks not yet handed to the thread (the loop's side).
+        self._pending: list[tuple[bytearray, int]] = []
         self._thread: threading.Thread | None = None
         self._fd = -1
         self._seq = 0
@@ -125,9 +133,18 @@ class FileSink:
         self._thread.start()
 
     def put(self, chunk: bytearray, n: int) -> None:
-        self._q.put((chunk, n))
+        self._pending.append((chunk, n))
+        if len(self._pending) >= WAKE_CHUNKS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what waits to the writer thread (the capture's flush timer)."""
+        if self._pending:
+            self._q.put(self._pending)
+            self._pending = []
 
     def close(self) -> None:
+        self.flush()
         self._q.put(_STOP)
 
     def join(self, timeout: float | None = None) -> bool:
@@ -179,7 +196,7 @@ class FileSink:
                     if item is _STOP:
                         stop = True
                         break
-                    batch.append(item)
+                    batch += item
                     if len(batch) >= WRITE_BATCH:
                         break
                     try:
@@ -241,7 +258,8 @@ class FileSink:
             item = self._q.get()
             if item is _STOP:
                 return
-            cap.release(item[0])
+            for chunk, _n in item:
+                cap.release(chunk)
 
     def _fail(self, e: OSError) -> None:
         cap = self.capture
@@ -322,6 +340,9 @@ class StreamSink:
     def put(self, chunk: bytearray, n: int) -> None:
         self._items.append((chunk, n))
         self._poke()
+
+    def flush(self) -> None:
+        """Nothing waits here: every chunk is offered to the client at once."""
 
     def close(self) -> None:
         if self.capture is not None:
