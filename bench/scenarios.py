@@ -89,7 +89,8 @@ class Wiring:
     ``p2p`` for xcon, ``socat`` for socat's whole argument list); ``direct_send``: the
     sender's endpoints when there is no relay; ``*_netns``: where each process runs;
     ``counters``: drop counters read around the window (the deltas go in the row's
-    ``drops``, with the receiving peer's own socket drops)."""
+    ``drops``, with the receiving peer's own socket drops); ``probe``: numbers read
+    from the running relay around the window (the deltas go in the row's ``probe``)."""
 
     send_eps: list[str]
     recv_eps: list[str]
@@ -101,6 +102,7 @@ class Wiring:
     rx_netns: str | None = None
     relay_netns: str | None = None
     counters: Callable[[], dict[str, int]] | None = None
+    probe: Callable[[Relay], dict[str, float]] | None = None
 
 
 def run_flow(
@@ -176,12 +178,14 @@ def run_flow(
         rx.wait("first", 5)
         time.sleep(s.warmup)
         k0 = wiring.counters() if wiring and wiring.counters else {}
+        p0 = wiring.probe(relay) if wiring and wiring.probe else {}
         c0 = relay.cpu()
         s0 = rx.snap()
         time.sleep(duration if duration is not None else s.duration)
         s1 = rx.snap()
         c1 = relay.cpu()
         k1 = wiring.counters() if wiring and wiring.counters else {}
+        p1 = wiring.probe(relay) if wiring and wiring.probe else {}
         rss, hwm = relay.mem()
         if relay.kind != "direct" and not relay.alive():
             raise RuntimeError(f"{relay.name} died: {relay.log()[-1000:]}")
@@ -205,6 +209,8 @@ def run_flow(
             drops = {k: v - k0.get(k, 0) for k, v in k1.items()}
             drops["receiver_socket"] = s1.sockdrops - s0.sockdrops
             row["drops"] = drops
+            if p1:
+                row["probe"] = {k: v - p0.get(k, 0) for k, v in p1.items()}
         d = rx.delays() if record else np.zeros(0, dtype=np.int64)
         return row, d
     finally:

@@ -63,6 +63,20 @@ def test_delay_at_start_one_direction_and_shown(peers, xcon):
     assert r.returncode == 0 and "delay 20ms" in r.stdout, r.stdout
     r = ctl(xc, "link", link)
     assert "impair a2b: delay 20ms" in r.stdout and "b2a" not in r.stdout.split("impair")[-1]
+    # how late frames left the delay line: every delayed frame, by the engine's clock
+    assert f"{endpoint(a)}->{endpoint(b)}: delay line: 40 frames released" in r.stdout, r.stdout
+    status, data = call(xc, "GET", link_path(link))
+    late = {d["name"]: d["late"] for d in data["directions"]}
+    assert late[f"{endpoint(a)}->{endpoint(b)}"]["frames"] == 40
+    assert late[f"{endpoint(b)}->{endpoint(a)}"] is None  # never impaired
+    status, text = call(xc, "GET", "/metrics")
+    counts = {
+        s.labels["end"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "xcon_link_delay_lateness_seconds_count"
+    }
+    assert counts == {endpoint(b): 40}
     assert "impairment seed 7" in xc.log()
     assert xc.terminate() == 0, xc.log()
 

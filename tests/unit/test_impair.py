@@ -20,6 +20,7 @@ from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
 from xcon.framing import FrameBuffer
 from xcon.impair.spec import ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
+from xcon.control.client import late_line
 from xcon.stats import FlowStats
 from xcon.testing.fakeport import FakeEngine, FakePort
 from xcon.testing.frames import check_numbered, encode_frames, numbered, split_frames, tagged
@@ -319,6 +320,35 @@ def test_constant_delay_is_exact_and_order_kept_under_load():
     assert [s for s, _ in got] == list(range(2000))
     for s, t in got:
         assert t - (s // 50 * 50) * 1e-5 == pytest.approx(0.010, abs=1e-9)
+
+
+def test_how_late_frames_leave_the_delay_line_is_counted_and_shown():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    a.feed_frames([numbered(i, 64) for i in range(10)])
+    engine.run_until(0.010)  # the timer runs on time
+    engine.run_until(1.0)
+    a.feed_frames([numbered(10 + i, 64) for i in range(5)])
+    engine.advance(0.0103)  # the loop was busy: the timer runs 300 µs late
+    assert [s for s, _ in departures(b)] == list(range(15))
+    stats = link.flows[a].stats
+    late = stats.late
+    assert late is not None and late.frames == 15
+    assert late.within(10e-6) == pytest.approx(10 / 15)
+    assert late.within(200e-6) == pytest.approx(10 / 15)
+    assert late.within(500e-6) == 1.0
+    assert late.sum == pytest.approx(5 * 300e-6)
+    doc = late.as_json()
+    assert doc["at_most_us"]["10"] == 10 and doc["at_most_us"]["500"] == 15
+    assert doc["at_most_us"]["inf"] == 15 and doc["mean_us"] == pytest.approx(100.0)
+    assert late_line(doc) == "delay line: 15 frames released, mean 100 µs late, 66.7% within 200 µs"
+    # the counts outlive the impairment (as the link's other counters) and reset with them
+    link.set_impair("a2b", None, SEED)
+    engine.run_until(2.0)
+    assert link.flows[a].stats.late is late and late.frames == 15
+    stats.reset()
+    assert late.frames == 0 and late.as_json()["mean_us"] is None
 
 
 def test_zero_delay_adds_nothing():

@@ -5,12 +5,17 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from xcon.control.metrics import Snapshot, render
+from xcon.stats import Lateness
 
 
 def _snap(n: int = 3) -> Snapshot:
     snap = Snapshot(health=(2 * n, 2 * n, 2 * n), engine="epoll")
     snap.impairs.append(("vr0/1--vr1/2", "a2b", "duplicate 1%"))
     snap.captures.append(("vr0/1--vr1/2", 1, 30, 2))
+    late = Lateness()
+    late.observe(0.0, 10)
+    late.observe(300e-6, 5)
+    snap.lates.append(("vr0/1--vr1/2", "vr1/2", late.cumulative(), late.sum))
     for i in range(n):
         ends = [
             (
@@ -68,6 +73,14 @@ def test_render_of_a_snapshot():
     assert samples[dup] == 2
     assert samples[("xcon_capture_drops_total", (("link", "vr0/1--vr1/2"),))] == 2
     assert samples[("process_open_fds", ())] >= 3
+    ls = (("end", "vr1/2"), ("link", "vr0/1--vr1/2"))
+    bucket = "xcon_link_delay_lateness_seconds_bucket"
+    assert samples[(bucket, (*ls[:1], ("le", "1e-05"), *ls[1:]))] == 10
+    assert samples[(bucket, (*ls[:1], ("le", "0.0002"), *ls[1:]))] == 10
+    assert samples[(bucket, (*ls[:1], ("le", "0.0005"), *ls[1:]))] == 15
+    assert samples[(bucket, (*ls[:1], ("le", "+Inf"), *ls[1:]))] == 15
+    assert samples[("xcon_link_delay_lateness_seconds_count", ls)] == 15
+    assert abs(samples[("xcon_link_delay_lateness_seconds_sum", ls)] - 1.5e-3) < 1e-12
 
 
 def test_scrapes_during_a_render_share_it(monkeypatch, tmp_path):

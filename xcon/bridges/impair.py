@@ -173,7 +173,7 @@ class ImpairFlow(Flow):
                 self.tap.sent(line.mv, max(start, line.tapped), end)
                 line.tapped = end
             n = dst.send(line.mv[start:end])
-            line.consume(n)
+            line.consume(n, now)
             if n < end - start:
                 self._set_sending(True)
                 return

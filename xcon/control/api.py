@@ -219,6 +219,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
                 "bytes": fs.bytes,
                 "drops": dict(fs.drops),
                 "events": dict(fs.events),
+                "late": fs.late.as_json() if fs.late is not None else None,
             }
             for fs in link.bridge.flow_stats()
         ]

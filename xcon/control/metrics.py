@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -46,6 +46,9 @@ class Snapshot:
     impairs: list[tuple[str, str, str]] = field(default_factory=list)
     health: tuple[int, int, int] = (0, 0, 0)
     engine: str = ""
+    #: (link, end, cumulative buckets, sum of seconds) of every end fed by a
+    #: delay line (how late frames left it).
+    lates: list[tuple[str, str, list[tuple[float, int]], float]] = field(default_factory=list)
     #: Per captured link: (name, captures running, frames recorded, frames dropped).
     captures: list[tuple[str, int, int, int]] = field(default_factory=list)
 
@@ -75,6 +78,9 @@ def snapshot(app: Xcon, engine: str) -> Snapshot:
                     {k: n for k, n in v.tx.events.items() if n},
                 )
             )
+            late = v.tx.late
+            if late is not None:
+                snap.lates.append((link.name, v.port.name, late.cumulative(), late.sum))
         snap.links.append((link.name, p2p is None or p2p.admin_up, ends))
         caps = link_captures(link)
         if caps:
@@ -174,6 +180,19 @@ class SnapshotCollector(Collector):
         for name, d, words in self.snap.impairs:
             impair.add_metric([name, d, words], 1.0)
         yield impair
+        late = HistogramMetricFamily(
+            "xcon_link_delay_lateness_seconds",
+            "How late frames sent to the end left the link's delay line (sent minus due): "
+            "what the delay line adds to the delay it was asked for.",
+            labels=["link", "end"],
+        )
+        for name, end, cumulative, total in self.snap.lates:
+            late.add_metric(
+                [name, end],
+                [("+Inf" if b == float("inf") else repr(b), float(n)) for b, n in cumulative],
+                total,
+            )
+        yield late
         connected, total, ready = self.snap.health
         links = GaugeMetricFamily("xcon_links", "Links (p2p links, hubs, listening modes).")
         links.add_metric([], len(self.snap.links))

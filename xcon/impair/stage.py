@@ -55,7 +55,7 @@ from statistics import NormalDist
 from xcon import native
 from xcon.framing import FRAME_HEADER
 from xcon.impair.spec import Impairment
-from xcon.stats import FlowStats
+from xcon.stats import FlowStats, Lateness
 
 __all__ = ["DelayLine", "ImpairStage", "derive_seed"]
 
@@ -79,7 +79,7 @@ def derive_seed(seed: int, link: str, direction: str) -> int:
 class DelayLine:
     """A linear byte queue of whole frames with a departure time per run of frames."""
 
-    __slots__ = ("buf", "mv", "capacity", "head", "tail", "entries", "frames", "tapped")
+    __slots__ = ("buf", "mv", "capacity", "head", "tail", "entries", "frames", "tapped", "late")
 
     def __init__(self, capacity: int) -> None:
         self.buf = mmap.mmap(-1, capacity)
@@ -95,6 +95,8 @@ class DelayLine:
         self.frames = 0
         #: Bytes before this offset were shown to the flow's tap.
         self.tapped = 0
+        #: Where :meth:`consume` tells how late frames left (None: nobody asks).
+        self.late: Lateness | None = None
 
     def room(self, need: int, compact: bool) -> bool:
         """Make ``need`` bytes of room at the tail (compacting if allowed)."""
@@ -133,11 +135,17 @@ class DelayLine:
             end = e_end
         return end
 
-    def consume(self, n: int) -> None:
+    def consume(self, n: int, now: float | None = None) -> None:
+        """``n`` bytes were sent (at ``now``: then each run of frames wholly
+        sent is observed in :attr:`late`)."""
         self.head += n
         entries = self.entries
+        late = self.late if now is not None else None
         while entries and entries[0][1] <= self.head:
-            self.frames -= entries.popleft()[2]
+            when, _end, k = entries.popleft()
+            self.frames -= k
+            if late is not None:
+                late.observe(now - when, k)  # type: ignore[operator]
         if self.head == self.tail:
             self.head = self.tail = self.tapped = 0
 
@@ -169,6 +177,9 @@ class ImpairStage:
         self.stats = stats
         self.line = DelayLine(capacity)
         self.express = DelayLine(express_capacity)
+        if stats.late is None:
+            stats.late = Lateness()
+        self.line.late = self.express.late = stats.late
         #: The last departure time given (order and rate).
         self.last = float("-inf")
         self.counter = 0  # frames since the last reordered one (netem's gap)
