@@ -17,10 +17,10 @@ import pytest
 
 from xcon.bridges.impair import ImpairFlow
 from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
+from xcon.control.client import late_line
 from xcon.framing import FrameBuffer
 from xcon.impair.spec import ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
-from xcon.control.client import late_line
 from xcon.stats import FlowStats
 from xcon.testing.fakeport import FakeEngine, FakePort
 from xcon.testing.frames import check_numbered, encode_frames, numbered, split_frames, tagged
@@ -342,7 +342,7 @@ def test_how_late_frames_leave_the_delay_line_is_counted_and_shown():
     doc = late.as_json()
     assert doc["at_most_us"]["10"] == 10 and doc["at_most_us"]["500"] == 15
     assert doc["at_most_us"]["inf"] == 15 and doc["mean_us"] == pytest.approx(100.0)
-    assert late_line(doc) == "delay line: 15 frames released, mean 100 µs late, 66.7% within 200 µs"
+    assert late_line(doc) == "delay line: 15 frames released, mean 100 us late, 66.7% within 200 us"
     # the counts outlive the impairment (as the link's other counters) and reset with them
     link.set_impair("a2b", None, SEED)
     engine.run_until(2.0)

@@ -538,13 +538,13 @@ def link_detail(link: dict[str, Any]) -> str:
 
 
 def late_line(late: dict[str, Any]) -> str:
-    """``delay line: 1000 frames released, mean 41 µs late, 99.2% within 200 µs``."""
+    """``delay line: 1000 frames released, mean 41 us late, 99.2% within 200 us``."""
     n = late["frames"]
     at_most = late.get("at_most_us") or {}
     within = at_most.get("200", n)
     return (
-        f"delay line: {n} frames released, mean {late['mean_us']:g} µs late, "
-        f"{100.0 * within / n:.1f}% within 200 µs"
+        f"delay line: {n} frames released, mean {late['mean_us']:g} us late, "
+        f"{100.0 * within / n:.1f}% within 200 us"
     )
 
 
