@@ -16,6 +16,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,7 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-listen-any",
         action="store_true",
-        help="allow --control-listen on a non-loopback address (the API has no authentication)",
+        help="allow --control-listen on a non-loopback address (anyone reaching it reads the "
+        "links and metrics)",
+    )
+    p.add_argument(
+        "--control-token-file",
+        metavar="FILE",
+        help="changes on the --control-listen address need the token in FILE (mode 0600; "
+        "made if missing); without it that address is read-only (docs/security.md)",
+    )
+    p.add_argument(
+        "--control-group",
+        metavar="GROUP",
+        help="the control socket is mode 0660 of GROUP: its members may change links but not "
+        "add them or name monitors (root and xcon's user may do everything)",
+    )
+    p.add_argument(
+        "--control-allow-ends",
+        metavar="KINDS",
+        help="end kinds that --control-group members and token holders may add links with "
+        "(comma-separated from qemu,tcp,unix,udp,vxlan,tap,raw,listen; default none)",
     )
     p.add_argument(
         "--config",
@@ -531,6 +551,23 @@ def control_settings(args: argparse.Namespace) -> ControlSettings:
             raise UsageError(str(e)) from None
     elif args.control_listen_any:
         raise UsageError("--control-listen-any applies to --control-listen only")
+    from xcon.control.access import parse_allow_ends, parse_group
+
+    try:
+        if args.control_group is not None:
+            if settings.path is None:
+                raise ValueError("--control-group applies to the control socket (not 'none')")
+            settings.group = parse_group(args.control_group)
+        if args.control_token_file is not None:
+            if settings.tcp is None:
+                raise ValueError("--control-token-file applies to --control-listen only")
+            if not args.control_token_file:
+                raise ValueError("--control-token-file needs a path")
+            settings.token_file = os.path.abspath(args.control_token_file)
+        if args.control_allow_ends is not None:
+            settings.allow_ends = parse_allow_ends(args.control_allow_ends)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return settings
 
 

@@ -3,7 +3,9 @@ exchange against a stand-in monitor, --control-listen addresses, ctl helpers."""
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import threading
 
 import pytest
@@ -185,3 +187,96 @@ def test_client_helpers():
     with pytest.raises(ValueError):
         monitors_arg(["vr1:4000"])
     assert links_table([]) == "no links\n"
+
+
+# -- access ---------------------------------------------------------------------------
+def test_access_roles_and_what_each_may_do(tmp_path):
+    from xcon.control.access import (
+        ADMIN,
+        NOBODY,
+        OPERATOR,
+        READER,
+        Access,
+        Peer,
+        Refused,
+        parse_allow_ends,
+    )
+
+    me = os.geteuid()
+    acc = Access(token="t" * 20, group=4242, allow_ends=parse_allow_ends("qemu,udp"))
+    unix = lambda uid, gid=9999, groups=(): Peer("unix", uid=uid, gid=gid, groups=groups)  # noqa: E731
+    tcp = Peer("tcp", address="127.0.0.1:5555")
+    assert acc.role(unix(0), None) == ADMIN
+    assert acc.role(unix(me), None) == ADMIN
+    assert acc.role(unix(1234, gid=4242), None) == OPERATOR
+    assert acc.role(unix(1234, groups=(1, 4242)), None) == OPERATOR
+    assert acc.role(unix(1234), None) == NOBODY
+    assert acc.role(Peer("unix"), None) == NOBODY  # no credentials: nobody
+    assert acc.role(tcp, None) == READER
+    assert acc.role(tcp, "Bearer " + "t" * 20) == OPERATOR
+    assert acc.role(tcp, "bearer   " + "t" * 20 + " ") == OPERATOR
+    assert acc.role(tcp, "Bearer " + "t" * 19) == READER
+    assert acc.role(tcp, "Basic " + "t" * 20) == READER
+    # a reader: GETs of the index, links, health and metrics only
+    for path in ("/", "/links", "/links/a%2F1--b%2F1", "/health", "/metrics", "/links/"):
+        assert acc.check(tcp, "GET", path, None) == READER
+    for method, path in (
+        ("GET", "/links/x/capture"),
+        ("POST", "/links"),
+        ("DELETE", "/links/x"),
+        ("POST", "/reload"),
+        ("GET", "/nowhere"),
+    ):
+        with pytest.raises(Refused) as e:
+            acc.check(tcp, method, path, None)
+        assert e.value.status == 401
+    with pytest.raises(Refused) as e:
+        acc.check(unix(1234), "GET", "/links", None)
+    assert e.value.status == 403 and "uid 1234" in str(e.value)
+    # operators add only the allowed kinds, and name no monitors
+    acc.check_add(OPERATOR, tcp, ["qemu", "udp"])
+    acc.check_add(ADMIN, tcp, ["raw", "tap"])
+    with pytest.raises(Refused, match="with raw ends"):
+        acc.check_add(OPERATOR, tcp, ["qemu", "raw"])
+    with pytest.raises(Refused, match="monitors"):
+        acc.check_monitors(OPERATOR, tcp)
+    acc.check_monitors(ADMIN, tcp)
+    assert acc.refused == {"token": 5, "forbidden": 3}
+    # without a token the TCP listener is read-only: 403, saying how to allow changes
+    with pytest.raises(Refused) as e:
+        Access().check(tcp, "POST", "/links", "Bearer anything-at-all-here")
+    assert e.value.status == 403 and "--control-token-file" in str(e.value)
+
+
+def test_allow_ends_and_group_arguments():
+    from xcon.control.access import END_KINDS, parse_allow_ends, parse_group
+
+    assert parse_allow_ends("none") == frozenset()
+    assert parse_allow_ends(" qemu , vxlan ") == {"qemu", "vxlan"}
+    assert parse_allow_ends(",".join(END_KINDS)) == set(END_KINDS)
+    for bad in ("", ",", "qemu,nope", "QEMU"):
+        with pytest.raises(ValueError, match="--control-allow-ends"):
+            parse_allow_ends(bad)
+    assert parse_group("0") == 0
+    assert parse_group("root") == 0
+    with pytest.raises(ValueError, match="no such group"):
+        parse_group("no-such-group-here-xyz")
+
+
+def test_token_file_made_and_read(tmp_path):
+    from xcon.control.access import load_token, read_token_file
+    from xcon.errors import ModeError
+
+    path = str(tmp_path / "token")
+    made = load_token(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_token(path) == made == read_token_file(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(ModeError, match="chmod 600") as e:
+        load_token(path)
+    assert e.value.exit_code == 2
+    os.mkfifo(tmp_path / "fifo", 0o600)
+    with pytest.raises(ModeError, match="not a regular file"):
+        load_token(str(tmp_path / "fifo"))  # opened non-blocking: never waits for a writer
+    with pytest.raises(ValueError, match="--token-file"):
+        read_token_file(str(tmp_path / "missing"))

@@ -26,20 +26,30 @@ class ControlSettings:
     dataclass: ``xcon ctl`` imports this package, and dataclasses would cost
     it 8 ms of start-up."""
 
-    __slots__ = ("path", "path_given", "tcp")
+    __slots__ = ("path", "path_given", "tcp", "group", "token_file", "allow_ends")
 
     def __init__(
         self,
         path: str | None = DEFAULT_SOCKET,  # None: no unix socket
         path_given: bool = False,  # --control PATH: failing to listen there is an error
         tcp: tuple[str, int] | None = None,
+        group: int | None = None,  # --control-group: its members are operators
+        token_file: str | None = None,  # --control-token-file: changes over TCP with it
+        allow_ends: frozenset[str] = frozenset(),  # --control-allow-ends
     ) -> None:
         self.path = path
         self.path_given = path_given
         self.tcp = tcp
+        self.group = group
+        self.token_file = token_file
+        self.allow_ends = allow_ends
 
     def __repr__(self) -> str:
-        return f"ControlSettings(path={self.path!r}, path_given={self.path_given}, tcp={self.tcp})"
+        return (
+            f"ControlSettings(path={self.path!r}, path_given={self.path_given}, tcp={self.tcp}, "
+            f"group={self.group}, token_file={self.token_file!r}, "
+            f"allow_ends={sorted(self.allow_ends)})"
+        )
 
 
 def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
@@ -65,9 +75,9 @@ def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
         raise ValueError(f"--control-listen {text!r}: port {port_text!r} is not in 0..65535")
     if not ip.is_loopback and not any_address:
         raise ValueError(
-            f"--control-listen {text!r}: {host} is not a loopback address; the control API "
-            "has no authentication, so anything that reaches it can change the links: add "
-            "--control-listen-any to listen there anyway"
+            f"--control-listen {text!r}: {host} is not a loopback address; anything that "
+            "reaches it reads the links and metrics, and the token of changes crosses the "
+            "network in clear: add --control-listen-any to listen there anyway"
         )
     return str(ip), int(port_text)
 
@@ -86,15 +96,18 @@ def start_control(
     import logging
 
     log = logging.getLogger("xcon.control")
+    from xcon.control.access import Access, load_token
     from xcon.control.api import ControlAPI
     from xcon.control.server import ControlServer
 
-    api = ControlAPI(app, engine_name, reload=reload)
+    token = load_token(settings.token_file) if settings.token_file else None
+    access = Access(token, settings.group, settings.allow_ends, settings.token_file)
+    api = ControlAPI(app, engine_name, reload=reload, access=access)
     server = ControlServer(app.engine, api)
     try:
         if settings.path is not None:
             try:
-                where = server.listen_unix(settings.path)
+                where = server.listen_unix(settings.path, settings.group)
                 log.info("control API on unix socket %s (xcon ctl --control %s)", where, where)
             except OSError as e:
                 msg = f"cannot listen on control socket {os.path.abspath(settings.path)}: {e.strerror or e}"
@@ -110,7 +123,13 @@ def start_control(
                     f"cannot listen on --control-listen {host}:{port}: {e.strerror or e}",
                     exit_code=1,
                 ) from None
-            log.info("control API on http://%s (GET /metrics for Prometheus)", where)
+            log.info(
+                "control API on http://%s (GET /metrics for Prometheus; %s)",
+                where,
+                f"changes with the token in {settings.token_file}"
+                if token
+                else "read-only: no --control-token-file",
+            )
     except BaseException:
         server.close()
         api.close()

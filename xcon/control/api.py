@@ -42,6 +42,7 @@ from xcon import __version__, native
 from xcon.app import Link, Xcon, check_monitors
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
+from xcon.control.access import ADMIN, Access, Refused
 from xcon.control.server import (
     Pending,
     Request,
@@ -256,8 +257,12 @@ class ControlAPI:
         app: Xcon,
         engine_name: str = "",
         reload: Callable[[], dict[str, Any]] | None = None,
+        access: Access | None = None,
     ) -> None:
         self.app = app
+        #: Who may do what (the default: root and xcon's user on the unix
+        #: socket, read-only on TCP).
+        self.access = access or Access()
         self.engine_name = engine_name or app.engine.name
         self.reload = reload
         self.started = time.time()
@@ -270,6 +275,15 @@ class ControlAPI:
 
     # -- dispatch -----------------------------------------------------------------------
     def __call__(self, req: Request) -> Response | Pending | Streaming:
+        try:
+            req.role = self.access.check(
+                req.peer, req.method, req.path, req.headers.get("authorization")
+            )
+        except Refused as e:
+            resp = error_response(e.status, str(e))
+            if e.status == 401:
+                resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
+            return resp
         try:
             return self._route(req)
         except LinkError as e:
@@ -370,7 +384,22 @@ class ControlAPI:
         admin = body.get("admin", "up")
         if admin not in ("up", "down"):
             raise BadRequest('"admin" is "up" or "down"')
-        link = self.app.add_link(spec, _monitor_texts(body), source="api", admin_up=admin == "up")
+        monitors = _monitor_texts(body)
+        if req.role != ADMIN:
+            from xcon.linkspec import SpecError, parse_link
+
+            try:
+                parsed = parse_link(spec)
+            except SpecError as e:
+                raise BadRequest(str(e)) from None
+            kinds = [_kind(parsed.left), _kind(parsed.right)]
+            try:
+                self.access.check_add(req.role, req.peer, kinds)
+                if monitors:
+                    self.access.check_monitors(req.role, req.peer)
+            except Refused as e:
+                return error_response(e.status, str(e))
+        link = self.app.add_link(spec, monitors, source="api", admin_up=admin == "up")
         return json_response(201, link_json(link, self.meter, detail=True))
 
     def impair(self, req: Request, name: str, clear: bool = False) -> Response:
@@ -406,7 +435,11 @@ class ControlAPI:
     def admin(self, req: Request, name: str, up: bool) -> Response | Pending:
         link = self.app.find(name)
         body = _object(req)
-        if body.get("monitors") is not None:
+        if body.get("monitors"):
+            try:
+                self.access.check_monitors(req.role, req.peer)
+            except Refused as e:
+                return error_response(e.status, str(e))
             if link.spec is None:
                 raise BadRequest(f"{link.name} is not a p2p link")
             link.monitors.update(check_monitors(link.spec, _monitor_texts(body)))
@@ -482,6 +515,7 @@ class ControlAPI:
             return pending
         self._scrapes = [pending]
         snap = snapshot(self.app, self.engine_name)
+        snap.refused = dict(self.access.refused)
 
         def done(text: object, err: BaseException | None) -> None:
             waiting, self._scrapes = self._scrapes or [], None
@@ -560,6 +594,12 @@ def _monitor_texts(body: dict[str, Any]) -> dict[str, str]:
     ):
         raise BadRequest('"monitors" maps an end to its monitor: {"vr1/1": "vr1:4000"}')
     return mons
+
+
+def _kind(end: Any) -> str:
+    """An end's kind as ``--control-allow-ends`` names it."""
+    kind = str(end.kind)
+    return "listen" if kind.startswith("listen") else kind
 
 
 def _one(err: BaseException) -> str:

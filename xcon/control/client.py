@@ -55,10 +55,22 @@ class Unreachable(Exception):
 class Client:
     """One request at a time to xcon's control API."""
 
-    def __init__(self, path: str | None = None, url: str | None = None, timeout: float = TIMEOUT):
+    def __init__(
+        self,
+        path: str | None = None,
+        url: str | None = None,
+        timeout: float = TIMEOUT,
+        token: str | None = None,
+    ):
         self.path = path
         self.url = url
         self.timeout = timeout
+        #: Sent as ``Authorization: Bearer`` (changes on a --control-listen address).
+        self.token = token
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def where(self) -> str:
@@ -94,6 +106,7 @@ class Client:
         conn = self._conn()
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers.update(self.auth_headers)
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -172,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"xcon's control socket (default $XCON_CONTROL, else ./{DEFAULT_SOCKET})",
     )
     p.add_argument("--url", help="http://HOST:PORT of a --control-listen address instead")
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="with --url: send the token in FILE (xcon's --control-token-file; default "
+        "$XCON_TOKEN_FILE); without it a --control-listen address only reads",
+    )
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds (default 10)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -248,7 +267,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else USAGE
     path = args.control or os.environ.get("XCON_CONTROL") or DEFAULT_SOCKET
-    client = Client(path=path, url=args.url, timeout=args.timeout)
+    token_file = args.token_file or os.environ.get("XCON_TOKEN_FILE")
+    try:
+        token = None
+        if token_file and args.url:
+            from xcon.control.access import read_token_file
+
+            token = read_token_file(token_file)
+        elif args.token_file:
+            raise ValueError("--token-file applies to --url only (the unix socket needs none)")
+    except ValueError as e:
+        return _fail(str(e), USAGE)
+    client = Client(path=path, url=args.url, timeout=args.timeout, token=token)
     try:
         return run(client, args)
     except Unreachable as e:
@@ -285,7 +315,13 @@ def stream_capture(client: Client, args: argparse.Namespace) -> int:
     error = bytearray()
     try:
         sock.sendall(
-            conn.send(h11.Request(method="GET", target=target, headers=[("Host", "xcon")]))
+            conn.send(
+                h11.Request(
+                    method="GET",
+                    target=target,
+                    headers=[("Host", "xcon"), *client.auth_headers.items()],
+                )
+            )
         )
         sock.sendall(conn.send(h11.EndOfMessage()))
         poll = select.poll()

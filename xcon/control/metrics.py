@@ -51,6 +51,9 @@ class Snapshot:
     lates: list[tuple[str, str, list[tuple[float, int]], float]] = field(default_factory=list)
     #: Per captured link: (name, captures running, frames recorded, frames dropped).
     captures: list[tuple[str, int, int, int]] = field(default_factory=list)
+    #: Control requests refused, by reason ("token": no or a wrong token,
+    #: "forbidden": not this client's to make).
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 def snapshot(app: Xcon, engine: str) -> Snapshot:
@@ -205,6 +208,17 @@ class SnapshotCollector(Collector):
         healthy = GaugeMetricFamily("xcon_healthy", "1 while the health file says 0 (healthy).")
         healthy.add_metric([], 1.0 if connected >= total or ready >= total else 0.0)
         yield healthy
+        refused = family(
+            "xcon_control_refused_requests",
+            "Control API requests refused: no or a wrong token, or not this client's to make.",
+        )
+        for reason in ("token", "forbidden"):
+            refused.add_sample(
+                "xcon_control_refused_requests_total",
+                {"reason": reason},
+                float(self.snap.refused.get(reason, 0)),
+            )
+        yield refused
         info = GaugeMetricFamily(
             "xcon_build_info",
             "xcon's version, fast path and engine.",

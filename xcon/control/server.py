@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from xcon.control.access import LOCAL, Peer, unix_peer
 from xcon.engines import ERRORS, READ, WRITE, Callback, Engine, Registration, TimerHandle
 
 log = logging.getLogger("xcon.control")
@@ -91,6 +92,10 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    #: Who sent it (the unix socket's peer credentials, or a TCP address).
+    peer: Peer = LOCAL
+    #: What the API decided the client is (see :mod:`xcon.control.access`).
+    role: str = ""
 
     def json(self) -> Any:
         """The body as JSON (empty: ``{}``); raises ValueError with a one-line message."""
@@ -198,10 +203,11 @@ class ControlServer:
         return [lst.address for lst in self.listeners]
 
     # -- listening ------------------------------------------------------------------
-    def listen_unix(self, path: str) -> str:
+    def listen_unix(self, path: str, group: int | None = None) -> str:
         """Listen on a unix socket at ``path``, mode 0600 (only this user may
-        connect).  A stale socket file is replaced; one something listens on is
-        an OSError (EADDRINUSE).  Returns the absolute path."""
+        connect), or 0660 owned by ``group``.  A stale socket file is replaced;
+        one something listens on is an OSError (EADDRINUSE).  Returns the
+        absolute path."""
         path = os.path.abspath(path)
         _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -213,7 +219,15 @@ class ControlServer:
             raise
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        try:
+            if group is not None:
+                os.chown(path, -1, group)
+            os.chmod(path, 0o600 if group is None else 0o660)
+        except OSError:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         self._listen(sock, path, unlink=path)
         return path
 
@@ -254,7 +268,7 @@ class ControlServer:
         self.listeners.clear()
 
     # -- connections ------------------------------------------------------------------
-    def _accepted(self, sock: socket.socket) -> None:
+    def _accepted(self, sock: socket.socket, peer: Peer) -> None:
         if len(self.conns) >= self.max_connections:
             idle = [c for c in self.conns.values() if c.pending is None and c.stream is None]
             if idle:
@@ -265,7 +279,7 @@ class ControlServer:
                 self.rejected += 1
                 return
         sock.setblocking(False)
-        conn = _Conn(self, sock)
+        conn = _Conn(self, sock, peer)
         self.conns[conn.fd] = conn
 
     def sweep(self) -> None:
@@ -300,14 +314,19 @@ class _Listener:
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_EVENT):
             try:
-                s, _addr = self.sock.accept()
+                s, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("control: cannot accept (%s)", e.strerror)
                 return
-            self.server._accepted(s)
+            if self.unlink is not None:
+                peer = unix_peer(s)
+            else:
+                host, port = addr[:2]
+                peer = Peer("tcp", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            self.server._accepted(s, peer)
 
     def close(self) -> None:
         if self.reg is not None:
@@ -322,9 +341,10 @@ class _Listener:
 class _Conn:
     """One client connection: bytes in and out of its h11 state machine."""
 
-    def __init__(self, server: ControlServer, sock: socket.socket) -> None:
+    def __init__(self, server: ControlServer, sock: socket.socket, peer: Peer) -> None:
         self.server = server
         self.sock = sock
+        self.peer = peer
         self.fd = sock.fileno()
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_request)
         self.out = bytearray()
@@ -427,6 +447,7 @@ class _Conn:
             query=parse_qs(parts.query),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers},
             body=bytes(self.body),
+            peer=self.peer,
         )
         self.body.clear()
         try:
