@@ -8,6 +8,14 @@
   the control socket idle (the default), and with ``/metrics`` scraped every
   second; paired runs, order rotated each round, the median of the per-round
   ratios against ``--control none``.  Targets: idle ≥ 0.98×, scraped ≥ 0.95×.
+* ``control-abuse``: one saturated link (1500 B) alone (``--control none``) and
+  while the control plane is attacked at a steady pace: 20 slowloris clients
+  and 2 requests/s nested 30000 deep on the unix socket, 100 refused changes/s
+  (a capture aimed at /etc) and 20 garbage connections/s on the TCP listener,
+  a 4 KB capture filter that takes libpcap seconds to compile every 3 s, and a
+  SIGHUP with a config file that is not UTF-8 every 2 s.  Paired runs, order
+  swapped each round; the median of the per-round ratios.  Target: ≥ 0.9×,
+  nothing lost.
 * ``control-churn``: a link carrying a paced stream (20k frames/s, sequence
   numbers checked by the receiving peer) while another link is added and
   removed 100 times through the API; after each add, the time until that link
@@ -162,6 +170,180 @@ def _saturated(variant: str, s: Settings, size: int) -> float:
         rx.stop()
 
 
+SLOW_FILTER = " or ".join(f"port {i}" for i in range(1, 351))
+
+
+class _Attacks:
+    """The attacks of ``control-abuse``, paced, on threads of this process."""
+
+    def __init__(self, sock: Path, tcp: str, config: Path, pid: int, link: str) -> None:
+        import os
+        import signal
+        import socket
+
+        self.stop = threading.Event()
+        self.requests = 0
+        host, port = tcp.rsplit(":", 1)
+        addr = (host, int(port))
+
+        def unix() -> socket.socket:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.settimeout(2)
+            c.connect(str(sock))
+            return c
+
+        def every(period: float, fn: Any) -> None:
+            while not self.stop.wait(period):
+                try:
+                    fn()
+                    self.requests += 1
+                except OSError:
+                    pass
+
+        def slowloris() -> None:
+            conns = [unix() for _ in range(20)]
+            head = b"GET /links HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100000
+            i = 0
+            while not self.stop.wait(0.1):
+                for k, c in enumerate(conns):
+                    try:
+                        c.sendall(head[i : i + 1])
+                    except OSError:
+                        conns[k] = unix()
+                i += 1
+            for c in conns:
+                c.close()
+
+        def refused() -> None:
+            body = b'{"file": "/etc/xcon-attack"}'
+            with socket.create_connection(addr, timeout=2) as c:
+                c.sendall(
+                    b"POST /links/a%2F1--b%2F1/capture HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                c.recv(4096)
+
+        def garbage() -> None:
+            with socket.create_connection(addr, timeout=2) as c:
+                c.sendall(os.urandom(512))
+
+        def deep() -> None:
+            body = b"[" * 30000 + b"]" * 30000
+            with unix() as c:
+                c.sendall(
+                    b"POST /links HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+                c.recv(4096)
+
+        def slow_filter() -> None:
+            from urllib.parse import quote
+
+            Client(path=str(sock), timeout=10).request(
+                "GET", link_path(link, "capture") + "?filter=" + quote(SLOW_FILTER)
+            )
+
+        def bad_config() -> None:
+            config.write_bytes(b"# caf\xe9\nlinks = []\n")
+            os.kill(pid, signal.SIGHUP)
+
+        self.threads = [
+            threading.Thread(target=fn, daemon=True)
+            for fn in (
+                slowloris,
+                lambda: every(0.01, refused),
+                lambda: every(0.05, garbage),
+                lambda: every(0.5, deep),
+                lambda: every(3.0, slow_filter),
+                lambda: every(2.0, bad_config),
+            )
+        ]
+        for t in self.threads:
+            t.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _attacked(variant: str, s: Settings, size: int) -> tuple[float, int]:
+    """(frames/s, frames lost) of one saturated link: alone, or attacked."""
+    import tempfile
+
+    sh, rh = hosts()
+    rx = Peer([f"l:{rh}:10001:r"], size=size)
+    tx = Peer([f"l:{sh}:10001:s"], size=size)
+    relay = Relay("xcon", "xcon")
+    attacks = None
+    config = Path(tempfile.mkdtemp(prefix="xcon-abuse-")) / "lab.toml"
+    config.write_text(f'links = ["{sh}/1--{rh}/1"]\n')
+    try:
+        rx.wait("ready", 5)
+        tx.wait("ready", 5)
+        tcp = f"127.0.0.1:{_free_port()}"
+        if variant == "none":
+            relay.start("p2p", [f"{sh}/1--{rh}/1", "--control", "none"])
+        else:
+            relay.start_xcon(["--config", str(config), "--control-listen", tcp])
+        tx.wait_up(1, 10)
+        rx.wait_up(1, 10)
+        rx.wait("first", 5)
+        if variant == "attacked":
+            sock = _wait_socket(relay)
+            pid = relay.pid
+            assert pid is not None
+            attacks = _Attacks(sock, tcp, config, pid, f"{sh}/1--{rh}/1")
+        time.sleep(s.warmup)
+        s0 = rx.snap()
+        time.sleep(s.duration * 1.5)
+        s1 = rx.snap()
+        if not relay.alive():
+            raise RuntimeError(f"xcon died under attack: {relay.log()[-500:]}")
+        return (s1.frames - s0.frames) / ((s1.t_ns - s0.t_ns) / 1e9), s1.lost
+    finally:
+        if attacks is not None:
+            attacks.close()
+        relay.stop()
+        tx.stop()
+        rx.stop()
+
+
+def abuse(s: Settings, progress: Progress, size: int = 1500) -> Row:
+    rounds = 3 if s.quick else 7
+    fps: dict[str, list[float]] = {"none": [], "attacked": []}
+    lost: dict[str, list[int]] = {"none": [], "attacked": []}
+    ratios = []
+    for i in range(rounds):
+        order = ["none", "attacked"] if i % 2 == 0 else ["attacked", "none"]
+        got = {}
+        for v in order:
+            progress(f"control-abuse: {v}, round {i + 1}/{rounds}")
+            got[v], n = _attacked(v, s, size)
+            fps[v].append(got[v])
+            lost[v].append(n)
+        ratios.append(got["attacked"] / got["none"])
+    return {
+        "group": "control",
+        "scenario": "control-abuse",
+        "relay": "xcon",
+        "status": "ok",
+        "size": size,
+        "variant_fps": {v: median(x) for v, x in fps.items()},
+        "lost": lost,
+        "ratio_attacked": median(ratios),
+        "ratio_rounds": ratios,
+    }
+
+
 def cost(s: Settings, progress: Progress, size: int = 1500) -> Row:
     rounds = 3 if s.quick else 9
     variants = ["none", "idle", "scraped"]
@@ -258,6 +440,22 @@ def churn(s: Settings, progress: Progress, cycles: int = 100) -> Row:
         y.stop()
         tx.stop()
         rx.stop()
+
+
+def run_abuse(s: Settings, progress: Progress) -> list[Row]:
+    """``--only abuse``: the link's rate while the control plane is attacked."""
+    try:
+        return [abuse(s, progress)]
+    except Exception as e:  # noqa: BLE001 - a failed part is an n/a row
+        return [
+            {
+                "group": "control",
+                "scenario": "control-abuse",
+                "relay": "xcon",
+                "status": "n/a",
+                "reason": str(e),
+            }
+        ]
 
 
 def run(s: Settings, progress: Progress) -> list[Row]:

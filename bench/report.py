@@ -222,6 +222,14 @@ def _control_lines(rows: list[Row]) -> list[str]:
                 f"({r['ratio_idle']:.3f}×), scraped every 1 s {_rate(f['scraped'])} "
                 f"({r['ratio_scraped']:.3f}×)"
             )
+        elif r["scenario"] == "control-abuse":
+            f = r["variant_fps"]
+            lines.append(
+                f"  control-abuse  1 saturated link {r['size']} B: alone {_rate(f['none'])}, "
+                f"control plane attacked {_rate(f['attacked'])} ({r['ratio_attacked']:.3f}×, "
+                f"rounds {', '.join(f'{x:.2f}' for x in r['ratio_rounds'])}); lost "
+                f"{sum(r['lost']['attacked'])} attacked, {sum(r['lost']['none'])} alone"
+            )
         elif r["scenario"] == "control-churn":
             d = r["add_to_forwarding_ms"]
             lines.append(
@@ -392,6 +400,22 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             0.95,
             True,
             "×",
+        )
+    ab = _find(rows, "control-abuse", "xcon")
+    if ab:
+        add(
+            "control plane attacked: p2p frames/s ≥ 0.9× alone",
+            ab["ratio_attacked"],
+            0.9,
+            True,
+            "×",
+        )
+        add(
+            "control plane attacked: frames lost = 0",
+            sum(ab["lost"]["attacked"]),
+            0,
+            False,
+            "",
         )
     cm = _find(rows, "capture-micro", "xcon")
     if cm:

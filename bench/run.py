@@ -28,6 +28,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "vxlan",
     "engines",
     "control",
+    "abuse",
     "capture",
     "impair",
     "qemu",
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import control
 
                 rows += control.run(s, progress)
+            elif name == "abuse":
+                from bench import control
+
+                rows += control.run_abuse(s, progress)
             elif name == "capture":
                 from bench import capture
 
