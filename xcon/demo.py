@@ -128,20 +128,25 @@ def main(argv: Sequence[str] = ()) -> int:
     link = "127.0.77.1/1--127.0.77.2/1"
     print(f"xcon demo: two fake qemu routers, linked by: xcon --p2p {link}")
     xc = XconProcess(["--p2p", link], cwd=workdir)
+    rc = 1
     try:
         try:
             a.wait_connected(10)
             b.wait_connected(10)
         except WaitTimeout:
             print("xcon demo: xcon did not connect to the routers:\n" + xc.log())
-            return 1
+            return rc
         print(f"health file: {xc.wait_health('0').splitlines()[1]}")
-        return _run(a, b, recv, xc, args.seconds, size)
+        rc = _run(a, b, recv, xc, args.seconds, size)
     finally:
         xc.kill()
         a.stop()
         b.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if rc == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:  # kept for a look: the path is printed
+            print(f"xcon demo: xcon's log is kept in {xc.log_path}")
+    return rc
 
 
 def _run(
@@ -229,7 +234,7 @@ def _run(
         f"  one-way latency over the run: p50 {_pct(recv.latencies_us, 50):.0f} us, "
         f"p99 {_pct(recv.latencies_us, 99):.0f} us"
     )
-    print(f"  xcon exited with {rc} after SIGTERM; its log: {xc.log_path}")
+    print(f"  xcon exited with {rc} after SIGTERM")
     print("OK" if ok else "FAILED")
     if not ok:
         sys.stdout.write(xc.log()[-2000:])

@@ -39,6 +39,7 @@ def test_demo_runs_and_checks_every_frame(tmp_path):
     sent, received = (int(g.replace(",", "")) for g in m.groups())
     assert sent == received > 1000
     assert "xcon exited with 0 after SIGTERM" in summary
+    assert "log" not in summary, "no path to a log that was removed"
     assert summary.rstrip().endswith("OK")
 
 
