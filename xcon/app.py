@@ -122,6 +122,7 @@ class Xcon:
         #: Seed of every impaired direction's random stream (``--seed``): each
         #: direction draws from its own stream derived from it and its name.
         self.seed: int = int.from_bytes(os.urandom(4), "big")
+        self._seed_logged = False
         #: How a link added at run time gets its ports (tests put fakes here).
         self.make_port: Callable[[Engine, End], Port] = modes.make_port
         self.open_ports: Callable[[Sequence[Port]], None] = modes.open_ports
@@ -280,6 +281,11 @@ class Xcon:
         if direction not in DIRECTIONS:
             raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
         link.p2p.set_impair(direction, imp, self.seed)
+        if imp is not None and not imp.null and not self._seed_logged:
+            self._seed_logged = True
+            log.info(
+                "impairment seed %d (--seed %d replays the random draws)", self.seed, self.seed
+            )
         log.info(
             "p2p link %s %s: impairment %s",
             link.name,

@@ -644,6 +644,8 @@ def run(setup: Setup) -> int:
             modes.raw_listen(
                 app, setup.nic, setup.ifname, debug=setup.debug, listen_host=setup.listen_host
             )
+        if setup.seed is not None:  # before the config file's impairments are applied
+            app.seed = setup.seed
         reload = None
         if setup.config is not None:
             from xcon.control.config import ConfigReloader
@@ -653,8 +655,6 @@ def run(setup: Setup) -> int:
             app.on_hangup = reloader.on_signal
             reload = reloader.reload_json
         start_captures(app, setup)
-        if setup.seed is not None:
-            app.seed = setup.seed
         for name, direction, imp in setup.impairs:
             try:
                 app.set_impair(name, direction, imp)
@@ -673,7 +673,6 @@ def run(setup: Setup) -> int:
     )
     for spec in setup.links:
         log.info("p2p link %s", spec)
-    log.info("impairment seed %d (--seed %d replays the random draws)", app.seed, app.seed)
     return app.run()
 
 

@@ -222,3 +222,19 @@ def test_impair_errors_at_start_are_one_line(tmp_path):
         )
         assert r.returncode == 2, (args, r.stderr)
         assert says in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_seed_logged_once_an_impairment_exists(peers, xcon):
+    a, b = peers(), peers()
+    link = f"{endpoint(a)}--{endpoint(b)}"
+    xc = xcon("--p2p", link, "--seed", "11")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_api(xc)
+    assert f"p2p link {link}" in xc.log()  # the start-up lines are all written by now
+    assert "impairment seed" not in xc.log()
+    status, _doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "delay 1ms"})
+    assert status == 200
+    xc.wait_log("impairment seed 11 (--seed 11 replays the random draws)")
+    call(xc, "PUT", link_path(link, "impair"), {"netem": "delay 2ms"})
+    xc.wait_log("delay 2ms")
+    assert xc.log().count("impairment seed") == 1
