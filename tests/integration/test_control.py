@@ -243,6 +243,8 @@ def test_ctl_exit_codes_and_json(peers, xcon, tmp_path):
     assert r.returncode == 0 and name in r.stdout and "LINK" in r.stdout
     r = ctl(xc, "--json", "links")
     assert json.loads(r.stdout)["links"][0]["name"] == name
+    r = ctl(xc, "links", "--json")  # after the command too
+    assert r.returncode == 0 and json.loads(r.stdout)["links"][0]["name"] == name
     r = ctl(xc, "link", "nope/1--nope/2")
     assert r.returncode == 1 and r.stderr == "xcon ctl: no link 'nope/1--nope/2'\n"
     r = ctl(xc, "add", "a/1--")

@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--size", type=float, metavar="MB", help="ring: a new file before MB")
     cap.add_argument("--seconds", type=float, metavar="S", help="ring: a new file every S")
     cap.add_argument("--files", type=int, metavar="N", help="ring: keep the newest N files")
+    for command in sub.choices.values():  # --json after the command too: ctl links --json
+        command.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
+        )
     return p
 
 
