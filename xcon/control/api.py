@@ -61,7 +61,9 @@ log = logging.getLogger("xcon.control")
 #: Drop reasons that are about the destination (counted as transmit drops of
 #: the end the frames were going to); every other reason is a receive drop of
 #: the end they came from.
-TRANSMIT_REASONS = frozenset({"port_down", "queue_full", "impair_loss", "impair_queue"})
+TRANSMIT_REASONS = frozenset(
+    {"port_down", "queue_full", "impair_loss", "impair_queue", "impair_cleared"}
+)
 RATE_EVERY = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
