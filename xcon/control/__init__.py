@@ -91,6 +91,7 @@ def start_control(
 
     api = ControlAPI(app, engine_name, reload=reload)
     server = ControlServer(app.engine, api)
+    api.server = server
     try:
         if settings.path is not None:
             try:

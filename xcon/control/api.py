@@ -43,6 +43,7 @@ from xcon.app import Link, Xcon, check_monitors
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.control.server import (
+    ControlServer,
     Pending,
     Request,
     Response,
@@ -262,6 +263,9 @@ class ControlAPI:
         self.app = app
         self.engine_name = engine_name or app.engine.name
         self.reload = reload
+        #: The server answering for it (set by ``start_control``): its limits
+        #: and counters.
+        self.server: ControlServer | None = None
         self.started = time.time()
         self.meter = RateMeter(app)
         #: Scrapes waiting for the /metrics render in progress (None: none running).
@@ -362,6 +366,8 @@ class ControlAPI:
             "ready": ready,
             "total": total,
             "links": len(self.app.links),
+            # Why the health file does not say this (it could not be written), or None.
+            "file_error": self.app.health.error,
         }
 
     def add(self, req: Request) -> Response:
@@ -464,6 +470,9 @@ class ControlAPI:
             cap = caps.start_file(name, path, capture_options(body, file=True))
             return json_response(201, cap.describe())
         if req.method == "GET":
+            refused = self.server.refuse_stream() if self.server is not None else None
+            if refused is not None:
+                return refused
             query = {k: v[-1] for k, v in req.query.items()}
             _cap, sink = caps.start_stream(name, capture_options(query, file=False))
             return Streaming(sink)
@@ -483,7 +492,7 @@ class ControlAPI:
             self._scrapes.append(pending)
             return pending
         self._scrapes = [pending]
-        snap = snapshot(self.app, self.engine_name)
+        snap = snapshot(self.app, self.engine_name, self.server)
 
         def done(text: object, err: BaseException | None) -> None:
             waiting, self._scrapes = self._scrapes or [], None
