@@ -286,10 +286,8 @@ def test_a_stream_whose_client_reads_nothing_is_ended_one_that_reads_is_not(stre
     finally:
         stop.set()
         t.join(5)
-    stuck.settimeout(5)
-    with contextlib.suppress(OSError):
-        while stuck.recv(65536):
-            pass  # what was queued, then the end
+    while stuck.recv(65536):  # what was queued, then the end: xcon closed it
+        pass
 
 
 # -- the health file on a full filesystem ----------------------------------------------------

@@ -444,7 +444,7 @@ class _Conn:
         self.last_active = time.monotonic()
         self.request_started: float | None = None
         self.stream: StreamBody | None = None
-        #: When the socket last refused stream bytes, since when nothing went (None: it takes them).
+        #: Since when the socket has taken no byte of the stream (None: it takes them).
         self.stalled_since: float | None = None
         self._woken = False
         self.reg = server.engine.register(self.fd, self, READ)
