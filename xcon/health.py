@@ -78,14 +78,14 @@ class HealthFile:
 
     def update(self, connected: int, total: int, ready: int | None = None) -> None:
         if not self._final:
-            self._set(health_text(connected, total, ready))
+            self._write(health_text(connected, total, ready))
 
     def stopped(self, why: str) -> None:
         """xcon is ending: unhealthy from now on, whatever is reported later.
         If that cannot be written, the file is removed (or that is logged)."""
         self._final = True
         self._cancel()
-        if self._set(f"1\nxcon is not running ({why})\n") or not self.path:
+        if self._write(f"1\nxcon is not running ({why})\n") or not self.path:
             return
         if self._written == _GONE:
             return  # removed already (see _fail)
@@ -103,7 +103,7 @@ class HealthFile:
         log.error("removed health file %s: xcon could not write that it stopped", self.path)
 
     # -- writing ------------------------------------------------------------------
-    def _set(self, text: str) -> bool:
+    def _write(self, text: str) -> bool:
         """Make the file say ``text``; returns whether it does."""
         if not self.path:
             return True
