@@ -101,7 +101,7 @@ class Xcon:
             engine = EpollEngine()
         self.engine: Engine = engine
         self.links: dict[str, Link] = {}
-        self.health = HealthFile(health_path)
+        self.health = HealthFile(health_path, engine.call_later)
         self.trace_interval = trace_interval
         self.debug = debug
         self.running = False

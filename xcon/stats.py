@@ -72,7 +72,7 @@ class FlowStats:
         self.frames = 0
         self.bytes = 0
         #: dropped frames by reason: port_down, zero_length, untagged, other_vlan,
-        #: runt, too_big, queue_full, impair_loss, impair_queue
+        #: runt, too_big, queue_full, impair_loss, impair_queue, impair_cleared
         self.drops: Counter[str] = Counter()
         #: things done to frames that still crossed (impairment): duplicated,
         #: corrupted, reordered

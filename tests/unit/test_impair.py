@@ -492,19 +492,19 @@ def test_live_change_and_clear_keep_stats_tap_and_connection():
     link.set_impair("a2b", parse_netem("delay 5ms"), SEED)
     assert link.impairment("a2b") == parse_netem("delay 5ms")
     a.feed_frames([numbered(2, 64)])
-    link.set_impair("a2b", None, SEED)
+    link.set_impair("a2b", None, SEED)  # frame 2, still waiting, is dropped
     assert link.impairment("a2b") is None
-    a.feed_frames([numbered(3, 64)])  # behind frame 2: waits for it
-    assert isinstance(link.flows[a], ImpairFlow)  # still draining
+    assert link.flows[a] is base  # nothing outstanding: the plain flow at once
+    a.feed_frames([numbered(3, 64)])
     engine.run_until(1)
-    assert link.flows[a] is base  # back to the plain flow
     a.feed_frames([numbered(4, 64)])
-    assert [check_numbered(f) for f in b.sent_frames()] == [0, 2, 3, 4]
+    assert [check_numbered(f) for f in b.sent_frames()] == [0, 3, 4]
     st = base.stats
-    assert (st.frames, st.drops["impair_loss"]) == (4, 1)
+    assert (st.frames, st.drops["impair_loss"], st.drops["impair_cleared"]) == (3, 1, 1)
+    assert st.bytes == 3 * 64
     # what the impaired flow did, as the tap saw it (the plain flows' own tap
-    # calls are theirs: only the order of these three is asserted)
-    assert [x for x in seen if x not in (0, 4)] == ["impair_loss", 2, 3]
+    # calls are theirs: only the order of these is asserted)
+    assert [x for x in seen if x not in (0, 3, 4)] == ["impair_loss"]
     assert a.stats.connects == b.stats.connects == 1
 
 
@@ -631,3 +631,112 @@ def test_a_pull_finishes_the_frame_being_sent():
     assert len(frames) >= 2 and all(len(f) == 100 for f in frames)
     st = link.a_to_b.stats
     assert st.frames + st.drops["admin_down"] == 5
+
+
+# -- changing and clearing: what the old settings queued ---------------------------------
+
+
+def test_stage_discard_drops_every_waiting_frame_and_departures_start_afresh():
+    stage, _st = stage_of("rate 8bit")  # 64 s per 64-byte frame
+    data = encode_frames(numbered(i, 64) for i in range(5))
+    stage.admit(memoryview(bytearray(data)), 0, len(data), 0.0)
+    assert stage.line.entries[-1][0] == pytest.approx(5 * 64.0)
+    assert stage.discard() == (5, 5 * 64)
+    assert stage.empty and stage.next_departure() is None and stage.line.frames == 0
+    stage.set(parse_netem("rate 1gbit"))
+    one = encode_frames([numbered(9, 64)])
+    stage.admit(memoryview(bytearray(one)), 0, len(one), 10.0)
+    # the new frame waits its own 512 ns, not behind 320 s of old departures
+    assert 10.0 < stage.next_departure() < 10.001
+    line, s, e = stage.due(10.001)
+    assert split_frames(bytes(line.mv[s:e])) == [numbered(9, 64)]
+
+
+def test_stage_discard_keeps_the_span_being_sent():
+    stage, _st = stage_of("delay 1ms")
+    for t in range(3):  # three runs (entries), two frames each
+        data = encode_frames(numbered(2 * t + i, 100) for i in range(2))
+        stage.admit(memoryview(bytearray(data)), 0, len(data), t * 0.001)
+    line, s, e = stage.due(0.0015)  # the first run is due
+    assert e - s == 2 * 104
+    line.consume(150)  # the destination took a frame and a half
+    more = encode_frames([numbered(6, 100)])  # same departure as the last run: merged
+    stage.admit(memoryview(bytearray(more)), 0, len(more), 0.002)
+    assert stage.discard((line, e)) == (5, 5 * 100)
+    line2, s2, e2 = stage.due(1.0)
+    assert (line2, s2, e2) == (line, 150, 2 * 104)  # the rest of the cut frame, no more
+    line.consume(e2 - s2)
+    assert stage.empty and line.frames == 0
+
+
+def test_stage_discard_cuts_inside_a_merged_run():
+    stage, _st = stage_of("delay 1ms")
+    data = encode_frames(numbered(i, 100) for i in range(4))
+    stage.admit(memoryview(bytearray(data)), 0, len(data), 0.0)  # one run of four
+    line = stage.line
+    line.consume(104 + 50)
+    assert stage.discard((line, 2 * 104)) == (2, 200)
+    assert list(line.entries) == [(0.001, 2 * 104, 2)] and line.tail == 2 * 104
+
+
+def test_clearing_rate_8bit_lets_new_frames_through_at_once():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("rate 8bit"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(20)])  # 100 s each
+    engine.run_until(150)
+    assert [s for s, _ in departures(b)] == [0]
+    link.set_impair("a2b", None, SEED)
+    st = link.flows[a].stats
+    assert isinstance(link.flows[a], DirectFlow)
+    assert (st.frames, st.drops["impair_cleared"]) == (1, 19)
+    a.feed_frames([numbered(100, 100)])
+    assert [s for s, _ in departures(b)] == [0, 100]
+    assert b.send_times[-1][0] == 150
+    engine.run_until(5000)  # and the old frames never come
+    assert [s for s, _ in departures(b)] == [0, 100]
+
+
+def test_replacing_the_timing_drops_the_old_queue_a_loss_change_keeps_it():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms loss 0.0001%"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(5)])
+    link.set_impair("a2b", parse_netem("delay 10ms loss 0.0002%"), SEED)  # same timing
+    engine.run_until(0.005)
+    a.feed_frames([numbered(i, 100) for i in range(5, 8)])
+    engine.run_until(0.1)
+    assert departures(b) == [(i, pytest.approx(0.010)) for i in range(5)] + [
+        (i, pytest.approx(0.015)) for i in range(5, 8)
+    ]
+    link.set_impair("a2b", parse_netem("rate 8bit"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(8, 12)])
+    engine.run_until(0.2)
+    link.set_impair("a2b", parse_netem("delay 1ms"), SEED)  # another timing
+    a.feed_frames([numbered(12, 100)])
+    engine.run_until(0.3)
+    assert departures(b)[8:] == [(12, pytest.approx(0.201))]
+    st = link.flows[a].stats
+    assert st.drops["impair_cleared"] == 4 and st.frames == 9
+
+
+def test_clearing_finishes_the_frame_being_sent_then_drops_the_rest():
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    a.feed_frames([numbered(i, 100) for i in range(5)])
+    b.capacity = 150  # a frame and a half, then blocked
+    engine.run_until(0.005)
+    a.feed_frames([numbered(i, 100) for i in range(5, 8)])  # due later
+    engine.run_until(0.011)
+    assert len(b.sent) == 150
+    link.set_impair("a2b", None, SEED)
+    assert isinstance(link.flows[a], ImpairFlow)  # a send is outstanding
+    b.drain()
+    engine.run_until(0.012)
+    assert isinstance(link.flows[a], DirectFlow)
+    a.feed_frames([numbered(9, 100)])
+    got = [check_numbered(f) for f in split_frames(bytes(b.sent))]
+    assert got == [0, 1, 2, 3, 4, 9]  # whole frames: the due span went, 5..7 did not
+    st = link.flows[a].stats
+    assert (st.frames, st.drops["impair_cleared"]) == (6, 3)

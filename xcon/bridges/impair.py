@@ -18,6 +18,12 @@ sent as one span per send; the next departure is a precise engine timer
 (:meth:`~xcon.engines.Engine.call_at`).  When the destination blocks, the
 line holds (and fills); when it is writable again, sending resumes.
 
+Clearing the impairment drops what its line still holds (``impair_cleared``,
+as ``tc qdisc del`` frees netem's queue), and so does a new impairment that
+times frames differently (another delay, rate or reordering); the frame a
+blocked destination took in part is finished first.  New frames never wait
+behind departures the old settings gave (``rate 8bit``: minutes a frame).
+
 Taps see frames as they leave (``sent``, once per span, after the
 impairment: a corrupted frame is captured corrupted) and the frames the
 stage drops (``dropped``, per frame).
@@ -31,7 +37,7 @@ from xcon.bridges.p2p import Flow, VlanFlow
 from xcon.engines import TimerHandle
 from xcon.framing import OutBuffer
 from xcon.impair.spec import Impairment
-from xcon.impair.stage import ImpairStage
+from xcon.impair.stage import DelayLine, ImpairStage, same_timing
 from xcon.trace import log_frames
 
 __all__ = ["ImpairFlow"]
@@ -58,6 +64,8 @@ class ImpairFlow(Flow):
         self._timer: TimerHandle | None = None
         self._timer_at = 0.0
         self._sending = False  # a send is outstanding (destination blocked)
+        #: The line and end offset of the span the destination took in part.
+        self._inflight: tuple[DelayLine, int] | None = None
         #: Cleared: frames still waiting go out, new ones pass undelayed
         #: behind them, then ``on_drained`` puts the plain flow back.
         self.clearing = False
@@ -77,17 +85,36 @@ class ImpairFlow(Flow):
         return self.stage.imp
 
     def set(self, imp: Impairment) -> None:
-        """A new impairment, live (frames in the line keep their times)."""
+        """A new impairment, live: frames in the line keep their times if it
+        times frames as the old one did, else they are dropped (``impair_cleared``)."""
         self.clearing = False
+        if not same_timing(self.stage.imp, imp):
+            self._discard("impair_cleared")
         self.stage.set(imp)
         self._holding()
 
     def clear(self) -> None:
-        """Stop impairing; the plain flow returns once the line has drained."""
+        """Stop impairing: what waits in the line is dropped (``impair_cleared``;
+        the rest of a frame being sent is finished first); the plain flow
+        returns once nothing is outstanding."""
         self.clearing = True
+        self._discard("impair_cleared")
         self.stage.set(Impairment(limit=self.stage.imp.limit))
         self._holding()
         self._check_drained()
+
+    def _discard(self, reason: str) -> None:
+        """Drop what waits in the line but the span being sent (see ``clear``)."""
+        frames, nbytes = self.stage.discard(self._inflight if self._sending else None)
+        if frames:
+            # Counted as forwarded when admitted; they never left.
+            self.stats.frames -= frames
+            self.stats.bytes -= nbytes
+            self.stats.drop(reason, frames)
+        if self._timer is not None:  # armed for a departure that is gone
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
 
     def _holding(self) -> None:
         imp = self.stage.imp
@@ -175,6 +202,7 @@ class ImpairFlow(Flow):
             n = dst.send(line.mv[start:end])
             line.consume(n, now)
             if n < end - start:
+                self._inflight = (line, end)
                 self._set_sending(True)
                 return
             self._set_sending(False)

@@ -104,6 +104,7 @@ def start_control(
     access = Access(token, settings.group, settings.allow_ends, settings.token_file)
     api = ControlAPI(app, engine_name, reload=reload, access=access)
     server = ControlServer(app.engine, api)
+    api.server = server
     try:
         if settings.path is not None:
             try:

@@ -44,6 +44,7 @@ from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.control.access import ADMIN, Access, Refused
 from xcon.control.server import (
+    ControlServer,
     Pending,
     Request,
     Response,
@@ -62,7 +63,9 @@ log = logging.getLogger("xcon.control")
 #: Drop reasons that are about the destination (counted as transmit drops of
 #: the end the frames were going to); every other reason is a receive drop of
 #: the end they came from.
-TRANSMIT_REASONS = frozenset({"port_down", "queue_full", "impair_loss", "impair_queue"})
+TRANSMIT_REASONS = frozenset(
+    {"port_down", "queue_full", "impair_loss", "impair_queue", "impair_cleared"}
+)
 RATE_EVERY = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -265,6 +268,9 @@ class ControlAPI:
         self.access = access or Access()
         self.engine_name = engine_name or app.engine.name
         self.reload = reload
+        #: The server answering for it (set by ``start_control``): its limits
+        #: and counters.
+        self.server: ControlServer | None = None
         self.started = time.time()
         self.meter = RateMeter(app)
         #: Scrapes waiting for the /metrics render in progress (None: none running).
@@ -374,6 +380,8 @@ class ControlAPI:
             "ready": ready,
             "total": total,
             "links": len(self.app.links),
+            # Why the health file does not say this (it could not be written), or None.
+            "file_error": self.app.health.error,
         }
 
     def add(self, req: Request) -> Response:
@@ -495,6 +503,9 @@ class ControlAPI:
             cap = caps.start_file(name, path, capture_options(body, file=True))
             return json_response(201, cap.describe())
         if req.method == "GET":
+            refused = self.server.refuse_stream() if self.server is not None else None
+            if refused is not None:
+                return refused
             query = {k: v[-1] for k, v in req.query.items()}
             _cap, sink = caps.start_stream(name, capture_options(query, file=False))
             return Streaming(sink)
@@ -514,7 +525,7 @@ class ControlAPI:
             self._scrapes.append(pending)
             return pending
         self._scrapes = [pending]
-        snap = snapshot(self.app, self.engine_name)
+        snap = snapshot(self.app, self.engine_name, self.server)
         snap.refused = dict(self.access.refused)
 
         def done(text: object, err: BaseException | None) -> None:

@@ -617,7 +617,10 @@ def render(cmd: str, doc: dict[str, Any]) -> str:
     if cmd == "reset":
         return f"counters reset: {len(doc['reset'])} link(s)\n"
     if cmd == "health":
-        return f"{doc['code']}\n{doc['message']}\n"
+        text = f"{doc['code']}\n{doc['message']}\n"
+        if doc.get("file_error"):
+            text += f"health file: {doc['file_error']}\n"
+        return text
     if cmd == "reload":
         text = (
             f"added {len(doc['added'])}, removed {len(doc['removed'])}, changed "

@@ -21,12 +21,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from xcon import __version__, native
 from xcon.app import Xcon
+from xcon.control.server import ControlServer
 
 __all__ = ["Snapshot", "render", "snapshot"]
 
@@ -54,13 +60,35 @@ class Snapshot:
     #: Control requests refused, by reason ("token": no or a wrong token,
     #: "forbidden": not this client's to make).
     refused: dict[str, int] = field(default_factory=dict)
+    #: The health file: (says what it should, failed writes).
+    health_file: tuple[bool, int] = (True, 0)
+    #: The control server's counters (see :class:`ControlCounters`), None without one.
+    control: ControlCounters | None = None
 
 
-def snapshot(app: Xcon, engine: str) -> Snapshot:
+@dataclass
+class ControlCounters:
+    """The control server's own counters at one moment."""
+
+    accept_errors: int
+    streams: int
+    streams_refused: int
+    streams_stalled: int
+
+
+def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Snapshot:
     """Read every link's counters (on the loop: quick, no I/O)."""
     from xcon.control.api import end_views, link_captures
 
-    snap = Snapshot(health=app.health_counts(), engine=engine)
+    snap = Snapshot(
+        health=app.health_counts(),
+        engine=engine,
+        health_file=(app.health.ok, app.health.errors),
+    )
+    if server is not None:
+        snap.control = ControlCounters(
+            server.accept_errors, server.streams, server.streams_refused, server.streams_stalled
+        )
     for link in app.links.values():
         p2p = link.p2p
         ends: list[EndRow] = []
@@ -208,17 +236,52 @@ class SnapshotCollector(Collector):
         healthy = GaugeMetricFamily("xcon_healthy", "1 while the health file says 0 (healthy).")
         healthy.add_metric([], 1.0 if connected >= total or ready >= total else 0.0)
         yield healthy
-        refused = family(
+        refused_requests = family(
             "xcon_control_refused_requests",
             "Control API requests refused: no or a wrong token, or not this client's to make.",
         )
         for reason in ("token", "forbidden"):
-            refused.add_sample(
+            refused_requests.add_sample(
                 "xcon_control_refused_requests_total",
                 {"reason": reason},
                 float(self.snap.refused.get(reason, 0)),
             )
-        yield refused
+        yield refused_requests
+        file_ok, file_errors = self.snap.health_file
+        ok = GaugeMetricFamily(
+            "xcon_health_file_ok",
+            "1 while the health file says what xcon_healthy says (0: it cannot be written).",
+        )
+        ok.add_metric([], 1.0 if file_ok else 0.0)
+        errors = CounterMetricFamily(
+            "xcon_health_file_errors",
+            "Writes of the health file that failed (retried every second).",
+        )
+        errors.add_metric([], file_errors)
+        yield from (ok, errors)
+        ctl = self.snap.control
+        if ctl is not None:
+            accept = CounterMetricFamily(
+                "xcon_control_accept_errors",
+                "Connections to the control API not accepted for lack of descriptors or "
+                "memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): accepting pauses meanwhile.",
+            )
+            accept.add_metric([], ctl.accept_errors)
+            streams = GaugeMetricFamily(
+                "xcon_control_streams", "Live capture streams the control API is sending."
+            )
+            streams.add_metric([], ctl.streams)
+            refused = CounterMetricFamily(
+                "xcon_control_streams_refused",
+                "Live capture streams refused (503): the most run already.",
+            )
+            refused.add_metric([], ctl.streams_refused)
+            stalled = CounterMetricFamily(
+                "xcon_control_streams_stalled",
+                "Live capture streams ended because their client read nothing for too long.",
+            )
+            stalled.add_metric([], ctl.streams_stalled)
+            yield from (accept, streams, refused, stalled)
         info = GaugeMetricFamily(
             "xcon_build_info",
             "xcon's version, fast path and engine.",

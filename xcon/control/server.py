@@ -19,6 +19,12 @@ surviving anything else:
   seconds is closed; one timer sweeps every second;
 * at most :data:`MAX_CONNECTIONS` connections: a new one closes the one that
   has been quiet longest;
+* an accept that fails for lack of descriptors or memory (EMFILE, ENFILE,
+  ENOBUFS, ENOMEM) leaves the connection in the backlog and the socket
+  readable, so the listener stops being watched for :data:`ACCEPT_PAUSE_MIN`
+  seconds, doubling up to :data:`ACCEPT_PAUSE_MAX` while it goes on failing
+  (counted: ``accept_errors``; one log line when it starts, one when accepts
+  work again);
 * a handler that raises is answered 500 with one log line, never a traceback;
   an answer the client does not read is dropped with the connection at the
   timeout.
@@ -33,7 +39,12 @@ socket took the last, so a client that reads slowly holds back the body's
 source (which must bound itself: a capture drops), never the loop; at most
 :data:`STREAM_PIECES` pieces are sent per loop turn.  The body ends when its
 source ends (then the connection closes) or when the client goes (the
-source is told: ``gone``).  Streams are not timed out.
+source is told: ``gone``).  A stream is not timed out while its client
+reads, however slowly, or while its source is quiet; one whose client took
+nothing for :data:`STREAM_STALL` seconds (its socket full all that time) is
+ended.  At most :data:`MAX_STREAMS` streams run at once (another is answered
+503, and its source told ``gone``), and streams do not count against
+:data:`MAX_CONNECTIONS`, so they can never take a plain request's place.
 """
 
 from __future__ import annotations
@@ -83,6 +94,15 @@ SERVER_NAME = b"xcon"
 STREAM_PIECES = 4
 #: At exit, the seconds a stream whose source ended has to take its last bytes.
 FINAL_FLUSH = 1.0
+#: Streamed answers running at once, at most (besides MAX_CONNECTIONS).
+MAX_STREAMS = 16
+#: A stream whose client took no byte for this long is ended.
+STREAM_STALL = 30.0
+#: accept() errors that mean "no resources now" (descriptors, buffers, memory).
+RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: After such an error a listener stops accepting this long, doubling up to the max.
+ACCEPT_PAUSE_MIN = 0.1
+ACCEPT_PAUSE_MAX = 1.0
 
 
 @dataclass
@@ -184,6 +204,8 @@ class ControlServer:
         idle_timeout: float = IDLE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         max_request: int = MAX_REQUEST,
+        max_streams: int = MAX_STREAMS,
+        stream_stall: float = STREAM_STALL,
     ) -> None:
         self.engine = engine
         self.handler = handler
@@ -191,12 +213,20 @@ class ControlServer:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.max_request = max_request
+        self.max_streams = max_streams
+        self.stream_stall = stream_stall
         self.listeners: list[_Listener] = []
         self.conns: dict[int, _Conn] = {}
         self._sweeper: TimerHandle | None = None
         #: Counters for the tests and the metrics.
         self.requests = 0
         self.rejected = 0
+        #: Accepts that failed for lack of descriptors or memory.
+        self.accept_errors = 0
+        #: Streams running; refused (MAX_STREAMS); ended for a client that read nothing.
+        self.streams = 0
+        self.streams_refused = 0
+        self.streams_stalled = 0
 
     @property
     def addresses(self) -> list[str]:
@@ -267,9 +297,19 @@ class ControlServer:
             lst.close()
         self.listeners.clear()
 
+    def refuse_stream(self) -> Response | None:
+        """The answer to a stream request when :data:`MAX_STREAMS` run already
+        (counted), or None when there is room for one more."""
+        if self.streams < self.max_streams:
+            return None
+        self.streams_refused += 1
+        return error_response(
+            503, f"{self.streams} live streams run already (at most {self.max_streams}): end one"
+        )
+
     # -- connections ------------------------------------------------------------------
     def _accepted(self, sock: socket.socket, peer: Peer) -> None:
-        if len(self.conns) >= self.max_connections:
+        if len(self.conns) - self.streams >= self.max_connections:
             idle = [c for c in self.conns.values() if c.pending is None and c.stream is None]
             if idle:
                 min(idle, key=lambda c: c.last_active).close()
@@ -286,7 +326,16 @@ class ControlServer:
         """Close connections past their time (see the module docstring)."""
         now = time.monotonic()
         for conn in list(self.conns.values()):
-            if conn.pending is not None or conn.stream is not None:
+            if conn.stream is not None:
+                if conn.stalled_since is not None and now - conn.stalled_since > self.stream_stall:
+                    self.streams_stalled += 1
+                    log.warning(
+                        "control: a live stream ended: its client read nothing in %g s",
+                        self.stream_stall,
+                    )
+                    conn.close()
+                continue
+            if conn.pending is not None:
                 continue
             if (
                 conn.request_started is not None
@@ -298,7 +347,17 @@ class ControlServer:
 
 
 class _Listener:
-    __slots__ = ("server", "sock", "address", "unlink", "reg")
+    __slots__ = (
+        "server",
+        "sock",
+        "address",
+        "unlink",
+        "reg",
+        "_pause",
+        "_backoff",
+        "_failed",
+        "_failing_since",
+    )
 
     def __init__(
         self, server: ControlServer, sock: socket.socket, address: str, unlink: str | None
@@ -310,17 +369,25 @@ class _Listener:
         self.reg: Registration | None = server.engine.register(
             sock.fileno(), Callback(self._accept), READ
         )
+        self._pause: TimerHandle | None = None  # accepting paused (out of resources)
+        self._backoff = ACCEPT_PAUSE_MIN
+        self._failed = 0  # failed accepts in this failure period
+        self._failing_since = 0.0
 
     def _accept(self) -> None:
+        if self._pause is not None:
+            return
         for _ in range(ACCEPTS_PER_EVENT):
             try:
                 s, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
+                self._recovered()
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("control: cannot accept (%s)", e.strerror)
+                if e.errno in RESOURCE_ERRORS:
+                    self._out_of_resources(e)
                 return
+            self._recovered()
             if self.unlink is not None:
                 peer = unix_peer(s)
             else:
@@ -328,7 +395,47 @@ class _Listener:
                 peer = Peer("tcp", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             self.server._accepted(s, peer)
 
+    def _out_of_resources(self, e: OSError) -> None:
+        """The connection stays in the backlog, so the socket stays readable:
+        stop watching it for a while (doubling up to ACCEPT_PAUSE_MAX) instead
+        of spinning; one log line when it starts, one when it ends."""
+        self.server.accept_errors += 1
+        self._failed += 1
+        if self._failed == 1:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "control: cannot accept on %s (%s): pausing accepts, retrying every %g to %g s",
+                self.address,
+                e.strerror or e,
+                ACCEPT_PAUSE_MIN,
+                ACCEPT_PAUSE_MAX,
+            )
+        if self.reg is not None:
+            self.reg.set(0)
+        self._pause = self.server.engine.call_later(self._backoff, self._resume)
+        self._backoff = min(self._backoff * 2, ACCEPT_PAUSE_MAX)
+
+    def _resume(self) -> None:
+        self._pause = None
+        if self.reg is not None:
+            self.reg.set(READ)
+            self._accept()
+
+    def _recovered(self) -> None:
+        if self._failed:
+            log.warning(
+                "control: accepting on %s again, after %d failed accepts in %.1f s",
+                self.address,
+                self._failed,
+                time.monotonic() - self._failing_since,
+            )
+            self._failed = 0
+        self._backoff = ACCEPT_PAUSE_MIN
+
     def close(self) -> None:
+        if self._pause is not None:
+            self._pause.cancel()
+            self._pause = None
         if self.reg is not None:
             self.reg.close()
             self.reg = None
@@ -357,6 +464,8 @@ class _Conn:
         self.last_active = time.monotonic()
         self.request_started: float | None = None
         self.stream: StreamBody | None = None
+        #: Since when the socket has taken no byte of the stream (None: it takes them).
+        self.stalled_since: float | None = None
         self._woken = False
         self.reg = server.engine.register(self.fd, self, READ)
 
@@ -456,7 +565,12 @@ class _Conn:
             log.error("control: %s %s failed: %s: %s", req.method, req.path, type(e).__name__, e)
             answer = error_response(500, f"internal error: {type(e).__name__}: {e}")
         if isinstance(answer, Streaming):
-            self._start_stream(answer)
+            refused = self.server.refuse_stream()
+            if refused is not None:
+                answer.body.gone()
+                self.respond(refused)
+            else:
+                self._start_stream(answer)
         elif isinstance(answer, Pending):
             self.pending = answer
             self.reg.set(0)  # nothing more is read until it is answered
@@ -515,6 +629,7 @@ class _Conn:
             self.close()
             return
         self.stream = body
+        self.server.streams += 1
         body.set_wakeup(self._wake)
         self._pump()
 
@@ -557,12 +672,15 @@ class _Conn:
             try:
                 n = self.sock.send(self.out)
             except (BlockingIOError, InterruptedError):
+                if self.stalled_since is None:
+                    self.stalled_since = time.monotonic()
                 self.reg.set(READ | WRITE)
                 return False
             except OSError:
                 self.close()
                 return False
             del self.out[:n]
+            self.stalled_since = None
         return not self.closed
 
     def finish_stream(self, timeout: float) -> None:
@@ -577,6 +695,7 @@ class _Conn:
             self.out += self.h11.send(h11.EndOfMessage())
         body.set_wakeup(None)
         self.stream = None
+        self.server.streams -= 1
         try:
             self.sock.settimeout(timeout)
             self.sock.sendall(self.out)
@@ -589,6 +708,7 @@ class _Conn:
         assert body is not None
         body.set_wakeup(None)
         self.stream = None
+        self.server.streams -= 1
         try:
             self.out += self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
@@ -654,6 +774,7 @@ class _Conn:
         self.server.conns.pop(self.fd, None)
         if self.stream is not None:
             body, self.stream = self.stream, None
+            self.server.streams -= 1
             body.set_wakeup(None)
             body.gone()
         with contextlib.suppress(OSError):

@@ -40,6 +40,13 @@ What is netem's exactly, and what is not:
   line also holds at most ``capacity`` bytes; both tail-drop
   (``impair_queue``).  With jitter, netem reorders frames whose draws cross;
   this line does not (see above): state it, since tc users may expect it.
+
+Changing the impairment: frames the old settings queued keep their
+departure times only while the new settings time frames the same way (same
+delay, jitter, rate and reordering: a change of loss, say); otherwise, and
+always when the impairment is cleared, :meth:`ImpairStage.discard` drops
+them (as ``tc qdisc del`` frees netem's queue), so no frame scheduled by old
+settings (``rate 8bit``: minutes per frame) holds new ones behind it.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from xcon.framing import FRAME_HEADER
 from xcon.impair.spec import Impairment
 from xcon.stats import FlowStats, Lateness
 
-__all__ = ["DelayLine", "ImpairStage", "derive_seed"]
+__all__ = ["DelayLine", "ImpairStage", "derive_seed", "same_timing"]
 
 #: Bytes one direction's delay line can hold (untouched pages are free).
 LINE_CAPACITY = 16 * 1024 * 1024
@@ -74,6 +81,18 @@ def derive_seed(seed: int, link: str, direction: str) -> int:
     its own name only, never on another link's traffic."""
     h = hashlib.sha256(f"{seed}\0{link}\0{direction}".encode()).digest()
     return int.from_bytes(h[:8], "big")
+
+
+def same_timing(a: Impairment, b: Impairment) -> bool:
+    """Whether ``a`` and ``b`` give frames the same departure times (frames
+    queued by one can stay in front of frames timed by the other)."""
+    return (a.delay, a.jitter, a.delay_corr, a.distribution, a.rate) == (
+        b.delay,
+        b.jitter,
+        b.delay_corr,
+        b.distribution,
+        b.rate,
+    ) and (a.reorder, a.reorder_corr, a.gap) == (b.reorder, b.reorder_corr, b.gap)
 
 
 class DelayLine:
@@ -149,6 +168,32 @@ class DelayLine:
         if self.head == self.tail:
             self.head = self.tail = self.tapped = 0
 
+    def truncate(self, cut: int) -> tuple[int, int]:
+        """Forget the frames from offset ``cut`` (a frame boundary at or after
+        ``head``) to the tail; returns how many frames and Ethernet bytes."""
+        if cut >= self.tail:
+            return 0, 0
+        entries = self.entries
+        dropped = 0
+        while entries and entries[-1][1] > cut:
+            when, end, k = entries.pop()
+            if entries and entries[-1][1] >= cut:
+                after = k  # the whole run lies after the cut
+            else:  # the run the cut falls in: count its frames past the cut
+                after = native.skip(self.mv, cut, end, k)[1]
+            dropped += after
+            self.frames -= k
+            if k > after and cut > self.head:  # frames before the cut still wait
+                entries.append((when, cut, k - after))
+                self.frames += k - after
+        nbytes = self.tail - cut - FRAME_HEADER * dropped
+        self.tail = cut
+        self.tapped = min(self.tapped, cut)
+        if self.head == self.tail:
+            entries.clear()
+            self.head = self.tail = self.tapped = self.frames = 0
+        return dropped, nbytes
+
     def clear(self) -> int:
         """Forget every frame; returns how many there were."""
         n = self.frames
@@ -190,7 +235,8 @@ class ImpairStage:
         self.set(imp)
 
     def set(self, imp: Impairment) -> None:
-        """Change the impairment (frames already in the line keep their times)."""
+        """Change the impairment (frames already in the line keep their times:
+        :meth:`discard` them unless :func:`same_timing`)."""
         self.imp = imp
         self._corr = {}
         self.ge_bad = False
@@ -474,6 +520,21 @@ class ImpairStage:
     @property
     def empty(self) -> bool:
         return self.line.head == self.line.tail and self.express.head == self.express.tail
+
+    def discard(self, keep: tuple[DelayLine, int] | None = None) -> tuple[int, int]:
+        """Drop every frame waiting but those of ``keep``'s line before its
+        offset (the rest of a send the destination took in part: a frame is
+        never cut); returns (frames, Ethernet bytes) dropped.  Departures
+        start afresh: new frames wait behind nothing that was dropped."""
+        frames = nbytes = 0
+        for line in (self.express, self.line):
+            cut = keep[1] if keep is not None and keep[0] is line else line.head
+            f, b = line.truncate(max(cut, line.head))
+            frames += f
+            nbytes += b
+        self.last = float("-inf")
+        self.counter = 0
+        return frames, nbytes
 
     def clear(self) -> int:
         """Drop everything waiting (the destination went down); returns frames."""
