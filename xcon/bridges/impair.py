@@ -192,7 +192,7 @@ class ImpairFlow(Flow):
                 # span already begun was finished first: a frame is never cut).
                 self._lose_line("admin_down")
                 break
-            span = stage.due(now)
+            span = self._rest_of_cut_span() or stage.due(now)
             if span is None:
                 break
             line, start, end = span
@@ -205,11 +205,25 @@ class ImpairFlow(Flow):
                 self._inflight = (line, end)
                 self._set_sending(True)
                 return
+            self._inflight = None
             self._set_sending(False)
         self._set_sending(False)
         self._arm()
         if self.clearing:
             self._check_drained()
+
+    def _rest_of_cut_span(self) -> tuple[DelayLine, int, int] | None:
+        """What is left of the span the destination took in part: it goes out
+        before anything else (a reordered frame sent "at once" must not land
+        inside a frame already begun)."""
+        cut = self._inflight
+        if cut is None:
+            return None
+        line, end = cut
+        if line.head < end <= line.tail:
+            return line, line.head, end
+        self._inflight = None
+        return None
 
     def _send_now(self, mv: memoryview, start: int, end: int) -> int:
         """Send frames straight from the source buffer (the stage's ``send``)."""
@@ -263,6 +277,7 @@ class ImpairFlow(Flow):
         self.push()  # the line is lost
 
     def _lose_line(self, reason: str) -> None:
+        self._inflight = None
         lost = self.stage.clear()
         if lost:
             # Counted as forwarded when admitted; they never left.
