@@ -159,6 +159,8 @@ class FileSink:
         #: Files written, oldest first (those removed by the ring are not listed).
         self.files: list[str] = []
         self._names: list[str] = []
+        #: The file opened last (or being opened).
+        self._opening = self.name
         self.bytes = 0
         self.closed = threading.Event()
         #: The writer thread took the loop's last word (the capture stopped).
@@ -312,10 +314,10 @@ class FileSink:
         return True
 
     def _current(self) -> str:
-        """The file being written, as messages name it (a capture directory's
-        file by its name only)."""
-        names = self._names if self.dir_fd is not None else self.files
-        return names[-1] if names else self.name
+        """The file being written (or opened), as messages name it (a capture
+        directory's file by its name only)."""
+        name = self._opening
+        return name if self.dir_fd is not None else os.path.abspath(name)
 
     def _write_batch(self, batch: list[tuple[bytearray, int]]) -> None:
         views: list[memoryview] = []
@@ -381,7 +383,7 @@ class FileSink:
 
     def _open_next(self) -> None:
         self._seq += 1
-        name = ring_name(self.name, self._seq) if self.ring else self.name
+        name = self._opening = ring_name(self.name, self._seq) if self.ring else self.name
         self._fd = self._open(name)
         self._written = self._good = self._header_len = 0
         self._opened = time.monotonic()
@@ -419,9 +421,11 @@ class FileSink:
             if e.errno == errno.ELOOP:
                 raise OSError(e.errno, "a symbolic link (not followed)") from None
             raise
-        if named and not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise NotRegularFile(errno.EEXIST, "not a regular file")
+        if named:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotRegularFile(errno.EEXIST, "not a regular file")
+            os.fchmod(fd, 0o600)  # a file replaced is the capture's now
         os.set_blocking(fd, True)
         return fd
 
