@@ -595,3 +595,51 @@ def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(pee
     a.send_frames([numbered(total, 100)])
     b.wait_frames(total + 1)
     assert xc.terminate() == 0
+
+
+@pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
+def test_live_stream_with_a_filter_compiled_on_a_worker(peers, xcon):
+    """A stream whose filter is new: the answer comes once a worker compiled
+    it (a pending answer that turns into the stream)."""
+    import h11
+
+    a, b = peers(), peers()
+    name = f"{endpoint(a)}--{endpoint(b)}"
+    xc = xcon("--p2p", name)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_api(xc)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(os.path.join(xc.workdir, "xcon.sock"))
+    conn = h11.Connection(h11.CLIENT)
+    target = link_path(name, "capture") + "?filter=greater%20500"
+    sock.sendall(conn.send(h11.Request(method="GET", target=target, headers=[("Host", "x")])))
+    sock.sendall(conn.send(h11.EndOfMessage()))
+    body = bytearray()
+    status = 0
+    try:
+        wait_until(lambda: len(call(xc, "GET", link_path(name))[1]["captures"]) == 1, 5, "it")
+        frames = [numbered(i, 100 if i % 2 else 1000) for i in range(20)]
+        a.send_frames(frames)
+        b.wait_frames(20)
+
+        def got_all() -> bool:
+            nonlocal status
+            conn.receive_data(sock.recv(65536))
+            while (event := conn.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body.extend(event.data)
+            try:
+                return len(pcapng.read(bytes(body)).packets) == 10
+            except pcapng.PcapngError:
+                return False
+
+        wait_until(got_all, 10, "the matching frames through the stream")
+    finally:
+        sock.close()
+    assert status == 200
+    assert [p.data for p in pcapng.read(bytes(body)).packets] == frames[0::2]
+    wait_until(lambda: call(xc, "GET", link_path(name))[1]["captures"] == [], 5, "its end")
+    assert xc.terminate() == 0
