@@ -134,7 +134,8 @@ class FileSink:
         directory: tuple[str, int] | None = None,
         overwrite: bool = True,
     ) -> None:
-        #: (its path, an open fd of it) when ``path`` is a NAME in a directory.
+        #: ``path`` is a NAME in ``directory`` (its path, and an open fd of it).
+        self.named = directory is not None
         self.dir_fd = directory[1] if directory is not None else None
         self.name = path if directory is not None else os.path.abspath(path)
         self.path = os.path.join(directory[0], path) if directory is not None else self.name
@@ -316,8 +317,7 @@ class FileSink:
     def _current(self) -> str:
         """The file being written (or opened), as messages name it (a capture
         directory's file by its name only)."""
-        name = self._opening
-        return name if self.dir_fd is not None else os.path.abspath(name)
+        return self._opening
 
     def _write_batch(self, batch: list[tuple[bytearray, int]]) -> None:
         views: list[memoryview] = []
@@ -400,7 +400,7 @@ class FileSink:
         # O_NONBLOCK for the open only: a FIFO nobody reads fails at once (ENXIO)
         # instead of blocking; its writes then block the writer thread alone.
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
-        named = self.dir_fd is not None
+        named = self.named
         if named and not self.overwrite:
             flags |= os.O_EXCL
         else:
