@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/<link>.pcapng; may be repeated",
     )
     cap.add_argument(
+        "--capture-dir",
+        metavar="DIR",
+        help="where captures asked for through the control API ('xcon ctl capture -w NAME') "
+        "are written (default: captures/ in the working directory, made mode 0700 when "
+        "first needed)",
+    )
+    cap.add_argument(
         "--snaplen",
         type=_whole(0, MAX_SNAPLEN),
         metavar="BYTES",
@@ -330,6 +337,8 @@ class Setup:
     control: ControlSettings = field(default_factory=ControlSettings)
     #: ``--capture``: (link name, file) pairs; a directory for every link.
     captures: list[tuple[str, str]] = field(default_factory=list)
+    capture_all_dir: str | None = None
+    #: ``--capture-dir``: where the API's captures go (None: the default).
     capture_dir: str | None = None
     capture_options: CaptureOptions | None = None
     #: ``--config FILE`` and the links it held when checked.
@@ -462,6 +471,8 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
     compile (libpcap)."""
     import os
 
+    if args.capture_dir is not None:
+        setup.capture_dir = capture_dir_arg(args.capture_dir)
     if not args.capture:
         for dest, flag in CAPTURE_FLAGS:
             if getattr(args, dest) not in (None, False):
@@ -495,9 +506,9 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
                 raise UsageError(
                     f"--capture {text!r}: not a directory (LINK=FILE captures one link)"
                 )
-            if setup.capture_dir is not None:
+            if setup.capture_all_dir is not None:
                 raise UsageError("--capture DIR given twice")
-            setup.capture_dir = text
+            setup.capture_all_dir = text
             continue
         if not path:
             raise UsageError(f"--capture {text!r}: no file after '='")
@@ -514,9 +525,25 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
         if not os.path.isdir(parent):
             raise UsageError(f"--capture {text!r}: directory {parent} does not exist")
         setup.captures.append((name, path))
-    if setup.capture_dir is not None and setup.captures:
+    if setup.capture_all_dir is not None and setup.captures:
         raise UsageError("--capture DIR captures every link: no LINK=FILE beside it")
     setup.capture_options = options
+
+
+def capture_dir_arg(text: str) -> str:
+    """``--capture-dir``: a directory, or a name for one in a directory that
+    exists (made when first needed); returned absolute."""
+    import os
+
+    path = os.path.abspath(text) if text else ""
+    if not path:
+        raise UsageError("--capture-dir needs a directory")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"--capture-dir {text!r}: not a directory")
+    elif not os.path.isdir(os.path.dirname(path)):
+        raise UsageError(f"--capture-dir {text!r}: {os.path.dirname(path)} does not exist")
+    return path
 
 
 def impair_arg(text: str) -> tuple[str, str, Impairment]:
@@ -677,18 +704,22 @@ def run(setup: Setup) -> int:
 
 
 def start_captures(app: object, setup: Setup) -> None:
-    """``--capture``: open the files now (a file that cannot be written is exit 1)."""
+    """``--capture``: open the files now (a file that cannot be written is
+    exit 1); ``--capture-dir``: the API's captures go there."""
+    from xcon.capture.manager import captures_of
+
+    if setup.capture_dir is not None:
+        captures_of(app).capture_dir = setup.capture_dir  # type: ignore[arg-type]
     if setup.capture_options is None:
         return
-    from xcon.capture.manager import captures_of
     from xcon.errors import LinkError
 
     caps = captures_of(app)  # type: ignore[arg-type]
     try:
         for name, path in setup.captures:
             caps.start_file(name, path, setup.capture_options, source="command line")
-        if setup.capture_dir is not None:
-            caps.capture_all(setup.capture_dir, setup.capture_options)
+        if setup.capture_all_dir is not None:
+            caps.capture_all(setup.capture_all_dir, setup.capture_options)
     except LinkError as e:
         raise ModeError(f"--capture: {e}", exit_code=1) from None
 

@@ -314,10 +314,17 @@ def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
     xc = xcon("--p2p", name)
     xc.wait_health("0", contains="All 2 sockets connected")
     wait_api(xc)
-    path = str(tmp_path / "ctl.pcapng")
-    out = ctl(xc, "capture", name, "-w", path, "--filter", "greater 500")
+    # a path: files go into xcon's capture directory, so the client says so
+    out = ctl(xc, "capture", name, "-w", str(tmp_path / "ctl.pcapng"))
+    assert out.returncode == 2 and "--capture-dir" in out.stderr and "-w -" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = ctl(xc, "capture", name, "-w", "ctl.pcapng", "--filter", "greater 500")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("capturing capture 1 of")
+    capdir = os.path.join(xc.workdir, "captures")  # the default, made when first needed
+    path = os.path.join(capdir, "ctl.pcapng")
+    assert out.stdout.startswith(f"capturing capture 1 of {name} to {path}:"), out.stdout
+    assert os.stat(capdir).st_mode & 0o777 == 0o700
+    assert os.stat(path).st_mode & 0o777 == 0o600
     frames = [numbered(i, 100 if i % 2 else 1000) for i in range(20)]
     a.send_frames(frames)
     b.wait_frames(20)
@@ -332,6 +339,15 @@ def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
     # stopping again: nothing to stop
     again = ctl(xc, "capture", name, "--stop")
     assert again.returncode == 1 and "no capture on link" in again.stderr
+    # the file exists: a new capture to it is refused, unless told to replace it
+    out = ctl(xc, "capture", name, "-w", "ctl.pcapng")
+    assert out.returncode == 1, out
+    assert "ctl.pcapng exists" in out.stderr and '"overwrite": true' in out.stderr
+    out = ctl(xc, "capture", name, "-w", "ctl.pcapng", "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert ctl(xc, "capture", name, "--stop").returncode == 0
+    wait_until(lambda: len(read_file(path).statistics) == 2, 5, "the new file's statistics")
+    assert read_file(path).packets == []  # replaced: the frames before are gone
     assert xc.terminate() == 0
 
 
@@ -343,7 +359,8 @@ def test_capture_errors_are_one_line(peers, xcon, tmp_path):
     wait_api(xc)
     cases = [
         ("POST", link_path(name, "capture"), {}, 400, "needs"),
-        ("POST", link_path(name, "capture"), {"file": "/nonexistent/dir/x"}, 409, "cannot write"),
+        ("POST", link_path(name, "capture"), {"file": "/tmp/x"}, 400, "capture directory"),
+        ("POST", link_path(name, "capture"), {"file": "x", "overwrite": 1}, 400, "overwrite"),
         ("POST", link_path(name, "capture"), {"file": "x", "snaplen": -1}, 400, "snaplen"),
         ("POST", link_path(name, "capture"), {"file": "x", "bogus": 1}, 400, "unknown"),
         ("POST", link_path(name, "capture"), {"file": "x", "files": 2}, 400, "files"),
@@ -540,20 +557,20 @@ def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
 def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(peers, xcon, tmp_path):
     """A FIFO whose reader never reads is a disk that stopped: the writer
     thread blocks, the capture drops, the link loses nothing; the reader
-    going away (EPIPE) ends that capture only, with one log line."""
+    going away (EPIPE) ends that capture only, with one log line, and the
+    capture stays listed with its error.  (A FIFO is the operator's: the
+    command line's --capture; the API writes regular files only.)"""
     a, b = peers(), peers()
     name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
     fifo = str(tmp_path / "disk")
     os.mkfifo(fifo)
-    status, doc = call(xc, "POST", link_path(name, "capture"), {"file": fifo})
-    assert status == 409 and "a FIFO with no reader" in doc["error"], doc
+    no_reader = xcon("--p2p", name, "--capture", f"{name}={fifo}")
+    assert no_reader.proc.wait(10) == 1 and "a FIFO with no reader" in no_reader.log()
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # holds it open, never reads
     try:
-        status, doc = call(xc, "POST", link_path(name, "capture"), {"file": fifo})
-        assert status == 201, doc
+        xc = xcon("--p2p", name, "--capture", f"{name}={fifo}")
+        xc.wait_health("0", contains="All 2 sockets connected")
+        wait_api(xc)
         total = 30_000  # 42 MB: far more than the pool and the pipe
         for i in range(0, total, 200):
             a.send_frames([numbered(i + k, 1400) for k in range(200)])
@@ -568,8 +585,61 @@ def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(pee
         os.close(reader)
     xc.wait_log("Broken pipe", timeout=10)
     wait_until(
-        lambda: call(xc, "GET", link_path(name))[1]["captures"] == [], 10, "the capture to end"
+        lambda: call(xc, "GET", link_path(name))[1]["captures"][0]["state"] == "failed",
+        10,
+        "the capture to fail",
     )
+    cap = call(xc, "GET", link_path(name))[1]["captures"][0]
+    assert cap["error"] == f"writing {fifo}: Broken pipe", cap
+    assert xc.log().count("Broken pipe") == 1
     a.send_frames([numbered(total, 100)])
     b.wait_frames(total + 1)
+    assert xc.terminate() == 0
+
+
+@pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
+def test_live_stream_with_a_filter_compiled_on_a_worker(peers, xcon):
+    """A stream whose filter is new: the answer comes once a worker compiled
+    it (a pending answer that turns into the stream)."""
+    import h11
+
+    a, b = peers(), peers()
+    name = f"{endpoint(a)}--{endpoint(b)}"
+    xc = xcon("--p2p", name)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    wait_api(xc)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(os.path.join(xc.workdir, "xcon.sock"))
+    conn = h11.Connection(h11.CLIENT)
+    target = link_path(name, "capture") + "?filter=greater%20500"
+    sock.sendall(conn.send(h11.Request(method="GET", target=target, headers=[("Host", "x")])))
+    sock.sendall(conn.send(h11.EndOfMessage()))
+    body = bytearray()
+    status = 0
+    try:
+        wait_until(lambda: len(call(xc, "GET", link_path(name))[1]["captures"]) == 1, 5, "it")
+        frames = [numbered(i, 100 if i % 2 else 1000) for i in range(20)]
+        a.send_frames(frames)
+        b.wait_frames(20)
+
+        def got_all() -> bool:
+            nonlocal status
+            conn.receive_data(sock.recv(65536))
+            while (event := conn.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body.extend(event.data)
+            try:
+                return len(pcapng.read(bytes(body)).packets) == 10
+            except pcapng.PcapngError:
+                return False
+
+        wait_until(got_all, 10, "the matching frames through the stream")
+    finally:
+        sock.close()
+    assert status == 200
+    assert [p.data for p in pcapng.read(bytes(body)).packets] == frames[0::2]
+    wait_until(lambda: call(xc, "GET", link_path(name))[1]["captures"] == [], 5, "its end")
     assert xc.terminate() == 0

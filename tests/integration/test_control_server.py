@@ -192,3 +192,70 @@ def test_a_late_answer(loop, tmp_path):
         assert got.startswith(b"HTTP/1.1 202 ") and b'"late": true' in got
     finally:
         srv.close()
+
+
+class _Body:
+    """A stream body with two pieces, already ended."""
+
+    content_type = "application/octet-stream"
+
+    def __init__(self) -> None:
+        self.pieces = [b"hello ", b"world"]
+        self.ended = True
+        self.gone_called = False
+
+    def pull(self) -> bytes | None:
+        return self.pieces.pop(0) if self.pieces else None
+
+    def set_wakeup(self, wake) -> None:
+        pass
+
+    def gone(self) -> None:
+        self.gone_called = True
+
+
+def test_a_late_stream_and_one_whose_client_left(loop, tmp_path):
+    """A pending answer may turn into a stream (a live capture whose filter
+    was compiled on a worker); if its client went meanwhile, the stream's
+    source is told at once, so nothing keeps feeding it."""
+    from xcon.control.server import Streaming
+
+    pending: list[Pending] = []
+
+    def later(req: Request) -> Pending:
+        p = Pending()
+        pending.append(p)
+        return p
+
+    srv = ControlServer(loop, later)
+    path = srv.listen_unix(str(tmp_path / "s.sock"))
+    try:
+        s = client(path)
+        s.sendall(GET)
+        run_until(loop, lambda: len(pending) == 1, "the request")
+        body = _Body()
+        pending[0].resolve(Streaming(body))
+        got = bytearray()
+        done = threading.Event()
+
+        def read() -> None:
+            while data := s.recv(65536):
+                got.extend(data)
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        run_until(loop, done.is_set, "the stream's end")
+        s.close()
+        assert got.startswith(b"HTTP/1.1 200 ") and b"hello " in got and b"world" in got
+        assert got.endswith(b"0\r\n\r\n") and not body.gone_called
+        # the client leaves before the answer: the stream's source is told
+        s = client(path)
+        s.sendall(GET)
+        run_until(loop, lambda: len(pending) == 2, "the second request")
+        s.close()
+        run_until(loop, lambda: not srv.conns, "the server to see the client go")
+        left = _Body()
+        pending[1].resolve(Streaming(left))
+        assert left.gone_called
+    finally:
+        srv.close()

@@ -6,6 +6,7 @@ manager's taps."""
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -19,7 +20,7 @@ from xcon.app import Xcon
 from xcon.bridges.p2p import P2PLink
 from xcon.capture import bpf, pcapng, sinks
 from xcon.capture.capture import Capture, CaptureTap
-from xcon.capture.manager import Captures, file_name
+from xcon.capture.manager import MAX_FAILED, Captures, file_name
 from xcon.capture.options import CaptureOptions
 from xcon.capture.sinks import FileSink, ring_name
 from xcon.errors import BadRequest, Conflict, NotFound
@@ -377,6 +378,7 @@ def test_bad_filter_is_one_line_from_libpcap():
 
 def test_no_libpcap_refuses_filters_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(bpf, "_lib", None)
+    monkeypatch.setattr(bpf, "_cache", type(bpf._cache)())
     monkeypatch.setattr(bpf, "LIBPCAP_NAMES", ("libpcap-not-here.so.9",))
     with pytest.raises(bpf.FilterUnavailable) as e:
         bpf.compile_filter("tcp")
@@ -614,3 +616,320 @@ def test_ctl_capture_lines():
     assert capture_line(s) == (
         "capture 3 of a/1--b/1 to stream: 10 frames, 2 dropped, error: writing /c: No space left\n"
     )
+
+
+# -- files where the operator or the API said, and failures that stay seen ---------------------
+
+
+def test_whole_blocks_finds_the_last_block_boundary_at_every_cut():
+    blocks = [
+        pcapng.section_header("xcon t"),
+        pcapng.interface_description("a"),
+        pcapng.enhanced_packet(0, 1, numbered(1, 61), flags=pcapng.OUTBOUND),
+        pcapng.enhanced_packet(0, 2, numbered(2, 100), comment="dropped by xcon: runt"),
+        pcapng.interface_statistics(0, 3, start_ns=1, received=2, delivered=2, dropped=0),
+    ]
+    data = b"".join(blocks)
+    ends = [0]
+    for blk in blocks:
+        ends.append(ends[-1] + len(blk))
+    for cut in range(len(data) + 1):
+        assert pcapng.whole_blocks(data, cut) == max(e for e in ends if e <= cut), cut
+    assert pcapng.whole_blocks(b"\0" * 16, 16) == 0  # a length under 12: not a block
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("", "file name"),
+        (5, "file name"),
+        ("/etc/x", 'without "/"'),
+        ("a/b", 'without "/"'),
+        ("..", 'without "/"'),
+        ("x..y", 'without "/"'),
+        (".hidden", 'not starting with "."'),
+        ("a" * 201, "at most 200"),
+        ("a\nb", "control character"),
+    ],
+)
+def test_api_file_names_are_plain_names(name, words):
+    from xcon.capture.manager import check_name
+
+    with pytest.raises(BadRequest) as e:
+        check_name(name)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert check_name("r1-r2_x.pcapng") == "r1-r2_x.pcapng"
+
+
+def _dir(path):
+    return str(path), os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+
+
+def test_named_files_are_new_0600_never_through_a_link_and_replaced_only_when_regular(tmp_path):
+    d = tmp_path / "caps"
+    d.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"keep me")
+    (d / "link").symlink_to(outside)
+    (d / "old").write_bytes(b"old")
+    os.mkfifo(d / "fifo")
+    sink = FileSink("new.pcapng", directory=_dir(d), overwrite=False)
+    assert sink.path == str(d / "new.pcapng") and sink.files == [sink.path]
+    assert os.stat(sink.path).st_mode & 0o777 == 0o600
+    os.close(sink._fd)
+    sink._close_dir()
+    for name, overwrite, errno_, kind in [
+        ("old", False, errno.EEXIST, OSError),
+        ("link", False, errno.EEXIST, OSError),  # O_EXCL: a link is an existing name
+        ("link", True, errno.EEXIST, sinks.NotRegularFile),
+        ("fifo", True, errno.EEXIST, sinks.NotRegularFile),
+    ]:
+        with pytest.raises(kind) as e:
+            FileSink(name, directory=_dir(d), overwrite=overwrite)
+        assert e.value.errno == errno_, name
+    assert outside.read_bytes() == b"keep me" and (d / "old").read_bytes() == b"old"
+    sink = FileSink("old", directory=_dir(d), overwrite=True)
+    assert (d / "old").read_bytes() == b""  # replaced: a regular file
+    os.close(sink._fd)
+    sink._close_dir()
+    # the operator's path: as given, but not through a link either
+    with pytest.raises(OSError) as e:
+        FileSink(str(d / "link"))
+    assert e.value.errno == errno.ELOOP and outside.read_bytes() == b"keep me"
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        FileSink("old", directory=_dir(d), overwrite=False)
+    assert len(os.listdir("/proc/self/fd")) == fds  # the directory's fd closed with it
+
+
+def _drive(engine, cap, link, port, frames=60, size=1000):
+    """Frames through the link until the capture ends (its writer thread
+    reports on the 'loop', which the test turns)."""
+    n = 0
+
+    def ended():
+        nonlocal n
+        if n < frames:
+            port.feed_frames([numbered(n + i, size) for i in range(10)])
+            n += 10
+        engine.advance(0.06)
+        return not cap.active
+
+    from xcon.testing.wait import wait_until
+
+    wait_until(ended, 5, "the capture to end")
+    return n
+
+
+def test_a_write_error_cuts_the_file_to_whole_blocks_adds_statistics_and_stays_seen(
+    tmp_path, engine, monkeypatch
+):
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b)
+    link.start()
+    path = tmp_path / "f.pcapng"
+    sink = FileSink(str(path))
+    calls = []
+
+    def short_then_full(fd, views):  # the disk fills in the middle of a block
+        calls.append(fd)
+        if len(calls) == 1:
+            return os.write(fd, views[0][: len(views[0]) // 2 + 5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", short_then_full)
+    cap, _ = captured(engine, link, sink=sink, chunk=16384)
+    _drive(engine, cap, link, a)
+    assert sink.join(5)
+    assert cap.state == "failed"
+    assert cap.error == f"writing {path}: No space left on device"
+    got = reader.read(path.read_bytes())  # strict: whole blocks only
+    assert len(got.statistics) == 2 and 0 < len(got.packets) < 16
+    assert [int.from_bytes(p.data[14:22], "big") for p in got.packets] == list(
+        range(len(got.packets))
+    )
+    assert len(cap.free) + (cap.cur is not None) == 64 - cap.spare  # every chunk came back
+
+
+def test_a_writer_thread_that_raises_ends_the_capture_with_its_error(tmp_path, engine):
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b)
+    link.start()
+    path = tmp_path / "f.pcapng"
+    sink = FileSink(str(path))
+
+    def boom(batch):
+        raise RuntimeError("boom")
+
+    sink._write_batch = boom  # type: ignore[method-assign]
+    cap, _ = captured(engine, link, sink=sink, chunk=16384)
+    _drive(engine, cap, link, a)
+    assert sink.join(5)
+    assert cap.error == "the capture's writer failed: RuntimeError: boom"
+    got = reader.read(path.read_bytes())
+    assert got.packets == [] and len(got.statistics) == 2  # the header, then the statistics
+    assert len(cap.free) + (cap.cur is not None) == 64 - cap.spare
+
+
+def test_the_manager_keeps_failed_captures_until_cleared_and_counts_them(app, tmp_path):
+    from xcon.capture.manager import captures_of
+    from xcon.control.api import link_captures
+    from xcon.control.metrics import snapshot
+
+    caps = captures_of(app)
+    link = app.add_link("vr1/1--vr2/1")
+    cap = caps.start_file(link.name, str(tmp_path / "f.pcapng"), CaptureOptions())
+    running = caps.start_stream(link.name, CaptureOptions())[0]
+    cap.fail("writing f.pcapng: No space left on device")
+    assert cap.sink.join(5)
+    assert caps.for_link(link.name) == [running, cap]
+    assert [c["state"] for c in link_captures(link, caps)] == ["running", "failed"]
+    assert [c["state"] for c in link_captures(link)] == ["running"]  # the metrics' view
+    snap = snapshot(app, "fake")
+    assert snap.capture_errors == [(link.name, 1)] and snap.captures[0][1] == 1
+    cap.fail("again")  # a second report of the same capture counts once
+    assert caps.errors == {link.name: 1} and cap.error.startswith("writing")
+    # a failure after the capture stopped (its last write) is kept too
+    late = caps.start_file(link.name, str(tmp_path / "g.pcapng"), CaptureOptions())
+    late.stop()
+    late.fail("writing g.pcapng: Input/output error")
+    assert caps.failed_of(link.name) == [cap, late] and caps.errors[link.name] == 2
+    for i in range(MAX_FAILED + 2):
+        extra = caps.start_stream(link.name, CaptureOptions())[0]
+        extra.fail(f"failure {i}")
+    assert len(caps.failed_of(link.name)) == MAX_FAILED
+    assert caps.failed_of(link.name)[-1].error == f"failure {MAX_FAILED + 1}"
+    stopped = caps.stop(link.name)
+    assert stopped[0] is running and len(stopped) == 1 + MAX_FAILED
+    assert caps.for_link(link.name) == [] and caps.errors[link.name] == MAX_FAILED + 4
+    with pytest.raises(NotFound):
+        caps.stop(link.name)
+    caps.start_stream(link.name, CaptureOptions())[0].fail("x")
+    app.remove_link(link.name)
+    assert caps.failed == {} and caps.errors == {}
+
+
+def test_one_capture_per_file_across_links_and_sources(app, tmp_path):
+    caps = Captures(app, capture_dir=str(tmp_path / "caps"))
+    l1, l2 = app.add_link("vr1/1--vr2/1"), app.add_link("vr1/2--vr3/1")
+    first = caps.start_named(l1.name, "x.pcapng", CaptureOptions())
+    assert first.sink.path == str(tmp_path / "caps" / "x.pcapng")
+    assert os.stat(tmp_path / "caps").st_mode & 0o777 == 0o700
+    with pytest.raises(Conflict) as e:
+        caps.start_named(l2.name, "x.pcapng", CaptureOptions(), overwrite=True)
+    assert str(e.value) == f"x.pcapng is being written by capture {first.ident} of {l1.name}"
+    (tmp_path / "alias").symlink_to(tmp_path / "caps")
+    with pytest.raises(Conflict):  # the same file by another path: the real paths match
+        caps.start_file(l2.name, str(tmp_path / "alias" / "x.pcapng"), CaptureOptions())
+    ring = caps.start_named(l2.name, "r.pcapng", CaptureOptions(size=100_000))
+    with pytest.raises(Conflict):  # a ring's current file
+        caps.start_named(l1.name, "r-00001.pcapng", CaptureOptions(), overwrite=True)
+    caps.stop(l1.name)
+    assert first.sink.join(5)
+    again = caps.start_named(l2.name, "x.pcapng", CaptureOptions(), overwrite=True)
+    assert again.active
+    caps.close()
+    assert ring.sink.join(5)
+    assert len(reader.read((tmp_path / "caps" / "x.pcapng").read_bytes()).statistics) == 2
+
+
+class DeferredEngine(FakeEngine):
+    """A fake engine whose worker threads run only when the test says (a slow compile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.jobs = []
+
+    def run_in_thread(self, fn, done):
+        self.jobs.append((fn, done))
+
+    def finish(self):
+        fn, done = self.jobs.pop(0)
+        try:
+            result, err = fn(), None
+        except BaseException as e:  # noqa: BLE001
+            result, err = None, e
+        self.soon.append(lambda: done(result, err))
+        self.run_soon()
+
+
+def _answers():
+    got = []
+    return got, lambda program, err: got.append((program, err))
+
+
+@need_libpcap
+def test_filters_compile_off_the_loop_one_at_a_time_within_the_time_cap(monkeypatch):
+    from xcon.capture.manager import FILTER_SECONDS, FilterCompiler
+
+    monkeypatch.setattr(bpf, "_cache", type(bpf._cache)())
+    engine = DeferredEngine()
+    filters = FilterCompiler(engine)
+    # two requests for one expression share one compile; in time: kept
+    assert filters.ready("icmp") is None
+    first, done1 = _answers()
+    second, done2 = _answers()
+    filters.compile("icmp", done1)
+    filters.compile("icmp", done2)
+    assert len(engine.jobs) == 1 and first == second == []
+    engine.finish()
+    assert first[0][0] is second[0][0] is filters.ready("icmp") and first[0][1] is None
+    # too slow: refused when the time is up, the late program discarded
+    slow, done_slow = _answers()
+    queued, done_queued = _answers()
+    filters.compile("tcp", done_slow)
+    filters.compile("udp", done_queued)  # waits: one compile at a time
+    assert len(engine.jobs) == 1
+    engine.advance(FILTER_SECONDS + 0.1)
+    assert slow[0][0] is None and slow[0][1].status == 400 and "over 2 s" in str(slow[0][1])
+    assert queued[0][1].status == 409 and "busy" in str(queued[0][1])
+    engine.finish()
+    assert bpf.cached("tcp") is None and len(slow) == 1 and engine.jobs == []
+    with pytest.raises(BadRequest):  # remembered: refused at once
+        filters.ready("tcp")
+    # a bad expression: 400 with libpcap's words
+    bad, done_bad = _answers()
+    filters.compile("tcp port", done_bad)
+    engine.finish()
+    assert bad[0][1].status == 400 and "tcp port" in str(bad[0][1])
+    # a full queue is refused at once
+    from xcon.capture.manager import FILTER_QUEUE
+
+    refused, done_refused = _answers()
+    for i in range(FILTER_QUEUE + 2):  # one compiles, FILTER_QUEUE wait
+        filters.compile(f"port {i}", done_refused)
+    assert len(refused) == 1 and refused[0][1].status == 409
+    filters.close()
+
+
+@need_libpcap
+def test_an_api_filter_is_compiled_once_on_a_worker(app, tmp_path, monkeypatch):
+    from xcon.control.api import ControlAPI
+    from xcon.control.server import Pending, Request
+
+    monkeypatch.setattr(bpf, "_cache", type(bpf._cache)())
+    compiled = []
+    real = bpf._compile
+    monkeypatch.setattr(bpf, "_compile", lambda lib, e: compiled.append(e) or real(lib, e))
+    threads = []
+    run = app.engine.run_in_thread
+    app.engine.run_in_thread = lambda fn, done: threads.append(fn) or run(fn, done)
+    from xcon.capture.manager import captures_of
+
+    caps = captures_of(app)
+    caps.capture_dir = str(tmp_path / "caps")
+    link = app.add_link("vr1/1--vr2/1")
+    api = ControlAPI(app)
+    body = b'{"file": "f.pcapng", "filter": "greater 500"}'
+    req = Request("POST", f"/links/{link.name}/capture", {}, {}, body)
+    answer = api(req)
+    assert isinstance(answer, Pending) and compiled == ["greater 500"] and len(threads) == 1
+    got = []
+    answer._then(got.append)
+    app.engine.run_soon()
+    assert got[0].status == 201 and compiled == ["greater 500"]  # not again for the capture
+    req = Request("POST", f"/links/{link.name}/capture", {}, {}, body.replace(b"f.", b"g."))
+    assert api(req).status == 201 and compiled == ["greater 500"]  # kept: answered at once
+    assert [c.bpf is not None for c in caps.for_link(link.name)] == [True, True]
+    caps.close()
+    api.close()

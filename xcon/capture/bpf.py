@@ -6,22 +6,33 @@ and runs without it; only a capture with a filter needs it (Debian:
 (``pcap_open_dead(DLT_EN10MB)`` + ``pcap_compile``) and run on each frame
 with libpcap's ``bpf_filter`` over the whole frame (before a snap length
 cuts it), as the kernel would run it on a socket.
+
+Compiling can be slow (libpcap's optimizer: ``port 1 or ... or port 350``
+takes seconds), so a program is compiled once per expression and kept
+(:func:`compile_filter` remembers the last :data:`CACHE_SIZE`); the control
+API compiles on a worker thread with a time limit (see
+:class:`xcon.capture.manager.FilterCompiler`).  ``pcap_compile`` is
+thread-safe from libpcap 1.8 on; older versions compile one at a time.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import cffi
 
-__all__ = ["BpfFilter", "FilterError", "FilterUnavailable", "compile_filter"]
+__all__ = ["BpfFilter", "FilterError", "FilterUnavailable", "cached", "compile_filter", "remember"]
 
 LIBPCAP_NAMES = ("libpcap.so.0.8", "libpcap.so.1", "libpcap.so", "pcap")
 DLT_EN10MB = 1
 PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 #: The longest expression taken (a bound on what a request can make libpcap do).
 MAX_EXPRESSION = 4096
+#: Compiled programs kept, by expression (the most recently used).
+CACHE_SIZE = 64
 
 _ffi = cffi.FFI()
 _ffi.cdef(
@@ -35,6 +46,7 @@ _ffi.cdef(
     char *pcap_geterr(pcap_t *p);
     void pcap_freecode(struct bpf_program *fp);
     void pcap_close(pcap_t *p);
+    const char *pcap_lib_version(void);
     unsigned int bpf_filter(const struct bpf_insn *pc, const unsigned char *pkt,
                             unsigned int wirelen, unsigned int buflen);
     """
@@ -46,9 +58,14 @@ FUNCTIONS = (
     "pcap_freecode",
     "pcap_close",
     "bpf_filter",
+    "pcap_lib_version",
 )
 _lib: Any = None
-_lock = threading.Lock()  # pcap_compile is not thread-safe before libpcap 1.8
+#: Held around pcap_compile when libpcap is older than 1.8 (not thread-safe).
+_lock: threading.Lock | None = None
+_cache: OrderedDict[str, BpfFilter] = OrderedDict()
+_cache_lock = threading.Lock()
+_load_lock = threading.Lock()
 
 
 class FilterError(ValueError):
@@ -60,8 +77,12 @@ class FilterUnavailable(FilterError):
 
 
 def _load() -> Any:
-    global _lib
-    if _lib is None:
+    global _lib, _lock
+    if _lib is not None:
+        return _lib
+    with _load_lock:
+        if _lib is not None:
+            return _lib
         for name in LIBPCAP_NAMES:
             try:
                 lib = _ffi.dlopen(name)
@@ -72,6 +93,9 @@ def _load() -> Any:
             # need that lock again (a deadlock).
             for fn in FUNCTIONS:
                 getattr(lib, fn)
+            version = _ffi.string(lib.pcap_lib_version()).decode(errors="replace")
+            if not thread_safe(version):
+                _lock = threading.Lock()
             _lib = lib
             break
         else:
@@ -80,6 +104,12 @@ def _load() -> Any:
                 "capture without a filter, or install it"
             )
     return _lib
+
+
+def thread_safe(version: str) -> bool:
+    """Whether ``pcap_lib_version()``'s text names libpcap 1.8 or later."""
+    m = re.search(r"libpcap version (\d+)\.(\d+)", version)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (1, 8)
 
 
 def available() -> bool:
@@ -115,23 +145,58 @@ class BpfFilter:
             pass
 
 
-def compile_filter(expression: str) -> BpfFilter:
-    """Compile ``expression`` for Ethernet frames; raises FilterError (bad
-    expression) or FilterUnavailable (no libpcap)."""
+def cached(expression: str) -> BpfFilter | None:
+    """The program compiled for ``expression`` already, if it is kept."""
+    with _cache_lock:
+        f = _cache.get(expression)
+        if f is not None:
+            _cache.move_to_end(expression)
+        return f
+
+
+def remember(f: BpfFilter) -> None:
+    """Keep ``f`` for its expression (the least recently used goes beyond
+    :data:`CACHE_SIZE`)."""
+    with _cache_lock:
+        _cache[f.expression] = f
+        _cache.move_to_end(f.expression)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def compile_filter(expression: str, *, cache: bool = True) -> BpfFilter:
+    """Compile ``expression`` for Ethernet frames (a kept program when there
+    is one, and the new one kept, unless ``cache`` is false); raises
+    FilterError (bad expression) or FilterUnavailable (no libpcap)."""
+    if cache:
+        f = cached(expression)
+        if f is not None:
+            return f
     if len(expression) > MAX_EXPRESSION:
         raise FilterError(f"filter longer than {MAX_EXPRESSION} characters")
     if "\x00" in expression:
         raise FilterError("filter contains a NUL character")
     lib = _load()
-    with _lock:
-        pcap = lib.pcap_open_dead(DLT_EN10MB, 262144)
-        if pcap == _ffi.NULL:
-            raise FilterError("libpcap: pcap_open_dead failed")
-        try:
-            prog = _ffi.new("struct bpf_program *")
-            if lib.pcap_compile(pcap, prog, expression.encode(), 1, PCAP_NETMASK_UNKNOWN) != 0:
-                msg = _ffi.string(lib.pcap_geterr(pcap)).decode(errors="replace")
-                raise FilterError(f"bad filter {expression!r}: {msg}")
-        finally:
-            lib.pcap_close(pcap)
-    return BpfFilter(expression, prog, lib)
+    if _lock is not None:
+        with _lock:
+            prog = _compile(lib, expression)
+    else:
+        prog = _compile(lib, expression)
+    f = BpfFilter(expression, prog, lib)
+    if cache:
+        remember(f)
+    return f
+
+
+def _compile(lib: Any, expression: str) -> Any:
+    pcap = lib.pcap_open_dead(DLT_EN10MB, 262144)
+    if pcap == _ffi.NULL:
+        raise FilterError("libpcap: pcap_open_dead failed")
+    try:
+        prog = _ffi.new("struct bpf_program *")
+        if lib.pcap_compile(pcap, prog, expression.encode(), 1, PCAP_NETMASK_UNKNOWN) != 0:
+            msg = _ffi.string(lib.pcap_geterr(pcap)).decode(errors="replace")
+            raise FilterError(f"bad filter {expression!r}: {msg}")
+    finally:
+        lib.pcap_close(pcap)
+    return prog

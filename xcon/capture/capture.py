@@ -91,8 +91,11 @@ class Capture:
         chunk: int = CHUNK,
         ident: int = 0,
         source: str = "api",
+        bpf: BpfFilter | None = None,
     ) -> None:
-        self.bpf: BpfFilter | None = compile_filter(options.filter) if options.filter else None
+        if bpf is None and options.filter:
+            bpf = compile_filter(options.filter)  # a kept program when there is one
+        self.bpf = bpf
         self.engine = engine
         self.link = link
         self.interfaces = list(interfaces)
@@ -115,8 +118,10 @@ class Capture:
         self.start_ns = time.time_ns()
         self.started = time.time()
         self.active = True
+        #: Why the capture ended, when it failed (a write error, its writer's death).
         self.error: str | None = None
-        #: Called once when the capture ends (the manager forgets it).
+        #: Called when the capture ends, and again if it fails after that (its
+        #: file's last write): the manager forgets it, or keeps it with its error.
         self.on_end: Callable[[Capture], None] | None = None
         self.sink = sink
         sink.attach(self)
@@ -266,6 +271,20 @@ class Capture:
         if self.on_end is not None:
             self.on_end(self)
 
+    def fail(self, error: str) -> None:
+        """The sink failed (on the loop): the capture ends, keeping ``error``."""
+        if self.active:
+            self.stop(error)
+        elif self.error is None:
+            self.error = error
+            if self.on_end is not None:
+                self.on_end(self)
+
+    @property
+    def state(self) -> str:
+        """``running``, ``stopped``, or ``failed`` (ended by an error)."""
+        return "running" if self.active else "failed" if self.error else "stopped"
+
     def describe(self) -> dict[str, Any]:
         """The capture as the API shows it."""
         o = self.options
@@ -273,7 +292,7 @@ class Capture:
             "id": self.ident,
             "link": self.link,
             "source": self.source,
-            "state": "running" if self.active else "stopped",
+            "state": self.state,
             "snaplen": o.snaplen,
             "filter": o.filter,
             "drops_recorded": o.drops,

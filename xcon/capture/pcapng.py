@@ -77,6 +77,18 @@ def block(block_type: int, body: bytes) -> bytes:
     return struct.pack("<II", block_type, total) + body + _u32.pack(total)
 
 
+def whole_blocks(buf: bytes | bytearray | memoryview, n: int) -> int:
+    """How many of the first ``n`` bytes of ``buf`` (blocks, back to back)
+    are whole blocks: where a file cut after ``n`` bytes must be truncated to."""
+    off = 0
+    while off + 8 <= n:
+        total = _u32.unpack_from(buf, off + 4)[0]
+        if total < 12 or total % 4 or off + total > n:
+            break
+        off += total
+    return off
+
+
 def section_header(application: str = "") -> bytes:
     """The Section Header Block (version 1.0, section length unknown: -1)."""
     opts = [option(SHB_USERAPPL, application.encode())] if application else []

@@ -37,6 +37,7 @@ import errno
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -44,12 +45,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xcon.capture import pcapng
+
 if TYPE_CHECKING:
     from xcon.capture.capture import Capture
 
 log = logging.getLogger("xcon.capture")
 
-__all__ = ["FileSink", "StreamSink", "ring_name"]
+__all__ = ["FileSink", "NotRegularFile", "StreamSink", "ring_name"]
 
 _STOP = None
 #: Chunks written with one writev at most (IOV_MAX is 1024).
@@ -100,11 +103,43 @@ def ring_name(path: str, seq: int) -> str:
     return os.path.join(head, name)
 
 
-class FileSink:
-    """pcapng to a file, or a ring of files, from a writer thread."""
+class NotRegularFile(OSError):
+    """A capture file to replace that is not a regular file (a FIFO, a device)."""
 
-    def __init__(self, path: str, *, size: int = 0, seconds: float = 0.0, files: int = 0) -> None:
-        self.path = os.path.abspath(path)
+
+class FileSink:
+    """pcapng to a file, or a ring of files, from a writer thread.
+
+    Where (README, "Capture"): the operator's ``path`` (command line, config
+    file, ``--capture DIR``) is opened as given, replacing a file there; with
+    ``directory`` (an open directory, which the sink then owns and closes),
+    ``path`` is a file NAME in it (an API request), made new (``O_EXCL``)
+    unless ``overwrite`` (then only a regular file is replaced).  Every open
+    is ``O_NOFOLLOW`` (never through a symbolic link) and makes files mode
+    0600; ring files follow the same rules.
+
+    A write error, or any other exception in the thread, ends the capture
+    (:meth:`Capture.fail`, on the loop, with one log line): the file is cut
+    back to its last whole block and gets its statistics blocks where the
+    disk (or the pipe) still takes them.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        size: int = 0,
+        seconds: float = 0.0,
+        files: int = 0,
+        directory: tuple[str, int] | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        #: ``path`` is a NAME in ``directory`` (its path, and an open fd of it).
+        self.named = directory is not None
+        self.dir_fd = directory[1] if directory is not None else None
+        self.name = path if directory is not None else os.path.abspath(path)
+        self.path = os.path.join(directory[0], path) if directory is not None else self.name
+        self.overwrite = overwrite
         self.size = size
         self.seconds = seconds
         self.keep = files
@@ -116,13 +151,26 @@ class FileSink:
         self._thread: threading.Thread | None = None
         self._fd = -1
         self._seq = 0
+        #: Bytes in the current file, and where its header (section, interfaces) ends.
         self._written = 0
+        self._header_len = 0
+        #: Where the current file's last whole block ends (a failed write cuts it there).
+        self._good = 0
         self._opened = 0.0
         #: Files written, oldest first (those removed by the ring are not listed).
         self.files: list[str] = []
+        self._names: list[str] = []
+        #: The file opened last (or being opened).
+        self._opening = self.name
         self.bytes = 0
         self.closed = threading.Event()
-        self._open_next()  # raises OSError: the caller reports it
+        #: The writer thread took the loop's last word (the capture stopped).
+        self._stopped = False
+        try:
+            self._open_next()  # raises OSError: the caller reports it
+        except BaseException:
+            self._close_dir()
+            raise
 
     def attach(self, capture: Capture) -> None:
         self.capture = capture
@@ -170,60 +218,106 @@ class FileSink:
         # (the capture drops, counted) rather than the loop.
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
-        failed = False
-        stop = False
         try:
+            error = None
             try:
-                self._write_all(cap.header())  # here: a stalled disk stalls this thread only
-                self._header_len = self._written
+                self._serve(cap)
+                self._write_all(cap.statistics())
             except OSError as e:
-                failed = True
-                self._fail(e)
-            while not stop:
-                timeout = None
-                if self.seconds:
-                    timeout = max(0.0, self._opened + self.seconds - time.monotonic())
-                try:
-                    item = self._q.get(timeout=timeout)
-                except queue.Empty:
-                    if not failed:
-                        self._rotate()
-                    continue
-                # Whatever else waits goes with it, in one writev: one system
-                # call (and one wait for the GIL after it) per batch, not per chunk.
-                batch: list[tuple[bytearray, int]] = []
-                while True:
-                    if item is _STOP:
-                        stop = True
-                        break
-                    batch += item
-                    if len(batch) >= WRITE_BATCH:
-                        break
-                    try:
-                        item = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                try:
-                    if not failed:
-                        self._write_batch(batch)
-                except OSError as e:
-                    failed = True
-                    self._fail(e)
-                finally:
-                    for chunk, _n in batch:
-                        cap.release(chunk)
-            if not failed:
-                with contextlib.suppress(OSError):
-                    self._write_all(cap.statistics())
-        except OSError as e:  # rotation failed
-            self._fail(e)
-            self._drain()
+                error = f"writing {self._current()}: {e.strerror or e}"
+            except Exception as e:  # noqa: BLE001 - a bug must end the capture, not hide
+                error = f"the capture's writer failed: {type(e).__name__}: {e}"
+            if error is not None:
+                self._failed(cap, error)
         finally:
             if self._fd >= 0:
-                os.close(self._fd)
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
                 self._fd = -1
+            self._close_dir()
             _writer_ended()
             self.closed.set()
+
+    def _serve(self, cap: Capture) -> None:
+        """The header, then what the loop hands over, until the capture stops."""
+        self._write_all(cap.header())  # here: a stalled disk stalls this thread only
+        self._header_len = self._written
+        stop = False
+        while not stop:
+            timeout = None
+            if self.seconds:
+                timeout = max(0.0, self._opened + self.seconds - time.monotonic())
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                self._rotate()
+                continue
+            # Whatever else waits goes with it, in one writev: one system
+            # call (and one wait for the GIL after it) per batch, not per chunk.
+            batch: list[tuple[bytearray, int]] = []
+            while True:
+                if item is _STOP:
+                    stop = self._stopped = True
+                    break
+                batch += item
+                if len(batch) >= WRITE_BATCH:
+                    break
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                self._write_batch(batch)
+            finally:
+                for chunk, _n in batch:
+                    cap.release(chunk)
+
+    def _failed(self, cap: Capture, error: str) -> None:
+        """The end after an error: the file cut back to whole blocks, its
+        statistics if they can still be written, one log line, the capture
+        told (on the loop), and the chunks still coming given back."""
+        try:
+            stats = self._salvage(cap)
+        except Exception:  # noqa: BLE001 - the error reported is the first one
+            stats = False
+        log.error(
+            "capture %d of %s stopped: %s%s",
+            cap.ident,
+            cap.link,
+            error,
+            "" if stats else " (the file has no statistics blocks)",
+        )
+        cap.engine.call_soon_threadsafe(lambda: cap.fail(error))
+        if not self._stopped:
+            self._drain()
+
+    def _salvage(self, cap: Capture) -> bool:
+        """Cut the current file back to its last whole block and write the
+        statistics there; whether they were written."""
+        if self._fd < 0:
+            return False  # the next ring file could not be opened
+        if self._good < self._written:
+            try:
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+            except OSError:
+                return False  # a pipe: what went out is out
+            self._written = self._good
+        if self._written < self._header_len or self._header_len == 0:
+            return False  # no whole header: statistics would not be read
+        start = self._written
+        try:
+            self._write_all(cap.statistics())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            return False
+        return True
+
+    def _current(self) -> str:
+        """The file being written (or opened), as messages name it (a capture
+        directory's file by its name only)."""
+        return self._opening
 
     def _write_batch(self, batch: list[tuple[bytearray, int]]) -> None:
         views: list[memoryview] = []
@@ -238,18 +332,27 @@ class FileSink:
         self._writev_all(views)
 
     def _writev_all(self, views: list[memoryview]) -> None:
-        while views:
+        """Write ``views`` (each whole blocks); on an error, :attr:`_good` is
+        where the last whole block written ends."""
+        i, done = 0, 0  # views[i] is the first not wholly written, ``done`` bytes of it are
+        while i < len(views):
             try:
-                n = os.writev(self._fd, views)
+                n = os.writev(self._fd, [views[i][done:], *views[i + 1 :]])
             except InterruptedError:
                 continue
+            except OSError:
+                self._good = self._written - done + pcapng.whole_blocks(views[i], done)
+                raise
             self._written += n
             self.bytes += n
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views = views[1:]
-            if views and n:
-                views[0] = views[0][n:]
+            while n:
+                left = len(views[i]) - done
+                if n < left:
+                    done += n
+                    break
+                n -= left
+                i, done = i + 1, 0
+        self._good = self._written
 
     def _drain(self) -> None:
         cap = self.capture
@@ -260,13 +363,6 @@ class FileSink:
                 return
             for chunk, _n in item:
                 cap.release(chunk)
-
-    def _fail(self, e: OSError) -> None:
-        cap = self.capture
-        assert cap is not None
-        msg = f"writing {self.files[-1] if self.files else self.path}: {e.strerror or e}"
-        log.error("capture %d of %s stopped: %s", cap.ident, cap.link, msg)
-        cap.engine.call_soon_threadsafe(lambda: cap.stop(msg))
 
     def _due(self, n: int) -> bool:
         """A new file before ``n`` more bytes (the current one holds more than its header)."""
@@ -287,36 +383,75 @@ class FileSink:
 
     def _open_next(self) -> None:
         self._seq += 1
-        path = ring_name(self.path, self._seq) if self.ring else self.path
+        name = self._opening = ring_name(self.name, self._seq) if self.ring else self.name
+        self._fd = self._open(name)
+        self._written = self._good = self._header_len = 0
+        self._opened = time.monotonic()
+        self.files.append(os.path.join(os.path.dirname(self.path), name))
+        self._names.append(name)
+        if self.keep and len(self.files) > self.keep:
+            self.files.pop(0)
+            old = self._names.pop(0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old, dir_fd=self.dir_fd)
+
+    def _open(self, name: str) -> int:
+        """Open ``name`` as the rules say (the class docstring); raises OSError."""
         # O_NONBLOCK for the open only: a FIFO nobody reads fails at once (ENXIO)
         # instead of blocking; its writes then block the writer thread alone.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+        named = self.named
+        if named and not self.overwrite:
+            flags |= os.O_EXCL
+        else:
+            flags |= os.O_TRUNC
+        if named and self.overwrite:
+            try:
+                st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(st.st_mode):
+                    raise NotRegularFile(errno.EEXIST, "not a regular file")
         try:
-            self._fd = os.open(path, flags, 0o644)
+            fd = os.open(name, flags, 0o600, dir_fd=self.dir_fd)
         except OSError as e:
             if e.errno == errno.ENXIO:
                 raise OSError(e.errno, "a FIFO with no reader") from None
+            if e.errno == errno.ELOOP:
+                raise OSError(e.errno, "a symbolic link (not followed)") from None
             raise
-        os.set_blocking(self._fd, True)
-        self._written = 0
-        self._header_len = 0
-        self._opened = time.monotonic()
-        self.files.append(path)
-        if self.keep and len(self.files) > self.keep:
-            old = self.files.pop(0)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(old)
+        if named:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotRegularFile(errno.EEXIST, "not a regular file")
+            os.fchmod(fd, 0o600)  # a file replaced is the capture's now
+        os.set_blocking(fd, True)
+        return fd
+
+    def _close_dir(self) -> None:
+        if self.dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.dir_fd)
+            self.dir_fd = None
 
     def _write_all(self, data: bytes | memoryview) -> None:
+        """Write ``data`` (whole blocks); on an error, :attr:`_good` is where
+        the last whole block written ends."""
         mv = memoryview(data)
-        while mv:
+        done = 0
+        while done < len(mv):
             try:
-                n = os.write(self._fd, mv)
+                n = os.write(self._fd, mv[done:])
             except InterruptedError:
                 continue
-            mv = mv[n:]
+            except OSError:
+                self._good = self._written - done + pcapng.whole_blocks(mv, done)
+                raise
+            done += n
             self._written += n
             self.bytes += n
+        self._good = self._written
 
 
 class StreamSink:

@@ -8,7 +8,8 @@ POST     /links                         add ``{"spec": "A--B", "monitors": {...}
 GET      /links/NAME                    one link in detail (NAME percent-encoded)
 DELETE   /links/NAME                    remove it (its connections only)
 POST     /links/NAME/down, /up          cable pull (``{"monitors": {...}}`` optional)
-POST     /links/NAME/capture            capture to a file ``{"file": PATH, ...}``: 201
+POST     /links/NAME/capture            capture to a file in the capture directory
+                                        ``{"file": NAME, "overwrite": false, ...}``: 201
 GET      /links/NAME/capture            a live capture: pcapng, chunked, until the
                                         client goes (``?snaplen=&filter=&drops=``)
 DELETE   /links/NAME/capture            stop the link's captures
@@ -202,7 +203,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
             )
         ends.append(end)
     states = {e["state"] for e in ends}
-    caps = link_captures(link)
+    caps = link_captures(link, meter.app.captures if meter is not None else None)
     doc: dict[str, Any] = {
         "name": link.name,
         "kind": link_kind(link),
@@ -231,12 +232,15 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
     return doc
 
 
-def link_captures(link: Link) -> list[dict[str, Any]]:
+def link_captures(link: Link, captures: Any = None) -> list[dict[str, Any]]:
     """The link's captures as the API shows them ([] when none): those its
-    flows' taps write to."""
+    flows' taps write to, then those that failed (kept by ``captures``, the
+    manager, with their error)."""
     if not isinstance(link.bridge, P2PLink):
         return []
-    caps = getattr(link.bridge.a_to_b.tap, "captures", None) or ()
+    caps = list(getattr(link.bridge.a_to_b.tap, "captures", None) or ())
+    if captures is not None:
+        caps += captures.failed_of(link.name)
     return [c.describe() for c in caps]
 
 
@@ -490,29 +494,76 @@ class ControlAPI:
             self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
         return pending
 
-    def capture(self, req: Request, name: str) -> Response | Streaming:
-        """POST: to a file; GET: a live stream; DELETE: stop (README, "Capture")."""
+    def capture(self, req: Request, name: str) -> Response | Pending | Streaming:
+        """POST: to a file in the capture directory; GET: a live stream;
+        DELETE: stop (README, "Capture").  A filter not compiled before is
+        compiled off the loop: the answer comes when it is."""
         from xcon.capture.manager import captures_of
 
         caps = captures_of(self.app)
         if req.method == "POST":
             body = _object(req)
-            path = body.get("file")
-            if not isinstance(path, str) or not path:
-                raise BadRequest('POST /links/NAME/capture needs {"file": PATH}')
-            cap = caps.start_file(name, path, capture_options(body, file=True))
-            return json_response(201, cap.describe())
+            if "file" not in body:
+                raise BadRequest('POST /links/NAME/capture needs {"file": NAME}')
+            overwrite = body.pop("overwrite", False)
+            if not isinstance(overwrite, bool):
+                raise BadRequest('"overwrite" is true or false')
+            file = body["file"]
+            options = capture_options(body, file=True)
+            caps.check_named(name, file, options)
+
+            def to_file(bpf: Any) -> Response:
+                cap = caps.start_named(name, file, options, overwrite=overwrite, bpf=bpf)
+                return json_response(201, cap.describe())
+
+            return self._with_filter(options.filter, to_file)
         if req.method == "GET":
             refused = self.server.refuse_stream() if self.server is not None else None
             if refused is not None:
                 return refused
             query = {k: v[-1] for k, v in req.query.items()}
-            _cap, sink = caps.start_stream(name, capture_options(query, file=False))
-            return Streaming(sink)
+            options = capture_options(query, file=False)
+            caps.check_stream(name, options)
+
+            def to_stream(bpf: Any) -> Streaming:
+                _cap, sink = caps.start_stream(name, options, bpf=bpf)
+                return Streaming(sink)
+
+            return self._with_filter(options.filter, to_stream)
         if req.method == "DELETE":
             stopped = caps.stop(name)
             return json_response(200, {"stopped": [c.describe() for c in stopped]})
         return _method_not_allowed("GET, POST, DELETE")
+
+    def _with_filter(
+        self, expression: str | None, start: Callable[[Any], Response | Streaming]
+    ) -> Response | Pending | Streaming:
+        """``start(program)`` now when the filter is compiled already (or
+        there is none), else once a worker thread has compiled it."""
+        from xcon.capture.manager import captures_of
+
+        if not expression:
+            return start(None)
+        filters = captures_of(self.app).filters
+        program = filters.ready(expression)
+        if program is not None:
+            return start(program)
+        pending = Pending()
+
+        def done(program: Any, err: BaseException | None) -> None:
+            try:
+                if err is not None:
+                    raise err
+                answer = start(program)
+            except LinkError as e:
+                answer = error_response(e.status, str(e))
+            except Exception as e:  # noqa: BLE001 - as the server does: one line, a 500
+                log.error("control: capture failed: %s: %s", type(e).__name__, e)
+                answer = error_response(500, f"internal error: {type(e).__name__}: {e}")
+            pending.resolve(answer)
+
+        filters.compile(expression, done)
+        return pending
 
     def metrics(self) -> Pending:
         """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).

@@ -237,13 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reload", help="apply the --config file's changes (as SIGHUP)")
     cap = sub.add_parser(
         "capture",
-        help="capture a p2p link to pcapng: -w FILE (xcon writes it until --stop) or "
-        "-w - (live, to stdout, until interrupted: | tcpdump -r - or | wireshark -k -i -)",
+        help="capture a p2p link to pcapng: -w NAME (xcon writes NAME in its capture "
+        "directory, xcon --capture-dir, until --stop) or -w - (live, to stdout, until "
+        "interrupted: | tcpdump -r - or | wireshark -k -i -)",
     )
     cap.add_argument("name")
     what = cap.add_mutually_exclusive_group(required=True)
-    what.add_argument("-w", dest="write", metavar="FILE|-", help="where the pcapng goes")
-    what.add_argument("--stop", action="store_true", help="stop the link's captures")
+    what.add_argument(
+        "-w",
+        dest="write",
+        metavar="NAME|-",
+        help="a file name in xcon's capture directory, or - for stdout",
+    )
+    what.add_argument(
+        "--stop", action="store_true", help="stop the link's captures, clear those that failed"
+    )
     what.add_argument("--list", action="store_true", help="the link's captures")
     cap.add_argument("--snaplen", type=int, metavar="BYTES", help="keep at most BYTES per frame")
     cap.add_argument("--filter", metavar="EXPR", help="a tcpdump (BPF) expression")
@@ -251,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--size", type=float, metavar="MB", help="ring: a new file before MB")
     cap.add_argument("--seconds", type=float, metavar="S", help="ring: a new file every S")
     cap.add_argument("--files", type=int, metavar="N", help="ring: keep the newest N files")
+    cap.add_argument("--overwrite", action="store_true", help="replace the file NAME if it exists")
     for command in sub.choices.values():  # --json after the command too: ctl links --json
         command.add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
@@ -305,8 +314,8 @@ def stream_capture(client: Client, args: argparse.Namespace) -> int:
     q = capture_query(args)
     if "drops" in q:
         q["drops"] = "false"
-    if any(k in q for k in ("size_mb", "seconds", "files")):
-        raise ValueError("--size, --seconds and --files apply to -w FILE only")
+    if any(k in q for k in ("size_mb", "seconds", "files")) or args.overwrite:
+        raise ValueError("--size, --seconds, --files and --overwrite apply to -w NAME only")
     target = link_path(args.name, "capture") + (f"?{urlencode(q)}" if q else "")
     try:
         sock = client.connect()
@@ -384,6 +393,16 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def capture_file_arg(text: str) -> str:
+    """``-w NAME``: a name in xcon's capture directory; raises ValueError (usage)."""
+    if "/" in text:
+        raise ValueError(
+            f"-w {text}: xcon writes captures into its capture directory (xcon --capture-dir): "
+            "give a file name, or -w - to stream the capture here"
+        )
+    return text
+
+
 def capture_query(args: argparse.Namespace) -> dict[str, Any]:
     """The capture options given, as the API's names."""
     doc: dict[str, Any] = {}
@@ -412,7 +431,9 @@ def run(client: Client, args: argparse.Namespace) -> int:
             path = link_path(args.name)
         else:
             method = "POST"
-            body = {"file": os.path.abspath(args.write), **capture_query(args)}
+            body = {"file": capture_file_arg(args.write), **capture_query(args)}
+            if args.overwrite:
+                body["overwrite"] = True
     elif cmd == "links":
         path = "/links"
     elif cmd == "link":
@@ -530,11 +551,15 @@ def links_table(links: list[dict[str, Any]]) -> str:
 
 
 def _captures(link: dict[str, Any]) -> str:
-    """``2 (drops 5)``: the link's captures and their drops; ``-`` for none."""
+    """``2 (drops 5)``: the link's running captures and their drops, and
+    ``1 failed`` for those that failed; ``-`` for none."""
     caps = link.get("captures") or []
-    if not caps:
-        return "-"
-    return f"{len(caps)} (drops {sum(c['drops'] for c in caps)})"
+    running = [c for c in caps if c.get("state", "running") == "running"]
+    failed = len(caps) - len(running)
+    text = f"{len(running)} (drops {sum(c['drops'] for c in running)})" if running else ""
+    if failed:
+        text += f"{', ' if text else ''}{failed} failed"
+    return text or "-"
 
 
 def link_detail(link: dict[str, Any]) -> str:
@@ -589,6 +614,8 @@ def late_line(late: dict[str, Any]) -> str:
 
 
 def capture_line(c: dict[str, Any], verb: str = "") -> str:
+    if not verb and c.get("state") == "failed":
+        verb = "failed "
     where = c.get("file") or "stream"
     files = c.get("files") or []
     if c.get("ring") and files:
@@ -610,7 +637,10 @@ def render(cmd: str, doc: dict[str, Any]) -> str:
         return f"removed {doc['removed']}\n"
     if cmd == "capture":
         if "stopped" in doc:
-            return "".join(capture_line(c, "stopped ") for c in doc["stopped"])
+            return "".join(
+                capture_line(c, "cleared " if c.get("state") == "failed" else "stopped ")
+                for c in doc["stopped"]
+            )
         if "ends" in doc:
             return "".join(capture_line(c) for c in doc.get("captures", [])) or "no captures\n"
         return capture_line(doc, "capturing ")

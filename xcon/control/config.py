@@ -15,7 +15,9 @@ SIGHUP (or ``xcon ctl reload``) by applying only the difference.
 
 A link's ``capture`` is a file, or a table with ``file`` and the options of
 ``POST /links/NAME/capture`` (``snaplen``, ``filter``, ``drops``,
-``size_mb``, ``seconds``, ``files``).  A reload that changes it ends the
+``size_mb``, ``seconds``, ``files``).  The file is the operator's path, used
+as given (not the API's capture directory), opened as the command line's
+``--capture`` opens its files.  A reload that changes it ends the
 old capture (its file closed with its statistics) and starts the new one; a
 reload that leaves it as it was leaves the capture running.
 
@@ -174,12 +176,15 @@ def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
     table = {"file": value} if isinstance(value, str) else value
     if not isinstance(table, dict) or not isinstance(table.get("file"), str) or not table["file"]:
         raise ConfigError(f'{where}: "capture" is a file, or a table with "file" and options')
+    from xcon.capture.bpf import FilterError, compile_filter
     from xcon.capture.manager import check_options
 
     try:
         options = capture_options(table, file=True)
-        check_options(options)  # ranges, ring, the filter (libpcap)
-    except LinkError as e:
+        check_options(options)  # ranges, ring
+        if options.filter is not None:
+            compile_filter(options.filter)  # once: the capture takes it kept
+    except (LinkError, FilterError) as e:
         raise ConfigError(f"{where}: capture: {e}") from None
     return table["file"], options
 

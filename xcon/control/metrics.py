@@ -64,6 +64,8 @@ class Snapshot:
     health_file: tuple[bool, int] = (True, 0)
     #: The control server's counters (see :class:`ControlCounters`), None without one.
     control: ControlCounters | None = None
+    #: Per link with a capture running or failed: (name, captures that failed).
+    capture_errors: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +91,7 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
         snap.control = ControlCounters(
             server.accept_errors, server.streams, server.streams_refused, server.streams_stalled
         )
+    errors: dict[str, int] = app.captures.errors if app.captures is not None else {}
     for link in app.links.values():
         p2p = link.p2p
         ends: list[EndRow] = []
@@ -113,10 +116,13 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
             if late is not None:
                 snap.lates.append((link.name, v.port.name, late.cumulative(), late.sum))
         snap.links.append((link.name, p2p is None or p2p.admin_up, ends))
-        caps = link_captures(link)
+        caps = link_captures(link)  # the running ones
         if caps:
             frames = sum(c["frames"] for c in caps)
             snap.captures.append((link.name, len(caps), frames, sum(c["drops"] for c in caps)))
+        failed = errors.get(link.name, 0)
+        if caps or failed:
+            snap.capture_errors.append((link.name, failed))
         if p2p is not None:
             for d in ("a2b", "b2a"):
                 imp = p2p.impairment(d)
@@ -202,7 +208,14 @@ class SnapshotCollector(Collector):
             running.add_sample("xcon_capture_running", ls, n)
             cap_frames.add_sample("xcon_capture_frames_total", ls, frames)
             cap_drops.add_sample("xcon_capture_drops_total", ls, drops)
-        yield from (running, cap_frames, cap_drops)
+        cap_errors = family(
+            "xcon_capture_errors",
+            "Captures of the link that failed (a write error such as a full disk or a "
+            "reader gone, or the capture's writer died); each is listed with its error.",
+        )
+        for name, n in self.snap.capture_errors:
+            cap_errors.add_sample("xcon_capture_errors_total", {"link": name}, n)
+        yield from (running, cap_frames, cap_drops, cap_errors)
         impair = GaugeMetricFamily(
             "xcon_link_impairment_info",
             "1 per impaired direction of a link, with its impairment in tc-netem's words.",

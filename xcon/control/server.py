@@ -30,8 +30,9 @@ surviving anything else:
   timeout.
 
 A handler returns a :class:`Response`, or a :class:`Pending` it completes
-later from the loop (an answer that waits for a router's monitor, run on a
-worker thread); the connection reads nothing more until then.  Or a
+later from the loop (an answer that waits for a router's monitor, or a
+capture filter's compile, run on a worker thread); the connection reads
+nothing more until then.  Or a
 :class:`Streaming` answer: a body of unknown length (chunked), taken from a
 :class:`StreamBody` as the client reads it (a live capture).  The server
 holds at most one piece of it at a time and takes the next only when the
@@ -144,20 +145,21 @@ def error_response(status: int, message: str) -> Response:
 
 
 class Pending:
-    """An answer that comes later: call :meth:`resolve` from the loop."""
+    """An answer that comes later: call :meth:`resolve` from the loop (with a
+    :class:`Response`, or a :class:`Streaming` answer)."""
 
     def __init__(self) -> None:
-        self._done: Callable[[Response], None] | None = None
-        self._response: Response | None = None
+        self._done: Callable[[Response | Streaming], None] | None = None
+        self._response: Response | Streaming | None = None
 
-    def resolve(self, response: Response) -> None:
+    def resolve(self, response: Response | Streaming) -> None:
         if self._response is not None:
             return
         self._response = response
         if self._done is not None:
             self._done(response)
 
-    def _then(self, done: Callable[[Response], None]) -> None:
+    def _then(self, done: Callable[[Response | Streaming], None]) -> None:
         self._done = done
         if self._response is not None:
             done(self._response)
@@ -578,11 +580,16 @@ class _Conn:
         else:
             self.respond(answer)
 
-    def _answer_later(self, response: Response) -> None:
+    def _answer_later(self, response: Response | Streaming) -> None:
         self.pending = None
         if self.closed:
+            if isinstance(response, Streaming):
+                response.body.gone()  # nobody to stream to: its source ends
             return
-        self.respond(response)
+        if isinstance(response, Streaming):
+            self._start_stream(response)
+        else:
+            self.respond(response)
 
     # -- answering --------------------------------------------------------------------
     def respond(self, resp: Response, close: bool = False) -> None:
