@@ -79,17 +79,17 @@ def test_gemodel_order_and_defaults():
     [
         ("delay", "missing"),
         ("delay 10xs", "bad time"),
-        ("loss 101%", "above 100%"),
+        ("loss 101%", "loss: 101% is outside 0..100%"),
         ("loss one", "bad percentage"),
         ("rate 10mbits", "bad rate"),
-        ("rate 0bit", "above 0"),
+        ("rate 0bit", "rate: 0bit is outside 1bit..1tbit"),
         ("jitter 1ms", "unknown word"),
         ("delay 1ms 1ms distribution zipf", "unknown distribution"),
         ("distribution normal", "needs a delay with a jitter"),
         ("reorder 5%", "needs a delay"),
         ("slot 1ms", "not supported"),
         ("loss state 1%", "not supported"),
-        ("limit -1", "bad limit"),
+        ("limit -1", "limit: -1 is outside 1..4294967295 frames"),
         ("delay 1ms delay 2ms", "twice"),
     ],
 )
@@ -112,7 +112,7 @@ def test_fields_and_containerlab_flags():
     assert from_fields({"delay": "10ms", "loss": "1%"}) == parse_netem("delay 10ms loss 1%")
     with pytest.raises(ImpairError, match="unknown field"):
         from_fields({"bogus": 1})
-    with pytest.raises(ImpairError, match="out of range"):
+    with pytest.raises(ImpairError, match="loss: 150 is outside 0..100%"):
         from_fields({"loss": 150})
 
 
