@@ -146,8 +146,8 @@ def load_config(path: str) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    except ValueError as e:  # an integer of thousands of digits
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except ValueError:  # tomllib's int() of an integer of thousands of digits
+        raise ConfigError(f"{path}: not valid TOML (an integer too long)") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
     try:
