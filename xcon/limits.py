@@ -154,10 +154,10 @@ class Range:
             raise self._error(name, seen, f"not {kind} in")
         elif isinstance(value, int) and value.bit_length() > 256:
             raise self._error(name, seen, "outside")  # beyond any bound: not converted
-        elif not math.isfinite(value):
+        elif not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
             raise self._error(name, seen, f"not {kind} in")
-        else:
-            d = Decimal(value)
+        else:  # a float as written (its shortest repr): 0.1 is 0.1, not 0.1000000000000000055
+            d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         if scale != 1:
             d = _EXACT.multiply(d, Decimal(scale))
         if self.whole and d != d.to_integral_value():
@@ -176,7 +176,7 @@ class Range:
     ) -> Any:
         """The checked value: an int when ``whole``, else a float."""
         d = self.exact(value, scale=scale, name=name, shown=shown)
-        return int(d) if self.whole else float(d)
+        return int(d) if self.whole else float(d) + 0.0  # + 0.0: no -0.0
 
 
 # -- the table: each quantity a user can give, and its range --------------------------------

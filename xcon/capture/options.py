@@ -51,7 +51,7 @@ def checked_options(
         snaplen=SNAPLEN.check(snaplen),
         filter=filter,
         drops=drops,
-        size=int(CAPTURE_SIZE_MB.exact(size_mb) * 1_000_000),
+        size=int((CAPTURE_SIZE_MB.exact(size_mb) * 1_000_000).to_integral_value()),
         seconds=CAPTURE_SECONDS.check(seconds),
         files=CAPTURE_FILES.check(files),
     )
