@@ -42,8 +42,6 @@ from xcon.limits import (
     TRACE_DEFAULT,
     TRACE_MAX,
     TRACE_MIN,
-    OutOfRange,
-    Range,
     qemu_tcp_port,
 )
 from xcon.linkspec import (
@@ -93,21 +91,6 @@ def _whole(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
         if text.isascii() and text.isdigit():
             raise argparse.ArgumentTypeError(f"{text} is outside {lo}..{hi}{what}")
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({lo}..{hi}{what})")
-
-    return parse
-
-
-def ranged(rng: Range, text_out: bool = False) -> Callable[[str], object]:
-    """An argparse type checked by ``rng`` (the range the config file and the
-    API use too); the value, or with ``text_out`` the text itself (for exact
-    conversion later)."""
-
-    def parse(text: str) -> object:
-        try:
-            value = rng.check(text, name="")
-        except OutOfRange as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return text if text_out else value
 
     return parse
 
@@ -247,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument(
         "--snaplen",
-        type=ranged(SNAPLEN, text_out=True),
+        type=SNAPLEN.arg_type(text_out=True),
         metavar="BYTES",
         help=f"keep at most BYTES of each frame ({SNAPLEN}; the original length is recorded; "
         "default 0: whole frames)",
@@ -264,20 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument(
         "--capture-size",
-        type=ranged(CAPTURE_SIZE_MB, text_out=True),
+        type=CAPTURE_SIZE_MB.arg_type(text_out=True),
         metavar="MB",
         help="ring: a new file before one exceeds MB million bytes (FILE-00001.pcapng, ...; "
         f"{CAPTURE_SIZE_MB}, 0: no size limit)",
     )
     cap.add_argument(
         "--capture-seconds",
-        type=ranged(CAPTURE_SECONDS, text_out=True),
+        type=CAPTURE_SECONDS.arg_type(text_out=True),
         metavar="S",
         help=f"ring: a new file every S seconds ({CAPTURE_SECONDS}, 0: no time limit)",
     )
     cap.add_argument(
         "--capture-files",
-        type=ranged(CAPTURE_FILES, text_out=True),
+        type=CAPTURE_FILES.arg_type(text_out=True),
         metavar="N",
         help="ring: keep the newest N files (with --capture-size or --capture-seconds; "
         f"{CAPTURE_FILES}, 0: all)",
@@ -291,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=ranged(SEED),
+        type=SEED.arg_type(),
         metavar="N",
         help="seed of the impairments' random draws, to replay a run (default: random, logged)",
     )

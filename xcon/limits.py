@@ -6,9 +6,11 @@ so the parser, the ports, the fast path and the error messages agree.
 
 from __future__ import annotations
 
+import argparse
 import decimal
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -95,7 +97,7 @@ _EXACT = decimal.Context(prec=60, Emax=10**8, Emin=-(10**8))
 
 def _plain(n: float | Decimal) -> str:
     """A bound as people write it: 262144, 0.1, 60."""
-    return f"{Decimal(n).normalize():f}"
+    return f"{Decimal(repr(n) if isinstance(n, float) else n).normalize():f}"
 
 
 def quote(value: object) -> str:
@@ -178,6 +180,20 @@ class Range:
         d = self.exact(value, scale=scale, name=name, shown=shown)
         return int(d) if self.whole else float(d) + 0.0  # + 0.0: no -0.0
 
+    def arg_type(self, text_out: bool = False) -> Callable[[str], Any]:
+        """An argparse ``type``: the checked value, or with ``text_out`` the
+        text itself (for an exact conversion later); a bad one is argparse's
+        one-line error, naming the flag."""
+
+        def parse(text: str) -> Any:
+            try:
+                value = self.check(text, name="")
+            except OutOfRange as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+            return text if text_out else value
+
+        return parse
+
 
 # -- the table: each quantity a user can give, and its range --------------------------------
 
@@ -203,3 +219,5 @@ RATE = Range("rate", 1, 10**12, text="1bit..1tbit")
 #: Frames waiting in a delay line; reorder's gap (netem's are 32 bits).
 LIMIT = Range("limit", 1, 2**32 - 1, whole=True, unit=" frames")
 GAP = Range("gap", 0, 2**32 - 1, whole=True, unit=" frames")
+#: ``xcon ctl --timeout``: seconds to wait for xcon's answer.
+CTL_TIMEOUT = Range("timeout", 0.001, 86400, unit=" s")
