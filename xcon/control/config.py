@@ -24,10 +24,12 @@ reload that leaves it as it was leaves the capture running.
     impair = "delay 10ms 2ms loss 1%"                 # both directions (tc-netem's words)
     # impair = { a2b = "delay 10ms", b2a = "loss gemodel 1% 10%" }   # or per direction
 
-A reload reads and checks the whole file first (syntax, every spec, NICs
-used twice, clashes with links that do not come from the file): a file with
-an error changes nothing, and the reason is one log line (and the API's
-answer).  Then links no longer in the file are removed, new ones are added,
+A reload reads and checks the whole file first, on a worker thread (a
+regular file of at most 1 MiB in UTF-8, opened without blocking so a FIFO
+is refused rather than waited for; syntax, every spec, every option within
+its range, NICs used twice), then on the loop its clashes with links that
+do not come from the file: a file with an error changes nothing, and the
+reason is one log line (and the API's 400).  Then links no longer in the file are removed, new ones are added,
 and a link whose options changed gets them (its connections untouched: a
 changed impairment is applied live, as ``xcon ctl impair`` does);
 every other link is not touched at all: same sockets, no frame lost.
