@@ -47,6 +47,7 @@ BAD_FILES: dict[str, tuple[str | bytes, str]] = {
     "size_mb inf": (capture("size_mb = inf"), "size_mb: inf is not a number in 0..1000000 MB"),
     "seconds 1e10": (capture("seconds = 1e10"), "seconds: 10000000000.0 is outside 0..31622400"),
     "files 1e300": (capture("size_mb = 1, files = 1e300"), "files: 1e+300 is outside 0..1000000"),
+    "NUL in a name": ('capture = "a\\u0000b"', "capture: file 'a\\x00b' holds a NUL character"),
     "2 MiB": ("#" * (2 << 20), "larger than 1048576"),
 }
 

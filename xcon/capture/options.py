@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,7 +15,14 @@ from xcon.limits import (
     OutOfRange,
 )
 
-__all__ = ["MAX_SNAPLEN", "CaptureOptions", "OutOfRange", "check_ranges", "checked_options"]
+__all__ = [
+    "MAX_SNAPLEN",
+    "CaptureOptions",
+    "OutOfRange",
+    "check_file",
+    "check_ranges",
+    "checked_options",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,20 @@ def checked_options(
         seconds=CAPTURE_SECONDS.check(seconds),
         files=CAPTURE_FILES.check(files),
     )
+
+
+def check_file(path: object) -> str:
+    """``path`` if it can name a file (a non-empty string the file system
+    takes: no NUL, no lone surrogate); raises ValueError."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("a capture's file is a path (a non-empty string)")
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeError:
+        raise ValueError(f"file {path[:64]!r} cannot be a file name") from None
+    if b"\0" in encoded:
+        raise ValueError(f"file {path[:64]!r} holds a NUL character")
+    return path
 
 
 def check_ranges(o: CaptureOptions) -> None:

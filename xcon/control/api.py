@@ -457,6 +457,7 @@ class ControlAPI:
     def capture(self, req: Request, name: str) -> Response | Streaming:
         """POST: to a file; GET: a live stream; DELETE: stop (README, "Capture")."""
         from xcon.capture.manager import captures_of
+        from xcon.capture.options import check_file
 
         caps = captures_of(self.app)
         if req.method == "POST":
@@ -464,6 +465,7 @@ class ControlAPI:
             path = body.get("file")
             if not isinstance(path, str) or not path:
                 raise BadRequest('POST /links/NAME/capture needs {"file": PATH}')
+            check_file(path)  # ValueError: a 400
             cap = caps.start_file(name, path, capture_options(body, file=True))
             return json_response(201, cap.describe())
         if req.method == "GET":

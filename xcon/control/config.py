@@ -247,11 +247,13 @@ def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
     if not isinstance(table, dict) or not isinstance(table.get("file"), str) or not table["file"]:
         raise ConfigError(f'{where}: "capture" is a file, or a table with "file" and options')
     from xcon.capture.manager import check_options
+    from xcon.capture.options import check_file
 
     try:
+        check_file(table["file"])
         options = capture_options(table, file=True)
         check_options(options)  # ranges, ring, the filter (libpcap)
-    except LinkError as e:
+    except (LinkError, ValueError) as e:
         raise ConfigError(f"{where}: capture: {e}") from None
     return table["file"], options
 
