@@ -95,9 +95,14 @@ _WHOLE = re.compile(r"[-+]?[0-9]+", re.ASCII)
 _EXACT = decimal.Context(prec=60, Emax=10**8, Emin=-(10**8))
 
 
+def _decimal(n: float | Decimal) -> Decimal:
+    """A bound as written: the float 0.001 is 0.001, not a hair above."""
+    return Decimal(repr(n) if isinstance(n, float) else n)
+
+
 def _plain(n: float | Decimal) -> str:
     """A bound as people write it: 262144, 0.1, 60."""
-    return f"{Decimal(repr(n) if isinstance(n, float) else n).normalize():f}"
+    return f"{_decimal(n).normalize():f}"
 
 
 def quote(value: object) -> str:
@@ -164,7 +169,7 @@ class Range:
             d = _EXACT.multiply(d, Decimal(scale))
         if self.whole and d != d.to_integral_value():
             raise self._error(name, seen, f"not {kind} in")
-        if not self.lo <= d <= self.hi:
+        if not _decimal(self.lo) <= d <= _decimal(self.hi):
             raise self._error(name, seen, "outside")
         return d
 
