@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=SEED.arg_type(),
         metavar="N",
-        help="seed of the impairments' random draws, to replay a run (default: random, logged)",
+        help=f"seed of the impairments' random draws, to replay a run ({SEED}; "
+        "default: random, logged)",
     )
     p.add_argument(
         "--engine",

@@ -23,10 +23,10 @@ POST     /reload                        apply the ``--config`` file again (as SI
 =======  =============================  ================================================
 
 Errors are ``{"error": "one line"}`` with 400 (malformed: a spec that does not
-parse, bad JSON, a number out of its range), 404 (no such link or route), 405 (method), 409 (clashes with
-the links present, or cannot be opened), 413 (body too large), 500 (a bug:
-logged in one line), 502 (a router's monitor did not do its part; xcon's own
-side was changed).
+parse, bad JSON, a number out of its range), 404 (no such link or route), 405
+(method), 409 (clashes with the links present, or cannot be opened), 413 (body
+too large), 500 (a bug: logged in one line), 502 (a router's monitor did not
+do its part; xcon's own side was changed).
 """
 
 from __future__ import annotations

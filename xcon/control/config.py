@@ -29,10 +29,11 @@ regular file of at most 1 MiB in UTF-8, opened without blocking so a FIFO
 is refused rather than waited for; syntax, every spec, every option within
 its range, NICs used twice), then on the loop its clashes with links that
 do not come from the file: a file with an error changes nothing, and the
-reason is one log line (and the API's 400).  Then links no longer in the file are removed, new ones are added,
-and a link whose options changed gets them (its connections untouched: a
-changed impairment is applied live, as ``xcon ctl impair`` does);
-every other link is not touched at all: same sockets, no frame lost.
+reason is one log line (and the API's 400).  Then links no longer in the
+file are removed, new ones are added, and a link whose options changed gets
+them (its connections untouched: a changed impairment is applied live, as
+``xcon ctl impair`` does); every other link is not touched at all: same
+sockets, no frame lost.
 Links given on the command line or added through the API are not the
 file's: a reload never removes them.
 """
