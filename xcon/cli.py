@@ -23,18 +23,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xcon import __version__
-from xcon.capture.options import MAX_SNAPLEN, CaptureOptions
+from xcon.capture.options import CaptureOptions, checked_options
 from xcon.control import DEFAULT_SOCKET, ControlSettings, parse_listen
 from xcon.control.config import ConfigLink
 from xcon.errors import LinkError, ModeError, OneLineParser, one_line
 from xcon.impair.spec import Impairment
 from xcon.limits import (
+    CAPTURE_FILES,
+    CAPTURE_SECONDS,
+    CAPTURE_SIZE_MB,
     MAX_NIC,
     MAX_VID,
     MIN_NIC,
     MIN_VID,
     MTU_MAX,
     MTU_MIN,
+    SEED,
+    SNAPLEN,
     TRACE_DEFAULT,
     TRACE_MAX,
     TRACE_MIN,
@@ -252,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument(
         "--snaplen",
-        type=_whole(0, MAX_SNAPLEN),
+        type=SNAPLEN.arg_type(text_out=True),
         metavar="BYTES",
-        help="keep at most BYTES of each frame (the original length is recorded; "
+        help=f"keep at most BYTES of each frame ({SNAPLEN}; the original length is recorded; "
         "default 0: whole frames)",
     )
     cap.add_argument(
@@ -269,21 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument(
         "--capture-size",
-        type=_whole(1, 1_000_000),
+        type=CAPTURE_SIZE_MB.arg_type(text_out=True),
         metavar="MB",
-        help="ring: a new file before one exceeds MB million bytes (FILE-00001.pcapng, ...)",
+        help="ring: a new file before one exceeds MB million bytes (FILE-00001.pcapng, ...; "
+        f"{CAPTURE_SIZE_MB}, 0: no size limit)",
     )
     cap.add_argument(
         "--capture-seconds",
-        type=_whole(1, 86400 * 366),
+        type=CAPTURE_SECONDS.arg_type(text_out=True),
         metavar="S",
-        help="ring: a new file every S seconds",
+        help=f"ring: a new file every S seconds ({CAPTURE_SECONDS}, 0: no time limit)",
     )
     cap.add_argument(
         "--capture-files",
-        type=_whole(1, 1_000_000),
+        type=CAPTURE_FILES.arg_type(text_out=True),
         metavar="N",
-        help="ring: keep the newest N files (with --capture-size or --capture-seconds)",
+        help="ring: keep the newest N files (with --capture-size or --capture-seconds; "
+        f"{CAPTURE_FILES}, 0: all)",
     )
     p.add_argument(
         "--impair",
@@ -294,9 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=_whole(0, 2**64 - 1, "--seed"),
+        type=SEED.arg_type(),
         metavar="N",
-        help="seed of the impairments' random draws, to replay a run (default: random, logged)",
+        help=f"seed of the impairments' random draws, to replay a run ({SEED}; "
+        "default: random, logged)",
     )
     p.add_argument(
         "--engine",
@@ -480,16 +488,16 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
         return
     if setup.mode != "p2p":
         raise UsageError("--capture applies to p2p links (--p2p or --config) only")
-    if args.capture_files is not None and not (args.capture_size or args.capture_seconds):
-        raise UsageError("--capture-files needs --capture-size or --capture-seconds")
-    options = CaptureOptions(
+    options = checked_options(  # checked by their argparse types: exact here
         snaplen=args.snaplen or 0,
+        size_mb=args.capture_size or 0,
+        seconds=args.capture_seconds or 0,
+        files=args.capture_files or 0,
         filter=args.capture_filter or None,
         drops=not args.capture_no_drops,
-        size=(args.capture_size or 0) * 1_000_000,
-        seconds=float(args.capture_seconds or 0),
-        files=args.capture_files or 0,
     )
+    if options.files and not options.ring:
+        raise UsageError("--capture-files needs --capture-size or --capture-seconds")
     if options.filter is not None:
         from xcon.capture.bpf import FilterError, compile_filter
 
@@ -680,7 +688,7 @@ def run(setup: Setup) -> int:
             reloader = ConfigReloader(app, setup.config)
             reloader.apply_initial(setup.config_links)
             app.on_hangup = reloader.on_signal
-            reload = reloader.reload_json
+            reload = reloader.reload
         start_captures(app, setup)
         for name, direction, imp in setup.impairs:
             try:

@@ -366,7 +366,7 @@ def test_capture_errors_are_one_line(peers, xcon, tmp_path):
         ("POST", link_path(name, "capture"), {"file": "x", "files": 2}, 400, "files"),
         ("POST", link_path("nosuch/1--other/1", "capture"), {"file": "x"}, 404, "no link"),
         ("DELETE", link_path(name, "capture"), None, 404, "no capture"),
-        ("GET", link_path(name, "capture") + "?snaplen=abc", None, 400, "not a number"),
+        ("GET", link_path(name, "capture") + "?snaplen=abc", None, 400, "not a whole number"),
     ]
     if libpcap():
         cases.append(

@@ -153,7 +153,7 @@ def test_ctl_impair_words_flags_clear_and_errors(peers, xcon):
     r = ctl(xc, "impair", link, "--clear", "loss", "1%")
     assert r.returncode == 2
     status, doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "loss 200%"})
-    assert status == 400 and "above 100%" in doc["error"]
+    assert status == 400 and "loss: 200% is outside 0..100%" in doc["error"]
     status, doc = call(
         xc, "PUT", link_path(link, "impair"), {"netem": "loss 1%", "direction": "up"}
     )

@@ -563,10 +563,10 @@ def test_capture_options_from_a_body_and_a_query():
         snaplen=64, filter="vlan 5", drops=False
     )
     for bad, words in [
-        ({"snaplen": "x"}, "not a number"),
+        ({"snaplen": "x"}, "snaplen: 'x' is not a whole number in 0..262144 bytes"),
         ({"snaplen": 1.5}, "whole number"),
         ({"snaplen": True}, "number"),
-        ({"snaplen": -1}, "0 or more"),
+        ({"snaplen": -1}, "snaplen: -1 is outside 0..262144 bytes"),
         ({"drops": "maybe"}, "true or false"),
         ({"filter": 5}, "tcpdump expression"),
         ({"size_mb": 1}, "unknown capture option"),  # file options only with a file

@@ -59,6 +59,32 @@ def test_config_errors_name_the_file_and_the_entry(doc, message):
     assert "\n" not in str(e.value)
 
 
+def test_reloads_asked_for_during_one_share_the_next_read(tmp_path):
+    """One read at a time, off the loop; those who asked meanwhile get the
+    next read's outcome (so files are applied in the order they were read)."""
+    from xcon.app import Xcon
+    from xcon.control.config import ConfigReloader
+    from xcon.errors import BadRequest
+    from xcon.testing.fakeport import FakeEngine
+
+    engine = FakeEngine()  # run_in_thread reads at once and hands back through call_soon
+    app = Xcon(engine=engine, health_path=None)
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text("links = []\n")
+    reloader = ConfigReloader(app, str(cfg))
+    got: dict[str, object] = {}
+    reloader.reload(lambda r: got.setdefault("first", r))
+    cfg.write_bytes(b"# caf\xe9\n")  # not UTF-8: the next read's outcome
+    reloader.reload(lambda r: got.setdefault("second", r))
+    reloader.reload(lambda r: got.setdefault("third", r))
+    assert got == {}  # nothing answered inside the call
+    engine.run_soon()
+    assert got["first"] == {"added": [], "removed": [], "changed": [], "failed": [], "unchanged": 0}
+    assert isinstance(got["second"], BadRequest) and got["second"] is got["third"]
+    assert "not UTF-8 (byte 0xe9 on line 1)" in str(got["second"])
+    assert reloader.reloads == 1
+
+
 # -- monitors -------------------------------------------------------------------------------
 
 

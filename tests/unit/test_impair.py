@@ -21,7 +21,7 @@ from xcon.bridges.impair import ImpairFlow
 from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
 from xcon.control.client import late_line
 from xcon.framing import FrameBuffer
-from xcon.impair.spec import ImpairError, Impairment, from_fields, parse_netem
+from xcon.impair.spec import DISTRIBUTIONS, ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
 from xcon.stats import FlowStats
 from xcon.testing.fakeport import FakeEngine, FakePort
@@ -81,17 +81,17 @@ def test_gemodel_order_and_defaults():
     [
         ("delay", "missing"),
         ("delay 10xs", "bad time"),
-        ("loss 101%", "above 100%"),
+        ("loss 101%", "loss: 101% is outside 0..100%"),
         ("loss one", "bad percentage"),
         ("rate 10mbits", "bad rate"),
-        ("rate 0bit", "above 0"),
+        ("rate 0bit", "rate: 0bit is outside 1bit..1tbit"),
         ("jitter 1ms", "unknown word"),
         ("delay 1ms 1ms distribution zipf", "unknown distribution"),
         ("distribution normal", "needs a delay with a jitter"),
         ("reorder 5%", "needs a delay"),
         ("slot 1ms", "not supported"),
         ("loss state 1%", "not supported"),
-        ("limit -1", "bad limit"),
+        ("limit -1", "limit: -1 is outside 1..4294967295 frames"),
         ("delay 1ms delay 2ms", "twice"),
     ],
 )
@@ -114,8 +114,86 @@ def test_fields_and_containerlab_flags():
     assert from_fields({"delay": "10ms", "loss": "1%"}) == parse_netem("delay 10ms loss 1%")
     with pytest.raises(ImpairError, match="unknown field"):
         from_fields({"bogus": 1})
-    with pytest.raises(ImpairError, match="out of range"):
+    with pytest.raises(ImpairError, match="loss: 150 is outside 0..100%"):
         from_fields({"loss": 150})
+
+
+# -- every impairment reads back as itself ---------------------------------------------------
+
+fraction = st.one_of(st.just(0.0), st.just(1.0), st.floats(0, 1))
+seconds = st.one_of(st.just(0.0), st.floats(0, 60), st.floats(0, 1e-6), st.integers(0, 60))
+
+
+@st.composite
+def impairments(draw: st.DrawFn) -> Impairment:
+    """Any impairment: values anywhere in their ranges (floats off the grid),
+    the words that depend on others given with them."""
+    kw = {name: draw(fraction) for name in ("loss", "duplicate", "corrupt", "reorder")}
+    kw |= {f"{name}_corr": draw(fraction) for name in ("delay", *kw)}
+    kw |= {"delay": draw(seconds), "jitter": draw(seconds)}
+    if kw["reorder"] and kw["delay"] < 1e-9:  # less is 0 on the grid
+        kw["delay"] = draw(st.floats(1e-9, 60))
+    if kw["jitter"] >= 1e-9:
+        kw["distribution"] = draw(st.sampled_from(DISTRIBUTIONS))
+    if draw(st.booleans()):
+        kw["gemodel"] = tuple(draw(fraction) for _ in range(4))
+        kw["loss"] = 0.0
+    kw["gap"] = draw(st.integers(0, 2**32 - 1))
+    kw["limit"] = draw(st.integers(1, 2**32 - 1))
+    kw["rate"] = draw(st.one_of(st.just(0.0), st.floats(1, 1e12), st.integers(1, 10**12)))
+    return Impairment(**kw)
+
+
+@given(impairments())
+def test_every_impairment_reads_back_from_its_words(imp):
+    """Whatever values an impairment holds, its words() parse to it again."""
+    assert parse_netem(imp.words()) == imp
+    assert Impairment(**{f: getattr(imp, f) for f in imp.__dataclass_fields__}) == imp
+
+
+numbers = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["1e400", "1.5", "²", "10ms", "1e400ms", "2%", "1kbit", "0", "-0"]),
+)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(Impairment.__dataclass_fields__)), numbers))
+def test_fields_accepted_read_back_and_the_rest_is_one_line(body):
+    try:
+        imp = from_fields(body)
+    except ImpairError as e:
+        assert "\n" not in str(e)
+        return
+    assert parse_netem(imp.words()) == imp
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("delay 1.2345678919ms 0.1us 33.3333333333%", "delay 1.234568ms 0.1us 33.3333333%"),
+        ("rate 123456789", "rate 123.456789mbit"),
+        ("loss 1e-7%", "loss 0.0000001%"),
+        ("loss 4e-8%", "none"),
+        ("rate 1.5bit", "rate 2bit"),
+        ("delay 60s limit 4294967295", "delay 60s limit 4294967295"),
+    ],
+)
+def test_values_on_the_grid(text, words):
+    """Times in nanoseconds, probabilities in billionths, rates in bit/s."""
+    imp = parse_netem(text)
+    assert imp.words() == words
+    assert parse_netem(words) == imp
+
+
+def test_words_without_their_meaning_are_dropped():
+    # a correlation without its probability, a gap without reorder: what tc ignores
+    assert parse_netem("gap 5") == Impairment()
+    assert parse_netem("delay 1ms 0 25%") == parse_netem("delay 1ms")
+    assert from_fields({"loss_corr": 50}) == Impairment()
+    assert parse_netem("none") == Impairment() and Impairment().words() == "none"
+    with pytest.raises(ImpairError, match="not both"):
+        from_fields({"loss": 1, "gemodel": "1% 10%"})
 
 
 def test_null():

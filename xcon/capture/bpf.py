@@ -176,6 +176,10 @@ def compile_filter(expression: str, *, cache: bool = True) -> BpfFilter:
         raise FilterError(f"filter longer than {MAX_EXPRESSION} characters")
     if "\x00" in expression:
         raise FilterError("filter contains a NUL character")
+    try:
+        expression.encode()
+    except UnicodeEncodeError:
+        raise FilterError("filter is not valid text (a lone surrogate)") from None
     lib = _load()
     if _lock is not None:
         with _lock:

@@ -518,11 +518,11 @@ def captures_of(app: Xcon) -> Captures:
 def check_options(o: CaptureOptions) -> None:
     """Raise BadRequest for options out of range (the command line checks
     first).  The filter is compiled by the caller, once."""
-    from xcon.capture.options import MAX_SNAPLEN
+    from xcon.capture.options import OutOfRange, check_ranges
 
-    if not 0 <= o.snaplen <= MAX_SNAPLEN:
-        raise BadRequest(f"snaplen {o.snaplen} outside 0..{MAX_SNAPLEN} (0: whole frames)")
-    if o.size < 0 or o.seconds < 0 or o.files < 0:
-        raise BadRequest("size, seconds and files are 0 or more")
+    try:
+        check_ranges(o)
+    except OutOfRange as e:
+        raise BadRequest(str(e)) from None
     if o.files and not o.ring:
         raise BadRequest("files (how many ring files to keep) needs size or seconds")

@@ -86,7 +86,7 @@ def start_control(
     app: Any,
     settings: ControlSettings,
     engine_name: str,
-    reload: Callable[[], dict[str, Any]] | None = None,
+    reload: Callable[[Callable[[Any], None]], None] | None = None,
 ) -> Any:
     """Start the control server on ``app``'s engine; returns it (or None when
     disabled).  A socket that cannot be made is a :class:`ModeError` when the

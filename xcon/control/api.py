@@ -24,10 +24,10 @@ POST     /reload                        apply the ``--config`` file again (as SI
 =======  =============================  ================================================
 
 Errors are ``{"error": "one line"}`` with 400 (malformed: a spec that does not
-parse, bad JSON), 404 (no such link or route), 405 (method), 409 (clashes with
-the links present, or cannot be opened), 413 (body too large), 500 (a bug:
-logged in one line), 502 (a router's monitor did not do its part; xcon's own
-side was changed).
+parse, bad JSON, a number out of its range), 404 (no such link or route), 405
+(method), 409 (clashes with the links present, or cannot be opened), 413 (body
+too large), 500 (a bug: logged in one line), 502 (a router's monitor did not
+do its part; xcon's own side was changed).
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ TRANSMIT_REASONS = frozenset(
 )
 RATE_EVERY = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Starts a reload of the config file; calls back (on the loop) with what
+#: changed or the error.
+Reload = Callable[[Callable[[dict[str, Any] | LinkError], None]], None]
 
 ROUTES = [
     "GET /",
@@ -256,14 +260,15 @@ def impair_json(p2p: P2PLink) -> dict[str, str | None]:
 class ControlAPI:
     """The request handler of the control server (see the module docstring).
 
-    ``reload`` (set when xcon runs from ``--config``) applies the file again
-    and returns what changed."""
+    ``reload`` (set when xcon runs from ``--config``) reads the file again
+    (off the loop) and calls back with what changed or the error
+    (:meth:`xcon.control.config.ConfigReloader.reload`)."""
 
     def __init__(
         self,
         app: Xcon,
         engine_name: str = "",
-        reload: Callable[[], dict[str, Any]] | None = None,
+        reload: Reload | None = None,
         access: Access | None = None,
     ) -> None:
         self.app = app
@@ -331,7 +336,7 @@ class ControlAPI:
                 return _method_not_allowed("POST")
             if self.reload is None:
                 return error_response(409, "xcon was not started with --config: nothing to reload")
-            return json_response(200, self.reload())
+            return self.reload_config(self.reload)
         return error_response(404, f"no such route: {method} {req.path} (see GET /)")
 
     def _only(self, method: str, allowed: str) -> Response | None:
@@ -499,6 +504,7 @@ class ControlAPI:
         DELETE: stop (README, "Capture").  A filter not compiled before is
         compiled off the loop: the answer comes when it is."""
         from xcon.capture.manager import captures_of
+        from xcon.capture.options import check_file
 
         caps = captures_of(self.app)
         if req.method == "POST":
@@ -509,6 +515,7 @@ class ControlAPI:
             if not isinstance(overwrite, bool):
                 raise BadRequest('"overwrite" is true or false')
             file = body["file"]
+            check_file(file)  # ValueError: a 400
             options = capture_options(body, file=True)
             caps.check_named(name, file, options)
 
@@ -565,6 +572,20 @@ class ControlAPI:
         filters.compile(expression, done)
         return pending
 
+    def reload_config(self, reload: Reload) -> Pending:
+        """The file is read on a worker thread; the answer comes when it has
+        been applied (200, what changed) or refused (400, nothing changed)."""
+        pending = Pending()
+
+        def done(result: dict[str, Any] | LinkError) -> None:
+            if isinstance(result, LinkError):
+                pending.resolve(error_response(result.status, str(result)))
+            else:
+                pending.resolve(json_response(200, result))
+
+        reload(done)
+        return pending
+
     def metrics(self) -> Pending:
         """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).
         Scrapes arriving while a render runs share its answer (one render at a
@@ -601,25 +622,12 @@ CAPTURE_FILE_KEYS = ("file", "size_mb", "seconds", "files")
 def capture_options(doc: dict[str, Any], file: bool) -> Any:
     """A capture's options from a JSON body (``file``) or a query string
     (values are strings there); raises BadRequest naming the bad one."""
-    from xcon.capture.options import CaptureOptions
+    from xcon.capture.options import OutOfRange, checked_options
 
     known = CAPTURE_KEYS + (CAPTURE_FILE_KEYS if file else ())
     for key in doc:
         if key not in known:
             raise BadRequest(f"unknown capture option {key!r} (known: {', '.join(known)})")
-
-    def number(key: str, kind: type, default: Any) -> Any:
-        v = doc.get(key, default)
-        if isinstance(v, str):
-            try:
-                v = kind(v)
-            except ValueError:
-                raise BadRequest(f"{key}: {v!r} is not a number") from None
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != v:
-            raise BadRequest(f"{key} is a number, 0 or more")
-        if kind is int and v != int(v):
-            raise BadRequest(f"{key} is a whole number")
-        return kind(v)
 
     flt = doc.get("filter")
     if flt is not None and not isinstance(flt, str):
@@ -631,15 +639,11 @@ def capture_options(doc: dict[str, Any], file: bool) -> Any:
         drops = drops in ("1", "true", "yes")
     if not isinstance(drops, bool):
         raise BadRequest("drops is true or false")
-    size_mb = number("size_mb", float, 0)
-    return CaptureOptions(
-        snaplen=number("snaplen", int, 0),
-        filter=flt or None,
-        drops=drops,
-        size=int(size_mb * 1_000_000),
-        seconds=number("seconds", float, 0.0),
-        files=number("files", int, 0),
-    )
+    numbers = {k: doc[k] for k in ("snaplen", "size_mb", "seconds", "files") if k in doc}
+    try:
+        return checked_options(filter=flt or None, drops=drops, **numbers)
+    except OutOfRange as e:
+        raise BadRequest(str(e)) from None
 
 
 def _object(req: Request) -> dict[str, Any]:

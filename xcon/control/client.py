@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from xcon.control import DEFAULT_SOCKET
+from xcon.limits import CAPTURE_FILES, CAPTURE_SECONDS, CAPTURE_SIZE_MB, CTL_TIMEOUT, SNAPLEN
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 TIMEOUT = 10.0
@@ -192,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$XCON_TOKEN_FILE); without it a --control-listen address only reads",
     )
     p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds (default 10)")
+    p.add_argument(
+        "--timeout",
+        type=CTL_TIMEOUT.arg_type(),
+        default=TIMEOUT,
+        help=f"seconds (default 10; {CTL_TIMEOUT})",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("links", help="every link: ends, state, rates, counters")
     sub.add_parser("status", help="version, engine, uptime")
@@ -253,12 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop", action="store_true", help="stop the link's captures, clear those that failed"
     )
     what.add_argument("--list", action="store_true", help="the link's captures")
-    cap.add_argument("--snaplen", type=int, metavar="BYTES", help="keep at most BYTES per frame")
+    cap.add_argument(
+        "--snaplen",
+        type=SNAPLEN.arg_type(),
+        metavar="BYTES",
+        help=f"keep at most BYTES per frame ({SNAPLEN})",
+    )
     cap.add_argument("--filter", metavar="EXPR", help="a tcpdump (BPF) expression")
     cap.add_argument("--no-drops", action="store_true", help="leave out the frames xcon drops")
-    cap.add_argument("--size", type=float, metavar="MB", help="ring: a new file before MB")
-    cap.add_argument("--seconds", type=float, metavar="S", help="ring: a new file every S")
-    cap.add_argument("--files", type=int, metavar="N", help="ring: keep the newest N files")
+    cap.add_argument(
+        "--size",
+        type=CAPTURE_SIZE_MB.arg_type(),
+        metavar="MB",
+        help=f"ring: a new file before MB ({CAPTURE_SIZE_MB})",
+    )
+    cap.add_argument(
+        "--seconds",
+        type=CAPTURE_SECONDS.arg_type(),
+        metavar="S",
+        help=f"ring: a new file every S ({CAPTURE_SECONDS})",
+    )
+    cap.add_argument(
+        "--files",
+        type=CAPTURE_FILES.arg_type(),
+        metavar="N",
+        help=f"ring: keep the newest N files ({CAPTURE_FILES})",
+    )
     cap.add_argument("--overwrite", action="store_true", help="replace the file NAME if it exists")
     for command in sub.choices.values():  # --json after the command too: ctl links --json
         command.add_argument(

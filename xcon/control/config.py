@@ -26,13 +26,16 @@ reload that leaves it as it was leaves the capture running.
     impair = "delay 10ms 2ms loss 1%"                 # both directions (tc-netem's words)
     # impair = { a2b = "delay 10ms", b2a = "loss gemodel 1% 10%" }   # or per direction
 
-A reload reads and checks the whole file first (syntax, every spec, NICs
-used twice, clashes with links that do not come from the file): a file with
-an error changes nothing, and the reason is one log line (and the API's
-answer).  Then links no longer in the file are removed, new ones are added,
-and a link whose options changed gets them (its connections untouched: a
-changed impairment is applied live, as ``xcon ctl impair`` does);
-every other link is not touched at all: same sockets, no frame lost.
+A reload reads and checks the whole file first, on a worker thread (a
+regular file of at most 1 MiB in UTF-8, opened without blocking so a FIFO
+is refused rather than waited for; syntax, every spec, every option within
+its range, NICs used twice), then on the loop its clashes with links that
+do not come from the file: a file with an error changes nothing, and the
+reason is one log line (and the API's 400).  Then links no longer in the
+file are removed, new ones are added, and a link whose options changed gets
+them (its connections untouched: a changed impairment is applied live, as
+``xcon ctl impair`` does); every other link is not touched at all: same
+sockets, no frame lost.
 Links given on the command line or added through the API are not the
 file's: a reload never removes them.
 """
@@ -40,22 +43,34 @@ file's: a reload never removes them.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from xcon.errors import BadRequest, LinkError, ModeError
 from xcon.impair.spec import ImpairError, Impairment, parse_netem
+from xcon.limits import SEED, OutOfRange
 from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
 
 log = logging.getLogger("xcon.control")
 
 LINK_KEYS = ("spec", "monitors", "admin", "capture", "impair")
+#: The largest config file read (bytes).
+MAX_CONFIG = 1024 * 1024
 TOP_KEYS = ("links", "link", "seed")
 
 
 class ConfigError(ValueError):
     """The file cannot be used; the message is one line naming the file."""
+
+
+class ReloadBug(LinkError):
+    """Applying a checked file failed unexpectedly (a bug, logged in one line)."""
+
+    status = 500
 
 
 @dataclass(frozen=True)
@@ -79,16 +94,73 @@ class Config:
     seed: int | None = None
 
 
-def load_config(path: str) -> Config:
-    """Read and check ``path``; raises :class:`ConfigError`."""
+def read_config(path: str) -> str:
+    """The text of ``path``: a regular file of at most :data:`MAX_CONFIG`
+    bytes, in UTF-8.  Opened without blocking (a FIFO with no writer is
+    refused, not waited for); raises :class:`ConfigError`."""
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size > MAX_CONFIG:
+            raise ConfigError(f"{path}: {st.st_size} bytes, larger than {MAX_CONFIG}")
+        data = b""
+        while len(data) <= MAX_CONFIG:  # the file may grow while it is read
+            chunk = os.read(fd, MAX_CONFIG + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line})"
+        ) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def load_config(path: str) -> Config:
+    """Read and check ``path``; raises :class:`ConfigError`, whatever is in it.
+
+    Blocking (a slow disk): the running xcon calls it on a worker thread."""
+    text = read_config(path)
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    return parse_config(doc, path)
+    except ValueError:  # tomllib's int() of an integer of thousands of digits
+        raise ConfigError(f"{path}: not valid TOML (an integer too long)") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
+    try:
+        return parse_config(doc, path)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RecursionError) as e:  # a value no check expected
+        raise ConfigError(f"{path}: cannot be used ({type(e).__name__}: {e})") from None
 
 
 def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
@@ -98,10 +170,11 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
         if key not in TOP_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(TOP_KEYS)})")
     seed = doc.get("seed")
-    if seed is not None and (
-        not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64
-    ):
-        raise ConfigError(f'{path}: "seed" is a whole number from 0 to 2**64-1')
+    if seed is not None:
+        try:
+            seed = SEED.check(seed)
+        except OutOfRange as e:
+            raise ConfigError(f"{path}: {e}") from None
     entries: list[tuple[str, dict[str, Any]]] = []
     plain = doc.get("links", [])
     if not isinstance(plain, list) or not all(isinstance(x, str) for x in plain):
@@ -178,13 +251,15 @@ def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
         raise ConfigError(f'{where}: "capture" is a file, or a table with "file" and options')
     from xcon.capture.bpf import FilterError, compile_filter
     from xcon.capture.manager import check_options
+    from xcon.capture.options import check_file
 
     try:
+        check_file(table["file"])
         options = capture_options(table, file=True)
         check_options(options)  # ranges, ring
         if options.filter is not None:
             compile_filter(options.filter)  # once: the capture takes it kept
-    except (LinkError, FilterError) as e:
+    except (LinkError, FilterError, ValueError) as e:
         raise ConfigError(f"{where}: capture: {e}") from None
     return table["file"], options
 
@@ -200,6 +275,10 @@ class ConfigReloader:
         #: The capture the file started on each of its links.
         self.captures: dict[str, Any] = {}
         self.reloads = 0
+        #: Those waiting for the reload in progress (None: none runs), and
+        #: for the one after it.
+        self._waiting: list[Callable[[dict[str, Any] | LinkError], None]] | None = None
+        self._again: list[Callable[[dict[str, Any] | LinkError], None]] | None = None
 
     def apply_initial(self, links: list[ConfigLink]) -> None:
         """Add the file's links before the loop runs; raises ModeError."""
@@ -246,13 +325,52 @@ class ConfigReloader:
             if imp != old:
                 self.app.set_impair(cl.name, direction, imp)
 
-    def reload(self) -> dict[str, Any]:
-        """Apply the file's changes; raises BadRequest (nothing changed) for a
-        file with an error.  Returns what was done."""
-        try:
-            config = load_config(self.path)
-        except ConfigError as e:
-            raise BadRequest(str(e)) from None
+    def reload(self, done: Callable[[dict[str, Any] | LinkError], None]) -> None:
+        """Read and check the file on a worker thread, then apply it on the
+        loop; ``done`` gets what was done, or the error (a BadRequest:
+        nothing changed).  Reloads asked for while one runs share the next
+        one (the file is read again after the current read), so changes
+        are applied in the order they were read."""
+        if self._waiting is not None:
+            if self._again is None:
+                self._again = []
+            self._again.append(done)
+            return
+        self._waiting = [done]
+        self.app.engine.run_in_thread(lambda: load_config(self.path), self._loaded)
+
+    def _loaded(self, config: object, err: BaseException | None) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        result: dict[str, Any] | LinkError
+        if err is not None:
+            if not isinstance(err, ConfigError):  # load_config catches what it expects
+                err = ConfigError(f"{self.path}: cannot be used ({type(err).__name__}: {err})")
+            result = BadRequest(str(err))
+        else:
+            assert isinstance(config, Config)
+            try:
+                result = self.apply(config)
+            except LinkError as e:
+                result = e
+            except Exception as e:  # noqa: BLE001 - a bug: one line, a 500, xcon goes on
+                result = ReloadBug(f"{self.path}: {type(e).__name__}: {e}")
+        if isinstance(result, LinkError) and result.status == 400:
+            log.error("reload failed, nothing changed: %s", result)
+        elif isinstance(result, LinkError):
+            log.error("reload of %s failed: %s", self.path, result)
+        else:
+            self._log_done(result)
+        for done in waiting:
+            done(result)
+        again, self._again = self._again, None
+        if again:
+            self._waiting = again
+            self.app.engine.run_in_thread(lambda: load_config(self.path), self._loaded)
+
+    def apply(self, config: Config) -> dict[str, Any]:
+        """Apply a checked file's links (on the loop); raises BadRequest
+        (nothing changed) when they clash with links not from the file.
+        Returns what was done."""
         mine = {n for n, link in self.app.links.items() if link.source == "config"}
         wanted = {cl.name: cl for cl in config.links}
         removed = [n for n in mine if n not in wanted]
@@ -303,17 +421,7 @@ class ConfigReloader:
         self.reloads += 1
         return done
 
-    def reload_json(self) -> dict[str, Any]:
-        return self.reload()
-
-    def on_signal(self, signum: int) -> None:
-        """SIGHUP: reload, saying in one line what changed or why nothing did."""
-        log.info("received SIGHUP, reloading %s", self.path)
-        try:
-            done = self.reload()
-        except LinkError as e:
-            log.error("reload failed, nothing changed: %s", e)
-            return
+    def _log_done(self, done: dict[str, Any]) -> None:
         log.info(
             "reloaded %s: %d added, %d removed, %d changed, %d unchanged%s",
             self.path,
@@ -323,3 +431,8 @@ class ConfigReloader:
             done["unchanged"],
             f", {len(done['failed'])} failed" if done["failed"] else "",
         )
+
+    def on_signal(self, signum: int) -> None:
+        """SIGHUP: reload; the outcome is one log line (see :meth:`reload`)."""
+        log.info("received SIGHUP, reloading %s", self.path)
+        self.reload(lambda _result: None)

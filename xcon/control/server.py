@@ -54,6 +54,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import socket
 import stat
@@ -91,6 +92,9 @@ SWEEP_EVERY = 1.0
 #: Longest a closing connection is read (and discarded) after its answer.
 LINGER = 2.0
 SERVER_NAME = b"xcon"
+#: The longest integer a JSON body may hold (every number xcon takes is far
+#: shorter; longer ones would cost time to convert).
+MAX_DIGITS = 100
 #: Pieces of a streamed body sent per loop turn at most.
 STREAM_PIECES = 4
 #: At exit, the seconds a stream whose source ended has to take its last bytes.
@@ -119,13 +123,36 @@ class Request:
     role: str = ""
 
     def json(self) -> Any:
-        """The body as JSON (empty: ``{}``); raises ValueError with a one-line message."""
+        """The body as JSON (empty: ``{}``); raises ValueError with a one-line
+        message.  Numbers must be finite (Python's json takes ``Infinity``,
+        ``NaN`` and ``1e400``, which is infinite; JSON has none of them)."""
         if not self.body.strip():
             return {}
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as e:
+            return json.loads(
+                self.body, parse_float=_finite, parse_int=_integer, parse_constant=_no_constant
+            )
+        except (ValueError, UnicodeDecodeError) as e:  # with every number out of range
             raise ValueError(f"the body is not JSON ({e})") from None
+        except RecursionError:
+            raise ValueError("the body is not JSON (nested too deeply)") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text) > MAX_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass

@@ -20,6 +20,13 @@ percentage too), rates ``bit``/``kbit``/``mbit``/``gbit``/``tbit`` (powers of
 per second.  ``slot``, ``ecn``, ``loss state`` and the rate's cell options
 are refused with a clear message.  Every error is one line
 (:class:`ImpairError`).
+
+The ranges are :mod:`xcon.limits`' (``DELAY``, ``PERCENT``, ``RATE``,
+``LIMIT``, ``GAP``), whichever front end the value came through.  An
+:class:`Impairment` holds its values on a grid (times in whole nanoseconds,
+probabilities in billionths, rates in whole bits per second), which
+:meth:`Impairment.words` writes exactly: its words parse back to the same
+impairment.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+from xcon.limits import DELAY, GAP, LIMIT, PERCENT, RATE, OutOfRange, Range, quote
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -45,43 +55,56 @@ __all__ = [
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 #: netem's default queue limit (packets).
 DEFAULT_LIMIT = 1000
-#: The longest delay accepted (netem's own limit is about 4.2 s in older
-#: kernels; a longer line holds more than the queue can anyway).
-MAX_DELAY = 60.0
+#: The longest delay accepted (:data:`xcon.limits.DELAY`).
+MAX_DELAY = float(DELAY.hi)
 
-_NUM = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_NUM = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,6})?"
+_MS, _US = Decimal("0.001"), Decimal("0.000001")
 _TIME_UNITS = {
-    "s": 1.0, "sec": 1.0, "secs": 1.0,
-    "ms": 1e-3, "msec": 1e-3, "msecs": 1e-3,
-    "us": 1e-6, "usec": 1e-6, "usecs": 1e-6, "": 1e-6,
+    "s": 1, "sec": 1, "secs": 1,
+    "ms": _MS, "msec": _MS, "msecs": _MS,
+    "us": _US, "usec": _US, "usecs": _US, "": _US,
 }  # fmt: skip
 _RATE_PREFIX = {
-    "": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
+    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
     "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4,
 }  # fmt: skip
+#: The grid an impairment's values are held on (see the module docstring).
+_NS = 10**9  # per second
+_BILLIONTHS = 10**9  # per 1 (10**7 per percent)
+_PROBABILITIES = (
+    "delay_corr", "loss", "loss_corr", "duplicate", "duplicate_corr",
+    "corrupt", "corrupt_corr", "reorder", "reorder_corr",
+)  # fmt: skip
 
 
 class ImpairError(ValueError):
     """A bad impairment (one line, for the user)."""
 
 
-def parse_time(text: str) -> float:
+def _checked(rng: Range, value: object, **kw: Any) -> Decimal:
+    """``rng.exact`` with its error as an :class:`ImpairError`."""
+    try:
+        return rng.exact(value, **kw)
+    except OutOfRange as e:
+        raise ImpairError(str(e)) from None
+
+
+def parse_time(text: str, name: str = "delay") -> float:
     """``10ms`` -> 0.01 (seconds); a bare number is microseconds, as in tc."""
     m = re.fullmatch(rf"({_NUM})([a-z]*)", text.strip().lower())
     if not m or m.group(2) not in _TIME_UNITS:
-        raise ImpairError(f"bad time {text!r} (use e.g. 10ms, 500us, 1.5s)")
-    return float(m.group(1)) * _TIME_UNITS[m.group(2)]
+        raise ImpairError(f"{name}: bad time {text!r} (use e.g. 10ms, 500us, 1.5s)")
+    unit = _TIME_UNITS[m.group(2)]
+    return float(_checked(DELAY, m.group(1), scale=unit, name=name, shown=text.strip()))
 
 
-def parse_percent(text: str) -> float:
+def parse_percent(text: str, name: str = "percentage") -> float:
     """``1.5%`` -> 0.015; a bare number is a percentage, as in tc."""
     m = re.fullmatch(rf"({_NUM})%?", text.strip())
     if not m:
-        raise ImpairError(f"bad percentage {text!r} (use e.g. 1%, 0.1%, 25)")
-    value = float(m.group(1)) / 100
-    if value > 1:
-        raise ImpairError(f"bad percentage {text!r}: above 100%")
-    return value
+        raise ImpairError(f"{name}: bad percentage {text!r} (use e.g. 1%, 0.1%, 25)")
+    return float(_checked(PERCENT, m.group(1), name=name, shown=text.strip()) / 100)
 
 
 def parse_rate(text: str) -> float:
@@ -89,10 +112,19 @@ def parse_rate(text: str) -> float:
     m = re.fullmatch(rf"({_NUM})(|k|m|g|t|ki|mi|gi|ti)(bit|bps|)", text.strip().lower())
     if not m or (m.group(2) and not m.group(3)):
         raise ImpairError(f"bad rate {text!r} (use e.g. 100mbit, 1gbit, 500kbps)")
-    value = float(m.group(1)) * _RATE_PREFIX[m.group(2)] * (8 if m.group(3) == "bps" else 1)
-    if value <= 0:
-        raise ImpairError(f"bad rate {text!r}: must be above 0")
-    return value
+    scale = _RATE_PREFIX[m.group(2)] * (8 if m.group(3) == "bps" else 1)
+    return float(_checked(RATE, m.group(1), scale=scale, shown=text.strip()))
+
+
+def parse_frames(text: str, rng: Range) -> int:
+    """``limit`` and ``gap``: a whole number of frames (ASCII digits)."""
+    return int(_checked(rng, text))
+
+
+def _grid(value: Decimal, per: int) -> float:
+    """``value`` on a grid of ``1/per``: the nearest multiple, as a float."""
+    n = int((value * per).to_integral_value(ROUND_HALF_EVEN))
+    return n / per
 
 
 @dataclass(frozen=True)
@@ -120,26 +152,38 @@ class Impairment:
     limit: int = DEFAULT_LIMIT
 
     def __post_init__(self) -> None:
-        if self.distribution not in DISTRIBUTIONS:
+        """Check every value against its range and put it on the grid; a value
+        that means nothing without another (a correlation without its
+        probability, a gap without reorder) is dropped, so equal behaviour is
+        one value."""
+        put = object.__setattr__
+        if not isinstance(self.distribution, str) or self.distribution not in DISTRIBUTIONS:
             raise ImpairError(
-                f"unknown distribution {self.distribution!r} (one of {', '.join(DISTRIBUTIONS)})"
+                f"unknown distribution {quote(self.distribution)} "
+                f"(one of {', '.join(DISTRIBUTIONS)})"
             )
         for name in ("delay", "jitter"):
-            v = getattr(self, name)
-            if not (0 <= v <= MAX_DELAY):
-                raise ImpairError(f"{name} {v!r}s out of range (0 to {MAX_DELAY:g}s)")
-        for f in ("delay_corr", "loss", "loss_corr", "duplicate", "duplicate_corr",
-                  "corrupt", "corrupt_corr", "reorder", "reorder_corr"):  # fmt: skip
-            v = getattr(self, f)
-            if not (0 <= v <= 1) or math.isnan(v):
-                raise ImpairError(f"{f} {v!r} out of range (0 to 100%)")
+            put(self, name, _grid(_checked(DELAY, getattr(self, name), name=name), _NS))
+        for name in _PROBABILITIES:
+            put(self, name, _fraction(getattr(self, name), name))
         if self.gemodel is not None:
-            if len(self.gemodel) != 4 or not all(0 <= v <= 1 for v in self.gemodel):
+            if not isinstance(self.gemodel, tuple | list) or len(self.gemodel) != 4:
                 raise ImpairError("gemodel needs 1 to 4 percentages (p r 1-h 1-k)")
-        if self.gap < 0 or self.limit < 1:
-            raise ImpairError("gap must be >= 0 and limit >= 1")
-        if self.rate < 0 or math.isnan(self.rate):
-            raise ImpairError(f"rate {self.rate!r} out of range")
+            put(self, "gemodel", tuple(_fraction(v, "gemodel") for v in self.gemodel))
+            if self.loss:
+                raise ImpairError("loss: a percentage or gemodel, not both")
+        rate = 0 if self.rate == 0 else _checked(RATE, self.rate)
+        put(self, "rate", float(Decimal(rate).to_integral_value(ROUND_HALF_EVEN)))
+        put(self, "limit", int(_checked(LIMIT, self.limit)))
+        gap = int(_checked(GAP, self.gap))
+        put(self, "gap", (gap or 1) if self.reorder else 0)  # 1: tc's default
+        if not self.jitter:
+            put(self, "delay_corr", 0.0)
+            if self.distribution != "uniform":
+                raise ImpairError("distribution needs a delay with a jitter")
+        for name in ("loss", "duplicate", "corrupt", "reorder"):
+            if not getattr(self, name):
+                put(self, name + "_corr", 0.0)
         if self.reorder and not self.delay:
             raise ImpairError("reorder needs a delay (frames are reordered by not delaying some)")
 
@@ -186,23 +230,37 @@ class Impairment:
         return d
 
 
+def _exact(n: int, places: int) -> str:
+    """``n / 10**places`` in decimal, exactly and without trailing zeros."""
+    whole, part = divmod(n, 10**places)
+    return f"{whole}.{part:0{places}d}".rstrip("0") if part else str(whole)
+
+
 def _time(v: float) -> str:
-    if v >= 1:
-        return f"{v:g}s"
-    if v >= 1e-3:
-        return f"{v * 1e3:g}ms"
-    return f"{v * 1e6:g}us"
+    n = round(v * _NS)
+    if n >= 10**9:
+        return _exact(n, 9) + "s"
+    if n >= 10**6:
+        return _exact(n, 6) + "ms"
+    return _exact(n, 3) + "us"
 
 
 def _pct(v: float) -> str:
-    return f"{v * 100:g}%"
+    return _exact(round(v * _BILLIONTHS), 7) + "%"
 
 
 def _rate(v: float) -> str:
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
-        if v >= scale:
-            return f"{v / scale:g}{unit}"
-    return f"{v:g}bit"
+    n = round(v)
+    for unit, places in (("gbit", 9), ("mbit", 6), ("kbit", 3)):
+        if n >= 10**places:
+            return _exact(n, places) + unit
+    return f"{n}bit"
+
+
+def _fraction(value: object, name: str) -> float:
+    """A probability (0..1) checked as the percentage it is, on the grid."""
+    shown = f"{quote(value * 100)}%" if isinstance(value, float) else None
+    return _grid(_checked(PERCENT, value, scale=100, name=name, shown=shown) / 100, _BILLIONTHS)
 
 
 def _is_number(word: str | None) -> bool:
@@ -212,6 +270,8 @@ def _is_number(word: str | None) -> bool:
 def parse_netem(words: str | Sequence[str]) -> Impairment:
     """An :class:`Impairment` from netem's words (``"delay 10ms 2ms loss 1%"``)."""
     toks = words.split() if isinstance(words, str) else [w for t in words for w in t.split()]
+    if [t.lower() for t in toks] == ["none"]:
+        return Impairment()  # what words() says of the null impairment
     kw: dict[str, Any] = {}
     i = 0
 
@@ -237,13 +297,13 @@ def parse_netem(words: str | Sequence[str]) -> Impairment:
         w = toks[i].lower()
         if w in ("delay", "latency"):
             seen("delay", w)
-            kw["delay"] = parse_time(arg(w))
+            kw["delay"] = parse_time(arg(w), "delay")
             j = optional()
             if j is not None:
-                kw["jitter"] = parse_time(j)
+                kw["jitter"] = parse_time(j, "jitter")
                 c = optional()
                 if c is not None:
-                    kw["delay_corr"] = parse_percent(c)
+                    kw["delay_corr"] = parse_percent(c, "delay correlation")
         elif w == "distribution":
             seen("distribution", w)
             kw["distribution"] = arg(w).lower()
@@ -251,9 +311,9 @@ def parse_netem(words: str | Sequence[str]) -> Impairment:
             seen("loss", w)
             kind = arg(w).lower()
             if kind == "gemodel":
-                vals = [parse_percent(arg("loss gemodel"))]
+                vals = [parse_percent(arg("loss gemodel"), "gemodel")]
                 while len(vals) < 4 and (v := optional()) is not None:
-                    vals.append(parse_percent(v))
+                    vals.append(parse_percent(v, "gemodel"))
                 # tc-netem(8)'s defaults: r = 100%, 1-h = 100%, 1-k = 0%.
                 vals += [1.0, 1.0, 0.0][len(vals) - 1 :]
                 kw["gemodel"] = tuple(vals)
@@ -262,22 +322,19 @@ def parse_netem(words: str | Sequence[str]) -> Impairment:
             else:
                 if kind == "random":
                     kind = arg("loss random")
-                kw["loss"] = parse_percent(kind)
+                kw["loss"] = parse_percent(kind, "loss")
                 c = optional()
                 if c is not None:
-                    kw["loss_corr"] = parse_percent(c)
+                    kw["loss_corr"] = parse_percent(c, "loss correlation")
         elif w in ("duplicate", "corrupt", "reorder"):
             seen(w, w)
-            kw[w] = parse_percent(arg(w))
+            kw[w] = parse_percent(arg(w), w)
             c = optional()
             if c is not None:
-                kw[w + "_corr"] = parse_percent(c)
+                kw[w + "_corr"] = parse_percent(c, f"{w} correlation")
         elif w == "gap":
             seen("gap", w)
-            g = arg(w)
-            if not g.isdigit():
-                raise ImpairError(f"bad gap {g!r} (a number of frames)")
-            kw["gap"] = int(g)
+            kw["gap"] = parse_frames(arg(w), GAP)
         elif w == "rate":
             seen("rate", w)
             kw["rate"] = parse_rate(arg(w))
@@ -285,10 +342,7 @@ def parse_netem(words: str | Sequence[str]) -> Impairment:
                 raise ImpairError("rate: packet overhead and cell options are not supported")
         elif w == "limit":
             seen("limit", w)
-            n = arg(w)
-            if not n.isdigit():
-                raise ImpairError(f"bad limit {n!r} (a number of frames)")
-            kw["limit"] = int(n)
+            kw["limit"] = parse_frames(arg(w), LIMIT)
         elif w in ("slot", "ecn"):
             raise ImpairError(f"{w!r} is not supported")
         else:
@@ -297,10 +351,6 @@ def parse_netem(words: str | Sequence[str]) -> Impairment:
                 "reorder, gap, rate, limit)"
             )
         i += 1
-    if "distribution" in kw and not kw.get("jitter"):
-        raise ImpairError("distribution needs a delay with a jitter")
-    if kw.get("reorder") and not kw.get("gap"):
-        kw["gap"] = 1  # tc's default
     return Impairment(**kw)
 
 
@@ -328,43 +378,43 @@ def from_fields(body: Mapping[str, Any], base: Impairment | None = None) -> Impa
             if isinstance(e, ImpairError):
                 raise
             raise ImpairError(f"bad {key}: {value!r}") from None
-    if kw.get("reorder") and not kw.get("gap"):
-        kw["gap"] = 1
     return replace(base or Impairment(), **kw)
 
 
 def _field_value(name: str, value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ImpairError(f"bad {name}: {value!r}")
+    number = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value)
+    )
     if name in ("delay", "jitter"):
-        return parse_time(value) if isinstance(value, str) else float(value) / 1e3
+        if isinstance(value, str):
+            return parse_time(value, name)
+        shown = f"{quote(value)}ms" if number else None
+        return float(_checked(DELAY, value, scale=_MS, name=name, shown=shown))
     if name == "rate":
-        return parse_rate(value) if isinstance(value, str) else _positive(float(value) * 1e3)
+        if isinstance(value, str):
+            return parse_rate(value)
+        shown = f"{quote(value)}kbit" if number else None
+        return float(_checked(RATE, value, scale=1000, shown=shown))
     if name in ("gap", "limit"):
-        if isinstance(value, str) and not value.isdigit():
-            raise ImpairError(f"bad {name}: {value!r}")
-        return int(value)
+        return int(_checked(GAP if name == "gap" else LIMIT, value))
     if name == "distribution":
-        return str(value).lower()
+        if not isinstance(value, str):
+            raise ImpairError(f"distribution is one of {', '.join(DISTRIBUTIONS)}")
+        return value.lower()
     if name == "gemodel":
-        vals = value.split() if isinstance(value, str) else list(value)
-        if not 1 <= len(vals) <= 4:
+        vals = value.split() if isinstance(value, str) else value
+        if not isinstance(vals, list | tuple) or not 1 <= len(vals) <= 4:
             raise ImpairError("gemodel needs 1 to 4 percentages (p r 1-h 1-k)")
-        got = [parse_percent(str(v)) for v in vals]
+        got = [_percent(v, "gemodel") for v in vals]
         return tuple(got + [1.0, 1.0, 0.0][len(got) - 1 :])
-    return parse_percent(value) if isinstance(value, str) else _fraction(float(value) / 100)
+    return _percent(value, name)
 
 
-def _positive(v: float) -> float:
-    if not v > 0:
-        raise ImpairError(f"rate {v!r} must be above 0")
-    return v
-
-
-def _fraction(v: float) -> float:
-    if not 0 <= v <= 1:
-        raise ImpairError(f"percentage {v * 100!r} out of range (0 to 100)")
-    return v
+def _percent(value: object, name: str) -> float:
+    """A percentage as text (tc's: ``1.5%``, ``1.5``) or a number."""
+    if isinstance(value, str):
+        return parse_percent(value, name)
+    return float(_checked(PERCENT, value, name=name) / 100)
 
 
 def parse_any(value: str | Iterable[str] | Mapping[str, Any]) -> Impairment:
