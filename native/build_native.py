@@ -36,6 +36,10 @@ def _blank(comment: re.Match[str]) -> str:
     return "\n" * comment.group().count("\n") or " "
 
 
+def _refused(number: int, line: str, why: str) -> ValueError:
+    return ValueError(f"line {number}: {why}: {line}")
+
+
 def cdef_from_header(text: str) -> str:
     """The cffi declarations of a C header: its prototypes (and any other
     declarations) as written, every object-like ``#define NAME value`` as
@@ -54,15 +58,11 @@ def cdef_from_header(text: str) -> str:
         if not stripped.startswith("#"):
             out.append(line.rstrip())
             continue
-
-        def refuse(why: str, stripped: str = stripped, number: int = number) -> ValueError:
-            return ValueError(f"line {number}: {why}: {stripped}")
-
         if stripped.endswith("\\"):
-            raise refuse("a directive continued on the next line")
+            raise _refused(number, stripped, "a directive continued on the next line")
         directive = _DIRECTIVE.fullmatch(stripped)
         if directive is None:
-            raise refuse("not a directive cffi can take")
+            raise _refused(number, stripped, "not a directive cffi can take")
         word, rest = directive.groups()
         if word == "include" and rest.startswith("<"):
             continue
@@ -75,17 +75,17 @@ def cdef_from_header(text: str) -> str:
         if word == "define":
             name = _NAME.match(rest)
             if name is None:
-                raise refuse("a #define without a name")
+                raise _refused(number, stripped, "a #define without a name")
             value = rest[name.end() :]
             if value.startswith("("):
-                raise refuse("a macro with parameters")
+                raise _refused(number, stripped, "a macro with parameters")
             if not value.strip():
                 if name.group() != guard:
-                    raise refuse("a #define without a value")
+                    raise _refused(number, stripped, "a #define without a value")
                 continue
             out.append(f"#define {name.group()} ...")
             continue
-        raise refuse(f"#{word} cannot be declared to cffi")
+        raise _refused(number, stripped, f"#{word} cannot be declared to cffi")
     if guard is not None:
         raise ValueError(f"#ifndef {guard} has no #endif")
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
