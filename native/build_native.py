@@ -7,6 +7,8 @@ Used two ways:
 * directly, ``python native/build_native.py``, which compiles the extension
   and copies it next to the package sources (``xcon/``) for development.
 
+The declarations given to cffi are generated from ``xcon_native.h``
+(:func:`cdef_from_header`), so the header is the only place they are written.
 Paths are taken relative to this file, never to the current directory.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -21,75 +24,88 @@ import cffi
 
 NATIVE_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(NATIVE_DIR)
+HEADER = os.path.join(NATIVE_DIR, "xcon_native.h")
 
-CDEF = """
-#define XCON_API_VERSION ...
-#define XCON_MAX_FRAME ...
-#define XCON_HDR_LEN ...
-#define XCON_NEED_DATA ...
-#define XCON_ZERO ...
-#define XCON_TOO_BIG ...
-#define XCON_READ_EOF ...
-#define XCON_READ_BATCH ...
-#define XCON_MAX_DGRAM ...
-#define XCON_DGRAM_BATCH ...
-#define XCON_MAX_PREFIX ...
-#define XCON_OUT_LEN ...
-#define XCON_EPB_FIXED ...
-#define XCON_EPB_FLAGS_OPT ...
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+_DIRECTIVE = re.compile(r"#\s*(\w+)\s*(.*)")
+_NAME = re.compile(r"[A-Za-z_]\w*")
 
-int xcon_scan(const uint8_t *buf, size_t start, size_t end, size_t out[]);
-int xcon_skip(const uint8_t *buf, size_t start, size_t end, size_t max_frames, size_t out[]);
-void xcon_vlan_strip(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                     uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
-void xcon_vlan_insert(const uint8_t *src, size_t start, size_t end, unsigned int vid,
-                      uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
-int xcon_read_frames(int fd, uint8_t *buf, size_t start, size_t end,
-                     size_t max_frame, size_t max_count, size_t out[]);
-int xcon_write_frames(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
-int xcon_recv_datagrams(int fd, uint8_t *buf, size_t start, size_t end, size_t max_count,
-                        const uint8_t *expect, const uint8_t *mask, size_t prefix_len,
-                        const uint8_t *peer, size_t peer_len, size_t out[]);
-int xcon_send_datagrams(int fd, const uint8_t *buf, size_t start, size_t end,
-                        const uint8_t *prefix, size_t prefix_len,
-                        const uint8_t *addr, size_t addrlen, size_t out[]);
-void xcon_capture_frames(const uint8_t *src, size_t start, size_t end,
-                         uint8_t *dst, size_t dst_start, size_t dst_end,
-                         uint32_t if_id, uint32_t flags, uint64_t ts, size_t snaplen,
-                         size_t out[]);
-"""
 
-# AF_PACKET sockets with PACKET_VNET_HDR (native/xcon_packet.c).
-CDEF_PACKET = """
-#define XCON_VNET_HDR_LEN ...
-#define XCON_PKT_ROOM ...
-#define XCON_PKT_OUT_LEN ...
-#define XCON_PKT_FORWARDED ...
-#define XCON_PKT_CSUM ...
-#define XCON_PKT_SPLIT ...
-#define XCON_PKT_UNSUPPORTED ...
-#define XCON_PKT_MALFORMED ...
-#define XCON_PKT_BAD_FRAME ...
-#define XCON_PKT_NO_ROOM ...
+def _blank(comment: re.Match[str]) -> str:
+    """A comment's replacement: its line breaks (line numbers stay), or a space."""
+    return "\n" * comment.group().count("\n") or " "
 
-int xcon_offload_frame(const uint8_t *vnet, const uint8_t *frame, size_t len,
-                       unsigned int tpid, unsigned int tci,
-                       uint8_t *dst, size_t dst_start, size_t dst_end, size_t out[]);
-int xcon_read_packets(int fd, uint8_t *buf, size_t start, size_t end, size_t max_count,
-                      int vnet_hdr, size_t out[]);
-int xcon_write_packets(int fd, const uint8_t *buf, size_t start, size_t end, size_t out[]);
-"""
+
+def _refused(number: int, line: str, why: str) -> ValueError:
+    return ValueError(f"line {number}: {why}: {line}")
+
+
+def cdef_from_header(text: str) -> str:
+    """The cffi declarations of a C header: its prototypes (and any other
+    declarations) as written, every object-like ``#define NAME value`` as
+    ``#define NAME ...`` (the compiler fills the value in), the include guard
+    and the ``#include <...>`` lines left out (cffi knows the standard types).
+
+    Anything else the preprocessor would have to decide (``#if``, ``#ifdef``,
+    ``#undef``, a macro with parameters or continued on the next line, a local
+    ``#include "..."``) cannot be declared to cffi and raises ValueError
+    naming its line.
+    """
+    out: list[str] = []
+    guard: str | None = None
+    for number, line in enumerate(_COMMENT.sub(_blank, text).splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            out.append(line.rstrip())
+            continue
+        if stripped.endswith("\\"):
+            raise _refused(number, stripped, "a directive continued on the next line")
+        directive = _DIRECTIVE.fullmatch(stripped)
+        if directive is None:
+            raise _refused(number, stripped, "not a directive cffi can take")
+        word, rest = directive.groups()
+        if word == "include" and rest.startswith("<"):
+            continue
+        if word == "ifndef" and guard is None and not "".join(out) and _NAME.fullmatch(rest):
+            guard = rest
+            continue
+        if word == "endif" and guard is not None and not rest:
+            guard = None
+            continue
+        if word == "define":
+            name = _NAME.match(rest)
+            if name is None:
+                raise _refused(number, stripped, "a #define without a name")
+            value = rest[name.end() :]
+            if value.startswith("("):
+                raise _refused(number, stripped, "a macro with parameters")
+            if not value.strip():
+                if name.group() != guard:
+                    raise _refused(number, stripped, "a #define without a value")
+                continue
+            out.append(f"#define {name.group()} ...")
+            continue
+        raise _refused(number, stripped, f"#{word} cannot be declared to cffi")
+    if guard is not None:
+        raise ValueError(f"#ifndef {guard} has no #endif")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
+
+
+def read_cdef(path: str = HEADER) -> str:
+    """:func:`cdef_from_header` of the header at ``path``."""
+    with open(path, encoding="utf-8") as f:
+        return cdef_from_header(f.read())
+
 
 ffibuilder = cffi.FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.cdef(CDEF_PACKET)
+ffibuilder.cdef(read_cdef())
 ffibuilder.set_source(
     "xcon._native",
     '#include "xcon_native.c"\n#include "xcon_packet.c"\n',
     include_dirs=[NATIVE_DIR],
     depends=[
         os.path.join(NATIVE_DIR, "xcon_native.c"),
-        os.path.join(NATIVE_DIR, "xcon_native.h"),
+        HEADER,
         os.path.join(NATIVE_DIR, "xcon_packet.c"),
     ],
     extra_compile_args=["-O2"],

@@ -10,8 +10,10 @@
  * it). Nothing here allocates, and no length read from the data is ever used
  * to size anything: every access is checked against the given end offsets.
  *
- * The prototypes below are repeated, declaration for declaration, in the
- * cdef of native/build_native.py.
+ * native/build_native.py hands this header to cffi as it is (comments, the
+ * guard and the includes left out, each #define's value left to the
+ * compiler), so it holds only what cffi can declare: prototypes and
+ * object-like #defines, no #if.
  */
 #ifndef XCON_NATIVE_H
 #define XCON_NATIVE_H
@@ -19,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bumped on every change of the functions below; xcon/native.py refuses a
- * compiled module built from other sources. */
+/* Bumped on every change of the functions below; xcon/native/backend_c.py
+ * refuses a compiled module built from other sources. */
 #define XCON_API_VERSION 4
 
 #define XCON_MAX_FRAME 69632

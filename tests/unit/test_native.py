@@ -9,13 +9,17 @@ random input, and agree with a small reference model written here.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import mmap
 import os
+import pathlib
 import random
+import re
 import select
 import socket
 import struct
 import time
+import types
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +39,7 @@ from xcon.native import (
     ZERO,
     Backend,
 )
+from xcon.native.abi import API_VERSION
 from xcon.testing.frames import encode_frames, tagged, wire
 
 VID = 123
@@ -138,6 +143,121 @@ def test_native_module_smoke() -> None:
     assert _native.lib.XCON_MAX_DGRAM == MAX_DGRAM
     assert _native.lib.XCON_DGRAM_BATCH == DGRAM_BATCH
     assert _native.lib.XCON_MAX_PREFIX == MAX_PREFIX
+
+
+def test_stale_native_module_refused() -> None:
+    _native_backend()
+    from xcon import _native  # type: ignore[attr-defined]
+    from xcon.native import backend_c
+
+    backend_c._check_built(_native.lib)
+    consts = {
+        name: getattr(_native.lib, name)
+        for name in dir(_native.lib)
+        if name.startswith("XCON_") and isinstance(getattr(_native.lib, name), int)
+    }
+    older = types.SimpleNamespace(**{**consts, "XCON_API_VERSION": API_VERSION - 1})
+    with pytest.raises(ImportError, match=f"stale .API {API_VERSION - 1}, expected {API_VERSION}"):
+        backend_c._check_built(older)
+    other = types.SimpleNamespace(**{**consts, "XCON_MAX_FRAME": MAX_FRAME + 1})
+    with pytest.raises(ImportError, match="stale"):
+        backend_c._check_built(other)
+
+
+# --------------------------------------------------------------------------
+# The cffi declarations, generated from native/xcon_native.h
+# --------------------------------------------------------------------------
+
+NATIVE_SRC = pathlib.Path(__file__).resolve().parents[2] / "native"
+
+
+@pytest.fixture(scope="module")
+def build_script() -> types.ModuleType:
+    """native/build_native.py as a module (it is a script, not a package)."""
+    pytest.importorskip("cffi")
+    spec = importlib.util.spec_from_file_location("build_native", NATIVE_SRC / "build_native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HEADER_SAMPLE = """/* A header: comments, a guard, includes.
+ * #define IN_A_COMMENT 1 is no declaration */
+#ifndef SAMPLE_H
+#define SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SAMPLE_LIMIT 64  /* trailing comment */
+#define SAMPLE_NEG (-1)
+// a line comment
+int sample_sum(const uint8_t *buf, size_t start,
+               size_t end, size_t out[]);   /* spans lines */
+
+#endif
+"""
+
+
+def test_cdef_from_header(build_script: types.ModuleType) -> None:
+    cdef = build_script.cdef_from_header(HEADER_SAMPLE)
+    assert cdef == (
+        "#define SAMPLE_LIMIT ...\n"
+        "#define SAMPLE_NEG ...\n"
+        "\n"
+        "int sample_sum(const uint8_t *buf, size_t start,\n"
+        "               size_t end, size_t out[]);\n"
+    )
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    assert ffi.typeof("int(*)(const uint8_t *, size_t, size_t, size_t *)")
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("#ifdef SAMPLE_X", "#ifdef cannot be declared"),
+        ("#if SAMPLE_LIMIT > 1", "#if cannot be declared"),
+        ("#undef SAMPLE_LIMIT", "#undef cannot be declared"),
+        ('#include "other.h"', "#include cannot be declared"),
+        ("#pragma once", "#pragma cannot be declared"),
+        ("#define SAMPLE_TWICE(x) ((x) * 2)", "a macro with parameters"),
+        ("#define SAMPLE_LONG \\", "a directive continued on the next line"),
+        ("#define SAMPLE_FLAG", "a #define without a value"),
+    ],
+)
+def test_cdef_from_header_refuses(build_script: types.ModuleType, line: str, why: str) -> None:
+    text = HEADER_SAMPLE.replace("#define SAMPLE_NEG (-1)", line)
+    number = HEADER_SAMPLE.splitlines().index("#define SAMPLE_NEG (-1)") + 1
+    with pytest.raises(ValueError, match=f"^line {number}: {re.escape(why)}.*: {re.escape(line)}$"):
+        build_script.cdef_from_header(text)
+
+
+def test_cdef_from_header_unclosed_guard(build_script: types.ModuleType) -> None:
+    with pytest.raises(ValueError, match="#ifndef SAMPLE_H has no #endif"):
+        build_script.cdef_from_header(HEADER_SAMPLE.replace("#endif", ""))
+
+
+def test_native_module_declares_the_header(build_script: types.ModuleType) -> None:
+    """Every constant and function of xcon_native.h is in the compiled module,
+    each constant with the header's value."""
+    _native_backend()
+    from xcon import _native  # type: ignore[attr-defined]
+
+    header = (NATIVE_SRC / "xcon_native.h").read_text()
+    values = dict(re.findall(r"^#define (XCON_\w+) \(?(-?\d+)\)?", header, re.MULTILINE))
+    functions = re.findall(r"^\w[\w ]*\b(xcon_\w+)\(", header, re.MULTILINE)
+    assert len(values) >= 20 and len(functions) >= 12
+    for name, value in values.items():
+        assert getattr(_native.lib, name) == int(value), name
+    for name in functions:
+        assert callable(getattr(_native.lib, name)), name
+    cdef = build_script.read_cdef()
+    assert sorted(re.findall(r"\b(XCON_\w+) \.\.\.", cdef)) == sorted(values)
+    assert sorted(re.findall(r"\b(xcon_\w+)\(", cdef)) == sorted(functions)
 
 
 # --------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The frame ABI shared by both backends: constants, status codes, result
 types and the argument checks every function makes before touching memory.
 
-The contract of each function is in :mod:`xcon.native`'s docstring; the
-values here are the ones ``native/xcon_native.h`` defines (the C module is
-refused at import when they differ).
+The contract of each function is docs/native.md; the values here are the
+ones ``native/xcon_native.h`` defines (the C module is refused at import when
+they differ).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure-Python backend of the frame functions (see :mod:`xcon.native`).
+"""The pure-Python backend of the frame functions (the contract: docs/native.md).
 
 Byte-for-byte the same results as the C backend; used when the compiled
 module is missing or ``XCON_NATIVE=0``, and as the reference the property
