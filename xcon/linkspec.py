@@ -531,7 +531,7 @@ def _ifname(name: str, text: str) -> str:
 
 
 def _qemu(rest: str, text: str) -> Endpoint:
-    return parse_endpoint(text)
+    return parse_endpoint(rest)
 
 
 def _tcp(rest: str, text: str) -> TcpEnd:
@@ -586,8 +586,8 @@ class EndKind:
     syntax: str
     #: What it is, in a few words (the help).
     help: str
-    #: ``parse(rest, text)``: the end from the text after ``prefix:`` (``text``
-    #: is the whole, for messages); raises :class:`SpecError`.
+    #: ``parse(rest, text)``: the end from the text after ``prefix:`` (the whole
+    #: text when there is no prefix; ``text`` for messages); raises :class:`SpecError`.
     parse: Callable[[str, str], End]
     #: ``"module:function"``: ``function(services, end)`` makes the end's port,
     #: nothing opened yet (imported when a port is made, so that parsing and
@@ -612,72 +612,77 @@ class EndKind:
 #: Every kind of end, in the order the help lists them.
 KIND_TABLE: tuple[EndKind, ...] = (
     EndKind(
-        Endpoint,
-        "",
-        "HOST/N",
-        "qemu NIC N, TCP port 10000+N, reconnecting; HOST/N:VID makes that side "
+        end=Endpoint,
+        prefix="",
+        syntax="HOST/N",
+        help="qemu NIC N, TCP port 10000+N, reconnecting; HOST/N:VID makes that side "
         "an access port of VLAN VID",
-        _qemu,
-        "xcon.ports.qemu:qemu_port",
+        parse=_qemu,
+        port="xcon.ports.qemu:qemu_port",
     ),
     EndKind(
-        TcpEnd,
-        "tcp",
-        "tcp:HOST:PORT",
-        "a qemu stream NIC on any TCP port, reconnecting",
-        _tcp,
-        "xcon.ports.qemu:tcp_port",
+        end=TcpEnd,
+        prefix="tcp",
+        syntax="tcp:HOST:PORT",
+        help="a qemu stream NIC on any TCP port, reconnecting",
+        parse=_tcp,
+        port="xcon.ports.qemu:tcp_port",
     ),
     EndKind(
-        UnixEnd,
-        "unix",
-        "unix:PATH",
-        "a qemu stream NIC on a unix socket, reconnecting",
-        _unix,
-        "xcon.ports.qemu:unix_port",
+        end=UnixEnd,
+        prefix="unix",
+        syntax="unix:PATH",
+        help="a qemu stream NIC on a unix socket, reconnecting",
+        parse=_unix,
+        port="xcon.ports.qemu:unix_port",
     ),
     EndKind(
-        UdpEnd,
-        "udp",
-        "udp:RHOST:RPORT@[LHOST:]LPORT",
-        "one frame per UDP datagram: qemu dgram, ubridge",
-        _udp,
-        "xcon.ports.dgram:udp_port",
+        end=UdpEnd,
+        prefix="udp",
+        syntax="udp:RHOST:RPORT@[LHOST:]LPORT",
+        help="one frame per UDP datagram: qemu dgram, ubridge",
+        parse=_udp,
+        port="xcon.ports.dgram:udp_port",
     ),
     EndKind(
-        VxlanEnd,
-        "vxlan",
-        "vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]",
-        "RFC 7348 VXLAN to another host, port 4789",
-        _vxlan,
-        "xcon.ports.dgram:vxlan_port",
+        end=VxlanEnd,
+        prefix="vxlan",
+        syntax="vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]",
+        help="RFC 7348 VXLAN to another host, port 4789",
+        parse=_vxlan,
+        port="xcon.ports.dgram:vxlan_port",
     ),
     EndKind(
-        TapEnd, "tap", "tap:NAME", "a tap device xcon creates", _tap, "xcon.ports.tap:tap_port"
+        end=TapEnd,
+        prefix="tap",
+        syntax="tap:NAME",
+        help="a tap device xcon creates",
+        parse=_tap,
+        port="xcon.ports.tap:tap_port",
     ),
     EndKind(
-        RawEnd,
-        "raw",
-        "raw:IFNAME",
-        "an existing interface, through a packet socket",
-        _raw,
-        "xcon.ports.raw:raw_port",
+        end=RawEnd,
+        prefix="raw",
+        syntax="raw:IFNAME",
+        help="an existing interface, through a packet socket",
+        parse=_raw,
+        port="xcon.ports.raw:raw_port",
     ),
     EndKind(
-        ListenEnd,
-        "listen",
-        "listen:[HOST:]PORT",
-        "xcon plays the qemu NIC: one TCP client at a time",
-        _listen,
-        "xcon.ports.listen:listen_port",
+        end=ListenEnd,
+        prefix="listen",
+        syntax="listen:[HOST:]PORT",
+        help="xcon plays the qemu NIC: one TCP client at a time",
+        parse=_listen,
+        port="xcon.ports.listen:listen_port",
     ),
     EndKind(
-        ListenUnixEnd,
-        "listen:unix",
-        "listen:unix:PATH",
-        "the same on a unix socket",
-        _listen_unix,
-        "xcon.ports.listen:listen_unix_port",
+        end=ListenUnixEnd,
+        prefix="listen:unix",
+        syntax="listen:unix:PATH",
+        help="the same on a unix socket",
+        parse=_listen_unix,
+        port="xcon.ports.listen:listen_unix_port",
     ),
 )
 

@@ -28,7 +28,7 @@ qemu NIC, reconnecting; :mod:`~xcon.ports.hostgate` says when it tries),
 :mod:`~xcon.ports.device` (one frame per system call, the base of
 :mod:`~xcon.ports.tap`, :mod:`~xcon.ports.raw` and :mod:`~xcon.ports.dgram`).
 Each kind of link end names the function that makes its port
-(:data:`xcon.linkspec.END_KINDS`); what the ports of one engine share is its
+(:data:`xcon.linkspec.KIND_TABLE`); what the ports of one engine share is its
 :class:`~xcon.ports.services.PortServices`.
 """
 
