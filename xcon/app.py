@@ -23,12 +23,15 @@ from xcon.linkspec import (
     Resource,
     SpecError,
     check_distinct,
+    make_port,
+    open_ports,
     parse_end,
     parse_link,
     why_once,
 )
 from xcon.monitor import Monitor, default_netdev, parse_monitor
 from xcon.ports import Port
+from xcon.ports.services import PortServices
 from xcon.stats import FlowStats
 
 log = logging.getLogger("xcon")
@@ -100,6 +103,8 @@ class Xcon:
 
             engine = EpollEngine()
         self.engine: Engine = engine
+        #: What the ports of this engine share (host gates, the listener watch...).
+        self.port_services = PortServices(engine)
         self.links: dict[str, Link] = {}
         self.health = HealthFile(health_path, engine.call_later)
         self.trace_interval = trace_interval
@@ -117,15 +122,13 @@ class Xcon:
         self.captures: Any = None
         self._traced: dict[int, tuple[int, int, int]] = {}
         self._stopped_by = "stopped"
-        from xcon import modes
-
         #: Seed of every impaired direction's random stream (``--seed``): each
         #: direction draws from its own stream derived from it and its name.
         self.seed: int = int.from_bytes(os.urandom(4), "big")
         self._seed_logged = False
         #: How a link added at run time gets its ports (tests put fakes here).
-        self.make_port: Callable[[Engine, End], Port] = modes.make_port
-        self.open_ports: Callable[[Sequence[Port]], None] = modes.open_ports
+        self.make_port: Callable[[PortServices, End], Port] = make_port
+        self.open_ports: Callable[[Sequence[Port]], None] = open_ports
 
     @property
     def bridges(self) -> list[Bridge]:
@@ -225,7 +228,8 @@ class Xcon:
 
         try:
             ensure_nofile(2 + len(self.ports()))
-            a, b = self.make_port(self.engine, spec.left), self.make_port(self.engine, spec.right)
+            a = self.make_port(self.port_services, spec.left)
+            b = self.make_port(self.port_services, spec.right)
             self.open_ports([a, b])
         except ModeError as e:
             raise Conflict(str(e)) from None
@@ -428,7 +432,7 @@ def _port_line(p: Port) -> str:
     s = p.stats
     extra = p.counter_text()
     return (
-        f"{p.name}: {'up' if p.up else 'down'} connects={s.connects} drops={s.drops} "
+        f"{p.name}: {'up' if p.up else 'down'} connects={s.connects} disconnects={s.disconnects} "
         f"protocol_errors={s.protocol_errors} partial_bytes={s.partial_bytes}"
         + (f" last_error={s.last_error!r}" if s.last_error else "")
         + (f" {extra}" if extra else "")

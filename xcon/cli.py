@@ -52,6 +52,7 @@ from xcon.linkspec import (
     bounded_int,
     check_distinct,
     check_hub,
+    ends_help,
     parse_end,
     parse_link,
 )
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xcon")
 
-ENGINES = ("epoll", "uvloop")
 DEFAULT_TAP_IF = "tap0"
 DEFAULT_RAW_IF = "eth1"
 
@@ -125,10 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="LINK",
-        help="point-to-point links END--END; an END is HOST/N[:VID] (qemu NIC N, TCP port "
-        "10000+N; ':VID' makes that side an access port of VLAN VID), tcp:HOST:PORT, "
-        "unix:PATH, udp:RHOST:RPORT@[LHOST:]LPORT, vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT], "
-        "tap:NAME, raw:IFNAME, listen:[HOST:]PORT or listen:unix:PATH; may be repeated",
+        help=f"point-to-point links END--END; an END is {ends_help()}; may be repeated",
     )
     mode.add_argument(
         "--hub",
@@ -405,6 +402,8 @@ def check(args: argparse.Namespace) -> Setup:
         raise UsageError(
             f"--listen-address applies to --tap-listen and --raw-listen only (not {mode_flag})"
         )
+    from xcon.engines import ENGINES  # the engines themselves are imported to run
+
     if args.engine not in ENGINES:
         raise UsageError(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
     setup = Setup(

@@ -33,8 +33,6 @@ MAX_VNI = (1 << 24) - 1
 VXLAN_PORT = 4789
 #: VXLAN's header before the inner Ethernet frame.
 VXLAN_HEADER = 8
-#: The largest UDP payload (an IPv6 jumbogram aside): a datagram end's largest frame.
-MAX_DATAGRAM = 65535
 
 #: ``sun_path`` of a unix socket address holds 108 bytes with the final NUL.
 UNIX_PATH_MAX = 107

@@ -25,18 +25,15 @@ IP literals compare by value (``[::1]`` is ``[0:0::1]``), names without case
 and without a trailing dot.
 
 **Other kinds of link end** are written ``KIND:...`` (a host name never has a
-``:``, and an IPv6 address is bracketed, so the two forms cannot be confused):
+``:``, and an IPv6 address is bracketed, so the two forms cannot be confused).
 
-=================================  =============================================
-``tcp:HOST:PORT``                  a qemu stream NIC on any TCP port (client, reconnecting)
-``unix:PATH``                      a qemu ``-netdev stream`` unix socket (client, reconnecting)
-``udp:RHOST:RPORT@[LHOST:]LPORT``  one frame per UDP datagram (qemu ``dgram``, ubridge)
-``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]``  RFC 7348 VXLAN to another host (port 4789)
-``tap:NAME``                       a tap device xcon creates
-``raw:IFNAME``                     an existing interface, through a packet socket
-``listen:[HOST:]PORT``             xcon plays the qemu NIC: one TCP client at a time
-``listen:unix:PATH``               the same on a unix socket
-=================================  =============================================
+**The kinds of end** are the rows of one table, :data:`KIND_TABLE`: each row
+(:class:`EndKind`) has the kind's dataclass, its prefix and syntax, its
+parser, its help line and the function that makes its port.  Everything else
+is derived from it: :func:`parse_end`, :data:`KINDS`, the command line's help
+(:func:`ends_help`), :func:`make_port` and :func:`open_ports`, and the port
+suite's kits (``tests/integration/test_port_suite.py``, one kit per kind, of
+the kind's name).
 
 Each kind says which resources it holds (:attr:`End.resources`: a qemu NIC's
 TCP port, a unix path, a local UDP port, an interface), and no resource may
@@ -45,12 +42,13 @@ be in two places (:func:`check_distinct`, :func:`check_hub`).
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from xcon.limits import (
     MAX_HOSTNAME,
@@ -67,6 +65,10 @@ from xcon.limits import (
     qemu_tcp_port,
 )
 
+if TYPE_CHECKING:
+    from xcon.ports import Port
+    from xcon.ports.services import PortServices
+
 _ENDPOINT = re.compile(r"(?P<host>\[[^\[\]]*\]|[^/\[\]]+)/(?P<nic>[0-9]+)(?::(?P<vid>[0-9]+))?")
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
@@ -82,6 +84,31 @@ Resource = tuple[object, ...]
 
 def _shown(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+class End(Protocol):
+    """A parsed link end: the dataclass of one kind (:data:`KIND_TABLE`).
+
+    ``str(end)`` parses back to the same end."""
+
+    #: The kind's name (:attr:`EndKind.name`).
+    kind: ClassVar[str]
+
+    @property
+    def vid(self) -> int | None:
+        """The access VLAN of this side of a p2p link (``HOST/N:VID`` only)."""
+
+    @property
+    def resources(self) -> list[Resource]:
+        """What this end holds, which no other end may hold."""
+
+    def why_once(self) -> str:
+        """Why an end like this one can be in one link only (for the user)."""
+
+
+_QEMU_ONCE = "a qemu NIC serves one connection at a time; join three or more NICs with --hub"
+_LISTEN_ONCE = "a listening end can be bound once"
+_INTERFACE_ONCE = "an interface can be one end only"
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,9 @@ class Endpoint:
     def __str__(self) -> str:
         return f"{_shown(self.host)}/{self.nic}" + (f":{self.vid}" if self.vid is not None else "")
 
+    def why_once(self) -> str:
+        return _QEMU_ONCE
+
 
 @dataclass(frozen=True)
 class TcpEnd:
@@ -124,6 +154,9 @@ class TcpEnd:
     def __str__(self) -> str:
         return f"tcp:{_shown(self.host)}:{self.port}"
 
+    def why_once(self) -> str:
+        return _QEMU_ONCE
+
 
 @dataclass(frozen=True)
 class UnixEnd:
@@ -140,6 +173,9 @@ class UnixEnd:
 
     def __str__(self) -> str:
         return f"unix:{self.path}"
+
+    def why_once(self) -> str:
+        return _QEMU_ONCE
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,9 @@ class UdpEnd:
     def __str__(self) -> str:
         local = f"{_shown(self.local_host)}:" if self.local_host else ""
         return f"udp:{_shown(self.remote)}:{self.port}@{local}{self.local_port}"
+
+    def why_once(self) -> str:
+        return f"local UDP port {self.local_port} can be bound once"
 
 
 @dataclass(frozen=True)
@@ -192,6 +231,9 @@ class VxlanEnd:
             text += f"@{self.local_port}"
         return text
 
+    def why_once(self) -> str:
+        return f"VNI {self.vni} can be used once on local UDP port {self.local_port}"
+
 
 @dataclass(frozen=True)
 class TapEnd:
@@ -209,6 +251,9 @@ class TapEnd:
     def __str__(self) -> str:
         return f"tap:{self.name}"
 
+    def why_once(self) -> str:
+        return _INTERFACE_ONCE
+
 
 @dataclass(frozen=True)
 class RawEnd:
@@ -225,6 +270,9 @@ class RawEnd:
 
     def __str__(self) -> str:
         return f"raw:{self.name}"
+
+    def why_once(self) -> str:
+        return _INTERFACE_ONCE
 
 
 @dataclass(frozen=True)
@@ -244,6 +292,9 @@ class ListenEnd:
     def __str__(self) -> str:
         return f"listen:{_shown(self.host)}:{self.port}" if self.host else f"listen:{self.port}"
 
+    def why_once(self) -> str:
+        return _LISTEN_ONCE
+
 
 @dataclass(frozen=True)
 class ListenUnixEnd:
@@ -261,11 +312,8 @@ class ListenUnixEnd:
     def __str__(self) -> str:
         return f"listen:unix:{self.path}"
 
-
-End = Endpoint | TcpEnd | UnixEnd | UdpEnd | VxlanEnd | TapEnd | RawEnd | ListenEnd | ListenUnixEnd
-
-#: The ``KIND:`` prefixes, in the order the help lists them.
-KINDS = ("tcp", "unix", "udp", "vxlan", "tap", "raw", "listen")
+    def why_once(self) -> str:
+        return _LISTEN_ONCE
 
 
 @dataclass(frozen=True)
@@ -392,47 +440,6 @@ def parse_endpoint(text: str, allow_vid: bool = True) -> Endpoint:
     return Endpoint(host, nic, vid)
 
 
-_KIND = re.compile(r"([a-z]+):")
-_HEXISH = re.compile(r"[0-9a-fA-F]*")
-
-
-def parse_end(text: str, allow_vid: bool = True) -> End:
-    """Any kind of link end: ``HOST/N[:VID]`` or ``KIND:...`` (see the module docstring)."""
-    m = _KIND.match(text)
-    if m is None:
-        return parse_endpoint(text, allow_vid)
-    kind, rest = m[1], text[m.end() :]
-    if kind not in KINDS:
-        if _HEXISH.fullmatch(kind):  # fe80::1/1: an unbracketed IPv6 address
-            return parse_endpoint(text, allow_vid)
-        raise SpecError(f"{text!r}: unknown kind {kind!r} (known: {', '.join(KINDS)}, or HOST/N)")
-    if kind == "tcp":
-        host, port = _host_port(rest, text, "tcp:HOST:PORT")
-        return TcpEnd(host, port)
-    if kind == "unix":
-        return UnixEnd(_unix_path(rest, text))
-    if kind == "udp":
-        remote, sep, local = rest.partition("@")
-        if not sep:
-            raise SpecError(
-                f"{text!r}: expected udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT "
-                "(the local port to receive on is required)"
-            )
-        rhost, rport = _host_port(remote, text, "udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT")
-        lhost, lport = _local_port(local, text)
-        return UdpEnd(rhost, rport, lport, lhost)
-    if kind == "vxlan":
-        return _vxlan(rest, text)
-    if kind in ("tap", "raw"):
-        name = _ifname(rest, text)
-        return TapEnd(name) if kind == "tap" else RawEnd(name)
-    # listen
-    if rest.startswith("unix:"):
-        return ListenUnixEnd(_unix_path(rest[5:], text))
-    host, port = _local_port(rest, text)
-    return ListenEnd(port, host)
-
-
 def _port(digits: str, text: str) -> int:
     port = bounded_int(digits, MIN_PORT, MAX_PORT)
     if port is None:
@@ -520,6 +527,229 @@ def _ifname(name: str, text: str) -> str:
     return name
 
 
+# -- the kinds of end -----------------------------------------------------------------
+
+
+def _qemu(rest: str, text: str) -> Endpoint:
+    return parse_endpoint(rest)
+
+
+def _tcp(rest: str, text: str) -> TcpEnd:
+    host, port = _host_port(rest, text, "tcp:HOST:PORT")
+    return TcpEnd(host, port)
+
+
+def _unix(rest: str, text: str) -> UnixEnd:
+    return UnixEnd(_unix_path(rest, text))
+
+
+def _udp(rest: str, text: str) -> UdpEnd:
+    remote, sep, local = rest.partition("@")
+    if not sep:
+        raise SpecError(
+            f"{text!r}: expected udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT "
+            "(the local port to receive on is required)"
+        )
+    rhost, rport = _host_port(remote, text, "udp:REMOTEHOST:PORT@[LOCALHOST:]LOCALPORT")
+    lhost, lport = _local_port(local, text)
+    return UdpEnd(rhost, rport, lport, lhost)
+
+
+def _tap(rest: str, text: str) -> TapEnd:
+    return TapEnd(_ifname(rest, text))
+
+
+def _raw(rest: str, text: str) -> RawEnd:
+    return RawEnd(_ifname(rest, text))
+
+
+def _listen(rest: str, text: str) -> ListenEnd:
+    host, port = _local_port(rest, text)
+    return ListenEnd(port, host)
+
+
+def _listen_unix(rest: str, text: str) -> ListenUnixEnd:
+    return ListenUnixEnd(_unix_path(rest, text))
+
+
+@dataclass(frozen=True)
+class EndKind:
+    """One kind of link end: everything xcon knows of it, in one row of
+    :data:`KIND_TABLE`."""
+
+    #: Its dataclass (whose ``kind`` is this row's name).
+    end: type[End]
+    #: What its text starts with, before a ``:`` (``listen:unix``); "" for
+    #: ``HOST/N``, the form without a ``KIND:``.
+    prefix: str
+    #: Its syntax as the help and the README's table of ends write it.
+    syntax: str
+    #: What it is, in a few words (the help).
+    help: str
+    #: ``parse(rest, text)``: the end from the text after ``prefix:`` (the whole
+    #: text when there is no prefix; ``text`` for messages); raises :class:`SpecError`.
+    parse: Callable[[str, str], End]
+    #: ``"module:function"``: ``function(services, end)`` makes the end's port,
+    #: nothing opened yet (imported when a port is made, so that parsing and
+    #: the help import no port).  The port's ``prepare`` opens what must work
+    #: before the loop runs (:func:`open_ports`).
+    port: str
+
+    @property
+    def name(self) -> str:
+        """The kind's name: ``End.kind``, and the name of its port suite kit."""
+        return self.end.kind
+
+    def factory(self) -> Callable[[PortServices, End], Port]:
+        """The function that makes this kind's ports."""
+        module, _, function = self.port.partition(":")
+        return cast(
+            "Callable[[PortServices, End], Port]",
+            getattr(importlib.import_module(module), function),
+        )
+
+
+#: Every kind of end, in the order the help lists them.
+KIND_TABLE: tuple[EndKind, ...] = (
+    EndKind(
+        end=Endpoint,
+        prefix="",
+        syntax="HOST/N",
+        help="qemu NIC N, TCP port 10000+N, reconnecting; HOST/N:VID makes that side "
+        "an access port of VLAN VID",
+        parse=_qemu,
+        port="xcon.ports.qemu:qemu_port",
+    ),
+    EndKind(
+        end=TcpEnd,
+        prefix="tcp",
+        syntax="tcp:HOST:PORT",
+        help="a qemu stream NIC on any TCP port, reconnecting",
+        parse=_tcp,
+        port="xcon.ports.qemu:tcp_port",
+    ),
+    EndKind(
+        end=UnixEnd,
+        prefix="unix",
+        syntax="unix:PATH",
+        help="a qemu stream NIC on a unix socket, reconnecting",
+        parse=_unix,
+        port="xcon.ports.qemu:unix_port",
+    ),
+    EndKind(
+        end=UdpEnd,
+        prefix="udp",
+        syntax="udp:RHOST:RPORT@[LHOST:]LPORT",
+        help="one frame per UDP datagram: qemu dgram, ubridge",
+        parse=_udp,
+        port="xcon.ports.dgram:udp_port",
+    ),
+    EndKind(
+        end=VxlanEnd,
+        prefix="vxlan",
+        syntax="vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]",
+        help="RFC 7348 VXLAN to another host, port 4789",
+        parse=_vxlan,
+        port="xcon.ports.dgram:vxlan_port",
+    ),
+    EndKind(
+        end=TapEnd,
+        prefix="tap",
+        syntax="tap:NAME",
+        help="a tap device xcon creates",
+        parse=_tap,
+        port="xcon.ports.tap:tap_port",
+    ),
+    EndKind(
+        end=RawEnd,
+        prefix="raw",
+        syntax="raw:IFNAME",
+        help="an existing interface, through a packet socket",
+        parse=_raw,
+        port="xcon.ports.raw:raw_port",
+    ),
+    EndKind(
+        end=ListenEnd,
+        prefix="listen",
+        syntax="listen:[HOST:]PORT",
+        help="xcon plays the qemu NIC: one TCP client at a time",
+        parse=_listen,
+        port="xcon.ports.listen:listen_port",
+    ),
+    EndKind(
+        end=ListenUnixEnd,
+        prefix="listen:unix",
+        syntax="listen:unix:PATH",
+        help="the same on a unix socket",
+        parse=_listen_unix,
+        port="xcon.ports.listen:listen_unix_port",
+    ),
+)
+
+#: The words before ``:`` that name a kind, in the order the help lists them.
+KINDS = tuple(dict.fromkeys(k.prefix.partition(":")[0] for k in KIND_TABLE if k.prefix))
+
+_BY_TYPE = {k.end: k for k in KIND_TABLE}
+#: For each word of KINDS, its rows, the longest prefix first (``listen:unix``, ``listen``).
+_BY_WORD = {
+    word: sorted(
+        (k for k in KIND_TABLE if k.prefix.partition(":")[0] == word),
+        key=lambda k: -len(k.prefix),
+    )
+    for word in KINDS
+}
+_KIND = re.compile(r"([a-z]+):")
+_HEXISH = re.compile(r"[0-9a-fA-F]*")
+
+
+def kind_of(end: End) -> EndKind:
+    """The row of ``end``'s kind."""
+    return _BY_TYPE[type(end)]
+
+
+def parse_end(text: str, allow_vid: bool = True) -> End:
+    """Any kind of link end: ``HOST/N[:VID]`` or ``KIND:...`` (:data:`KIND_TABLE`)."""
+    m = _KIND.match(text)
+    if m is None:
+        return parse_endpoint(text, allow_vid)
+    rows = _BY_WORD.get(m[1])
+    if rows is None:
+        if _HEXISH.fullmatch(m[1]):  # fe80::1/1: an unbracketed IPv6 address
+            return parse_endpoint(text, allow_vid)
+        raise SpecError(f"{text!r}: unknown kind {m[1]!r} (known: {', '.join(KINDS)}, or HOST/N)")
+    kind = next(k for k in rows if text.startswith(k.prefix + ":"))
+    return kind.parse(text[len(kind.prefix) + 1 :], text)
+
+
+def ends_help() -> str:
+    """Every kind's syntax and help line, for the command line's help."""
+    forms = [f"{k.syntax} ({k.help})" for k in KIND_TABLE]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+def make_port(services: PortServices, end: End) -> Port:
+    """The port of ``end``, made by its kind's function with the engine's shared
+    services (nothing opened yet: see :func:`open_ports`)."""
+    return kind_of(end).factory()(services, end)
+
+
+def open_ports(ports: Sequence[Port]) -> None:
+    """What must work before the loop runs (:meth:`~xcon.ports.Port.prepare`):
+    devices and sockets that a typo or a missing privilege makes fail (taps,
+    interfaces, local UDP ports, listening sockets).  On failure (a
+    :class:`~xcon.errors.ModeError`) everything opened so far is closed again."""
+    try:
+        for port in ports:
+            port.prepare()
+    except BaseException:
+        for port in ports:
+            port.close()
+        raise
+
+
+# -- links --------------------------------------------------------------------------------
+
+
 def parse_link(text: str) -> LinkSpec:
     parts = text.split("--")
     if len(parts) == 1:
@@ -546,15 +776,8 @@ def _bare(end: End) -> str:
 
 
 def why_once(end: End) -> str:
-    if isinstance(end, Endpoint | TcpEnd | UnixEnd):
-        return "a qemu NIC serves one connection at a time; join three or more NICs with --hub"
-    if isinstance(end, UdpEnd):
-        return f"local UDP port {end.local_port} can be bound once"
-    if isinstance(end, VxlanEnd):
-        return f"VNI {end.vni} can be used once on local UDP port {end.local_port}"
-    if isinstance(end, ListenEnd | ListenUnixEnd):
-        return "a listening end can be bound once"
-    return "an interface can be one end only"
+    """Why ``end`` can be in one link only (for the user)."""
+    return end.why_once()
 
 
 def check_distinct(links: Sequence[LinkSpec]) -> None:

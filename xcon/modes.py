@@ -25,94 +25,23 @@ from xcon import netconf
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.limits import MAX_FRAME, qemu_tcp_port
-from xcon.linkspec import (
-    End,
-    Endpoint,
-    LinkSpec,
-    ListenEnd,
-    ListenUnixEnd,
-    RawEnd,
-    TapEnd,
-    TcpEnd,
-    UdpEnd,
-    UnixEnd,
-    VxlanEnd,
-)
-from xcon.ports import Port
+from xcon.linkspec import End, LinkSpec, ListenEnd, RawEnd, TapEnd, make_port, open_ports
 from xcon.ports.device import DevicePort, interface_mtu
-from xcon.ports.dgram import DatagramPort
 from xcon.ports.listen import ListenPort
-from xcon.ports.qemu import QemuPort, UnixPort
 from xcon.ports.raw import RawPort
 from xcon.ports.tap import TapPort
 
 if TYPE_CHECKING:
     from xcon.app import Xcon
-    from xcon.engines import Engine
 
 log = logging.getLogger("xcon")
-
-
-def make_port(engine: Engine, end: End) -> Port:
-    """The port of one link end (nothing opened yet: see :func:`open_ports`)."""
-    name = str(end)
-    if isinstance(end, Endpoint):
-        return QemuPort(engine, end.host, end.nic)
-    if isinstance(end, TcpEnd):
-        return QemuPort(engine, end.host, 0, name=name, port=end.port)
-    if isinstance(end, UnixEnd):
-        return UnixPort(engine, end.path, name=name)
-    if isinstance(end, UdpEnd):
-        return DatagramPort(engine, name, end.remote, end.port, end.local_port, end.local_host)
-    if isinstance(end, VxlanEnd):
-        return DatagramPort(
-            engine, name, end.remote, end.port, end.local_port, end.local_host, vni=end.vni
-        )
-    if isinstance(end, TapEnd):
-        return TapPort(engine, end.name)
-    if isinstance(end, RawEnd):
-        return RawPort(engine, end.name)
-    if isinstance(end, ListenEnd):
-        return ListenPort(engine, end.port, name=name, host=end.host or "::")
-    assert isinstance(end, ListenUnixEnd)
-    return ListenPort(engine, 0, name=name, path=end.path)
-
-
-def open_ports(ports: Sequence[Port]) -> None:
-    """What must work before the loop runs: devices and sockets that a typo or a
-    missing privilege makes fail (taps, interfaces, local UDP ports, listening
-    sockets).  On failure (a :class:`~xcon.errors.ModeError`) everything opened
-    so far is closed again."""
-    try:
-        for port in ports:
-            if isinstance(port, DevicePort):
-                port.open()
-                _log_device(port)
-            elif isinstance(port, ListenPort):
-                port.bind()
-    except BaseException:
-        for port in ports:
-            port.close()
-        raise
-
-
-def _log_device(port: DevicePort) -> None:
-    if isinstance(port, DatagramPort):
-        return
-    port.mtu = interface_mtu(port.ifname)
-    log.info(
-        "%s: MTU %d (reads take any frame up to %d bytes)%s",
-        port.name,
-        port.mtu,
-        MAX_FRAME,
-        f"; {_raw_note(port)}" if isinstance(port, RawPort) else "",
-    )
 
 
 def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLink]:
     """One :class:`P2PLink` per spec, between any two kinds of end (checked by the
     caller: :func:`xcon.linkspec.check_distinct`)."""
-    pairs = [(make_port(app.engine, s.left), make_port(app.engine, s.right)) for s in links]
+    services = app.port_services
+    pairs = [(make_port(services, s.left), make_port(services, s.right)) for s in links]
     open_ports([p for pair in pairs for p in pair])
     made = []
     for spec, (a, b) in zip(links, pairs, strict=True):
@@ -126,7 +55,7 @@ def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLi
 def hub(app: Xcon, endpoints: Sequence[End], debug: bool = False) -> Hub:
     """One :class:`Hub` joining any kinds of end (checked by the caller:
     :func:`xcon.linkspec.check_hub`)."""
-    ports = [make_port(app.engine, e) for e in endpoints]
+    ports = [make_port(app.port_services, e) for e in endpoints]
     open_ports(ports)
     bridge = Hub(ports, debug=debug, on_state=app.update_health)
     app.add_bridge(bridge, ends=endpoints)
@@ -193,14 +122,5 @@ def raw_listen(
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
     raw = RawPort(app.engine, ifname)
     link = _device_link(app, nic, raw, None, debug, listen_host)
-    log.info("%s: %s", ifname, _raw_note(raw))
+    log.info("%s: %s", ifname, raw.handling())
     return link
-
-
-def _raw_note(raw: RawPort) -> str:
-    note = "promiscuous, outgoing frames ignored"
-    if raw.userspace_outgoing_filter:
-        note += " (filtered in user space)"
-    if raw.vnet_hdr:
-        note += ", checksum and segmentation offloads finished here"
-    return note

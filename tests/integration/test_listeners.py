@@ -13,7 +13,7 @@ import time
 import pytest
 
 from xcon.engines import make_engine
-from xcon.ports.listeners import ListenerWatch, is_local, listener_key
+from xcon.ports.listeners import ListenerWatch, LocalAddresses, listener_key
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.loop import run_for, run_until
 
@@ -96,6 +96,7 @@ def test_cancel_stops_the_watch(loop):
 
 
 def test_which_addresses_are_local():
+    is_local = LocalAddresses().is_local
     assert is_local(socket.AF_INET, "127.0.0.1")
     assert is_local(socket.AF_INET, "127.250.1.2")
     assert is_local(socket.AF_INET6, "::1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import endpoint
-from xcon.ports.qemu import BACKOFF_CAP, BACKOFF_FIRST, RETRY_GRID, backoff_delay
+from xcon.ports.hostgate import BACKOFF_CAP, BACKOFF_FIRST, RETRY_GRID, backoff_delay
 from xcon.testing.frames import ether
 
 

@@ -1,10 +1,14 @@
 """The port contract, one suite for every kind of link end, on both engines.
 
-Each kind comes with a *kit*: how to make the port and how to play its peer
-(send frames, read what the port sent, vanish mid-frame, come back).  Every
-test below runs for every kit on every engine, in-process: a recording owner
-stands in for the bridge and sees exactly what a bridge would.  A new kind of
-port adds a kit to :data:`KITS` and must pass the whole suite.
+Each kind of end (a row of :data:`xcon.linkspec.KIND_TABLE`) comes with a
+*kit* of the kind's name: the end it parses (its port made by the table, with
+the engine's :class:`~xcon.ports.services.PortServices`) and how to play its
+peer (send frames, read what the port sent, vanish mid-frame, come back).
+Every test below runs for every kit on every engine, in-process: a recording
+owner stands in for the bridge and sees exactly what a bridge would.  A new
+kind of end adds a kit (a :class:`Kit` subclass named as the kind) and must
+pass the whole suite; a kind without a kit fails
+:func:`test_every_kind_of_end_has_a_kit`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ import threading
 import pytest
 
 from tests.conftest import new_host
-from xcon.engines import Engine, make_engine
+from xcon.engines import make_engine
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
-from xcon.linkspec import parse_end
-from xcon.modes import make_port
-from xcon.ports.listen import ListenPort
-from xcon.ports.qemu import QemuPort
+from xcon.linkspec import KIND_TABLE, make_port, parse_end
+from xcon.ports import Port
+from xcon.ports.dgram import DatagramPort
+from xcon.ports.services import PortServices
 from xcon.testing.fakedgram import FakeDgram, vxlan_header
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import encode_frames, numbered
@@ -34,14 +38,40 @@ from xcon.testing.loop import Recorder, run_for, run_until
 TIMEOUT = 5.0
 
 
-# -- kits: one per kind of port ---------------------------------------------------------
+# -- kits: one per kind of end ----------------------------------------------------------
 
 
-class StreamPeer:
+class Kit:
+    """A port of one kind and its peer; a subclass with a ``name`` is the kit of
+    the kind of that name."""
+
+    name: str
+    #: Which tests apply beyond the common ones: "stream", "dgram" or "device".
+    family: str
+    #: The largest frame the kind carries.
+    max_frame = MAX_FRAME
+    port: Port
+
+    def make(self, services: PortServices, spec: str) -> Port:
+        """The port of ``spec`` as xcon makes it (the table's kind)."""
+        end = parse_end(spec)
+        assert end.kind == self.name, f"{spec!r} is not a {self.name} end"
+        return make_port(services, end)
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def frames(self) -> list[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class StreamPeer(Kit):
     """The far end of a stream port, as seen by the test."""
 
-    stream = True
-    max_frame = MAX_FRAME
+    family = "stream"
 
     def send_raw(self, data: bytes) -> None:
         raise NotImplementedError
@@ -67,18 +97,15 @@ class StreamPeer:
     def resume(self) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        raise NotImplementedError
-
 
 class QemuKit(StreamPeer):
-    """:class:`QemuPort` against a fake qemu NIC."""
+    """``HOST/N``: :class:`~xcon.ports.qemu.QemuPort` against a fake qemu NIC."""
 
     name = "qemu"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         self.q = FakeQemu(new_host(), 1).start()
-        self.port = QemuPort(engine, self.q.host, 1)
+        self.port = self.make(services, f"{self.q.host}/1")
 
     def send_raw(self, data: bytes) -> None:
         self.q.send_raw(data)
@@ -103,13 +130,13 @@ class QemuKit(StreamPeer):
 
 
 class TcpKit(QemuKit):
-    """``tcp:HOST:PORT``: :class:`QemuPort` on a port that is not 10000+N."""
+    """``tcp:HOST:PORT``: :class:`~xcon.ports.qemu.QemuPort` on a port that is not 10000+N."""
 
     name = "tcp"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         self.q = FakeQemu(new_host(), port=24567).start()
-        self.port = make_port(engine, parse_end(f"tcp:{self.q.host}:24567"))
+        self.port = self.make(services, f"tcp:{self.q.host}:24567")
 
 
 class UnixKit(QemuKit):
@@ -117,10 +144,10 @@ class UnixKit(QemuKit):
 
     name = "unix"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         self.dir = tempfile.mkdtemp(prefix="xcon-unix-")
         self.q = FakeQemu(path=os.path.join(self.dir, "nic1.sock")).start()
-        self.port = make_port(engine, parse_end(f"unix:{self.q.path}"))
+        self.port = self.make(services, f"unix:{self.q.path}")
 
     def close(self) -> None:
         super().close()
@@ -128,14 +155,15 @@ class UnixKit(QemuKit):
 
 
 class ListenKit(StreamPeer):
-    """:class:`ListenPort` with a plain TCP client as the qemu side."""
+    """``listen:HOST:PORT``: :class:`~xcon.ports.listen.ListenPort` with a plain
+    TCP client as the qemu side."""
 
     name = "listen"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         self.host = new_host()
-        self.port = ListenPort(engine, 10001, host=self.host)
-        self.port.bind()
+        self.port = self.make(services, f"listen:{self.host}:10001")
+        self.port.prepare()
         self._setup()
 
     def _connect(self) -> socket.socket:
@@ -206,12 +234,11 @@ class ListenUnixKit(ListenKit):
 
     name = "listen-unix"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         self.dir = tempfile.mkdtemp(prefix="xcon-unix-")
         self.path = os.path.join(self.dir, "l.sock")
-        self.port = make_port(engine, parse_end(f"listen:unix:{self.path}"))
-        assert isinstance(self.port, ListenPort)
-        self.port.bind()
+        self.port = self.make(services, f"listen:unix:{self.path}")
+        self.port.prepare()
         self._setup()
 
     def _connect(self) -> socket.socket:
@@ -232,19 +259,22 @@ def free_udp_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class UdpKit:
+class UdpKit(Kit):
     """``udp:``: a qemu ``-netdev dgram`` NIC (one frame per datagram)."""
 
     name = "udp"
-    stream = False
+    family = "dgram"
     max_frame = 65507  # the largest UDP payload over IPv4
+    port: DatagramPort
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         host = new_host()
         self.peer = FakeDgram(host, 0, vni=self.vni)
         self.local = (host, free_udp_port(host))
         self.peer.xcon_addr = self.local
-        self.port = make_port(engine, parse_end(self.spec(host)))
+        port = self.make(services, self.spec(host))
+        assert isinstance(port, DatagramPort)
+        self.port = port
 
     vni: int | None = None
 
@@ -277,29 +307,32 @@ class VxlanKit(UdpKit):
     def spec(self, host: str) -> str:
         return f"vxlan:{host}:{self.peer.port}/{self.vni}@{self.local[1]}"
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, services: PortServices) -> None:
+        super().__init__(services)
         # xcon binds every address; the test sends from its own loopback address
         self.peer.xcon_addr = ("127.0.0.1", self.local[1])
 
 
-class DeviceKit:
+class DeviceKit(Kit):
     """A device end in a namespace of its own; the test plays the kernel side
     with a packet socket (IPv6 off, no address: the kernel itself sends nothing)."""
 
-    stream = False
+    family = "device"
     max_frame = 9014  # MTU 9000 and the Ethernet header
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, services: PortServices) -> None:
         from tests.root.nsutil import sh, suffix
 
         self.ns = f"xcp-{suffix()}"
         sh("ip", "netns", "add", self.ns)
         try:
-            self.port = self.make(engine, suffix())
+            self.port = self.make_device(services, suffix())
         except BaseException:
             self.close()
             raise
+
+    def make_device(self, services: PortServices, tag: str) -> Port:
+        raise NotImplementedError
 
     def quiet_up(self, ifname: str) -> None:
         from tests.root.nsutil import sh
@@ -337,12 +370,12 @@ class TapKit(DeviceKit):
 
     name = "tap"
 
-    def make(self, engine: Engine, tag: str):
+    def make_device(self, services: PortServices, tag: str) -> Port:
         from tests.root.nsutil import PacketSocket, sh
 
         ifname = f"xp{tag}"
-        port = make_port(engine, parse_end(f"tap:{ifname}"))
-        port.open()
+        port = self.make(services, f"tap:{ifname}")
+        port.prepare()
         sh("ip", "link", "set", ifname, "netns", self.ns)
         self.quiet_up(ifname)
         self.peer = PacketSocket(self.ns, ifname)
@@ -355,44 +388,64 @@ class RawKit(DeviceKit):
 
     name = "raw"
 
-    def make(self, engine: Engine, tag: str):
+    def make_device(self, services: PortServices, tag: str) -> Port:
         from tests.root.nsutil import PacketSocket, in_netns, sh
 
         near, far = f"xr{tag}", f"xw{tag}"
         sh("ip", "-n", self.ns, "link", "add", near, "type", "veth", "peer", "name", far)
         for dev in (near, far):
             self.quiet_up(dev)
-        port = make_port(engine, parse_end(f"raw:{near}"))
-        in_netns(self.ns, port.open)
+        port = self.make(services, f"raw:{near}")
+        in_netns(self.ns, port.prepare)
         self.peer = PacketSocket(self.ns, far)
         return port
 
 
+def _named_kits() -> dict[str, type[Kit]]:
+    found: dict[str, type[Kit]] = {}
+    todo = list(Kit.__subclasses__())
+    while todo:
+        k = todo.pop()
+        todo += k.__subclasses__()
+        if "name" in vars(k):
+            found[k.name] = k
+    return found
+
+
+#: The kit of each kind of end, by the kind's name.
+KITS = _named_kits()
 _ROOT = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
     reason="tap and raw ends need root and iproute2 (tests/root covers them further)",
 )
-STREAM_KITS = [QemuKit, TcpKit, UnixKit, ListenKit, ListenUnixKit]
-DGRAM_KITS = [UdpKit, VxlanKit]
-DEVICE_KITS = [pytest.param(TapKit, marks=_ROOT), pytest.param(RawKit, marks=_ROOT)]
-KITS = STREAM_KITS + DGRAM_KITS
 
 
-def _kit_id(k) -> str:
-    return k.name
+def kits(*families: str) -> list:
+    """The kits of the table's kinds (in its order) whose family is one of ``families``."""
+    out = []
+    for kind in KIND_TABLE:
+        kit = KITS.get(kind.name)
+        if kit is not None and kit.family in families:
+            marks = [_ROOT] if kit.family == "device" else []
+            out.append(pytest.param(kit, marks=marks, id=kind.name))
+    return out
 
 
-@pytest.fixture(params=KITS + DEVICE_KITS, ids=_kit_id)
+def test_every_kind_of_end_has_a_kit():
+    assert sorted(KITS) == sorted(kind.name for kind in KIND_TABLE)
+
+
+@pytest.fixture(params=kits("stream", "dgram", "device"))
 def kit_class(request):
     return request.param
 
 
-@pytest.fixture(params=STREAM_KITS, ids=_kit_id)
+@pytest.fixture(params=kits("stream"))
 def stream_kit_class(request):
     return request.param
 
 
-@pytest.fixture(params=DGRAM_KITS, ids=_kit_id)
+@pytest.fixture(params=kits("dgram"))
 def dgram_kit_class(request):
     return request.param
 
@@ -405,23 +458,28 @@ def loop(engine):
 
 
 @pytest.fixture
-def end(kit_class, loop):
+def services(loop):
+    """What the ports of the engine share, as xcon makes it with its engine."""
+    return PortServices(loop)
+
+
+@pytest.fixture
+def end(kit_class, loop, services):
     """(kit, recorder) with the port started and up."""
-    yield from started(kit_class, loop)
+    yield from started(kit_class(services), loop)
 
 
 @pytest.fixture
-def stream_end(stream_kit_class, loop):
-    yield from started(stream_kit_class, loop)
+def stream_end(stream_kit_class, loop, services):
+    yield from started(stream_kit_class(services), loop)
 
 
 @pytest.fixture
-def dgram_end(dgram_kit_class, loop):
-    yield from started(dgram_kit_class, loop)
+def dgram_end(dgram_kit_class, loop, services):
+    yield from started(dgram_kit_class(services), loop)
 
 
-def started(kit_class, loop):
-    kit = kit_class(loop)
+def started(kit, loop):
     rec = Recorder()
     kit.port.owner = rec
     rec.port = kit.port
@@ -486,7 +544,7 @@ def test_peer_gone_mid_frame_loses_only_that_frame_and_comes_back(stream_end, lo
     run_until(loop, lambda: len(rec.downs) == 1, "port_down")
     assert not kit.port.up
     assert kit.port.stats.partial_bytes == 304
-    assert kit.port.stats.drops == 1
+    assert kit.port.stats.disconnects == 1
     kit.come_back()
     run_until(loop, lambda: rec.ups == 2, "the port to come back")
     kit.send_raw(encode_frames([numbered(3, 80)]))
@@ -560,15 +618,15 @@ def test_datagrams_from_others_or_with_another_vni_are_dropped_and_counted(dgram
         if kit.vni is not None:
             # reserved bits are ignored; another VNI, a missing I flag, a stranger are not
             assert rec.frames == [numbered(4, 100), numbered(5, 100)]
-            assert (kit.port.bad_header, kit.port.foreign) == (2, 1)
+            assert kit.port.rx_dropped_by == {"bad_header": 2, "foreign": 1, "truncated": 0}
         else:
             assert rec.frames == [numbered(5, 100)]  # the kernel filters a connected socket
     finally:
         stranger.close()
 
 
-def test_udp_peer_gone_is_seen_and_heard_again(loop):
-    kit = UdpKit(loop)
+def test_udp_peer_gone_is_seen_and_heard_again(loop, services):
+    kit = UdpKit(services)
     rec = Recorder()
     kit.port.owner = rec
     rec.port = kit.port

@@ -487,7 +487,7 @@ def test_the_chunk_given_back_last_is_used_first(engine):
 @pytest.fixture
 def app(engine):
     x = Xcon(engine=engine, health_path=None)  # type: ignore[arg-type]
-    x.make_port = lambda eng, end: FakePort(eng, str(end))
+    x.make_port = lambda services, end: FakePort(services.engine, str(end))
     x.open_ports = lambda ports: None
     x.running = True
     return x

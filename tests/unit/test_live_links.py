@@ -91,7 +91,7 @@ class FakeApp:
         self.ports: dict[str, FakePort] = {}
         self.opened: list[list[str]] = []
 
-        def make_port(eng, end: End) -> FakePort:
+        def make_port(services, end: End) -> FakePort:
             name = str(end).rsplit(":", 1)[0] if end.vid is not None else str(end)
             p = FakePort(engine, name)  # as make_port names them: no VLAN id
             self.ports[name] = p

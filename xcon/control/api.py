@@ -196,7 +196,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
             "tx_bits_per_s": round(tx_bps),
             "connects": st.connects,
             "reconnects": st.reconnects,
-            "disconnects": st.drops,
+            "disconnects": st.disconnects,
         }
         if detail:
             end.update(

@@ -108,7 +108,7 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
                     v.tx_drops,
                     v.port.connected,
                     st.reconnects,
-                    st.connects + st.drops,
+                    st.connects + st.disconnects,
                     {k: n for k, n in v.tx.events.items() if n},
                 )
             )

@@ -23,9 +23,13 @@ that breaks while sending goes down from the loop afterwards
 
 Kinds (one module each): :mod:`~xcon.ports.stream` (length-prefixed byte
 stream, the base of the next two), :mod:`~xcon.ports.qemu` (TCP client of a
-qemu NIC, reconnecting), :mod:`~xcon.ports.listen` (one client at a time,
-xcon plays the qemu NIC), :mod:`~xcon.ports.device` (one frame per system
-call, the base of :mod:`~xcon.ports.tap` and :mod:`~xcon.ports.raw`).
+qemu NIC, reconnecting; :mod:`~xcon.ports.hostgate` says when it tries),
+:mod:`~xcon.ports.listen` (one client at a time, xcon plays the qemu NIC),
+:mod:`~xcon.ports.device` (one frame per system call, the base of
+:mod:`~xcon.ports.tap`, :mod:`~xcon.ports.raw` and :mod:`~xcon.ports.dgram`).
+Each kind of link end names the function that makes its port
+(:data:`xcon.linkspec.KIND_TABLE`); what the ports of one engine share is its
+:class:`~xcon.ports.services.PortServices`.
 """
 
 from __future__ import annotations
@@ -56,14 +60,16 @@ class PortOwner(Protocol):
 class PortStats:
     connects: int = 0
     reconnects: int = 0  # connects after the first one (a connection came back)
-    drops: int = 0  # times an established connection went away
+    #: Times an established connection went away (frames are counted by the
+    #: bridge: a frame for a port that is down is a ``port_down`` drop).
+    disconnects: int = 0
     protocol_errors: int = 0
     partial_bytes: int = 0  # bytes of incomplete frames lost with a connection
     last_error: str = ""
 
     def reset(self) -> None:
         """Counters back to zero (``xcon ctl reset``); the last error stays."""
-        self.connects = self.reconnects = self.drops = 0
+        self.connects = self.reconnects = self.disconnects = 0
         self.protocol_errors = self.partial_bytes = 0
 
 
@@ -123,6 +129,12 @@ class Port:
         return ""
 
     # -- life cycle --------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Open now what must work before the loop runs (a device, a local
+        socket), so that a typo or a missing privilege stops xcon at start: a
+        :class:`~xcon.errors.ModeError` with one line for the user.  Nothing
+        for a port that connects in the background."""
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -159,7 +171,7 @@ class Port:
         if reason is None or not self.up:
             return  # closed meanwhile
         self.up = False
-        self.stats.drops += 1
+        self.stats.disconnects += 1
         self.stats.last_error = reason
         self.stats.partial_bytes += self.inbuf.discard_partial()
         self._release()

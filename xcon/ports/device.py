@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from xcon import native
 from xcon.engines import ERRORS, READ, WRITE, Engine, Registration, TimerHandle
-from xcon.limits import FRAME_HEADER
+from xcon.limits import FRAME_HEADER, MAX_FRAME
 from xcon.native.abi import WriteResult
 from xcon.ports import Port
 
@@ -92,6 +92,11 @@ class DevicePort(Port):
     def _error_event(self) -> None:
         self.fail("device gone (deleted?)")
 
+    def handling(self) -> str:
+        """What this port does to frames beyond passing them (for the start-up
+        log line); empty when nothing."""
+        return ""
+
     # -- life cycle ---------------------------------------------------------------------
     def open(self) -> None:
         """Open now; a failure is a :class:`~xcon.errors.ModeError` (a start-up check)."""
@@ -101,6 +106,19 @@ class DevicePort(Port):
             self._open()
         except OSError as e:
             raise ModeError(self._open_error(e)) from None
+
+    def prepare(self) -> None:
+        """Open now, then read and log the interface's MTU."""
+        self.open()
+        self.mtu = interface_mtu(self.ifname)
+        handling = self.handling()
+        log.info(
+            "%s: MTU %d (reads take any frame up to %d bytes)%s",
+            self.name,
+            self.mtu,
+            MAX_FRAME,
+            f"; {handling}" if handling else "",
+        )
 
     def start(self) -> None:
         self._closed = False

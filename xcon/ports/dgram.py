@@ -44,13 +44,19 @@ import logging
 import os
 import socket
 import struct
+from typing import TYPE_CHECKING
 
 from xcon import native
 from xcon.engines import Engine
 from xcon.framing import FrameBuffer
 from xcon.limits import FRAME_HEADER, VXLAN_HEADER
+from xcon.native.abi import DGRAM_DROPS
 from xcon.ports import fmt_addr
 from xcon.ports.device import FATAL, DevicePort
+
+if TYPE_CHECKING:
+    from xcon.linkspec import UdpEnd, VxlanEnd
+    from xcon.ports.services import PortServices
 
 log = logging.getLogger("xcon.port")
 
@@ -85,7 +91,10 @@ class DatagramPort(DevicePort):
         local_port: int,
         local_host: str = "",
         vni: int | None = None,
+        groups: VxlanGroups | None = None,
     ) -> None:
+        if (vni is None) != (groups is None):
+            raise ValueError("a VXLAN end has a VNI and the engine's VXLAN groups")
         super().__init__(engine, name, "")
         self.inbuf = FrameBuffer(DGRAM_BUFFER)
         self.remote = remote
@@ -97,9 +106,10 @@ class DatagramPort(DevicePort):
         #: A datagram from the peer arrived (and no ICMP said it is gone since).
         self.heard = False
         self.refused = 0
-        self.bad_header = 0
-        self.foreign = 0
-        self.truncated = 0
+        #: rx_dropped by reason (:data:`~xcon.native.abi.DGRAM_DROPS`).
+        self.rx_dropped_by = dict.fromkeys(DGRAM_DROPS, 0)
+        #: A VXLAN end's groups: the engine's VXLAN ends by shared local port.
+        self.groups = groups
         self._addr: tuple[object, ...] | None = None
         self._peer: bytes | None = None
         self._group: tuple[int, str, int] | None = None  # VXLAN: its shared local port
@@ -118,6 +128,10 @@ class DatagramPort(DevicePort):
     @property
     def healthy(self) -> bool:
         return self.up
+
+    def prepare(self) -> None:
+        """Bind now (a socket has no MTU to log)."""
+        self.open()
 
     # -- DevicePort hooks -------------------------------------------------------------
     def _open(self) -> None:
@@ -160,9 +174,9 @@ class DatagramPort(DevicePort):
         self._peer = socket.inet_pton(family, str(addr[0]).split("%", 1)[0])
         self.sock = s
         self.fd = s.fileno()
-        if self.vni is not None:
+        if self.groups is not None:
             self._group = (family, local, self.local_port)
-            _vxlan_join(self)
+            self.groups.join(self)
         log.info(
             "%s: UDP %s -> %s%s",
             self.name,
@@ -185,7 +199,8 @@ class DatagramPort(DevicePort):
 
     def _close_fd(self) -> None:
         if self._group is not None:
-            _vxlan_leave(self)
+            assert self.groups is not None
+            self.groups.leave(self)
             self._group = None
         s, self.sock = self.sock, None
         if s is not None:
@@ -204,14 +219,13 @@ class DatagramPort(DevicePort):
 
     def _read_into(self, view: memoryview) -> int:
         prefix_len, expect, mask = self._match
-        pos, n, err, (bad, foreign, trunc) = native.recv_datagrams(
+        pos, n, err, drops = native.recv_datagrams(
             self.fd, view, 0, len(view), DGRAM_BATCH, prefix_len, expect, mask, self._peer
         )
-        if bad or foreign or trunc:
-            self.bad_header += bad
-            self.foreign += foreign
-            self.truncated += trunc
-            self.rx_dropped += bad + foreign + trunc
+        if any(drops):
+            for reason, count in zip(DGRAM_DROPS, drops, strict=True):
+                self.rx_dropped_by[reason] += count
+            self.rx_dropped += sum(drops)
         if n and not self.heard:
             self.heard = True
             log.info("%s: receiving from the peer", self.name)
@@ -255,10 +269,8 @@ class DatagramPort(DevicePort):
             pos += FRAME_HEADER + int.from_bytes(view[pos : pos + FRAME_HEADER], "big")
 
     def counter_text(self) -> str:
-        return (
-            f"{super().counter_text()} bad_header={self.bad_header} foreign={self.foreign} "
-            f"truncated={self.truncated} refused={self.refused}"
-        )
+        drops = " ".join(f"{reason}={n}" for reason, n in self.rx_dropped_by.items())
+        return f"{super().counter_text()} {drops} refused={self.refused}"
 
 
 # -- VXLAN ends sharing one local port ---------------------------------------------------
@@ -270,7 +282,7 @@ class DatagramPort(DevicePort):
 # of that VNI; an unknown VNI goes to one of them, which drops and counts it.
 # The program names sockets by their index in the kernel's group, which is
 # the order they were bound in; when one leaves, the kernel moves the last one
-# into its place, and :func:`_vxlan_leave` does the same here.
+# into its place, and :meth:`VxlanGroups.leave` does the same here.
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 _BPF_LD_W_ABS = 0x00 | 0x00 | 0x20
@@ -278,7 +290,6 @@ _BPF_RSH_K = 0x04 | 0x70 | 0x00
 _BPF_JEQ_K = 0x05 | 0x10 | 0x00
 _BPF_RET_K = 0x06 | 0x00
 _BPF_INSN = struct.Struct("HBBI")
-_groups: dict[tuple[int, str, int], list[DatagramPort]] = {}
 
 
 def vni_steering(vnis: list[int]) -> bytes:
@@ -303,24 +314,51 @@ def _attach(group: list[DatagramPort]) -> None:
         log.error("cannot steer VXLAN datagrams by VNI on a shared port (%s)", e.strerror)
 
 
-def _vxlan_join(port: DatagramPort) -> None:
-    assert port._group is not None
-    group = _groups.setdefault(port._group, [])
-    group.append(port)
-    if len(group) > 1:
-        _attach(group)
+class VxlanGroups:
+    """The VXLAN ends of one engine, by the local port they share (one per engine:
+    :class:`~xcon.ports.services.PortServices`)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[int, str, int], list[DatagramPort]] = {}
+
+    def join(self, port: DatagramPort) -> None:
+        assert port._group is not None
+        group = self.groups.setdefault(port._group, [])
+        group.append(port)
+        if len(group) > 1:
+            _attach(group)
+
+    def leave(self, port: DatagramPort) -> None:
+        assert port._group is not None
+        group = self.groups.get(port._group, [])
+        if port not in group:
+            return
+        i = group.index(port)
+        last = group.pop()
+        if last is not port:
+            group[i] = last
+        if len(group) > 1:
+            _attach(group)
+        elif not group:
+            del self.groups[port._group]
 
 
-def _vxlan_leave(port: DatagramPort) -> None:
-    assert port._group is not None
-    group = _groups.get(port._group, [])
-    if port not in group:
-        return
-    i = group.index(port)
-    last = group.pop()
-    if last is not port:
-        group[i] = last
-    if len(group) > 1:
-        _attach(group)
-    elif not group:
-        del _groups[port._group]
+def udp_port(services: PortServices, end: UdpEnd) -> DatagramPort:
+    """``udp:RHOST:RPORT@[LHOST:]LPORT``: one frame per datagram."""
+    return DatagramPort(
+        services.engine, str(end), end.remote, end.port, end.local_port, end.local_host
+    )
+
+
+def vxlan_port(services: PortServices, end: VxlanEnd) -> DatagramPort:
+    """``vxlan:REMOTE[:PORT]/VNI[@[LHOST:]LPORT]``: in the engine's VXLAN groups."""
+    return DatagramPort(
+        services.engine,
+        str(end),
+        end.remote,
+        end.port,
+        end.local_port,
+        end.local_host,
+        vni=end.vni,
+        groups=services.vxlan,
+    )

@@ -45,11 +45,16 @@ import select
 import socket
 import stat
 import time
+from typing import TYPE_CHECKING
 
 from xcon.engines import READ, Callback, Engine, Registration, TimerHandle
 from xcon.errors import ModeError
 from xcon.ports import fmt_addr
 from xcon.ports.stream import StreamPort, unix_buffers
+
+if TYPE_CHECKING:
+    from xcon.linkspec import ListenEnd, ListenUnixEnd
+    from xcon.ports.services import PortServices
 
 log = logging.getLogger("xcon.port")
 
@@ -104,6 +109,10 @@ class ListenPort(StreamPort):
         return self._lreg is not None or self.up
 
     # -- listening ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Listen now (a port in use is an error at start)."""
+        self.bind()
+
     def bind(self) -> None:
         """Create the listening socket now (so a busy port is an error at start)."""
         if self.lsock is not None:
@@ -377,6 +386,16 @@ class ListenPort(StreamPort):
             self.lsock.close()
             self.lsock = None
         self._unlink()
+
+
+def listen_port(services: PortServices, end: ListenEnd) -> ListenPort:
+    """``listen:[HOST:]PORT``: xcon plays the qemu NIC on TCP."""
+    return ListenPort(services.engine, end.port, name=str(end), host=end.host or "::")
+
+
+def listen_unix_port(services: PortServices, end: ListenUnixEnd) -> ListenPort:
+    """``listen:unix:PATH``: the same on a unix socket."""
+    return ListenPort(services.engine, 0, name=str(end), path=end.path)
 
 
 def _is_socket(path: str) -> bool:

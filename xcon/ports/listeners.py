@@ -54,32 +54,36 @@ def _wildcard(family: int, port: int) -> bytes:
     return listener_key(family, b"", port)
 
 
-_local_cache: dict[tuple[int, str], tuple[bool, float]] = {}
+class LocalAddresses:
+    """Which IP addresses are this host's, each answer kept :data:`LOCAL_TTL`
+    seconds (one per engine: :class:`~xcon.ports.services.PortServices`)."""
 
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, str], tuple[bool, float]] = {}
 
-def is_local(family: int, ip: str) -> bool:
-    """True when ``ip`` is loopback or one of this host's addresses (so a listener
-    on it shows in this namespace's socket list)."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if addr.is_loopback:
-        return True
-    if addr.is_link_local or addr.is_multicast or addr.is_unspecified:
-        return False
-    now = time.monotonic()
-    hit = _local_cache.get((family, ip))
-    if hit is not None and hit[1] > now:
-        return hit[0]
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((ip, 0))
-        local = True
-    except OSError:
-        local = False  # EADDRNOTAVAIL: not ours (or not allowed: probe as before)
-    _local_cache[(family, ip)] = (local, now + LOCAL_TTL)
-    return local
+    def is_local(self, family: int, ip: str) -> bool:
+        """True when ``ip`` is loopback or one of this host's addresses (so a
+        listener on it shows in this namespace's socket list)."""
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if addr.is_loopback:
+            return True
+        if addr.is_link_local or addr.is_multicast or addr.is_unspecified:
+            return False
+        now = time.monotonic()
+        hit = self._cache.get((family, ip))
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((ip, 0))
+            local = True
+        except OSError:
+            local = False  # EADDRNOTAVAIL: not ours (or not allowed: probe as before)
+        self._cache[(family, ip)] = (local, now + LOCAL_TTL)
+        return local
 
 
 class Waiter:

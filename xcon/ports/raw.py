@@ -56,11 +56,16 @@ import logging
 import os
 import socket
 import struct
+from typing import TYPE_CHECKING
 
 from xcon import native
 from xcon.engines import Engine
 from xcon.native.abi import WriteResult
 from xcon.ports.device import FATAL, DevicePort
+
+if TYPE_CHECKING:
+    from xcon.linkspec import RawEnd
+    from xcon.ports.services import PortServices
 
 log = logging.getLogger("xcon.port")
 
@@ -195,6 +200,14 @@ class RawPort(DevicePort):
             log.warning("%s: %s", self.name, os.strerror(err))
         return int(pos)
 
+    def handling(self) -> str:
+        note = "promiscuous, outgoing frames ignored"
+        if self.userspace_outgoing_filter:
+            note += " (filtered in user space)"
+        if self.vnet_hdr:
+            note += ", checksum and segmentation offloads finished here"
+        return note
+
     def _write(self, fd: int, view: memoryview, start: int, end: int) -> WriteResult:
         if self.vnet_hdr:
             return native.write_packets(fd, view, start, end)
@@ -207,3 +220,8 @@ class RawPort(DevicePort):
             f"gso_split={self.gso_split} gso_dropped={self.gso_dropped} "
             f"malformed={self.malformed} bad_frame={self.bad_frame}"
         )
+
+
+def raw_port(services: PortServices, end: RawEnd) -> RawPort:
+    """``raw:IFNAME``: an existing interface."""
+    return RawPort(services.engine, end.name)

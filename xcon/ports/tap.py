@@ -12,11 +12,16 @@ import errno
 import fcntl
 import os
 import struct
+from typing import TYPE_CHECKING
 
 from xcon import native
 from xcon.engines import Engine
 from xcon.limits import MAX_FRAME
 from xcon.ports.device import DevicePort
+
+if TYPE_CHECKING:
+    from xcon.linkspec import TapEnd
+    from xcon.ports.services import PortServices
 
 # linux/if_tun.h
 TUNSETIFF = 0x400454CA
@@ -61,3 +66,8 @@ class TapPort(DevicePort):
             self.fail(os.strerror(err) if err > 0 else "end of file")
             return -1
         return int(pos)
+
+
+def tap_port(services: PortServices, end: TapEnd) -> TapPort:
+    """``tap:NAME``: a tap device xcon creates."""
+    return TapPort(services.engine, end.name)
