@@ -33,13 +33,14 @@ import time
 from collections.abc import Iterable
 
 from xcon.errors import ModeError
+from xcon.linkspec import KINDS
 
 log = logging.getLogger("xcon.control")
 
 ADMIN, OPERATOR, READER, NOBODY = "admin", "operator", "reader", "nobody"
 
 #: End kinds ``--control-allow-ends`` may name: linkspec's kinds, ``qemu`` for HOST/N.
-END_KINDS = ("qemu", "tcp", "unix", "udp", "vxlan", "tap", "raw", "listen")
+END_KINDS = ("qemu", *KINDS)
 #: Shortest token read from a token file (characters).
 MIN_TOKEN = 16
 #: A token file larger than this is not a token file.
