@@ -357,9 +357,7 @@ def test_command_line_example_passes_the_checks(where, argv, workdir):
 @pytest.mark.parametrize("name", sorted(TOML_FILES))
 def test_config_file_example_is_read_as_the_docs_say(name, workdir):
     """A config file the docs show is accepted, unless the docs show it refused."""
-    shown_refused = any(
-        name in argv for s in ERROR_SESSIONS for argv in invocations(s.command)
-    )
+    shown_refused = any(name in argv for s in ERROR_SESSIONS for argv in invocations(s.command))
     if shown_refused:
         with pytest.raises(ConfigError):
             load_config(name)
@@ -377,7 +375,9 @@ def test_unnamed_toml_blocks_are_valid_config(workdir):
 
 # Quoted lines without a command: errors at start and reload errors -----------------------
 
-_NOFILE = re.compile(r"xcon: error: (\d+) sockets need about \d+ open files, but the hard limit is (\d+): ")
+_NOFILE = re.compile(
+    r"xcon: error: (\d+) sockets need about \d+ open files, but the hard limit is (\d+): "
+)
 _VLAN = re.compile(r"xcon: error: --vlan (\d+): cannot create the 802\.1Q sub-interface (\S+): ")
 _RELOAD = re.compile(r"reload failed, nothing changed: (\S+?\.toml): ")
 
