@@ -1,38 +1,25 @@
-"""One xcon process: bridges on an engine, the health file, signals, counters
-and ``--trace``."""
+"""One xcon process: its link table (:mod:`xcon.links`) on an engine, run
+until a signal; the health file from first write to last, signals,
+``--trace`` and the counters logged at the end.
+
+The link table's names are importable from here too (``Link``,
+``check_monitors``, ``end_name``, ``DIRECTIONS``)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from xcon.bridges import Bridge
-from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine
-from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
 from xcon.health import HealthFile
-from xcon.impair.spec import Impairment
-from xcon.linkspec import (
-    End,
-    Endpoint,
-    LinkSpec,
-    Resource,
-    SpecError,
-    check_distinct,
-    make_port,
-    open_ports,
-    parse_end,
-    parse_link,
-    why_once,
-)
-from xcon.monitor import Monitor, default_netdev, parse_monitor
-from xcon.ports import Port
-from xcon.ports.services import PortServices
-from xcon.stats import FlowStats
+from xcon.links import DIRECTIONS, Link, LinkTable, check_monitors, end_name
+
+if TYPE_CHECKING:
+    from xcon.capture.manager import Captures
+
+__all__ = ["DIRECTIONS", "STOP_SIGNALS", "Link", "Service", "Xcon", "check_monitors", "end_name"]
 
 log = logging.getLogger("xcon")
 
@@ -60,36 +47,17 @@ STOP_SIGNALS = tuple(
     if hasattr(signal, name)
 )
 SIGHUP = getattr(signal, "SIGHUP", -1)
-#: Directions of a p2p link an impairment applies to.
-DIRECTIONS = ("a2b", "b2a", "both")
 
 
-@dataclass
-class Link:
-    """A bridge the process runs, by name.
+class Service(Protocol):
+    """Something the process runs beside its links (the control server)."""
 
-    ``name`` is the link as the user wrote it (``vr1/1--vr2/1``: the spec in
-    its canonical form) for p2p links; a hub or a listening mode has its own.
-    ``ends`` are what it holds (checked against new links: a NIC is in one
-    link only).  Only p2p links (``spec`` set) can be removed or pulled."""
-
-    name: str
-    bridge: Bridge
-    ends: tuple[End, ...] = ()
-    spec: LinkSpec | None = None
-    #: Where it came from: "command line", "config" or "api".
-    source: str = "command line"
-    #: A router's qemu monitor per end name, for cable pulls.
-    monitors: dict[str, Monitor] = field(default_factory=dict)
-
-    @property
-    def p2p(self) -> P2PLink | None:
-        return self.bridge if isinstance(self.bridge, P2PLink) and self.spec else None
+    def close(self) -> None: ...
 
 
-class Xcon:
-    """Links (bridges by name) on an engine, a health file, signals, tracing;
-    links can be added, removed and pulled while it runs."""
+class Xcon(LinkTable):
+    """A link table that runs: on an engine, with a health file, signals and
+    tracing, until a stop signal."""
 
     def __init__(
         self,
@@ -102,63 +70,15 @@ class Xcon:
             from xcon.engines.epoll import EpollEngine
 
             engine = EpollEngine()
-        self.engine: Engine = engine
-        #: What the ports of this engine share (host gates, the listener watch...).
-        self.port_services = PortServices(engine)
-        self.links: dict[str, Link] = {}
-        self.health = HealthFile(health_path, engine.call_later)
+        super().__init__(engine, HealthFile(health_path, engine.call_later), debug)
         self.trace_interval = trace_interval
-        self.debug = debug
-        self.running = False
         #: Called with the signal number on SIGHUP instead of stopping (``--config``).
         self.on_hangup: Callable[[int], None] | None = None
         #: Closed when the process ends (the control server).
         self.services: list[Service] = []
-        #: Called with each link added (any source) and with each link about to
-        #: be removed (captures follow links through these).
-        self.link_added: list[Callable[[Link], None]] = []
-        self.link_removed: list[Callable[[Link], None]] = []
-        #: The captures (:class:`xcon.capture.manager.Captures`), made on first use.
-        self.captures: Any = None
-        self._traced: dict[int, tuple[int, int, int]] = {}
+        #: The captures, made on first use (:func:`xcon.capture.manager.captures_of`).
+        self.captures: Captures | None = None
         self._stopped_by = "stopped"
-        #: Seed of every impaired direction's random stream (``--seed``): each
-        #: direction draws from its own stream derived from it and its name.
-        self.seed: int = int.from_bytes(os.urandom(4), "big")
-        self._seed_logged = False
-        #: How a link added at run time gets its ports (tests put fakes here).
-        self.make_port: Callable[[PortServices, End], Port] = make_port
-        self.open_ports: Callable[[Sequence[Port]], None] = open_ports
-
-    @property
-    def bridges(self) -> list[Bridge]:
-        return [link.bridge for link in self.links.values()]
-
-    # -- building -----------------------------------------------------------------
-    def add_bridge(
-        self,
-        bridge: Bridge,
-        *,
-        name: str | None = None,
-        ends: Sequence[End] = (),
-        spec: LinkSpec | None = None,
-        source: str = "command line",
-    ) -> Link:
-        """Add a bridge whose ``on_state`` is :meth:`update_health`; started at
-        once if the process is running."""
-        link = Link(name or bridge.name, bridge, tuple(ends), spec, source)
-        self.links[link.name] = link
-        if self.running:
-            self._start(link)
-        for hook in self.link_added:
-            hook(link)
-        return link
-
-    def _start(self, link: Link) -> None:
-        link.bridge.start()
-        for fs in link.bridge.flow_stats():
-            self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
-        self.update_health()
 
     def close(self) -> None:
         """Release everything without running (a mode failed to start)."""
@@ -168,182 +88,14 @@ class Xcon:
             s.close()
         self.engine.close()
 
-    # -- links while running ----------------------------------------------------------
-    def find(self, name: str) -> Link:
-        """The link called ``name`` (or whose spec reads the same); raises NotFound."""
-        link = self.links.get(name)
-        if link is None:
-            try:
-                link = self.links.get(str(parse_link(name)))
-            except SpecError:
-                link = None
-        if link is None:
-            raise NotFound(f"no link {one_line(name)!r}")
-        return link
-
-    def check_new(self, spec: LinkSpec, ignore: Sequence[str] = ()) -> None:
-        """Raise :class:`Conflict` if ``spec`` would share a NIC (or any resource)
-        with a link present (but those named in ``ignore``)."""
-        name = str(spec)
-        if name in self.links and name not in ignore:
-            raise Conflict(f"link {name} exists")
-        held: dict[Resource, tuple[str, End]] = {}
-        for link in self.links.values():
-            if link.name in ignore:
-                continue
-            for end in link.ends:
-                for key in end.resources:
-                    held[key] = (link.name, end)
-        try:
-            check_distinct([spec])
-        except SpecError as e:
-            raise BadRequest(str(e)) from None
-        for end in (spec.left, spec.right):
-            for key in end.resources:
-                other = held.get(key)
-                if other is not None:
-                    raise Conflict(
-                        f"{end} is already in link {other[0]!r} (as {other[1]}): {why_once(end)}"
-                    )
-
-    def add_link(
-        self,
-        text: str,
-        monitors: Mapping[str, Monitor | str] | None = None,
-        source: str = "api",
-        admin_up: bool = True,
-    ) -> Link:
-        """Parse, check and start one p2p link without touching any other.
-
-        Raises :class:`BadRequest` (the spec does not parse), :class:`Conflict`
-        (it exists, or shares a NIC with a link present, or an end cannot be
-        opened)."""
-        try:
-            spec = parse_link(text)
-        except SpecError as e:
-            raise BadRequest(str(e)) from None
-        self.check_new(spec)
-        monitors = check_monitors(spec, monitors or {})
-        from xcon.rlimit import ensure_nofile
-
-        try:
-            ensure_nofile(2 + len(self.ports()))
-            a = self.make_port(self.port_services, spec.left)
-            b = self.make_port(self.port_services, spec.right)
-            self.open_ports([a, b])
-        except ModeError as e:
-            raise Conflict(str(e)) from None
-        access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
-        bridge = P2PLink(
-            a, b, vlan=spec.vid, access=access, debug=self.debug, on_state=self.update_health
-        )
-        if not admin_up:
-            bridge.set_admin(False)
-        link = self.add_bridge(
-            bridge, name=str(spec), ends=(spec.left, spec.right), spec=spec, source=source
-        )
-        link.monitors = monitors
-        log.info("p2p link %s added (%s)", link.name, source)
-        return link
-
-    def remove_link(self, name: str, why: str = "api") -> Link:
-        """Close one p2p link (its connections only) and forget it; raises
-        NotFound or Conflict (not a p2p link)."""
-        link = self.find(name)
-        if link.p2p is None:
-            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
-        for hook in self.link_removed:
-            hook(link)
-        del self.links[link.name]
-        # Closing reports the ports down; the health file must not count them meanwhile.
-        link.p2p.on_state = None
-        link.bridge.close()
-        for fs in link.bridge.flow_stats():
-            self._traced.pop(id(fs), None)
-        self.update_health()
-        log.info("p2p link %s removed (%s)", link.name, why)
-        return link
-
-    def set_admin(self, name: str, up: bool) -> tuple[Link, bool]:
-        """Pull a p2p link's cable in xcon (or plug it back); returns the link and
-        whether its state changed.  The routers' monitors are the caller's job
-        (they block: see :mod:`xcon.monitor`)."""
-        link = self.find(name)
-        if link.p2p is None:
-            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be set down or up")
-        changed = link.p2p.set_admin(up)
-        if changed:
-            log.info("p2p link %s administratively %s", link.name, "up" if up else "down")
-        return link, changed
-
-    def set_impair(self, name: str, direction: str, imp: Impairment | None) -> Link:
-        """Impair a p2p link's direction (``a2b``, ``b2a`` or ``both``) live, or
-        clear it (``imp`` None); raises NotFound, Conflict (not p2p), BadRequest."""
-        link = self.find(name)
-        if link.p2p is None:
-            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be impaired")
-        if direction not in DIRECTIONS:
-            raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
-        link.p2p.set_impair(direction, imp, self.seed)
-        if imp is not None and not imp.null and not self._seed_logged:
-            self._seed_logged = True
-            log.info(
-                "impairment seed %d (--seed %d replays the random draws)", self.seed, self.seed
-            )
-        log.info(
-            "p2p link %s %s: impairment %s",
-            link.name,
-            direction,
-            imp.words() if imp is not None and not imp.null else "cleared",
-        )
-        return link
-
-    def reset_counters(self, name: str | None = None) -> list[Link]:
-        """Counters of one link (or all) back to zero."""
-        links = [self.find(name)] if name is not None else list(self.links.values())
-        for link in links:
-            for fs in link.bridge.flow_stats():
-                fs.reset()
-                self._traced[id(fs)] = (0, 0, 0)
-            for p in link.bridge.ports:
-                p.stats.reset()
-        return links
-
-    # -- state --------------------------------------------------------------------
-    def ports(self) -> list[Port]:
-        return [p for b in self.bridges for p in b.ports]
-
-    def health_counts(self) -> tuple[int, int, int]:
-        """(connected, total, ready) over every link's ports, as the health file counts."""
-        ports = self.ports()
-        connected = sum(1 for p in ports if p.connected)
-        return connected, len(ports), sum(1 for p in ports if p.healthy)
-
-    def update_health(self) -> None:
-        self.health.update(*self.health_counts())
-
-    def counters(self) -> list[str]:
-        lines = []
-        for b in self.bridges:
-            for fs in b.flow_stats():
-                lines.append(fs.render())
-            for p in b.ports:
-                lines.append(_port_line(p))
-        return lines
-
     def log_counters(self, *_: object) -> None:
         for line in self.counters():
             log.info("counters %s", line)
 
     def trace(self) -> None:
-        """One line per direction whose counters changed since the last call, with rates."""
-        interval = self.trace_interval or 1.0
-        for b in self.bridges:
-            for fs in b.flow_stats():
-                line = _trace_line(fs, self._traced.get(id(fs)), interval)
-                self._traced[id(fs)] = (fs.frames, fs.bytes, fs.dropped)
-                if line:
-                    log.info("trace %s", line)
+        """Log one line per direction whose counters changed since the last call, with rates."""
+        for line in self.trace_lines(self.trace_interval or 1.0):
+            log.info("trace %s", line)
 
     # -- running ------------------------------------------------------------------
     def stop(self, signum: int | None = None) -> None:
@@ -391,60 +143,3 @@ class Xcon:
                 b.close()
             eng.close()
         return 0
-
-
-class Service(Protocol):
-    """Something the process runs beside its links (the control server)."""
-
-    def close(self) -> None: ...
-
-
-def check_monitors(spec: LinkSpec, monitors: Mapping[str, Monitor | str]) -> dict[str, Monitor]:
-    """``monitors`` keyed by end name as its port is named (``vr2/1`` for
-    ``vr2/1:123``); a key may be any spelling of an end.  Raises BadRequest."""
-    ends = {end_name(e): e for e in (spec.left, spec.right)}
-    out = {}
-    for key, mon in monitors.items():
-        try:
-            name = end_name(parse_end(key))
-        except SpecError:
-            name = key
-        end = ends.get(name)
-        if end is None:
-            raise BadRequest(f"monitor for {one_line(key)!r}: not an end of {spec}")
-        if isinstance(mon, str):
-            nic = end.nic if isinstance(end, Endpoint) else None
-            try:
-                mon = parse_monitor(mon, default_netdev(nic))
-            except SpecError as e:
-                raise BadRequest(str(e)) from None
-        out[name] = mon
-    return out
-
-
-def end_name(end: End) -> str:
-    """An end's name without its VLAN id (``vr2/1`` for ``vr2/1:123``)."""
-    text = str(end)
-    return text.rsplit(":", 1)[0] if end.vid is not None else text
-
-
-def _port_line(p: Port) -> str:
-    s = p.stats
-    extra = p.counter_text()
-    return (
-        f"{p.name}: {'up' if p.up else 'down'} connects={s.connects} disconnects={s.disconnects} "
-        f"protocol_errors={s.protocol_errors} partial_bytes={s.partial_bytes}"
-        + (f" last_error={s.last_error!r}" if s.last_error else "")
-        + (f" {extra}" if extra else "")
-    )
-
-
-def _trace_line(fs: FlowStats, before: tuple[int, int, int] | None, interval: float) -> str:
-    frames0, bytes0, dropped0 = before or (0, 0, 0)
-    df, db, dd = fs.frames - frames0, fs.bytes - bytes0, fs.dropped - dropped0
-    if not (df or db or dd):
-        return ""
-    rate = f"{df / interval:.0f} frames/s {db * 8 / interval / 1e6:.3f} Mbit/s"
-    if dd:
-        rate += f" {dd / interval:.0f} drops/s"
-    return f"{fs.render()} ({rate})"

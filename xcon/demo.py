@@ -103,7 +103,12 @@ def _size(text: str) -> int:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    ap = OneLineParser(prog="xcon demo", description=__doc__.splitlines()[0])
+    ap = OneLineParser(
+        prog="xcon demo",
+        description="A live cross-connect between two fake qemu routers on loopback: "
+        "frames at a light rate, then as fast as the routers send; the summary checks "
+        "that nothing was lost, reordered or corrupted.",
+    )
     ap.add_argument(
         "--seconds", type=_seconds, default=6.0, help="total duration, 1 to 3600 (default 6)"
     )

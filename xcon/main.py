@@ -7,13 +7,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from xcon.commands import run_subcommand
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["ctl"]:
-        from xcon.control.client import main as ctl_main
-
-        return ctl_main(args[1:])
+    code = run_subcommand(args)
+    if code is not None:
+        return code
     from xcon.cli import main as cli_main
 
     return cli_main(args)

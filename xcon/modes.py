@@ -2,7 +2,10 @@
 start-up checks that must pass before the loop runs.
 
 The command line (:mod:`xcon.cli`) parses and validates flags, then calls one
-of these with plain values; nothing here sees an argparse namespace.  Every
+of these with plain values and the link table (:class:`xcon.links.LinkTable`)
+the links go into; nothing here sees an argparse namespace.  A p2p link is
+built in one place, :func:`p2p_bridges`, for the command line and for a link
+added while xcon runs (:meth:`~xcon.links.LinkTable.add_link`).  Every
 failure here is a :class:`~xcon.errors.ModeError` with one line for the user:
 exit 2 for a bad combination of arguments, 1 for a missing privilege or kernel
 feature.  A failure releases whatever was already opened.
@@ -25,45 +28,55 @@ from xcon import netconf
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.limits import MAX_FRAME, qemu_tcp_port
-from xcon.linkspec import End, LinkSpec, ListenEnd, RawEnd, TapEnd, make_port, open_ports
+from xcon.linkspec import End, LinkSpec, ListenEnd, RawEnd, TapEnd
 from xcon.ports.device import DevicePort, interface_mtu
 from xcon.ports.listen import ListenPort
 from xcon.ports.raw import RawPort
 from xcon.ports.tap import TapPort
 
 if TYPE_CHECKING:
-    from xcon.app import Xcon
+    from xcon.links import LinkTable
 
 log = logging.getLogger("xcon")
 
 
-def p2p(app: Xcon, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLink]:
-    """One :class:`P2PLink` per spec, between any two kinds of end (checked by the
-    caller: :func:`xcon.linkspec.check_distinct`)."""
-    services = app.port_services
-    pairs = [(make_port(services, s.left), make_port(services, s.right)) for s in links]
-    open_ports([p for pair in pairs for p in pair])
+def p2p_bridges(table: LinkTable, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLink]:
+    """One :class:`P2PLink` per spec, between any two kinds of end (checked by
+    the caller: :func:`xcon.linkspec.check_distinct`), not yet in ``table``.
+    Their ports are made by ``table.make_port`` and opened together by
+    ``table.open_ports``: one that fails closes them all."""
+    services = table.port_services
+    pairs = [(table.make_port(services, s.left), table.make_port(services, s.right)) for s in links]
+    table.open_ports([p for pair in pairs for p in pair])
     made = []
     for spec, (a, b) in zip(links, pairs, strict=True):
         access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
-        link = P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=app.update_health)
-        app.add_bridge(link, name=str(spec), ends=(spec.left, spec.right), spec=spec)
-        made.append(link)
+        made.append(
+            P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=table.update_health)
+        )
     return made
 
 
-def hub(app: Xcon, endpoints: Sequence[End], debug: bool = False) -> Hub:
+def p2p(table: LinkTable, links: Sequence[LinkSpec], debug: bool = False) -> list[P2PLink]:
+    """``--p2p``: the links of :func:`p2p_bridges`, added to ``table``."""
+    made = p2p_bridges(table, links, debug)
+    for spec, link in zip(links, made, strict=True):
+        table.add_bridge(link, name=str(spec), ends=(spec.left, spec.right), spec=spec)
+    return made
+
+
+def hub(table: LinkTable, endpoints: Sequence[End], debug: bool = False) -> Hub:
     """One :class:`Hub` joining any kinds of end (checked by the caller:
     :func:`xcon.linkspec.check_hub`)."""
-    ports = [make_port(app.port_services, e) for e in endpoints]
-    open_ports(ports)
-    bridge = Hub(ports, debug=debug, on_state=app.update_health)
-    app.add_bridge(bridge, ends=endpoints)
+    ports = [table.make_port(table.port_services, e) for e in endpoints]
+    table.open_ports(ports)
+    bridge = Hub(ports, debug=debug, on_state=table.update_health)
+    table.add_bridge(bridge, ends=endpoints)
     return bridge
 
 
 def _device_link(
-    app: Xcon,
+    table: LinkTable,
     nic: int,
     device: DevicePort,
     configure: Callable[[], str] | None,
@@ -72,7 +85,7 @@ def _device_link(
 ) -> P2PLink:
     """A listening qemu-side port linked to ``device``; everything opened first
     (device, its configuration, the listening socket) or nothing is left open."""
-    listen = ListenPort(app.engine, qemu_tcp_port(nic), host=listen_host)
+    listen = ListenPort(table.engine, qemu_tcp_port(nic), host=listen_host)
     try:
         device.open()
         target = configure() if configure is not None else device.ifname
@@ -89,15 +102,15 @@ def _device_link(
         f", addresses on {target}" if target != device.ifname else "",
         MAX_FRAME,
     )
-    link = P2PLink(listen, device, debug=debug, on_state=app.update_health)
+    link = P2PLink(listen, device, debug=debug, on_state=table.update_health)
     ends: list[End] = [ListenEnd(qemu_tcp_port(nic), "" if listen_host == "::" else listen_host)]
     ends.append(TapEnd(device.ifname) if isinstance(device, TapPort) else RawEnd(device.ifname))
-    app.add_bridge(link, ends=ends)
+    table.add_bridge(link, ends=ends)
     return link
 
 
 def tap_listen(
-    app: Xcon,
+    table: LinkTable,
     nic: int,
     ifname: str,
     plan: netconf.NetPlan,
@@ -106,21 +119,21 @@ def tap_listen(
 ) -> P2PLink:
     """``--tap-listen N``: listen on TCP 10000+N, bridge to the tap ``ifname``
     configured as ``plan`` says (validated beforehand)."""
-    tap = TapPort(app.engine, ifname)
+    tap = TapPort(table.engine, ifname)
 
     def configure() -> str:
         return netconf.apply(plan, ifname)
 
-    link = _device_link(app, nic, tap, configure, debug, listen_host)
+    link = _device_link(table, nic, tap, configure, debug, listen_host)
     tap.on_open = configure  # a re-created tap has lost its addressing
     return link
 
 
 def raw_listen(
-    app: Xcon, nic: int, ifname: str, debug: bool = False, listen_host: str = "::"
+    table: LinkTable, nic: int, ifname: str, debug: bool = False, listen_host: str = "::"
 ) -> P2PLink:
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
-    raw = RawPort(app.engine, ifname)
-    link = _device_link(app, nic, raw, None, debug, listen_host)
+    raw = RawPort(table.engine, ifname)
+    link = _device_link(table, nic, raw, None, debug, listen_host)
     log.info("%s: %s", ifname, raw.handling())
     return link

@@ -335,7 +335,7 @@ def test_dockerfile_shape():
 def test_dockerignore_sends_sources_but_no_build_products(tmp_path):
     build_context(tmp_path)
     sent = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
-    for needed in ("pyproject.toml", "setup.py", "README.md", "xcon/cli.py", "docker/xcon.py"):
+    for needed in ("pyproject.toml", "setup.py", "README.md", "xcon/main.py", "docker/xcon.py"):
         assert needed in sent
     assert any(s.startswith("native/") and s.endswith(".c") for s in sent)
     leaked = [s for s in sent if re.search(r"(^|/)(\.venv|\.git|build|__pycache__)/|\.so$", s)]

@@ -97,6 +97,7 @@ def inert(monkeypatch):
     monkeypatch.setattr("xcon.rlimit.ensure_nofile", lambda n: 1024)
     monkeypatch.setattr("xcon.demo.main", lambda argv: 0)
     monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    monkeypatch.setattr(cli, "lock_health_file", lambda path: None)
     return calls
 
 

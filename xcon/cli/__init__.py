@@ -1,0 +1,252 @@
+"""Command line: vr-xcon's flags with the same spelling and meaning, plus a few new ones.
+
+``xcon ctl`` and ``xcon demo`` run a subcommand instead (:mod:`xcon.commands`).
+
+Three steps, one module each: the arguments are parsed
+(:mod:`xcon.cli.arguments`), then checked (:mod:`xcon.cli.checks`) before
+anything is created (no engine, port, device or file exists yet when a usage
+error is reported), then run (here): the checked arguments (:class:`Setup`)
+are plain values, handed to the builders of :mod:`xcon.modes`.  A usage
+error is one line on stderr (``xcon: error: ...``) and exit code 2; a
+failure to start (a missing privilege or kernel feature, another xcon's
+health file) is one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from xcon import __version__
+from xcon.cli.arguments import (
+    DEFAULT_RAW_IF,
+    DEFAULT_TAP_IF,
+    build_parser,
+    trace_seconds,
+)
+from xcon.cli.checks import (
+    CAPTURE_FLAGS,
+    Setup,
+    UsageError,
+    capture_dir_arg,
+    check,
+    check_capture,
+    control_settings,
+    impair_arg,
+    listen_address,
+)
+from xcon.commands import run_subcommand
+from xcon.errors import LinkError, ModeError, one_line
+from xcon.linkspec import SpecError
+from xcon.lockfile import LockFile, LockHeld
+
+if TYPE_CHECKING:
+    from xcon.app import Xcon
+
+__all__ = [
+    "CAPTURE_FLAGS",
+    "DEFAULT_RAW_IF",
+    "DEFAULT_TAP_IF",
+    "Setup",
+    "UsageError",
+    "build_parser",
+    "capture_dir_arg",
+    "check",
+    "check_capture",
+    "control_settings",
+    "impair_arg",
+    "listen_address",
+    "lock_health_file",
+    "main",
+    "one_line",
+    "run",
+    "setup_logging",
+    "start_captures",
+    "trace_seconds",
+]
+
+log = logging.getLogger("xcon")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _error(message: str, code: int) -> int:
+    print(f"xcon: error: {one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    return e.code if isinstance(e.code, int) else 1
+
+
+def run(setup: Setup) -> int:
+    """Build the mode on an engine and run it; returns the exit code.
+
+    The health file is locked first (:mod:`xcon.lockfile`): an xcon whose
+    health file another one writes stops there, exit 1, before it creates
+    anything."""
+    setup_logging(setup.log_level)
+    if setup.debug:
+        logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
+    lock = None
+    if setup.health_file:
+        try:
+            lock = lock_health_file(setup.health_file)
+        except ModeError as e:
+            return _error(str(e), e.exit_code)
+    try:
+        return _run(setup)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def lock_health_file(path: str) -> LockFile | None:
+    """Lock the health file ``path`` for this process; a :class:`ModeError`
+    (exit 1) names the xcon that holds it.  None (logged) when the lock file
+    cannot be made: as before, xcon then runs without it."""
+    lock_path = f"{path}.lock"
+    try:
+        return LockFile.acquire(lock_path)
+    except LockHeld as e:
+        holder = f"another xcon (pid {e.pid})" if e.pid is not None else "another xcon"
+        raise ModeError(
+            f"{holder} uses the health file {os.path.abspath(path)}: run this one in another "
+            "directory, or give it its own --health-file and --control",
+            exit_code=1,
+        ) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        log.warning(
+            "cannot lock the health file (%s: %s): another xcon could share it",
+            lock_path,
+            getattr(e, "strerror", None) or e,
+        )
+        return None
+
+
+def _run(setup: Setup) -> int:
+    from xcon import native
+    from xcon.app import Xcon
+    from xcon.control import start_control
+    from xcon.engines import EngineUnavailable, make_engine
+    from xcon.rlimit import ensure_nofile
+
+    try:
+        engine = make_engine(setup.engine)
+    except EngineUnavailable as e:
+        return _error(str(e), 2)
+    app = Xcon(
+        engine=engine, health_path=setup.health_file, trace_interval=setup.trace, debug=setup.debug
+    )
+    try:
+        ensure_nofile(setup.sockets)
+        build_mode(app, setup)
+        if setup.seed is not None:  # before the config file's impairments are applied
+            app.seed = setup.seed
+        reload = None
+        if setup.config is not None:
+            from xcon.control.config import ConfigReloader
+
+            reloader = ConfigReloader(app, setup.config)
+            reloader.apply_initial(setup.config_links)
+            app.on_hangup = reloader.on_signal
+            reload = reloader.reload
+        start_captures(app, setup)
+        for name, direction, imp in setup.impairs:
+            try:
+                app.set_impair(name, direction, imp)
+            except LinkError as e:
+                raise ModeError(f"--impair {name}: {e}", exit_code=2) from None
+        start_control(app, setup.control, setup.engine, reload=reload)
+    except ModeError as e:
+        app.close()
+        return _error(str(e), e.exit_code)
+    log.info(
+        "xcon %s (fast path: %s, engine: %s): %s",
+        __version__,
+        native.BACKEND,
+        setup.engine,
+        setup.describe(),
+    )
+    for spec in setup.links:
+        log.info("p2p link %s", spec)
+    return app.run()
+
+
+def build_mode(app: Xcon, setup: Setup) -> None:
+    """The mode's links, by its builder in :mod:`xcon.modes`."""
+    from xcon import modes
+
+    if setup.mode == "p2p":
+        modes.p2p(app, setup.links, debug=setup.debug)
+    elif setup.mode == "hub":
+        modes.hub(app, setup.hub, debug=setup.debug)
+    elif setup.mode == "tap":
+        assert setup.nic is not None and setup.ifname and setup.plan is not None
+        modes.tap_listen(
+            app,
+            setup.nic,
+            setup.ifname,
+            setup.plan,
+            debug=setup.debug,
+            listen_host=setup.listen_host,
+        )
+    else:
+        assert setup.nic is not None and setup.ifname
+        modes.raw_listen(
+            app, setup.nic, setup.ifname, debug=setup.debug, listen_host=setup.listen_host
+        )
+
+
+def start_captures(app: Xcon, setup: Setup) -> None:
+    """``--capture``: open the files now (a file that cannot be written is
+    exit 1); ``--capture-dir``: the API's captures go there."""
+    from xcon.capture.manager import captures_of
+
+    if setup.capture_dir is not None:
+        captures_of(app).capture_dir = setup.capture_dir
+    if setup.capture_options is None:
+        return
+    caps = captures_of(app)
+    try:
+        for name, path in setup.captures:
+            caps.start_file(name, path, setup.capture_options, source="command line")
+        if setup.capture_all_dir is not None:
+            caps.capture_all(setup.capture_all_dir, setup.capture_options)
+    except LinkError as e:
+        raise ModeError(f"--capture: {e}", exit_code=1) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``xcon ARGS``: a subcommand, or parse, check and run; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    code = run_subcommand(args_list)
+    if code is not None:
+        return code
+    try:
+        args = build_parser().parse_args(args_list)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return _exit_code(e)
+    try:
+        setup = check(args)
+    except ModeError as e:
+        return _error(str(e), e.exit_code)
+    except (SpecError, UsageError) as e:
+        return _error(str(e), 2)
+    return run(setup)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,343 @@
+"""The checks: a parsed command line becomes :class:`Setup`, plain values the
+builders of :mod:`xcon.modes` take, or one line for the user.
+
+Every argument is checked here before anything is created: no engine, port,
+device or file exists yet when a usage error is reported
+(:class:`UsageError`, :class:`~xcon.linkspec.SpecError` or a
+:class:`~xcon.errors.ModeError` with exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from xcon.capture.options import CaptureOptions, checked_options
+from xcon.cli.arguments import DEFAULT_RAW_IF, DEFAULT_TAP_IF
+from xcon.control import ControlSettings, parse_listen
+from xcon.control.config import ConfigLink
+from xcon.impair.spec import Impairment
+from xcon.limits import qemu_tcp_port
+from xcon.linkspec import (
+    End,
+    LinkSpec,
+    SpecError,
+    check_distinct,
+    check_hub,
+    parse_end,
+    parse_link,
+)
+
+if TYPE_CHECKING:
+    from xcon import netconf
+
+#: Flags that only mean something with one mode: (namespace attribute, flag, mode flag).
+_MODE_ONLY = (
+    ("tap_if", "--tap-if", "--tap-listen"),
+    ("ipv4_address", "--ipv4-address", "--tap-listen"),
+    ("ipv4_route", "--ipv4-route", "--tap-listen"),
+    ("ipv6_address", "--ipv6-address", "--tap-listen"),
+    ("ipv6_route", "--ipv6-route", "--tap-listen"),
+    ("vlan", "--vlan", "--tap-listen"),
+    ("mtu", "--mtu", "--tap-listen"),
+    ("raw_if", "--raw-if", "--raw-listen"),
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line for the user, exit code 2."""
+
+
+@dataclass
+class Setup:
+    """The checked command line, as plain values."""
+
+    mode: str  # "p2p", "hub", "tap" or "raw"
+    links: list[LinkSpec] = field(default_factory=list)
+    hub: list[End] = field(default_factory=list)
+    nic: int | None = None
+    ifname: str | None = None
+    plan: netconf.NetPlan | None = None
+    engine: str = "epoll"
+    trace: float | None = None
+    health_file: str | None = "health"
+    debug: bool = False
+    log_level: str = "info"
+    #: Address a listening mode binds ("::": every address, IPv4 and IPv6).
+    listen_host: str = "::"
+    control: ControlSettings = field(default_factory=ControlSettings)
+    #: ``--capture``: (link name, file) pairs; a directory for every link.
+    captures: list[tuple[str, str]] = field(default_factory=list)
+    capture_all_dir: str | None = None
+    #: ``--capture-dir``: where the API's captures go (None: the default).
+    capture_dir: str | None = None
+    capture_options: CaptureOptions | None = None
+    #: ``--config FILE`` and the links it held when checked.
+    config: str | None = None
+    config_links: list[ConfigLink] = field(default_factory=list)
+    #: ``--impair``: (link, direction, impairment).
+    impairs: list[tuple[str, str, Impairment]] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def sockets(self) -> int:
+        """Long-lived descriptors the mode needs."""
+        if self.mode == "p2p":
+            return 2 * (len(self.links) + len(self.config_links))
+        if self.mode == "hub":
+            return len(self.hub)
+        return 2
+
+    def describe(self) -> str:
+        if self.mode == "p2p":
+            text = f"{len(self.links)} p2p link(s)"
+            if self.config is not None:
+                text += f" and {len(self.config_links)} from {self.config}"
+            return text
+        if self.mode == "hub":
+            return f"hub of {len(self.hub)} ports: {' '.join(map(str, self.hub))}"
+        assert self.nic is not None
+        what = "tap" if self.mode == "tap" else "interface"
+        return f"{what} {self.ifname} <-> TCP {qemu_tcp_port(self.nic)}"
+
+
+def check(args: argparse.Namespace) -> Setup:
+    """Validate a parsed command line; raises :class:`UsageError`, :class:`SpecError`
+    or :class:`ModeError` (exit 2).  Touches nothing."""
+    from xcon import netconf
+
+    if not (args.p2p or args.hub or args.config is not None) and (
+        args.tap_listen is None and args.raw_listen is None
+    ):
+        raise UsageError(
+            "one of the arguments --p2p --hub --tap-listen --raw-listen is required "
+            "(or --config FILE)"
+        )
+    if args.p2p or not (args.hub or args.tap_listen is not None or args.raw_listen is not None):
+        mode, mode_flag = "p2p", "--p2p"
+    elif args.hub:
+        mode, mode_flag = "hub", "--hub"
+    elif args.tap_listen is not None:
+        mode, mode_flag = "tap", "--tap-listen"
+    else:
+        mode, mode_flag = "raw", "--raw-listen"
+    for dest, flag, owner in _MODE_ONLY:
+        if getattr(args, dest) is not None and owner != mode_flag:
+            raise UsageError(f"{flag} applies to {owner} only (not {mode_flag})")
+    if args.listen_address is not None and mode not in ("tap", "raw"):
+        raise UsageError(
+            f"--listen-address applies to --tap-listen and --raw-listen only (not {mode_flag})"
+        )
+    from xcon.engines import ENGINES  # the engines themselves are imported to run
+
+    if args.engine not in ENGINES:
+        raise UsageError(f"unknown engine {args.engine!r} (choose from {', '.join(ENGINES)})")
+    setup = Setup(
+        mode,
+        engine=args.engine,
+        trace=args.trace,
+        health_file=args.health_file or None,
+        debug=args.debug,
+        log_level=args.log_level or "info",
+    )
+    setup.control = control_settings(args)
+    if mode == "p2p":
+        setup.links = [parse_link(s) for s in args.p2p or ()]
+        check_distinct(setup.links)
+    elif mode == "hub":
+        setup.hub = [parse_end(s, allow_vid=False) for s in args.hub]
+        check_hub(setup.hub)
+    elif mode == "tap":
+        setup.nic = args.tap_listen
+        setup.ifname = args.tap_if if args.tap_if is not None else DEFAULT_TAP_IF
+        setup.plan = netconf.make_plan(
+            setup.ifname,
+            mtu=args.mtu,
+            vlan=args.vlan,
+            ipv4_address=args.ipv4_address,
+            ipv4_route=args.ipv4_route,
+            ipv6_address=args.ipv6_address,
+            ipv6_route=args.ipv6_route,
+        )
+    else:
+        setup.nic = args.raw_listen
+        setup.ifname = args.raw_if if args.raw_if is not None else DEFAULT_RAW_IF
+        netconf.check_ifname(setup.ifname, "--raw-if")
+    if args.listen_address is not None:
+        setup.listen_host = listen_address(args.listen_address)
+    if args.impair and mode != "p2p":
+        raise UsageError(f"--impair applies to p2p links only (not {mode_flag})")
+    setup.impairs = [impair_arg(text) for text in args.impair or ()]
+    setup.seed = args.seed
+    if args.config is not None:
+        from xcon.control.config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+            setup.config_links = config.links
+            if setup.seed is None:
+                setup.seed = config.seed
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        setup.config = args.config
+        try:
+            check_distinct(setup.links + [cl.spec for cl in setup.config_links])
+        except SpecError as e:
+            raise UsageError(f"{args.config} and the command line: {e}") from None
+    check_capture(args, setup)
+    return setup
+
+
+CAPTURE_FLAGS = (
+    ("snaplen", "--snaplen"),
+    ("capture_filter", "--capture-filter"),
+    ("capture_no_drops", "--capture-no-drops"),
+    ("capture_size", "--capture-size"),
+    ("capture_seconds", "--capture-seconds"),
+    ("capture_files", "--capture-files"),
+)
+
+
+def check_capture(args: argparse.Namespace, setup: Setup) -> None:
+    """``--capture`` and its options: links named must be p2p links of the
+    command line or the config file; a directory must exist; a filter must
+    compile (libpcap)."""
+    if args.capture_dir is not None:
+        setup.capture_dir = capture_dir_arg(args.capture_dir)
+    if not args.capture:
+        for dest, flag in CAPTURE_FLAGS:
+            if getattr(args, dest) not in (None, False):
+                raise UsageError(f"{flag} applies to --capture only")
+        return
+    if setup.mode != "p2p":
+        raise UsageError("--capture applies to p2p links (--p2p or --config) only")
+    options = checked_options(  # checked by their argparse types: exact here
+        snaplen=args.snaplen or 0,
+        size_mb=args.capture_size or 0,
+        seconds=args.capture_seconds or 0,
+        files=args.capture_files or 0,
+        filter=args.capture_filter or None,
+        drops=not args.capture_no_drops,
+    )
+    if options.files and not options.ring:
+        raise UsageError("--capture-files needs --capture-size or --capture-seconds")
+    if options.filter is not None:
+        from xcon.capture.bpf import FilterError, compile_filter
+
+        try:
+            compile_filter(options.filter)
+        except FilterError as e:
+            raise UsageError(f"--capture-filter: {e}") from None
+    names = {str(spec) for spec in setup.links} | {cl.name for cl in setup.config_links}
+    seen: set[str] = set()
+    for text in args.capture:
+        link, eq, path = text.partition("=")
+        if not eq:
+            if not os.path.isdir(text):
+                raise UsageError(
+                    f"--capture {text!r}: not a directory (LINK=FILE captures one link)"
+                )
+            if setup.capture_all_dir is not None:
+                raise UsageError("--capture DIR given twice")
+            setup.capture_all_dir = text
+            continue
+        if not path:
+            raise UsageError(f"--capture {text!r}: no file after '='")
+        try:
+            name = str(parse_link(link))
+        except SpecError as e:
+            raise UsageError(f"--capture {text!r}: {e}") from None
+        if name not in names:
+            raise UsageError(f"--capture {text!r}: no p2p link {name} (links: --p2p, --config)")
+        if name in seen:
+            raise UsageError(f"--capture: link {name} given twice")
+        seen.add(name)
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--capture {text!r}: directory {parent} does not exist")
+        setup.captures.append((name, path))
+    if setup.capture_all_dir is not None and setup.captures:
+        raise UsageError("--capture DIR captures every link: no LINK=FILE beside it")
+    setup.capture_options = options
+
+
+def capture_dir_arg(text: str) -> str:
+    """``--capture-dir``: a directory, or a name for one in a directory that
+    exists (made when first needed); returned absolute."""
+    path = os.path.abspath(text) if text else ""
+    if not path:
+        raise UsageError("--capture-dir needs a directory")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"--capture-dir {text!r}: not a directory")
+    elif not os.path.isdir(os.path.dirname(path)):
+        raise UsageError(f"--capture-dir {text!r}: {os.path.dirname(path)} does not exist")
+    return path
+
+
+def impair_arg(text: str) -> tuple[str, str, Impairment]:
+    """``--impair 'LINK[:a2b|b2a|both]=NETEM WORDS'``, checked."""
+    from xcon.impair.spec import ImpairError, parse_netem
+
+    link, sep, words = text.partition("=")
+    if not sep or not link.strip():
+        raise UsageError(f"--impair {text!r}: use LINK[:a2b|b2a]=NETEM, e.g. 'a/1--b/1=delay 10ms'")
+    link, direction = link.strip(), "both"
+    for d in ("a2b", "b2a", "both"):
+        if link.endswith(":" + d):
+            link, direction = link[: -len(d) - 1], d
+    try:
+        return link, direction, parse_netem(words)
+    except ImpairError as e:
+        raise UsageError(f"--impair {link}: {e}") from None
+
+
+def control_settings(args: argparse.Namespace) -> ControlSettings:
+    """``--control``, ``--control-listen`` and ``--control-listen-any``, checked."""
+    settings = ControlSettings()
+    if args.control is not None:
+        if not args.control:
+            raise UsageError("--control needs a path (or 'none')")
+        settings.path = None if args.control == "none" else args.control
+        settings.path_given = True
+    if args.control_listen is not None:
+        try:
+            settings.tcp = parse_listen(args.control_listen, args.control_listen_any)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif args.control_listen_any:
+        raise UsageError("--control-listen-any applies to --control-listen only")
+    from xcon.control.access import parse_allow_ends, parse_group
+
+    try:
+        if args.control_group is not None:
+            if settings.path is None:
+                raise ValueError("--control-group applies to the control socket (not 'none')")
+            settings.group = parse_group(args.control_group)
+        if args.control_token_file is not None:
+            if settings.tcp is None:
+                raise ValueError("--control-token-file applies to --control-listen only")
+            if not args.control_token_file:
+                raise ValueError("--control-token-file needs a path")
+            settings.token_file = os.path.abspath(args.control_token_file)
+        if args.control_allow_ends is not None:
+            settings.allow_ends = parse_allow_ends(args.control_allow_ends)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return settings
+
+
+def listen_address(text: str) -> str:
+    """``--listen-address``: one IPv4 or IPv6 address (no brackets, no zone)."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(
+            f"--listen-address {text!r} is not an IPv4 or IPv6 address (e.g. 127.0.0.1, ::1)"
+        ) from None
+    if ip.is_multicast:
+        raise UsageError(f"--listen-address {text!r} is a multicast address")
+    return str(ip)
