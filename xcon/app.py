@@ -191,11 +191,28 @@ class Xcon:
                     return link
         import difflib  # only a name that matches nothing needs it
 
-        spellings = [name] if spec is None else [name, f"{spec.right}--{spec.left}"]
-        close = dict.fromkeys(
-            c for s in spellings for c in difflib.get_close_matches(s, list(self.links), n=3)
+        def likeness(link: Link) -> float:
+            """0..1: how alike the names are; two links' ends end by end, in
+            the order that makes them most alike."""
+            if spec is None or link.spec is None:
+                return difflib.SequenceMatcher(None, name, link.name).ratio()
+            ours = (end_name(spec.left), end_name(spec.right))
+            theirs = (end_name(link.spec.left), end_name(link.spec.right))
+            return max(
+                sum(
+                    difflib.SequenceMatcher(None, o, t).ratio()
+                    for o, t in zip(ours, ts, strict=True)
+                )
+                / 2
+                for ts in (theirs, theirs[::-1])
+            )
+
+        scores = {n: likeness(link) for n, link in self.links.items()}
+        close = sorted(
+            (n for n, x in scores.items() if x >= 0.6), key=scores.__getitem__, reverse=True
         )
-        hint = f" (closest: {', '.join(one_line(c) for c in list(close)[:3])})" if close else ""
+        names = ", ".join(one_line(n) for n in close[:3])
+        hint = f" (closest: {names})" if names else ""
         raise NotFound(f"no link {one_line(name)!r}{hint}")
 
     def check_new(self, spec: LinkSpec, ignore: Sequence[str] = ()) -> None:
