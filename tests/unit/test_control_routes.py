@@ -229,7 +229,7 @@ def test_ctl_requests_carry_what_the_options_say():
 def test_ctl_help_explains_the_arguments(capsys):
     for line, wants in (
         ("add --help", ["END--END", "HMP monitor", "netdev"]),
-        ("impair --help", ["a2b: the frames from the link's first end", "b2a"]),
+        ("impair --help", ["a2b: the frames from the link's first end to its second", "b2a"]),
         ("remove --help", ["either order"]),
     ):
         with pytest.raises(SystemExit):

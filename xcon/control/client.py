@@ -56,8 +56,8 @@ MONITOR_HELP = (
     "required for other kinds); down and up then set that NIC off and on in qemu too"
 )
 DIRECTION_HELP = (
-    "a2b: the frames from the link's first end (as the link is written, a--b) to its "
-    "second; b2a: those from the second to the first; both (default)"
+    "a2b: the frames from the link's first end to its second (a to b of the link a--b as "
+    "it was added, whatever the order NAME gives); b2a: those the other way; both (default)"
 )
 
 
@@ -342,7 +342,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "distribution D, loss [random] P [CORR], loss gemodel p [r [1-h [1-k]]], duplicate P, "
         "corrupt P, reorder P [CORR] gap N, rate RATE, limit N) or containerlab's flags; "
         "--clear removes it.  a2b is the direction from the link's first end to its second "
-        "(vr1/1 to vr2/1 on vr1/1--vr2/1), b2a the other.",
+        "(vr1/1 to vr2/1 on the link vr1/1--vr2/1), b2a the other.",
     ),
     "reset": Subcommand("counters back to zero (all, or one link)", _reset, _reset_args),
     "health": Subcommand("the health summary (exit code 0 healthy, 1 not)", _on("GET /health")),

@@ -90,69 +90,27 @@ class Route:
         return self._prefix + quote(name, safe="") + self._suffix
 
 
+# fmt: off
 ROUTES: tuple[Route, ...] = (
-    Route(
-        "GET", "/", "status", "status", "version, fast path, engine, uptime, the routes", read=True
-    ),
-    Route(
-        "GET",
-        "/links",
-        "list_links",
-        "links",
-        "every link: its ends with state, peer, counters, drops, rates",
-        read=True,
-    ),
-    Route("POST", "/links", "add_link", "add", 'add a p2p link: {"spec": "A--B"} (201)'),
-    Route(
-        "GET",
-        "/links/NAME",
-        "show_link",
-        "link",
-        "one link in detail, with per-direction counters and each end's last error",
-        read=True,
-    ),
-    Route(
-        "DELETE", "/links/NAME", "remove_link", "remove", "remove a p2p link (its connections only)"
-    ),
-    Route("POST", "/links/NAME/down", "set_down", "down", "pull the link's cable"),
-    Route("POST", "/links/NAME/up", "set_up", "up", "plug the link's cable back in"),
-    Route(
-        "POST",
-        "/links/NAME/capture",
-        "capture_to_file",
-        "capture",
-        'capture to a file in the capture directory: {"file": NAME} (201)',
-    ),
-    Route(
-        "GET",
-        "/links/NAME/capture",
-        "capture_live",
-        "capture",
-        "a live capture: pcapng, chunked, until the client goes",
-    ),
-    Route("DELETE", "/links/NAME/capture", "stop_captures", "capture", "stop the link's captures"),
-    Route(
-        "PUT",
-        "/links/NAME/impair",
-        "impair",
-        "impair",
-        'impair a direction live: {"direction": "a2b", "netem": "delay 10ms"} (also POST)',
-        also=("POST",),
-    ),
-    Route(
-        "DELETE", "/links/NAME/impair", "clear_impair", "impair", "clear a direction's impairment"
-    ),
-    Route(
-        "POST",
-        "/counters/reset",
-        "reset_counters",
-        "reset",
-        "counters of all links (or one) to zero",
-    ),
-    Route("GET", "/health", "health", "health", "the health file's code and message", read=True),
-    Route("GET", "/metrics", "metrics", "metrics", "Prometheus text exposition", read=True),
-    Route("POST", "/reload", "reload", "reload", "apply the --config file again (as SIGHUP)"),
+    #     method     path                    handler             ctl         does
+    Route("GET",     "/",                    "status",           "status",   "version, fast path, engine, uptime, the routes", read=True),
+    Route("GET",     "/links",               "list_links",       "links",    "every link: its ends with state, peer, counters, drops, rates", read=True),
+    Route("POST",    "/links",               "add_link",         "add",      'add a p2p link: {"spec": "A--B"} (201)'),
+    Route("GET",     "/links/NAME",          "show_link",        "link",     "one link in detail, with per-direction counters and each end's last error", read=True),
+    Route("DELETE",  "/links/NAME",          "remove_link",      "remove",   "remove a p2p link (its connections only)"),
+    Route("POST",    "/links/NAME/down",     "set_down",         "down",     "pull the link's cable"),
+    Route("POST",    "/links/NAME/up",       "set_up",           "up",       "plug the link's cable back in"),
+    Route("POST",    "/links/NAME/capture",  "capture_to_file",  "capture",  'capture to a file in the capture directory: {"file": NAME} (201)'),
+    Route("GET",     "/links/NAME/capture",  "capture_live",     "capture",  "a live capture: pcapng, chunked, until the client goes"),
+    Route("DELETE",  "/links/NAME/capture",  "stop_captures",    "capture",  "stop the link's captures"),
+    Route("PUT",     "/links/NAME/impair",   "impair",           "impair",   'impair a direction live: {"direction": "a2b", "netem": "delay 10ms"} (also POST)', also=("POST",)),
+    Route("DELETE",  "/links/NAME/impair",   "clear_impair",     "impair",   "clear a direction's impairment"),
+    Route("POST",    "/counters/reset",      "reset_counters",   "reset",    "counters of all links (or one) to zero"),
+    Route("GET",     "/health",              "health",           "health",   "the health file's code and message", read=True),
+    Route("GET",     "/metrics",             "metrics",          "metrics",  "Prometheus text exposition", read=True),
+    Route("POST",    "/reload",              "reload",           "reload",   "apply the --config file again (as SIGHUP)"),
 )
+# fmt: on
 
 #: Each route by ``METHOD /path``.
 BY_NAME = {str(r): r for r in ROUTES}
