@@ -41,14 +41,26 @@ RETRY_EVERY = 1.0
 _GONE = ""
 
 
-def health_text(connected: int, total: int, ready: int | None = None) -> str:
-    """The file's content: ``connected`` of ``total`` ports up, ``ready`` of them
-    up or listening for a client (default: the connected ones)."""
+def healthy(connected: int, total: int, ready: int | None = None) -> bool:
+    """Whether xcon is healthy with ``connected`` of ``total`` ports up and
+    ``ready`` of them up or listening for a client (default: the connected
+    ones): every port is up, or every port is ready."""
+    return connected >= total or (ready is not None and ready >= total)
+
+
+def health_status(connected: int, total: int, ready: int | None = None) -> tuple[int, str]:
+    """The file's code (0 healthy, 1 not) and message, by :func:`healthy`."""
+    if not healthy(connected, total, ready):
+        return 1, f"Expected {total} sockets but only {connected} connected"
     if connected >= total:
-        return f"0\nAll {total} sockets connected\n"
-    if ready is not None and ready >= total:
-        return f"0\nReady: {connected} of {total} sockets connected, listening for a client\n"
-    return f"1\nExpected {total} sockets but only {connected} connected\n"
+        return 0, f"All {total} sockets connected"
+    return 0, f"Ready: {connected} of {total} sockets connected, listening for a client"
+
+
+def health_text(connected: int, total: int, ready: int | None = None) -> str:
+    """The file's content: its code and message, a line each."""
+    code, message = health_status(connected, total, ready)
+    return f"{code}\n{message}\n"
 
 
 class HealthFile:

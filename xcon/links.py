@@ -127,16 +127,53 @@ class LinkTable:
 
     # -- links while running ----------------------------------------------------------
     def find(self, name: str) -> Link:
-        """The link called ``name`` (or whose spec reads the same); raises NotFound."""
+        """The link called ``name``, or the p2p link with the same two ends in
+        either order (``B/1--A/1`` for ``A/1--B/1``; a VLAN link's ``:VID`` may
+        be left out: a NIC is in one link only, so the ends say which).  Raises
+        NotFound naming the closest links' names."""
         link = self.links.get(name)
-        if link is None:
-            try:
-                link = self.links.get(str(parse_link(name)))
-            except SpecError:
-                link = None
-        if link is None:
-            raise NotFound(f"no link {one_line(name)!r}")
-        return link
+        if link is not None:
+            return link
+        try:
+            spec = parse_link(name)
+        except SpecError:
+            spec = None
+        if spec is not None:
+            ends = {end_name(spec.left), end_name(spec.right)}
+            written = {str(spec.left), str(spec.right)}
+            for link in self.links.values():
+                if link.spec is None:
+                    continue
+                theirs = (link.spec.left, link.spec.right)
+                if {end_name(e) for e in theirs} == ends and (
+                    spec.vid is None or {str(e) for e in theirs} == written
+                ):
+                    return link
+        import difflib  # only a name that matches nothing needs it
+
+        def likeness(link: Link) -> float:
+            """0..1: how alike the names are; two links' ends end by end, in
+            the order that makes them most alike."""
+            if spec is None or link.spec is None:
+                return difflib.SequenceMatcher(None, name, link.name).ratio()
+            ours = (end_name(spec.left), end_name(spec.right))
+            theirs = (end_name(link.spec.left), end_name(link.spec.right))
+            return max(
+                sum(
+                    difflib.SequenceMatcher(None, o, t).ratio()
+                    for o, t in zip(ours, ts, strict=True)
+                )
+                / 2
+                for ts in (theirs, theirs[::-1])
+            )
+
+        scores = {n: likeness(link) for n, link in self.links.items()}
+        close = sorted(
+            (n for n, x in scores.items() if x >= 0.6), key=scores.__getitem__, reverse=True
+        )
+        names = ", ".join(one_line(n) for n in close[:3])
+        hint = f" (closest: {names})" if names else ""
+        raise NotFound(f"no link {one_line(name)!r}{hint}")
 
     def check_new(self, spec: LinkSpec, ignore: Sequence[str] = ()) -> None:
         """Raise :class:`Conflict` if ``spec`` would share a NIC (or any resource)

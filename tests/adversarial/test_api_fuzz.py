@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xcon.control.api import ROUTES
+from xcon.control.routes import NAME, ROUTES, Route
 from xcon.impair.spec import parse_netem
 from xcon.monitor import Monitor
 
@@ -160,22 +160,26 @@ def answer(inproc: Any, method: str, path: str, body: Any, query: dict[str, list
         inproc.restore()
 
 
+def test_the_keys_read_are_of_routes_in_the_table():
+    assert set(ROUTE_KEYS) | set(NEEDS) <= {str(r) for r in ROUTES}
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("route", ROUTES)
-def test_any_body_is_answered_2xx_or_4xx(route, inproc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_any_body_is_answered_2xx_or_4xx(route: Route, inproc, tmp_path, monkeypatch):
     monkeypatch.setattr(Monitor, "set_link", lambda self, up: None)
-    method, template = route.split(" ", 1)
-    path = template.replace("NAME", inproc.link)
+    method, text = route.method, str(route)
+    path = route.path.replace(NAME, inproc.link)  # as the server hands it: decoded
 
     @settings(
         max_examples=100,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    @given(body=bodies(route), query=queries(route), needs=st.integers(0, 3).map(bool))
+    @given(body=bodies(text), query=queries(text), needs=st.integers(0, 3).map(bool))
     def check(body: Any, query: dict[str, str], needs: bool) -> None:
         if needs and isinstance(body, dict):
-            body = {**NEEDS.get(route, {}), **body}
+            body = {**NEEDS.get(text, {}), **body}
         body = in_tmp(body, str(tmp_path))
         answer(inproc, method, path, body, {k: [v] for k, v in query.items()})
 
@@ -202,15 +206,15 @@ SWEEP = [
 ]
 
 
-@pytest.mark.parametrize("route", [r for r in ROUTES if r in ROUTE_KEYS])
-def test_every_key_of_a_route_with_each_odd_value(route, inproc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("route", [r for r in ROUTES if str(r) in ROUTE_KEYS], ids=str)
+def test_every_key_of_a_route_with_each_odd_value(route: Route, inproc, tmp_path, monkeypatch):
     """The same promise, exhaustively for one odd value at a time (the random
     bodies above mix them)."""
     monkeypatch.setattr(Monitor, "set_link", lambda self, up: None)
-    method, template = route.split(" ", 1)
-    path = template.replace("NAME", inproc.link)
-    for key in ROUTE_KEYS[route]:
+    method, text = route.method, str(route)
+    path = route.path.replace(NAME, inproc.link)  # as the server hands it: decoded
+    for key in ROUTE_KEYS[text]:
         for value in SWEEP:
-            body = in_tmp({**NEEDS.get(route, {}), key: value}, str(tmp_path))
+            body = in_tmp({**NEEDS.get(text, {}), key: value}, str(tmp_path))
             query = {key: [value.text if isinstance(value, Raw) else str(value)]}
             answer(inproc, method, path, body, query)

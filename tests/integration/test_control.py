@@ -247,6 +247,10 @@ def test_ctl_exit_codes_and_json(peers, xcon, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["links"][0]["name"] == name
     r = ctl(xc, "link", "nope/1--nope/2")
     assert r.returncode == 1 and r.stderr == "xcon ctl: no link 'nope/1--nope/2'\n"
+    r = ctl(xc, "link", f"{endpoint(b)}--{endpoint(a)}")  # either end first
+    assert r.returncode == 0 and r.stdout.startswith(f"link {name} (p2p")
+    r = ctl(xc, "remove", f"{endpoint(b)}--{a.host}/{a.nic + 1}")
+    assert r.returncode == 1 and r.stderr.endswith(f"(closest: {name})\n"), r.stderr
     r = ctl(xc, "add", "a/1--")
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     r = ctl(xc, "add", f"{endpoint(a)}--x/1")

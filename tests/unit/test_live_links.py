@@ -148,6 +148,37 @@ def test_link_names_are_found_in_any_spelling(lab):
         lab.app.find("vr9/1--vr2/1")
 
 
+def test_a_link_is_found_by_its_ends_in_either_order_vlan_id_optional(lab):
+    plain = lab.app.add_link("vr1/1--vr2/1")
+    vlan = lab.app.add_link("vr1/2--vr3/1:123")
+    assert lab.app.find("vr2/1--vr1/1") is plain
+    assert lab.app.find("vr3/1:123--vr1/2") is vlan
+    assert lab.app.find("vr1/2--vr3/1") is vlan
+    assert lab.app.find("vr3/1--vr1/2") is vlan
+    # a VLAN id given must be the link's, on the same end
+    for wrong in ("vr1/2--vr3/1:124", "vr1/2:123--vr3/1", "vr1/1--vr2/1:7"):
+        with pytest.raises(NotFound, match=f"no link '{wrong}'"):
+            lab.app.find(wrong)
+    with pytest.raises(NotFound, match="no link 'vr1/1--vr3/1'"):
+        lab.app.find("vr1/1--vr3/1")  # one end of each link is not a link
+
+
+def test_a_name_that_matches_nothing_lists_the_closest(lab):
+    lab.app.add_link("vr1/1--vr2/1")
+    lab.app.add_link("vr1/2--vr3/1:123")
+    lab.app.add_link("tcp:127.0.0.1:9--unix:/run/lab/x")
+    with pytest.raises(NotFound) as e:
+        lab.app.find("vr1/1--vr2/9")
+    assert str(e.value).startswith("no link 'vr1/1--vr2/9' (closest: vr1/1--vr2/1")  # best first
+    assert "tcp:" not in str(e.value)
+    with pytest.raises(NotFound) as e:
+        lab.app.find("vr3/1--vr1/3")  # reversed: compared in both orders
+    assert "(closest: vr1/2--vr3/1:123, vr1/1--vr2/1)" in str(e.value)  # it shares vr3/1
+    with pytest.raises(NotFound) as e:
+        lab.app.find("hub0")  # not a link spec: only its spelling is compared
+    assert str(e.value) == "no link 'hub0'"
+
+
 @pytest.mark.parametrize(
     "spec, err, match",
     [

@@ -11,10 +11,14 @@ asked to.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from xcon.errors import ModeError
+
+if TYPE_CHECKING:
+    from xcon.app import Xcon
+    from xcon.control.config import Reload
+    from xcon.control.server import ControlServer
 
 #: The control socket when ``--control`` is not given (in the working directory,
 #: next to the health file; ``/xcon.sock`` in the container).
@@ -83,11 +87,11 @@ def parse_listen(text: str, any_address: bool = False) -> tuple[str, int]:
 
 
 def start_control(
-    app: Any,
+    app: Xcon,
     settings: ControlSettings,
     engine_name: str,
-    reload: Callable[[Callable[[Any], None]], None] | None = None,
-) -> Any:
+    reload: Reload | None = None,
+) -> ControlServer | None:
     """Start the control server on ``app``'s engine; returns it (or None when
     disabled).  A socket that cannot be made is a :class:`ModeError` when the
     user asked for it, and a warning for the default path."""

@@ -13,8 +13,9 @@ Three doors, three kinds of client:
   ``--control-allow-ends`` names (none by default: an end opens sockets,
   devices and files on the host), and naming a router's monitor not at all.
 * **reader**: a request on the TCP listener without the token: ``GET`` (and
-  ``HEAD``) of the index, the links, the health and ``/metrics``: what a
-  Prometheus scrape needs.  Not a live capture: frames are the lab's traffic.
+  ``HEAD``) of the routes the route table marks ``read`` (the index, the
+  links, the health and ``/metrics``: what a Prometheus scrape needs).  Not a
+  live capture: frames are the lab's traffic.
 
 Any other unix peer (the socket's mode let it in, but it is none of the
 above) is refused everything.
@@ -32,6 +33,7 @@ import struct
 import time
 from collections.abc import Iterable
 
+from xcon.control.routes import read_paths, readable
 from xcon.errors import ModeError
 from xcon.linkspec import KINDS
 
@@ -45,8 +47,6 @@ END_KINDS = ("qemu", *KINDS)
 MIN_TOKEN = 16
 #: A token file larger than this is not a token file.
 MAX_TOKEN_FILE = 4096
-#: Routes a reader may GET (paths after ``rstrip("/")``; ``/links/NAME`` too).
-READ_PATHS = ("/", "/links", "/health", "/metrics")
 #: Seconds between two log lines about refused requests (the rest are counted).
 REFUSED_LOG_EVERY = 10.0
 
@@ -163,13 +163,13 @@ class Access:
                 + (f" or group {self.group}" if self.group is not None else "")
                 + " only)",
             )
-        if method in ("GET", "HEAD") and _readable(path):
+        if readable(method, path):
             return role
         if self.token is None:
             raise self._refuse(
                 peer,
                 403,
-                "the TCP listener is read-only (GET of /, /links, /health, /metrics): "
+                f"the TCP listener is read-only (GET of {', '.join(read_paths())}): "
                 "start xcon with --control-token-file to allow changes with a token",
             )
         raise self._refuse(
@@ -209,16 +209,6 @@ class Access:
         else:
             self._unlogged += 1
         return Refused(status, message)
-
-
-def _readable(path: str) -> bool:
-    path = path.rstrip("/") or "/"
-    if path in READ_PATHS:
-        return True
-    if not path.startswith("/links/"):
-        return False
-    # /links/NAME, not /links/NAME/capture (a live capture is the lab's traffic)
-    return not path.endswith("/capture")
 
 
 # -- the operator's settings ------------------------------------------------------------

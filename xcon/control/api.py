@@ -1,31 +1,10 @@
 """The control API: HTTP requests in, changes to the running :class:`~xcon.app.Xcon`
-and JSON out.  Routes and status codes (README, "Control"):
-
-=======  =============================  ================================================
-GET      /                              version, engine, uptime, the routes
-GET      /links                         every link with its ends, state, counters, rates
-POST     /links                         add ``{"spec": "A--B", "monitors": {...}}``: 201
-GET      /links/NAME                    one link in detail (NAME percent-encoded)
-DELETE   /links/NAME                    remove it (its connections only)
-POST     /links/NAME/down, /up          cable pull (``{"monitors": {...}}`` optional)
-POST     /links/NAME/capture            capture to a file in the capture directory
-                                        ``{"file": NAME, "overwrite": false, ...}``: 201
-GET      /links/NAME/capture            a live capture: pcapng, chunked, until the
-                                        client goes (``?snaplen=&filter=&drops=``)
-DELETE   /links/NAME/capture            stop the link's captures
-PUT      /links/NAME/impair             impair (also POST): ``{"direction": "a2b"|"b2a"|
-                                        "both", "netem": "delay 10ms loss 1%"}`` or the
-                                        fields (``{"delay": "10ms", "loss": 1}``)
-DELETE   /links/NAME/impair             clear (``{"direction": ...}`` optional: both)
-POST     /counters/reset                all counters, or ``{"link": NAME}``
-GET      /health                        the health file's code and message
-GET      /metrics                       Prometheus text exposition
-POST     /reload                        apply the ``--config`` file again (as SIGHUP)
-=======  =============================  ================================================
+and JSON out.  The routes are those of :mod:`.routes` (docs/control.md): each
+is answered by the method of :class:`ControlAPI` its table row names.
 
 Errors are ``{"error": "one line"}`` with 400 (malformed: a spec that does not
-parse, bad JSON, a number out of its range), 404 (no such link or route), 405
-(method), 409 (clashes with the links present, or cannot be opened), 413 (body
+parse, bad JSON, a number out of its range), 401 and 403 (not this client's to
+make: :mod:`.access`), 404 (no such link or route), 405 (method), 409 (clashes with the links present, or cannot be opened), 413 (body
 too large), 500 (a bug: logged in one line), 502 (a router's monitor did not
 do its part; xcon's own side was changed).
 """
@@ -36,14 +15,14 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xcon import __version__, native
 from xcon.app import Link, Xcon, check_monitors
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.control.access import ADMIN, Access, Refused
+from xcon.control.routes import ROUTES, NoRoute, Route, WrongMethod, resolve
 from xcon.control.server import (
     ControlServer,
     Pending,
@@ -53,79 +32,27 @@ from xcon.control.server import (
     error_response,
     json_response,
 )
+from xcon.control.views import end_views, link_captures
 from xcon.errors import BadRequest, LinkError, Unavailable
-from xcon.health import health_text
+from xcon.health import health_status
+from xcon.linkspec import End, SpecError, parse_link
 from xcon.monitor import Monitor, MonitorError
-from xcon.ports import Port
 from xcon.stats import FlowStats
+
+if TYPE_CHECKING:
+    from xcon.capture.bpf import BpfFilter
+    from xcon.capture.options import CaptureOptions
+    from xcon.control.config import Reload, ReloadResult
 
 log = logging.getLogger("xcon.control")
 
-#: Drop reasons that are about the destination (counted as transmit drops of
-#: the end the frames were going to); every other reason is a receive drop of
-#: the end they came from.
-TRANSMIT_REASONS = frozenset(
-    {"port_down", "queue_full", "impair_loss", "impair_queue", "impair_cleared"}
-)
 RATE_EVERY = 1.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: Starts a reload of the config file; calls back (on the loop) with what
-#: changed or the error.
-Reload = Callable[[Callable[[dict[str, Any] | LinkError], None]], None]
-
-ROUTES = [
-    "GET /",
-    "GET /links",
-    "POST /links",
-    "GET /links/NAME",
-    "DELETE /links/NAME",
-    "POST /links/NAME/down",
-    "POST /links/NAME/up",
-    "POST /links/NAME/capture",
-    "GET /links/NAME/capture",
-    "DELETE /links/NAME/capture",
-    "PUT /links/NAME/impair",
-    "DELETE /links/NAME/impair",
-    "POST /counters/reset",
-    "GET /health",
-    "GET /metrics",
-    "POST /reload",
-]
-
-
-@dataclass
-class EndView:
-    """One end of a link as the API shows it: its port, what xcon read from it
-    and forwarded (``rx``) and what xcon sent to it (``tx``)."""
-
-    port: Port
-    rx: FlowStats
-    tx: FlowStats
-    kind: str
-
-    @property
-    def rx_drops(self) -> dict[str, int]:
-        return {r: n for r, n in sorted(self.rx.drops.items()) if n and r not in TRANSMIT_REASONS}
-
-    @property
-    def tx_drops(self) -> dict[str, int]:
-        return {r: n for r, n in sorted(self.tx.drops.items()) if n and r in TRANSMIT_REASONS}
-
-
-def end_views(link: Link) -> list[EndView]:
-    b = link.bridge
-    kinds = [e.kind for e in link.ends]
-    if isinstance(b, P2PLink):
-        fa, fb = b.flows[b.a].stats, b.flows[b.b].stats
-        views = [EndView(b.a, fa, fb, ""), EndView(b.b, fb, fa, "")]
-    elif isinstance(b, Hub):
-        views = [EndView(p, b.rx[p], b.tx[p], "") for p in b.ports]
-    else:  # pragma: no cover - every bridge is one of the two
-        return []
-    for v, kind in zip(views, kinds, strict=False):
-        v.kind = kind
-    return views
+#: What a handler returns: an answer now, one to come, or a stream.
+Answer = Response | Pending | Streaming
+Handler = Callable[[Request, str], Answer]
+Started = TypeVar("Started", Response, Streaming)
 
 
 class RateMeter:
@@ -236,18 +163,6 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
     return doc
 
 
-def link_captures(link: Link, captures: Any = None) -> list[dict[str, Any]]:
-    """The link's captures as the API shows them ([] when none): those its
-    flows' taps write to, then those that failed (kept by ``captures``, the
-    manager, with their error)."""
-    if not isinstance(link.bridge, P2PLink):
-        return []
-    caps = list(getattr(link.bridge.a_to_b.tap, "captures", None) or ())
-    if captures is not None:
-        caps += captures.failed_of(link.name)
-    return [c.describe() for c in caps]
-
-
 def impair_json(p2p: P2PLink) -> dict[str, str | None]:
     """Each direction's impairment in netem's words (None: not impaired)."""
     out: dict[str, str | None] = {}
@@ -258,7 +173,10 @@ def impair_json(p2p: P2PLink) -> dict[str, str | None]:
 
 
 class ControlAPI:
-    """The request handler of the control server (see the module docstring).
+    """The request handler of the control server: each request is checked
+    (:class:`~xcon.control.access.Access`), then answered by the method its
+    route names (:data:`~xcon.control.routes.ROUTES`).  Every handler takes the
+    request and the link name of the route's ``NAME`` (``""`` for none).
 
     ``reload`` (set when xcon runs from ``--config``) reads the file again
     (off the loop) and calls back with what changed or the error
@@ -276,7 +194,7 @@ class ControlAPI:
         #: socket, read-only on TCP).
         self.access = access or Access()
         self.engine_name = engine_name or app.engine.name
-        self.reload = reload
+        self.reload_file = reload
         #: The server answering for it (set by ``start_control``): its limits
         #: and counters.
         self.server: ControlServer | None = None
@@ -284,12 +202,13 @@ class ControlAPI:
         self.meter = RateMeter(app)
         #: Scrapes waiting for the /metrics render in progress (None: none running).
         self._scrapes: list[Pending] | None = None
+        self.handlers: dict[Route, Handler] = {r: getattr(self, r.handler) for r in ROUTES}
 
     def close(self) -> None:
         self.meter.close()
 
     # -- dispatch -----------------------------------------------------------------------
-    def __call__(self, req: Request) -> Response | Pending | Streaming:
+    def __call__(self, req: Request) -> Answer:
         try:
             req.role = self.access.check(
                 req.peer, req.method, req.path, req.headers.get("authorization")
@@ -300,100 +219,69 @@ class ControlAPI:
                 resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
             return resp
         try:
-            return self._route(req)
+            route, name = resolve(req.method, req.path, self.app.links.__contains__)
+        except NoRoute:
+            return error_response(404, f"no such route: {req.method} {req.path} (see GET /)")
+        except WrongMethod as e:
+            return _method_not_allowed(", ".join(e.allowed))
+        try:
+            return self.handlers[route](req, name)
         except LinkError as e:
             return error_response(e.status, str(e))
         except ValueError as e:
             return error_response(400, str(e))
 
-    def _route(self, req: Request) -> Response | Pending | Streaming:
-        path, method = req.path.rstrip("/") or "/", req.method
-        if path == "/":
-            return self._only(method, "GET") or json_response(200, self.index())
-        if path == "/links":
-            if method == "GET":
-                return json_response(200, {"links": self.links_json()})
-            if method == "POST":
-                return self.add(req)
-            return _method_not_allowed("GET, POST")
-        if path.startswith("/links/"):
-            return self._link_route(req, path[len("/links/") :])
-        if path == "/health":
-            return self._only(method, "GET") or json_response(200, self.health_json())
-        if path == "/metrics":
-            return self._only(method, "GET") or self.metrics()
-        if path == "/counters/reset":
-            if method != "POST":
-                return _method_not_allowed("POST")
-            body = _object(req)
-            name = body.get("link")
-            if name is not None and not isinstance(name, str):
-                raise BadRequest('"link" is a link name')
-            links = self.app.reset_counters(name)
-            return json_response(200, {"reset": [link.name for link in links]})
-        if path == "/reload":
-            if method != "POST":
-                return _method_not_allowed("POST")
-            if self.reload is None:
-                return error_response(409, "xcon was not started with --config: nothing to reload")
-            return self.reload_config(self.reload)
-        return error_response(404, f"no such route: {method} {req.path} (see GET /)")
+    # -- the routes -------------------------------------------------------------------
+    def status(self, req: Request, name: str) -> Response:
+        return json_response(
+            200,
+            {
+                "xcon": __version__,
+                "fast_path": native.BACKEND,
+                "engine": self.engine_name,
+                "uptime_s": round(time.time() - self.started, 1),
+                "links": len(self.app.links),
+                "routes": [str(r) for r in ROUTES],
+            },
+        )
 
-    def _only(self, method: str, allowed: str) -> Response | None:
-        return None if method == allowed else _method_not_allowed(allowed)
+    def list_links(self, req: Request, name: str) -> Response:
+        links = [link_json(link, self.meter) for link in self.app.links.values()]
+        return json_response(200, {"links": links})
 
-    def _link_route(self, req: Request, rest: str) -> Response | Pending | Streaming:
-        method = req.method
-        if rest.endswith("/capture") and rest not in self.app.links:
-            return self.capture(req, rest[: -len("/capture")])
-        if rest.endswith("/impair") and rest not in self.app.links:
-            name = rest[: -len("/impair")]
-            if method in ("PUT", "POST"):
-                return self.impair(req, name)
-            if method == "DELETE":
-                return self.impair(req, name, clear=True)
-            return _method_not_allowed("PUT, POST, DELETE")
-        if method == "POST":
-            name, _, action = rest.rpartition("/")
-            if action not in ("down", "up"):
-                return error_response(404, "POST /links/NAME/down or /up (NAME percent-encoded)")
-            return self.admin(req, name, action == "up")
-        if method == "GET":
-            return json_response(200, link_json(self.app.find(rest), self.meter, detail=True))
-        if method == "DELETE":
-            link = self.app.remove_link(rest)
-            return json_response(200, {"removed": link.name})
-        return _method_not_allowed("GET, DELETE, POST")
+    def show_link(self, req: Request, name: str) -> Response:
+        return json_response(200, link_json(self.app.find(name), self.meter, detail=True))
 
-    # -- operations -------------------------------------------------------------------
-    def index(self) -> dict[str, Any]:
-        return {
-            "xcon": __version__,
-            "fast_path": native.BACKEND,
-            "engine": self.engine_name,
-            "uptime_s": round(time.time() - self.started, 1),
-            "links": len(self.app.links),
-            "routes": ROUTES,
-        }
+    def remove_link(self, req: Request, name: str) -> Response:
+        link = self.app.remove_link(name)
+        return json_response(200, {"removed": link.name})
 
-    def links_json(self) -> list[dict[str, Any]]:
-        return [link_json(link, self.meter) for link in self.app.links.values()]
-
-    def health_json(self) -> dict[str, Any]:
+    def health(self, req: Request, name: str) -> Response:
         connected, total, ready = self.app.health_counts()
-        text = health_text(connected, total, ready).splitlines()
-        return {
-            "code": int(text[0]),
-            "message": text[1],
-            "connected": connected,
-            "ready": ready,
-            "total": total,
-            "links": len(self.app.links),
-            # Why the health file does not say this (it could not be written), or None.
-            "file_error": self.app.health.error,
-        }
+        code, message = health_status(connected, total, ready)
+        return json_response(
+            200,
+            {
+                "code": code,
+                "message": message,
+                "connected": connected,
+                "ready": ready,
+                "total": total,
+                "links": len(self.app.links),
+                # Why the health file does not say this (it could not be written), or None.
+                "file_error": self.app.health.error,
+            },
+        )
 
-    def add(self, req: Request) -> Response:
+    def reset_counters(self, req: Request, name: str) -> Response:
+        body = _object(req)
+        link = body.get("link")
+        if link is not None and not isinstance(link, str):
+            raise BadRequest('"link" is a link name')
+        links = self.app.reset_counters(link)
+        return json_response(200, {"reset": [x.name for x in links]})
+
+    def add_link(self, req: Request, name: str) -> Response:
         body = _object(req)
         spec = body.get("spec")
         if not isinstance(spec, str) or not spec:
@@ -403,8 +291,6 @@ class ControlAPI:
             raise BadRequest('"admin" is "up" or "down"')
         monitors = _monitor_texts(body)
         if req.role != ADMIN:
-            from xcon.linkspec import SpecError, parse_link
-
             try:
                 parsed = parse_link(spec)
             except SpecError as e:
@@ -419,37 +305,45 @@ class ControlAPI:
         link = self.app.add_link(spec, monitors, source="api", admin_up=admin == "up")
         return json_response(201, link_json(link, self.meter, detail=True))
 
-    def impair(self, req: Request, name: str, clear: bool = False) -> Response:
+    def impair(self, req: Request, name: str) -> Response:
         from xcon.impair.spec import ImpairError, from_fields, parse_netem
 
         body = _object(req)
-        direction = body.pop("direction", "both")
-        if not isinstance(direction, str):
-            raise BadRequest('"direction" is "a2b", "b2a" or "both"')
-        imp = None
-        if not clear:
-            netem = body.pop("netem", None)
-            try:
-                if netem is not None:
-                    if body:
-                        raise BadRequest('give "netem" words or fields, not both')
-                    if not isinstance(netem, str):
-                        raise BadRequest('"netem" is a string of tc-netem words')
-                    imp = parse_netem(netem)
-                elif body:
-                    imp = from_fields(body)
-                else:
-                    raise BadRequest('PUT /links/NAME/impair needs {"netem": "delay 10ms ..."}')
-            except ImpairError as e:
-                raise BadRequest(str(e)) from None
-        elif body:
-            raise BadRequest(
-                f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}"
-            )
+        direction = _direction(body)
+        netem = body.pop("netem", None)
+        try:
+            if netem is not None:
+                if body:
+                    raise BadRequest('give "netem" words or fields, not both')
+                if not isinstance(netem, str):
+                    raise BadRequest('"netem" is a string of tc-netem words')
+                imp = parse_netem(netem)
+            elif body:
+                imp = from_fields(body)
+            else:
+                raise BadRequest('PUT /links/NAME/impair needs {"netem": "delay 10ms ..."}')
+        except ImpairError as e:
+            raise BadRequest(str(e)) from None
         link = self.app.set_impair(name, direction, imp)
         return json_response(200, link_json(link, self.meter, detail=True))
 
-    def admin(self, req: Request, name: str, up: bool) -> Response | Pending:
+    def clear_impair(self, req: Request, name: str) -> Response:
+        body = _object(req)
+        direction = _direction(body)
+        if body:
+            raise BadRequest(
+                f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}"
+            )
+        link = self.app.set_impair(name, direction, None)
+        return json_response(200, link_json(link, self.meter, detail=True))
+
+    def set_down(self, req: Request, name: str) -> Response | Pending:
+        return self._set_admin(req, name, False)
+
+    def set_up(self, req: Request, name: str) -> Response | Pending:
+        return self._set_admin(req, name, True)
+
+    def _set_admin(self, req: Request, name: str, up: bool) -> Response | Pending:
         link = self.app.find(name)
         body = _object(req)
         if body.get("monitors"):
@@ -499,52 +393,58 @@ class ControlAPI:
             self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
         return pending
 
-    def capture(self, req: Request, name: str) -> Response | Pending | Streaming:
-        """POST: to a file in the capture directory; GET: a live stream;
-        DELETE: stop (README, "Capture").  A filter not compiled before is
-        compiled off the loop: the answer comes when it is."""
+    # Captures (README, "Capture").  A filter not compiled before is compiled
+    # off the loop: the answer comes when it is.
+    def capture_to_file(self, req: Request, name: str) -> Response | Pending:
+        """To a file in the capture directory."""
         from xcon.capture.manager import captures_of
         from xcon.capture.options import check_file
 
         caps = captures_of(self.app)
-        if req.method == "POST":
-            body = _object(req)
-            if "file" not in body:
-                raise BadRequest('POST /links/NAME/capture needs {"file": NAME}')
-            overwrite = body.pop("overwrite", False)
-            if not isinstance(overwrite, bool):
-                raise BadRequest('"overwrite" is true or false')
-            file = body["file"]
-            check_file(file)  # ValueError: a 400
-            options = capture_options(body, file=True)
-            caps.check_named(name, file, options)
+        body = _object(req)
+        if "file" not in body:
+            raise BadRequest('POST /links/NAME/capture needs {"file": NAME}')
+        overwrite = body.pop("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise BadRequest('"overwrite" is true or false')
+        file = body["file"]
+        check_file(file)  # ValueError: a 400
+        options = capture_options(body, file=True)
+        caps.check_named(name, file, options)
 
-            def to_file(bpf: Any) -> Response:
-                cap = caps.start_named(name, file, options, overwrite=overwrite, bpf=bpf)
-                return json_response(201, cap.describe())
+        def to_file(bpf: BpfFilter | None) -> Response:
+            cap = caps.start_named(name, file, options, overwrite=overwrite, bpf=bpf)
+            return json_response(201, cap.describe())
 
-            return self._with_filter(options.filter, to_file)
-        if req.method == "GET":
-            refused = self.server.refuse_stream() if self.server is not None else None
-            if refused is not None:
-                return refused
-            query = {k: v[-1] for k, v in req.query.items()}
-            options = capture_options(query, file=False)
-            caps.check_stream(name, options)
+        return self._with_filter(options.filter, to_file)
 
-            def to_stream(bpf: Any) -> Streaming:
-                _cap, sink = caps.start_stream(name, options, bpf=bpf)
-                return Streaming(sink)
+    def capture_live(self, req: Request, name: str) -> Response | Pending | Streaming:
+        """A live stream, until the client goes."""
+        from xcon.capture.manager import captures_of
 
-            return self._with_filter(options.filter, to_stream)
-        if req.method == "DELETE":
-            stopped = caps.stop(name)
-            return json_response(200, {"stopped": [c.describe() for c in stopped]})
-        return _method_not_allowed("GET, POST, DELETE")
+        refused = self.server.refuse_stream() if self.server is not None else None
+        if refused is not None:
+            return refused
+        caps = captures_of(self.app)
+        query = {k: v[-1] for k, v in req.query.items()}
+        options = capture_options(query, file=False)
+        caps.check_stream(name, options)
+
+        def to_stream(bpf: BpfFilter | None) -> Streaming:
+            _cap, sink = caps.start_stream(name, options, bpf=bpf)
+            return Streaming(sink)
+
+        return self._with_filter(options.filter, to_stream)
+
+    def stop_captures(self, req: Request, name: str) -> Response:
+        from xcon.capture.manager import captures_of
+
+        stopped = captures_of(self.app).stop(name)
+        return json_response(200, {"stopped": [c.describe() for c in stopped]})
 
     def _with_filter(
-        self, expression: str | None, start: Callable[[Any], Response | Streaming]
-    ) -> Response | Pending | Streaming:
+        self, expression: str | None, start: Callable[[BpfFilter | None], Started]
+    ) -> Started | Pending:
         """``start(program)`` now when the filter is compiled already (or
         there is none), else once a worker thread has compiled it."""
         from xcon.capture.manager import captures_of
@@ -557,7 +457,8 @@ class ControlAPI:
             return start(program)
         pending = Pending()
 
-        def done(program: Any, err: BaseException | None) -> None:
+        def done(program: BpfFilter | None, err: BaseException | None) -> None:
+            answer: Response | Streaming
             try:
                 if err is not None:
                     raise err
@@ -572,32 +473,35 @@ class ControlAPI:
         filters.compile(expression, done)
         return pending
 
-    def reload_config(self, reload: Reload) -> Pending:
+    def reload(self, req: Request, name: str) -> Response | Pending:
         """The file is read on a worker thread; the answer comes when it has
         been applied (200, what changed) or refused (400, nothing changed)."""
+        if self.reload_file is None:
+            return error_response(409, "xcon was not started with --config: nothing to reload")
         pending = Pending()
 
-        def done(result: dict[str, Any] | LinkError) -> None:
+        def done(result: ReloadResult | LinkError) -> None:
             if isinstance(result, LinkError):
                 pending.resolve(error_response(result.status, str(result)))
             else:
                 pending.resolve(json_response(200, result))
 
-        reload(done)
+        self.reload_file(done)
         return pending
 
-    def metrics(self) -> Pending:
+    def metrics(self, req: Request, name: str) -> Pending:
         """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).
         Scrapes arriving while a render runs share its answer (one render at a
-        time, however many scrapers)."""
-        from xcon.control.metrics import render, snapshot
+        time, however many scrapers).  prometheus_client is imported with the
+        first scrape, not at start."""
+        from xcon.control import metrics
 
         pending = Pending()
         if self._scrapes is not None:
             self._scrapes.append(pending)
             return pending
         self._scrapes = [pending]
-        snap = snapshot(self.app, self.engine_name, self.server)
+        snap = metrics.snapshot(self.app, self.engine_name, self.server)
         snap.refused = dict(self.access.refused)
 
         def done(text: object, err: BaseException | None) -> None:
@@ -611,7 +515,7 @@ class ControlAPI:
             for p in waiting:
                 p.resolve(resp)
 
-        self.app.engine.run_in_thread(lambda: render(snap), done)
+        self.app.engine.run_in_thread(lambda: metrics.render(snap), done)
         return pending
 
 
@@ -619,7 +523,7 @@ CAPTURE_KEYS = ("snaplen", "filter", "drops")
 CAPTURE_FILE_KEYS = ("file", "size_mb", "seconds", "files")
 
 
-def capture_options(doc: dict[str, Any], file: bool) -> Any:
+def capture_options(doc: dict[str, Any], file: bool) -> CaptureOptions:
     """A capture's options from a JSON body (``file``) or a query string
     (values are strings there); raises BadRequest naming the bad one."""
     from xcon.capture.options import OutOfRange, checked_options
@@ -662,7 +566,14 @@ def _monitor_texts(body: dict[str, Any]) -> dict[str, str]:
     return mons
 
 
-def _kind(end: Any) -> str:
+def _direction(body: dict[str, Any]) -> str:
+    direction = body.pop("direction", "both")
+    if not isinstance(direction, str):
+        raise BadRequest('"direction" is "a2b", "b2a" or "both"')
+    return direction
+
+
+def _kind(end: End) -> str:
     """An end's kind as ``--control-allow-ends`` names it."""
     kind = str(end.kind)
     return "listen" if kind.startswith("listen") else kind

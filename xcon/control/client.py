@@ -1,5 +1,9 @@
 """``xcon ctl``: the control API from a shell (human tables, or ``--json``).
 
+One subcommand per ``ctl`` name of the route table (:mod:`.routes`); each
+turns its arguments into one request of the table (:data:`SUBCOMMANDS`),
+sent by :mod:`.transport` and printed by :mod:`.render`.
+
 Exit codes: 0 done; 1 xcon answered no (no such link, a clash, a bad spec,
 a router's monitor failed; the message is on stderr); 2 usage error; 3 xcon
 cannot be reached (no socket, refused, timed out).  ``xcon ctl health``
@@ -15,114 +19,95 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
-import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlencode
 
 from xcon.control import DEFAULT_SOCKET
+from xcon.control.render import capture_line, late_line, link_detail, links_table, render
+from xcon.control.routes import Route, commands, route
+from xcon.control.transport import TIMEOUT, Client, LiveResponse, Unreachable, link_path
 from xcon.limits import CAPTURE_FILES, CAPTURE_SECONDS, CAPTURE_SIZE_MB, CTL_TIMEOUT, SNAPLEN
 
+__all__ = [
+    "Client",
+    "Unreachable",
+    "build_parser",
+    "capture_line",
+    "late_line",
+    "link_detail",
+    "link_path",
+    "links_table",
+    "main",
+    "monitors_arg",
+    "plan",
+]
+
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-TIMEOUT = 10.0
+
+LINK_NAME = "the link's name: its two ends in either order (a VLAN link's :VID may be left out)"
+MONITOR = "END=HOST:PORT[,NETDEV]"
+MONITOR_HELP = (
+    "a router's qemu monitor for one end of the link (repeat for the other): "
+    "HOST:PORT of its HMP monitor, and the NIC's netdev (default pNN for a HOST/N end, "
+    "required for other kinds); down and up then set that NIC off and on in qemu too"
+)
+DIRECTION_HELP = (
+    "a2b: the frames from the link's first end to its second (a to b of the link a--b as "
+    "it was added, whatever the order NAME gives); b2a: those the other way; both (default)"
+)
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix stream socket."""
+class Call:
+    """The request a subcommand makes: a route of the table, the link its
+    NAME stands for, a JSON body or a query; ``live``: the answer is read as
+    it comes (a live capture)."""
 
-    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
-
-
-class Unreachable(Exception):
-    pass
-
-
-class Client:
-    """One request at a time to xcon's control API."""
+    __slots__ = ("route", "name", "body", "query", "live")
 
     def __init__(
         self,
-        path: str | None = None,
-        url: str | None = None,
-        timeout: float = TIMEOUT,
-        token: str | None = None,
-    ):
-        self.path = path
-        self.url = url
-        self.timeout = timeout
-        #: Sent as ``Authorization: Bearer`` (changes on a --control-listen address).
-        self.token = token
+        route: Route,
+        name: str = "",
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        live: bool = False,
+    ) -> None:
+        self.route = route
+        self.name = name
+        self.body = body
+        self.query = query
+        self.live = live
 
     @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    @property
-    def where(self) -> str:
-        return self.url or os.path.abspath(self.path or DEFAULT_SOCKET)
-
-    def _conn(self) -> http.client.HTTPConnection:
-        if self.url:
-            u = urlsplit(self.url)
-            if u.scheme != "http" or not u.hostname:
-                raise ValueError(f"--url {self.url!r}: expected http://HOST:PORT")
-            return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.timeout)
-        return UnixHTTPConnection(self.path or DEFAULT_SOCKET, timeout=self.timeout)
-
-    def connect(self) -> socket.socket:
-        """A connected blocking socket to xcon (for a streamed answer)."""
-        if self.url:
-            u = urlsplit(self.url)
-            if u.scheme != "http" or not u.hostname:
-                raise ValueError(f"--url {self.url!r}: expected http://HOST:PORT")
-            return socket.create_connection((u.hostname, u.port or 80), timeout=self.timeout)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path or DEFAULT_SOCKET)
-        except OSError:
-            s.close()
-            raise
-        s.settimeout(None)
-        return s
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes, str]:
-        """(status, body, content type); raises Unreachable."""
-        conn = self._conn()
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        headers.update(self.auth_headers)
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read(), resp.getheader("Content-Type", "")
-        except (OSError, http.client.HTTPException) as e:
-            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            raise Unreachable(f"cannot reach xcon at {self.where}: {why}") from None
-        finally:
-            conn.close()
+    def path(self) -> str:
+        path = self.route.target(self.name)
+        return f"{path}?{urlencode(self.query)}" if self.query else path
 
 
-def link_path(name: str, action: str = "") -> str:
-    return "/links/" + quote(name, safe="") + (f"/{action}" if action else "")
+class Subcommand:
+    """One ``xcon ctl`` subcommand: its help, its arguments (added to its
+    parser by ``arguments``) and the request they make (``plan``)."""
+
+    __slots__ = ("help", "description", "arguments", "plan")
+
+    def __init__(
+        self,
+        help: str,
+        plan: Callable[[argparse.Namespace], Call],
+        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.help = help
+        self.plan = plan
+        self.arguments = arguments
+        self.description = description
 
 
+# -- the subcommands' requests -----------------------------------------------------------------
 def monitors_arg(items: Sequence[str] | None) -> dict[str, str] | None:
     """``--monitor END=HOST:PORT[,NETDEV]`` options as the API's ``monitors``."""
     if not items:
@@ -131,9 +116,26 @@ def monitors_arg(items: Sequence[str] | None) -> dict[str, str] | None:
     for item in items:
         end, sep, mon = item.partition("=")
         if not sep or not end or not mon:
-            raise ValueError(f"--monitor {item!r}: expected END=HOST:PORT[,NETDEV]")
+            raise ValueError(f"--monitor {item!r}: expected {MONITOR}")
         out[end] = mon
     return out
+
+
+def _add(args: argparse.Namespace) -> Call:
+    body: dict[str, Any] = {"spec": args.spec, "admin": "down" if args.down else "up"}
+    mons = monitors_arg(args.monitor)
+    if mons:
+        body["monitors"] = mons
+    return Call(route("POST /links"), body=body)
+
+
+def _admin(up: bool) -> Callable[[argparse.Namespace], Call]:
+    def plan(args: argparse.Namespace) -> Call:
+        mons = monitors_arg(args.monitor)
+        body = {"monitors": mons} if mons else {}
+        return Call(route(f"POST /links/NAME/{'up' if up else 'down'}"), args.name, body)
+
+    return plan
 
 
 CLAB_FLAGS = ("delay", "jitter", "loss", "rate", "corruption")
@@ -163,6 +165,11 @@ def impair_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def _impair(args: argparse.Namespace) -> Call:
+    which = "DELETE" if args.clear else "PUT"
+    return Call(route(f"{which} /links/NAME/impair"), args.name, impair_body(args))
+
+
 def _number(text: str) -> bool:
     try:
         float(text)
@@ -171,6 +178,185 @@ def _number(text: str) -> bool:
     return True
 
 
+def capture_file_arg(text: str) -> str:
+    """``-w NAME``: a name in xcon's capture directory; raises ValueError (usage)."""
+    if "/" in text:
+        raise ValueError(
+            f"-w {text}: xcon writes captures into its capture directory (xcon --capture-dir): "
+            "give a file name, or -w - to stream the capture here"
+        )
+    return text
+
+
+def capture_query(args: argparse.Namespace) -> dict[str, Any]:
+    """The capture options given, as the API's names."""
+    doc: dict[str, Any] = {}
+    if args.snaplen is not None:
+        doc["snaplen"] = args.snaplen
+    if args.filter:
+        doc["filter"] = args.filter
+    if args.no_drops:
+        doc["drops"] = False
+    for key, value in (("size_mb", args.size), ("seconds", args.seconds), ("files", args.files)):
+        if value is not None:
+            doc[key] = value
+    return doc
+
+
+def _capture(args: argparse.Namespace) -> Call:
+    if args.stop:
+        return Call(route("DELETE /links/NAME/capture"), args.name)
+    if args.list:
+        return Call(route("GET /links/NAME"), args.name)
+    options = capture_query(args)
+    if args.write == "-":
+        if any(k in options for k in ("size_mb", "seconds", "files")) or args.overwrite:
+            raise ValueError("--size, --seconds, --files and --overwrite apply to -w NAME only")
+        if "drops" in options:
+            options["drops"] = "false"
+        return Call(route("GET /links/NAME/capture"), args.name, query=options, live=True)
+    body = {"file": capture_file_arg(args.write), **options}
+    if args.overwrite:
+        body["overwrite"] = True
+    return Call(route("POST /links/NAME/capture"), args.name, body)
+
+
+def _reset(args: argparse.Namespace) -> Call:
+    return Call(route("POST /counters/reset"), body={"link": args.name} if args.name else {})
+
+
+def _on(text: str) -> Callable[[argparse.Namespace], Call]:
+    """The plan of a subcommand that makes one request, with no body."""
+    r = route(text)
+    return lambda args: Call(r, getattr(args, "name", ""))
+
+
+# -- the subcommands' arguments ---------------------------------------------------------------
+def _link_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help=LINK_NAME)
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "spec",
+        help="the link as --p2p writes it: END--END (vr1/1--vr2/1; vr1/2--vr3/1:123 makes "
+        "vr3/1 an access port of VLAN 123)",
+    )
+    p.add_argument("--monitor", action="append", metavar=MONITOR, help=MONITOR_HELP)
+    p.add_argument("--down", action="store_true", help="add it with the cable pulled")
+
+
+def _admin_args(p: argparse.ArgumentParser) -> None:
+    _link_arg(p)
+    p.add_argument(
+        "--monitor",
+        action="append",
+        metavar=MONITOR,
+        help=MONITOR_HELP + " (remembered for later down and up)",
+    )
+
+
+def _impair_args(p: argparse.ArgumentParser) -> None:
+    _link_arg(p)
+    p.add_argument("words", nargs="*", help="tc-netem's words")
+    p.add_argument(
+        "--direction", default="both", choices=["a2b", "b2a", "both"], help=DIRECTION_HELP
+    )
+    p.add_argument("--clear", action="store_true", help="remove the impairment")
+    p.add_argument("--delay", metavar="TIME", help="as containerlab: 10ms (a number: ms)")
+    p.add_argument("--jitter", metavar="TIME", help="as containerlab: 2ms (a number: ms)")
+    p.add_argument("--loss", metavar="PERCENT", help="as containerlab: 1 (percent)")
+    p.add_argument("--rate", metavar="KBIT", help="as containerlab: kbit/s (or 100mbit)")
+    p.add_argument("--corruption", metavar="PERCENT", help="as containerlab: percent")
+
+
+def _capture_args(p: argparse.ArgumentParser) -> None:
+    _link_arg(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "-w",
+        dest="write",
+        metavar="NAME|-",
+        help="a file name in xcon's capture directory, or - for stdout",
+    )
+    what.add_argument(
+        "--stop", action="store_true", help="stop the link's captures, clear those that failed"
+    )
+    what.add_argument("--list", action="store_true", help="the link's captures")
+    p.add_argument(
+        "--snaplen",
+        type=SNAPLEN.arg_type(),
+        metavar="BYTES",
+        help=f"keep at most BYTES per frame ({SNAPLEN})",
+    )
+    p.add_argument("--filter", metavar="EXPR", help="a tcpdump (BPF) expression")
+    p.add_argument("--no-drops", action="store_true", help="leave out the frames xcon drops")
+    p.add_argument(
+        "--size",
+        type=CAPTURE_SIZE_MB.arg_type(),
+        metavar="MB",
+        help=f"ring: a new file before MB ({CAPTURE_SIZE_MB})",
+    )
+    p.add_argument(
+        "--seconds",
+        type=CAPTURE_SECONDS.arg_type(),
+        metavar="S",
+        help=f"ring: a new file every S ({CAPTURE_SECONDS})",
+    )
+    p.add_argument(
+        "--files",
+        type=CAPTURE_FILES.arg_type(),
+        metavar="N",
+        help=f"ring: keep the newest N files ({CAPTURE_FILES})",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the file NAME if it exists")
+
+
+def _reset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help=LINK_NAME + "; all links when left out")
+
+
+#: Every subcommand, by its ``ctl`` name in the route table.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "status": Subcommand("version, engine, uptime", _on("GET /")),
+    "links": Subcommand("every link: ends, state, rates, counters", _on("GET /links")),
+    "add": Subcommand("add a p2p link (same syntax as --p2p)", _add, _add_args),
+    "link": Subcommand("one link in detail", _on("GET /links/NAME"), _link_arg),
+    "remove": Subcommand(
+        "remove a link (its connections only)", _on("DELETE /links/NAME"), _link_arg
+    ),
+    "down": Subcommand("set a p2p link administratively down", _admin(False), _admin_args),
+    "up": Subcommand("set a p2p link administratively up", _admin(True), _admin_args),
+    "capture": Subcommand(
+        "capture a p2p link to pcapng: -w NAME (xcon writes NAME in its capture "
+        "directory, xcon --capture-dir, until --stop) or -w - (live, to stdout, until "
+        "interrupted: | tcpdump -r - or | wireshark -k -i -)",
+        _capture,
+        _capture_args,
+    ),
+    "impair": Subcommand(
+        "impair a p2p link live with tc-netem's words (delay 10ms 2ms loss 1%% ...)",
+        _impair,
+        _impair_args,
+        description="Impair a p2p link live: tc-netem's words (delay TIME [JITTER [CORR]] "
+        "distribution D, loss [random] P [CORR], loss gemodel p [r [1-h [1-k]]], duplicate P, "
+        "corrupt P, reorder P [CORR] gap N, rate RATE, limit N) or containerlab's flags; "
+        "--clear removes it.  a2b is the direction from the link's first end to its second "
+        "(vr1/1 to vr2/1 on the link vr1/1--vr2/1), b2a the other.",
+    ),
+    "reset": Subcommand("counters back to zero (all, or one link)", _reset, _reset_args),
+    "health": Subcommand("the health summary (exit code 0 healthy, 1 not)", _on("GET /health")),
+    "metrics": Subcommand("the Prometheus metrics", _on("GET /metrics")),
+    "reload": Subcommand("apply the --config file's changes (as SIGHUP)", _on("POST /reload")),
+}
+
+
+def plan(args: argparse.Namespace) -> Call:
+    """The request ``args`` (parsed) make; raises ValueError (usage)."""
+    return SUBCOMMANDS[args.command].plan(args)
+
+
+# -- the command line ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from xcon.errors import OneLineParser
 
@@ -200,94 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds (default 10; {CTL_TIMEOUT})",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("links", help="every link: ends, state, rates, counters")
-    sub.add_parser("status", help="version, engine, uptime")
-    one = sub.add_parser("link", help="one link in detail")
-    one.add_argument("name")
-    add = sub.add_parser("add", help="add a p2p link (same syntax as --p2p)")
-    add.add_argument("spec")
-    add.add_argument("--monitor", action="append", metavar="END=HOST:PORT[,NETDEV]")
-    add.add_argument("--down", action="store_true", help="add it with the cable pulled")
-    rm = sub.add_parser("remove", help="remove a link (its connections only)")
-    rm.add_argument("name")
-    for action in ("down", "up"):
-        a = sub.add_parser(action, help=f"set a p2p link administratively {action}")
-        a.add_argument("name")
-        a.add_argument(
-            "--monitor",
-            action="append",
-            metavar="END=HOST:PORT[,NETDEV]",
-            help="a router's qemu monitor: its NIC is set_link off/on too (remembered)",
-        )
-    imp = sub.add_parser(
-        "impair",
-        help="impair a p2p link live with tc-netem's words (delay 10ms 2ms loss 1%% ...)",
-        description="Impair a p2p link live: tc-netem's words (delay TIME [JITTER [CORR]] "
-        "distribution D, loss [random] P [CORR], loss gemodel p [r [1-h [1-k]]], duplicate P, "
-        "corrupt P, reorder P [CORR] gap N, rate RATE, limit N) or containerlab's flags; "
-        "--clear removes it.",
-    )
-    imp.add_argument("name")
-    imp.add_argument("words", nargs="*", help="tc-netem's words")
-    imp.add_argument("--direction", default="both", choices=["a2b", "b2a", "both"])
-    imp.add_argument("--clear", action="store_true", help="remove the impairment")
-    imp.add_argument("--delay", metavar="TIME", help="as containerlab: 10ms (a number: ms)")
-    imp.add_argument("--jitter", metavar="TIME", help="as containerlab: 2ms (a number: ms)")
-    imp.add_argument("--loss", metavar="PERCENT", help="as containerlab: 1 (percent)")
-    imp.add_argument("--rate", metavar="KBIT", help="as containerlab: kbit/s (or 100mbit)")
-    imp.add_argument("--corruption", metavar="PERCENT", help="as containerlab: percent")
-    reset = sub.add_parser("reset", help="counters back to zero (all, or one link)")
-    reset.add_argument("name", nargs="?")
-    sub.add_parser("health", help="the health summary (exit code 0 healthy, 1 not)")
-    sub.add_parser("metrics", help="the Prometheus metrics")
-    sub.add_parser("reload", help="apply the --config file's changes (as SIGHUP)")
-    cap = sub.add_parser(
-        "capture",
-        help="capture a p2p link to pcapng: -w NAME (xcon writes NAME in its capture "
-        "directory, xcon --capture-dir, until --stop) or -w - (live, to stdout, until "
-        "interrupted: | tcpdump -r - or | wireshark -k -i -)",
-    )
-    cap.add_argument("name")
-    what = cap.add_mutually_exclusive_group(required=True)
-    what.add_argument(
-        "-w",
-        dest="write",
-        metavar="NAME|-",
-        help="a file name in xcon's capture directory, or - for stdout",
-    )
-    what.add_argument(
-        "--stop", action="store_true", help="stop the link's captures, clear those that failed"
-    )
-    what.add_argument("--list", action="store_true", help="the link's captures")
-    cap.add_argument(
-        "--snaplen",
-        type=SNAPLEN.arg_type(),
-        metavar="BYTES",
-        help=f"keep at most BYTES per frame ({SNAPLEN})",
-    )
-    cap.add_argument("--filter", metavar="EXPR", help="a tcpdump (BPF) expression")
-    cap.add_argument("--no-drops", action="store_true", help="leave out the frames xcon drops")
-    cap.add_argument(
-        "--size",
-        type=CAPTURE_SIZE_MB.arg_type(),
-        metavar="MB",
-        help=f"ring: a new file before MB ({CAPTURE_SIZE_MB})",
-    )
-    cap.add_argument(
-        "--seconds",
-        type=CAPTURE_SECONDS.arg_type(),
-        metavar="S",
-        help=f"ring: a new file every S ({CAPTURE_SECONDS})",
-    )
-    cap.add_argument(
-        "--files",
-        type=CAPTURE_FILES.arg_type(),
-        metavar="N",
-        help=f"ring: keep the newest N files ({CAPTURE_FILES})",
-    )
-    cap.add_argument("--overwrite", action="store_true", help="replace the file NAME if it exists")
-    for command in sub.choices.values():  # --json after the command too: ctl links --json
-        command.add_argument(
+    for name in commands():
+        command = SUBCOMMANDS[name]
+        one = sub.add_parser(name, help=command.help, description=command.description)
+        if command.arguments is not None:
+            command.arguments(one)
+        # --json after the command too: ctl links --json
+        one.add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
         )
     return p
@@ -326,171 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), USAGE)
 
 
-def stream_capture(client: Client, args: argparse.Namespace) -> int:
-    """``-w -``: the live capture to stdout, written as it comes (as
-    ``tcpdump -U -w -``), until xcon ends it (exit 0), the reader of stdout
-    goes (exit 0: xcon sees the connection close and stops this capture
-    only), or an interrupt."""
-    import select
-    import signal
-    from urllib.parse import urlencode
-
-    import h11
-
-    q = capture_query(args)
-    if "drops" in q:
-        q["drops"] = "false"
-    if any(k in q for k in ("size_mb", "seconds", "files")) or args.overwrite:
-        raise ValueError("--size, --seconds, --files and --overwrite apply to -w NAME only")
-    target = link_path(args.name, "capture") + (f"?{urlencode(q)}" if q else "")
-    try:
-        sock = client.connect()
-    except OSError as e:
-        raise Unreachable(f"cannot reach xcon at {client.where}: {e.strerror or e}") from None
-    conn = h11.Connection(h11.CLIENT)
-    out = sys.stdout.fileno()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = 0
-    error = bytearray()
-    try:
-        sock.sendall(
-            conn.send(
-                h11.Request(
-                    method="GET",
-                    target=target,
-                    headers=[("Host", "xcon"), *client.auth_headers.items()],
-                )
-            )
-        )
-        sock.sendall(conn.send(h11.EndOfMessage()))
-        poll = select.poll()
-        poll.register(sock.fileno(), select.POLLIN)
-        poll.register(out, 0)  # POLLERR: the reader of the pipe is gone
-        while True:
-            for fd, ev in poll.poll():
-                if fd == out and ev & (select.POLLERR | select.POLLHUP):
-                    return OK
-            data = sock.recv(256 * 1024)
-            conn.receive_data(data)
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    break
-                if isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    if status >= 400:
-                        error += event.data
-                    else:
-                        _write_all(out, event.data)
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    if status >= 400:
-                        try:
-                            msg = json.loads(error).get("error", f"HTTP {status}")
-                        except ValueError:
-                            msg = f"HTTP {status}"
-                        return _fail(str(msg), REFUSED)
-                    return OK
-            if not data:
-                return _fail("xcon closed the connection", REFUSED)
-    except BrokenPipeError:
-        return OK
-    except KeyboardInterrupt:
-        return OK
-    except (OSError, h11.ProtocolError) as e:
-        raise Unreachable(f"capture from {client.where} ended: {e}") from None
-    finally:
-        sock.close()
-        # stdout may be a closed pipe: nothing more is flushed into it
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), out)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    mv = memoryview(data)
-    while mv:
-        mv = mv[os.write(fd, mv) :]
-
-
-def _fail(message: str, code: int) -> int:
-    from xcon.errors import one_line
-
-    print(f"xcon ctl: {one_line(message)}", file=sys.stderr)
-    return code
-
-
-def capture_file_arg(text: str) -> str:
-    """``-w NAME``: a name in xcon's capture directory; raises ValueError (usage)."""
-    if "/" in text:
-        raise ValueError(
-            f"-w {text}: xcon writes captures into its capture directory (xcon --capture-dir): "
-            "give a file name, or -w - to stream the capture here"
-        )
-    return text
-
-
-def capture_query(args: argparse.Namespace) -> dict[str, Any]:
-    """The capture options given, as the API's names."""
-    doc: dict[str, Any] = {}
-    if args.snaplen is not None:
-        doc["snaplen"] = args.snaplen
-    if args.filter:
-        doc["filter"] = args.filter
-    if args.no_drops:
-        doc["drops"] = False
-    for key, value in (("size_mb", args.size), ("seconds", args.seconds), ("files", args.files)):
-        if value is not None:
-            doc[key] = value
-    return doc
-
-
 def run(client: Client, args: argparse.Namespace) -> int:
     cmd = args.command
-    method, path, body = "GET", "/", None
-    if cmd == "capture" and args.write == "-":
-        return stream_capture(client, args)
-    if cmd == "capture":
-        path = link_path(args.name, "capture")
-        if args.stop:
-            method = "DELETE"
-        elif args.list:
-            path = link_path(args.name)
-        else:
-            method = "POST"
-            body = {"file": capture_file_arg(args.write), **capture_query(args)}
-            if args.overwrite:
-                body["overwrite"] = True
-    elif cmd == "links":
-        path = "/links"
-    elif cmd == "link":
-        path = link_path(args.name)
-    elif cmd == "add":
-        method, path = "POST", "/links"
-        body = {"spec": args.spec, "admin": "down" if args.down else "up"}
-        mons = monitors_arg(args.monitor)
-        if mons:
-            body["monitors"] = mons
-    elif cmd == "remove":
-        method, path = "DELETE", link_path(args.name)
-    elif cmd in ("down", "up"):
-        method, path = "POST", link_path(args.name, cmd)
-        mons = monitors_arg(args.monitor)
-        body = {"monitors": mons} if mons else {}
-    elif cmd == "impair":
-        method, path = "PUT", link_path(args.name, "impair")
-        body = impair_body(args)
-        if args.clear:
-            method = "DELETE"
-    elif cmd == "reset":
-        method, path = "POST", "/counters/reset"
-        body = {"link": args.name} if args.name else {}
-    elif cmd == "health":
-        path = "/health"
-    elif cmd == "metrics":
-        path = "/metrics"
-    elif cmd == "reload":
-        method, path = "POST", "/reload"
-    status, data, ctype = client.request(method, path, body)
+    call = plan(args)
+    if call.live:
+        return stream_capture(client, call)
+    status, data, _ctype = client.request(call.route.method, call.path, call.body)
     if cmd == "metrics" and status == 200:
         sys.stdout.write(data.decode(errors="replace"))
         return OK
@@ -511,182 +457,67 @@ def run(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-# -- human output ----------------------------------------------------------------------------
+def stream_capture(client: Client, call: Call) -> int:
+    """``-w -``: the live capture to stdout, written as it comes (as
+    ``tcpdump -U -w -``), until xcon ends it (exit 0), the reader of stdout
+    goes (exit 0: xcon sees the connection close and stops this capture
+    only), or an interrupt."""
+    import select
+    import signal
+
+    live = client.stream(call.route.method, call.path)
+    out = sys.stdout.fileno()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    error = bytearray()
+    try:
+        poll = select.poll()
+        poll.register(live.fileno(), select.POLLIN)
+        poll.register(out, 0)  # POLLERR: the reader of the pipe is gone
+        while True:
+            for fd, ev in poll.poll():
+                if fd == out and ev & (select.POLLERR | select.POLLHUP):
+                    return OK
+            more = live.receive()
+            for piece in live.take():
+                if live.status >= 400:
+                    error += piece
+                else:
+                    _write_all(out, piece)
+            if not more:
+                return _ended(live, error)
+    except BrokenPipeError:
+        return OK
+    except KeyboardInterrupt:
+        return OK
+    except OSError as e:
+        raise Unreachable(f"capture from {client.where} ended: {e}") from None
+    finally:
+        live.close()
+        # stdout may be a closed pipe: nothing more is flushed into it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out)
 
 
-def _si(x: float, unit: str) -> str:
-    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if x >= div:
-            return f"{x / div:.1f}{prefix}{unit}"
-    return f"{x:.0f}{unit}"
+def _ended(live: LiveResponse, error: bytes | bytearray) -> int:
+    if live.status >= 400:
+        try:
+            msg = json.loads(error).get("error", f"HTTP {live.status}")
+        except ValueError:
+            msg = f"HTTP {live.status}"
+        return _fail(str(msg), REFUSED)
+    if live.complete:
+        return OK
+    return _fail("xcon closed the connection", REFUSED)
 
 
-def _drops(end: dict[str, Any]) -> str:
-    d = {**end.get("rx_drops", {}), **end.get("tx_drops", {})}
-    return ",".join(f"{k}={v}" for k, v in sorted(d.items())) or "0"
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv) :]
 
 
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows
-    )
+def _fail(message: str, code: int) -> int:
+    from xcon.errors import one_line
 
-
-def links_table(links: list[dict[str, Any]]) -> str:
-    if not links:
-        return "no links\n"
-    rows = [
-        [
-            "LINK",
-            "ADMIN",
-            "END",
-            "STATE",
-            "PEER",
-            "RX/s",
-            "TX/s",
-            "RX",
-            "TX",
-            "DROPS",
-            "IMPAIR",
-            "CAPTURE",
-        ]
-    ]
-    for link in links:
-        impair = link.get("impair") or {}
-        for i, end in enumerate(link["ends"]):
-            # the impairment of what this end sends (a2b leaves the first end)
-            words = impair.get("a2b" if i == 0 else "b2a") if len(link["ends"]) == 2 else None
-            rows.append(
-                [
-                    link["name"] if i == 0 else "",
-                    link["admin"] if i == 0 else "",
-                    end["name"],
-                    end["state"],
-                    end["peer"] or "-",
-                    _si(end["rx_frames_per_s"], "f"),
-                    _si(end["tx_frames_per_s"], "f"),
-                    str(end["rx_frames"]),
-                    str(end["tx_frames"]),
-                    _drops(end),
-                    words or "-",
-                    _captures(link) if i == 0 else "",
-                ]
-            )
-    return table(rows)
-
-
-def _captures(link: dict[str, Any]) -> str:
-    """``2 (drops 5)``: the link's running captures and their drops, and
-    ``1 failed`` for those that failed; ``-`` for none."""
-    caps = link.get("captures") or []
-    running = [c for c in caps if c.get("state", "running") == "running"]
-    failed = len(caps) - len(running)
-    text = f"{len(running)} (drops {sum(c['drops'] for c in running)})" if running else ""
-    if failed:
-        text += f"{', ' if text else ''}{failed} failed"
-    return text or "-"
-
-
-def link_detail(link: dict[str, Any]) -> str:
-    lines = [
-        f"link {link['name']} ({link['kind']}, from {link['source']}): admin {link['admin']}, "
-        f"{link['state']}" + (f", VLAN {link['vlan']} access port" if link.get("vlan") else "")
-    ]
-    for end in link["ends"]:
-        lines.append(
-            f"  end {end['name']}: {end['state']}"
-            + (f", peer {end['peer']}" if end["peer"] else "")
-            + (f", monitor {end['monitor']}" if end.get("monitor") else "")
-        )
-        lines.append(
-            f"    rx {end['rx_frames']} frames {end['rx_bytes']} bytes "
-            f"({_si(end['rx_frames_per_s'], 'f/s')}, {_si(end['rx_bits_per_s'], 'bit/s')}); "
-            f"tx {end['tx_frames']} frames {end['tx_bytes']} bytes "
-            f"({_si(end['tx_frames_per_s'], 'f/s')}, {_si(end['tx_bits_per_s'], 'bit/s')})"
-        )
-        lines.append(
-            f"    drops {_drops(end)}; connects {end['connects']}, reconnects "
-            f"{end['reconnects']}, disconnects {end['disconnects']}"
-            + (f", last error: {end['last_error']}" if end.get("last_error") else "")
-        )
-    for c in link.get("captures", []):
-        lines.append("  " + capture_line(c).rstrip())
-    for d, words in (link.get("impair") or {}).items():
-        if words:
-            lines.append(f"  impair {d}: {words}")
-    for direction in link.get("directions", []):
-        events = direction.get("events") or {}
-        if events:
-            lines.append(
-                f"  {direction['name']}: "
-                + ", ".join(f"{k} {v}" for k, v in sorted(events.items()))
-            )
-        late = direction.get("late")
-        if late and late.get("frames"):
-            lines.append(f"  {direction['name']}: {late_line(late)}")
-    return "\n".join(lines) + "\n"
-
-
-def late_line(late: dict[str, Any]) -> str:
-    """``delay line: 1000 frames released, mean 41 us late, 99.2% within 200 us``."""
-    n = late["frames"]
-    at_most = late.get("at_most_us") or {}
-    within = at_most.get("200", n)
-    return (
-        f"delay line: {n} frames released, mean {late['mean_us']:g} us late, "
-        f"{100.0 * within / n:.1f}% within 200 us"
-    )
-
-
-def capture_line(c: dict[str, Any], verb: str = "") -> str:
-    if not verb and c.get("state") == "failed":
-        verb = "failed "
-    where = c.get("file") or "stream"
-    files = c.get("files") or []
-    if c.get("ring") and files:
-        where += f" ({len(files)} file(s), last {files[-1]})"
-    extra = "".join(f", {k} {c[k]}" for k in ("snaplen", "filter") if c.get(k) not in (None, 0, ""))
-    err = f", error: {c['error']}" if c.get("error") else ""
-    return (
-        f"{verb}capture {c['id']} of {c['link']} to {where}: {c['frames']} frames, "
-        f"{c['drops']} dropped{extra}{err}\n"
-    )
-
-
-def render(cmd: str, doc: dict[str, Any]) -> str:
-    if cmd == "links":
-        return links_table(doc["links"])
-    if cmd in ("link", "add", "down", "up", "impair"):
-        return link_detail(doc)
-    if cmd == "remove":
-        return f"removed {doc['removed']}\n"
-    if cmd == "capture":
-        if "stopped" in doc:
-            return "".join(
-                capture_line(c, "cleared " if c.get("state") == "failed" else "stopped ")
-                for c in doc["stopped"]
-            )
-        if "ends" in doc:
-            return "".join(capture_line(c) for c in doc.get("captures", [])) or "no captures\n"
-        return capture_line(doc, "capturing ")
-    if cmd == "reset":
-        return f"counters reset: {len(doc['reset'])} link(s)\n"
-    if cmd == "health":
-        text = f"{doc['code']}\n{doc['message']}\n"
-        if doc.get("file_error"):
-            text += f"health file: {doc['file_error']}\n"
-        return text
-    if cmd == "reload":
-        text = (
-            f"added {len(doc['added'])}, removed {len(doc['removed'])}, changed "
-            f"{len(doc['changed'])}, unchanged {doc['unchanged']}"
-        )
-        for what in ("added", "removed", "changed"):
-            for name in doc[what]:
-                text += f"\n  {what} {name}"
-        for f in doc.get("failed", []):
-            text += f"\n  failed {f['link']}: {f['error']}"
-        return text + "\n"
-    # status
-    return "".join(f"{k}: {v}\n" for k, v in doc.items() if k != "routes")
+    print(f"xcon ctl: {one_line(message)}", file=sys.stderr)
+    return code

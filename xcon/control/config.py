@@ -48,12 +48,17 @@ import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from xcon.errors import BadRequest, LinkError, ModeError
 from xcon.impair.spec import ImpairError, Impairment, parse_netem
 from xcon.limits import SEED, OutOfRange
 from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
+
+if TYPE_CHECKING:
+    from xcon.app import Xcon
+    from xcon.capture.capture import Capture
+    from xcon.capture.options import CaptureOptions
 
 log = logging.getLogger("xcon.control")
 
@@ -65,6 +70,27 @@ TOP_KEYS = ("links", "link", "seed")
 
 class ConfigError(ValueError):
     """The file cannot be used; the message is one line naming the file."""
+
+
+class Failed(TypedDict):
+    link: str
+    error: str
+
+
+class ReloadResult(TypedDict):
+    """What a reload did (the answer to ``POST /reload``)."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    failed: list[Failed]
+    unchanged: int
+
+
+#: Called (on the loop) with what a reload did, or why it did nothing.
+ReloadDone = Callable[[ReloadResult | LinkError], None]
+#: Starts a reload of the config file (:meth:`ConfigReloader.reload`).
+Reload = Callable[[ReloadDone], None]
 
 
 class ReloadBug(LinkError):
@@ -79,7 +105,7 @@ class ConfigLink:
     monitors: tuple[tuple[str, str], ...] = ()
     admin_up: bool = True
     #: (file, options) of the link's capture, or None.
-    capture: tuple[str, Any] | None = None
+    capture: tuple[str, CaptureOptions] | None = None
     #: The impairment of a2b and of b2a (None: none).
     impair: tuple[Impairment | None, Impairment | None] = (None, None)
 
@@ -218,7 +244,7 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
     return Config(links, seed)
 
 
-def _impair(value: Any, where: str) -> tuple[Impairment | None, Impairment | None]:
+def _impair(value: object, where: str) -> tuple[Impairment | None, Impairment | None]:
     if value is None:
         return (None, None)
     try:
@@ -240,7 +266,7 @@ def _impair(value: Any, where: str) -> tuple[Impairment | None, Impairment | Non
     )
 
 
-def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
+def parse_capture(value: object, where: str) -> tuple[str, CaptureOptions] | None:
     """A link's ``capture``: a file, or a table with ``file`` and options."""
     if value is None:
         return None
@@ -267,18 +293,18 @@ def parse_capture(value: Any, where: str) -> tuple[str, Any] | None:
 class ConfigReloader:
     """Keeps the running links in step with the file (see the module docstring)."""
 
-    def __init__(self, app: Any, path: str) -> None:
+    def __init__(self, app: Xcon, path: str) -> None:
         self.app = app
         self.path = path
         #: What the file said for each of its links when last applied.
         self.applied: dict[str, ConfigLink] = {}
         #: The capture the file started on each of its links.
-        self.captures: dict[str, Any] = {}
+        self.captures: dict[str, Capture] = {}
         self.reloads = 0
         #: Those waiting for the reload in progress (None: none runs), and
         #: for the one after it.
-        self._waiting: list[Callable[[dict[str, Any] | LinkError], None]] | None = None
-        self._again: list[Callable[[dict[str, Any] | LinkError], None]] | None = None
+        self._waiting: list[ReloadDone] | None = None
+        self._again: list[ReloadDone] | None = None
 
     def apply_initial(self, links: list[ConfigLink]) -> None:
         """Add the file's links before the loop runs; raises ModeError."""
@@ -325,7 +351,7 @@ class ConfigReloader:
             if imp != old:
                 self.app.set_impair(cl.name, direction, imp)
 
-    def reload(self, done: Callable[[dict[str, Any] | LinkError], None]) -> None:
+    def reload(self, done: ReloadDone) -> None:
         """Read and check the file on a worker thread, then apply it on the
         loop; ``done`` gets what was done, or the error (a BadRequest:
         nothing changed).  Reloads asked for while one runs share the next
@@ -341,7 +367,7 @@ class ConfigReloader:
 
     def _loaded(self, config: object, err: BaseException | None) -> None:
         waiting, self._waiting = self._waiting or [], None
-        result: dict[str, Any] | LinkError
+        result: ReloadResult | LinkError
         if err is not None:
             if not isinstance(err, ConfigError):  # load_config catches what it expects
                 err = ConfigError(f"{self.path}: cannot be used ({type(err).__name__}: {err})")
@@ -367,7 +393,7 @@ class ConfigReloader:
             self._waiting = again
             self.app.engine.run_in_thread(lambda: load_config(self.path), self._loaded)
 
-    def apply(self, config: Config) -> dict[str, Any]:
+    def apply(self, config: Config) -> ReloadResult:
         """Apply a checked file's links (on the loop); raises BadRequest
         (nothing changed) when they clash with links not from the file.
         Returns what was done."""
@@ -384,13 +410,13 @@ class ConfigReloader:
             self.app.remove_link(name, why=f"not in {self.path} any more")
             self.applied.pop(name, None)
             self.captures.pop(name, None)
-        done: dict[str, Any] = {"added": [], "removed": removed, "changed": [], "failed": []}
+        done = ReloadResult(added=[], removed=removed, changed=[], failed=[], unchanged=0)
         for cl in added:
             try:
                 self._add(cl)
             except LinkError as e:
                 log.error("%s: link %s not added: %s", self.path, cl.name, e)
-                done["failed"].append({"link": cl.name, "error": str(e)})
+                done["failed"].append(Failed(link=cl.name, error=str(e)))
             else:
                 done["added"].append(cl.name)
         for name, cl in wanted.items():
@@ -412,7 +438,7 @@ class ConfigReloader:
                 self._recapture(before, cl)
             except LinkError as e:
                 log.error("%s: link %s: capture not started: %s", self.path, name, e)
-                done["failed"].append({"link": name, "error": f"capture: {e}"})
+                done["failed"].append(Failed(link=name, error=f"capture: {e}"))
                 continue
             done["changed"].append(name)
         done["unchanged"] = (
@@ -421,7 +447,7 @@ class ConfigReloader:
         self.reloads += 1
         return done
 
-    def _log_done(self, done: dict[str, Any]) -> None:
+    def _log_done(self, done: ReloadResult) -> None:
         log.info(
             "reloaded %s: %d added, %d removed, %d changed, %d unchanged%s",
             self.path,

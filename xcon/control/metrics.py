@@ -33,6 +33,8 @@ from prometheus_client.registry import Collector
 from xcon import __version__, native
 from xcon.app import Xcon
 from xcon.control.server import ControlServer
+from xcon.control.views import end_views, link_captures
+from xcon.health import healthy
 
 __all__ = ["Snapshot", "render", "snapshot"]
 
@@ -80,8 +82,6 @@ class ControlCounters:
 
 def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Snapshot:
     """Read every link's counters (on the loop: quick, no I/O)."""
-    from xcon.control.api import end_views, link_captures
-
     snap = Snapshot(
         health=app.health_counts(),
         engine=engine,
@@ -246,9 +246,9 @@ class SnapshotCollector(Collector):
         ends_g.add_metric(["ready"], ready - connected)
         ends_g.add_metric(["down"], total - ready)
         yield ends_g
-        healthy = GaugeMetricFamily("xcon_healthy", "1 while the health file says 0 (healthy).")
-        healthy.add_metric([], 1.0 if connected >= total or ready >= total else 0.0)
-        yield healthy
+        is_healthy = GaugeMetricFamily("xcon_healthy", "1 while the health file says 0 (healthy).")
+        is_healthy.add_metric([], 1.0 if healthy(connected, total, ready) else 0.0)
+        yield is_healthy
         refused_requests = family(
             "xcon_control_refused_requests",
             "Control API requests refused: no or a wrong token, or not this client's to make.",

@@ -85,6 +85,8 @@ __all__ = [
 MAX_REQUEST = 64 * 1024
 READ_CHUNK = 64 * 1024
 ACCEPTS_PER_EVENT = 16
+#: Connections the kernel queues before xcon accepts them.
+BACKLOG = 128
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
@@ -273,6 +275,8 @@ class ControlServer:
         old = os.umask(0o177)
         try:
             sock.bind(path)
+            # At once: a client that sees the file can connect (mode 0600 already).
+            sock.listen(BACKLOG)
         except OSError:
             sock.close()
             raise
@@ -300,13 +304,13 @@ class ControlServer:
         except OSError:
             sock.close()
             raise
+        sock.listen(BACKLOG)
         h, p = sock.getsockname()[:2]
         shown = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
         self._listen(sock, shown)
         return shown
 
     def _listen(self, sock: socket.socket, address: str, unlink: str | None = None) -> None:
-        sock.listen(128)
         sock.setblocking(False)
         lst = _Listener(self, sock, address, unlink)
         self.listeners.append(lst)

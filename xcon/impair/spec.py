@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -223,12 +223,6 @@ class Impairment:
             out += ["limit", str(self.limit)]
         return " ".join(out) or "none"
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["gemodel"] = list(self.gemodel) if self.gemodel else None
-        d["netem"] = self.words()
-        return d
-
 
 def _exact(n: int, places: int) -> str:
     """``n / 10**places`` in decimal, exactly and without trailing zeros."""
@@ -415,10 +409,3 @@ def _percent(value: object, name: str) -> float:
     if isinstance(value, str):
         return parse_percent(value, name)
     return float(_checked(PERCENT, value, name=name) / 100)
-
-
-def parse_any(value: str | Iterable[str] | Mapping[str, Any]) -> Impairment:
-    """Netem words (a string or list of words) or a mapping of fields."""
-    if isinstance(value, Mapping):
-        return from_fields(value)
-    return parse_netem(value if isinstance(value, str) else list(value))

@@ -1,0 +1,70 @@
+"""The links as the control plane shows them, for the API's JSON (:mod:`.api`)
+and the metrics (:mod:`.metrics`) alike: each end with what it received and
+was sent, drops split into the end's receive and transmit drops, captures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xcon.app import Link
+from xcon.bridges.hub import Hub
+from xcon.bridges.p2p import P2PLink
+from xcon.ports import Port
+from xcon.stats import FlowStats
+
+if TYPE_CHECKING:
+    from xcon.capture.manager import Captures
+
+#: Drop reasons that are about the destination (counted as transmit drops of
+#: the end the frames were going to); every other reason is a receive drop of
+#: the end they came from.
+TRANSMIT_REASONS = frozenset(
+    {"port_down", "queue_full", "impair_loss", "impair_queue", "impair_cleared"}
+)
+
+
+@dataclass
+class EndView:
+    """One end of a link as the API shows it: its port, what xcon read from it
+    and forwarded (``rx``) and what xcon sent to it (``tx``)."""
+
+    port: Port
+    rx: FlowStats
+    tx: FlowStats
+    kind: str
+
+    @property
+    def rx_drops(self) -> dict[str, int]:
+        return {r: n for r, n in sorted(self.rx.drops.items()) if n and r not in TRANSMIT_REASONS}
+
+    @property
+    def tx_drops(self) -> dict[str, int]:
+        return {r: n for r, n in sorted(self.tx.drops.items()) if n and r in TRANSMIT_REASONS}
+
+
+def end_views(link: Link) -> list[EndView]:
+    b = link.bridge
+    kinds = [e.kind for e in link.ends]
+    if isinstance(b, P2PLink):
+        fa, fb = b.flows[b.a].stats, b.flows[b.b].stats
+        views = [EndView(b.a, fa, fb, ""), EndView(b.b, fb, fa, "")]
+    elif isinstance(b, Hub):
+        views = [EndView(p, b.rx[p], b.tx[p], "") for p in b.ports]
+    else:  # pragma: no cover - every bridge is one of the two
+        return []
+    for v, kind in zip(views, kinds, strict=False):
+        v.kind = kind
+    return views
+
+
+def link_captures(link: Link, captures: Captures | None = None) -> list[dict[str, Any]]:
+    """The link's captures as the API shows them ([] when none): those its
+    flows' taps write to, then those that failed (kept by ``captures``, the
+    manager, with their error)."""
+    if not isinstance(link.bridge, P2PLink):
+        return []
+    caps = list(getattr(link.bridge.a_to_b.tap, "captures", None) or ())
+    if captures is not None:
+        caps += captures.failed_of(link.name)
+    return [c.describe() for c in caps]
