@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "applies the file's changes while running",
     )
     cap = p.add_argument_group(
-        "capture", "frames of p2p links to pcapng files (README, Capture; live: 'xcon ctl capture')"
+        "capture", "frames of p2p links to pcapng files (docs/capture.md; live: 'xcon ctl capture')"
     )
     cap.add_argument(
         "--capture",

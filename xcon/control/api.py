@@ -393,7 +393,7 @@ class ControlAPI:
             self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
         return pending
 
-    # Captures (README, "Capture").  A filter not compiled before is compiled
+    # Captures (docs/capture.md).  A filter not compiled before is compiled
     # off the loop: the answer comes when it is.
     def capture_to_file(self, req: Request, name: str) -> Response | Pending:
         """To a file in the capture directory."""
