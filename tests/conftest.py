@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-import random
-
 import pytest
 
 from xcon.testing.fakeqemu import FakeQemu, stop_all
+from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
-
-_hosts = itertools.count(1)
-_base = random.Random(os.getpid()).randrange(1, 250)
-
-
-def new_host() -> str:
-    """A loopback address no other test in this run uses (127.<base>.<n>/16)."""
-    n = next(_hosts)
-    return f"127.{_base}.{n // 250}.{n % 250 + 1}"
 
 
 @pytest.fixture
@@ -77,7 +65,3 @@ def xcon(tmp_path, engine):
     yield run
     for p in made:
         p.kill()
-
-
-def endpoint(q: FakeQemu) -> str:
-    return f"{q.host}/{q.nic}"

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import endpoint
 from xcon.app import Xcon
 from xcon.control.api import ControlAPI
 from xcon.control.config import ConfigReloader
 from xcon.control.server import Pending, Request, Response, Streaming
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.loop import run_until
 
 

@@ -16,7 +16,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import endpoint
+from xcon.testing.control import api
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.process import XconProcess
 from xcon.testing.wait import wait_until
 
@@ -196,9 +197,7 @@ def test_tcp_listener_without_a_token_only_reads(started, as_user):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     with open(victim, "rb") as f:
         assert f.read() == content
-    from xcon.control.client import Client
-
-    doc = json.loads(Client(path=os.path.join(xc.workdir, "xcon.sock")).request("GET", link)[1])
+    doc = json.loads(api(xc).request("GET", link)[1])
     assert doc["admin"] == "up" and doc["captures"] == []
     assert doc["impair"] == {"a2b": None, "b2a": None}
     assert "refused" in xc.log()

@@ -29,13 +29,14 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import endpoint, new_host
-from tests.integration.test_control import call, ctl, wait_api
 from xcon.control.client import Client, Unreachable, link_path
 from xcon.control.server import ControlServer, Request, Response, Streaming, json_response
 from xcon.engines import make_engine
+from xcon.testing.control import call, ctl, wait_api
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered, wire
 from xcon.testing.loop import run_until
+from xcon.testing.loopback import new_host
 from xcon.testing.wait import wait_until
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.timeout(120)]

@@ -6,7 +6,7 @@ import re
 import threading
 import time
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, ether, numbered
 
 

@@ -13,9 +13,9 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import endpoint
-from tests.integration.test_control import call, ctl, wait_api, write
 from xcon.control.client import link_path
+from xcon.testing.control import call, ctl, wait_api, write
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
 from xcon.testing.wait import wait_until
 

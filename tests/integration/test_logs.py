@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import endpoint
 from xcon.ports.qemu import BACKOFF_CAP, BACKOFF_FIRST, RETRY_GRID, backoff_delay
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import ether
 
 
@@ -69,7 +69,7 @@ def test_a_peer_that_accepts_and_closes_gets_backoff_not_a_storm(peers, xcon):
     import socket
     import threading
 
-    from tests.conftest import new_host
+    from xcon.testing.loopback import new_host
 
     host = new_host()
     ls = socket.socket()
@@ -115,7 +115,7 @@ def test_ports_of_a_host_that_is_down_probe_one_at_a_time(xcon):
     import socket
     import threading
 
-    from tests.conftest import new_host
+    from xcon.testing.loopback import new_host
 
     host, other = new_host(), new_host()
     links = [f"{host}/{n}--{other}/{n}" for n in range(1, 9)]

@@ -18,7 +18,6 @@ import threading
 
 import pytest
 
-from tests.conftest import new_host
 from xcon.engines import Engine, make_engine
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
@@ -30,6 +29,7 @@ from xcon.testing.fakedgram import FakeDgram, vxlan_header
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
+from xcon.testing.loopback import new_host
 
 TIMEOUT = 5.0
 
