@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from xcon.testing.fakeqemu import FakeQemu, stop_all
 from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
+
+# Property tests run at their full example counts under ``--hypothesis-profile
+# thorough`` (make test) and at a quarter of them otherwise: the counts are
+# scaled by xcon.testing.strategies.examples, relative to the thorough profile's
+# 100 (hypothesis' own default).  Nothing here may import that module: its
+# settings are computed when it is imported, after the profile is chosen.
+settings.register_profile("thorough", max_examples=100)
+settings.register_profile("quick", max_examples=25)
+settings.load_profile("quick")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docker.dockerutil import DockerLab
+from xcon.testing.dockerlab import DockerLab
 
 
 @pytest.fixture

@@ -291,7 +291,7 @@ class DeviceKit:
     max_frame = 9014  # MTU 9000 and the Ethernet header
 
     def __init__(self, engine: Engine) -> None:
-        from tests.root.nsutil import sh, suffix
+        from xcon.testing.netns import sh, suffix
 
         self.ns = f"xcp-{suffix()}"
         sh("ip", "netns", "add", self.ns)
@@ -302,7 +302,7 @@ class DeviceKit:
             raise
 
     def quiet_up(self, ifname: str) -> None:
-        from tests.root.nsutil import sh
+        from xcon.testing.netns import sh
 
         sh(
             "ip",
@@ -323,7 +323,7 @@ class DeviceKit:
         return list(self.peer.incoming)
 
     def close(self) -> None:
-        from tests.root.nsutil import sh
+        from xcon.testing.netns import sh
 
         peer = getattr(self, "peer", None)
         if peer is not None:
@@ -338,7 +338,7 @@ class TapKit(DeviceKit):
     name = "tap"
 
     def make(self, engine: Engine, tag: str):
-        from tests.root.nsutil import PacketSocket, sh
+        from xcon.testing.netns import PacketSocket, sh
 
         ifname = f"xp{tag}"
         port = make_port(engine, parse_end(f"tap:{ifname}"))
@@ -356,7 +356,7 @@ class RawKit(DeviceKit):
     name = "raw"
 
     def make(self, engine: Engine, tag: str):
-        from tests.root.nsutil import PacketSocket, in_netns, sh
+        from xcon.testing.netns import PacketSocket, in_netns, sh
 
         near, far = f"xr{tag}", f"xw{tag}"
         sh("ip", "-n", self.ns, "link", "add", near, "type", "veth", "peer", "name", far)

@@ -11,8 +11,9 @@ import shutil
 
 import pytest
 
-from tests.root.nsutil import ROOT_REASON, ns_prefix, sh, suffix, workdir
+from xcon.testing.netns import ROOT_REASON, ns_prefix, sh, suffix, workdir
 from xcon.testing.process import XconProcess
+from xcon.testing.qemu import Lab
 
 
 def _can_netns() -> bool:
@@ -69,3 +70,13 @@ def closing():
             o.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+def lab(tmp_path, engine):
+    """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
+    lab = Lab(tmp_path, engine)
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.root.nsutil import PacketSocket, requires_root, sh
 from xcon.testing.frames import numbered, reserved_multicast_frames, tagged
+from xcon.testing.netns import PacketSocket, requires_root, sh
 from xcon.testing.process import XconProcess
 from xcon.testing.qemu import QemuRouter, missing, netns_exec
 
