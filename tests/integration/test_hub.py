@@ -24,10 +24,18 @@ def test_each_frame_goes_to_every_other_port(peers, xcon):
     b.send(ether(b"from b"))
     a.wait_frames(1)
     c.wait_frames(2)
-    time.sleep(0.1)
-    assert a.frames == [ether(b"from b")]
-    assert b.frames == [ether(b"from a")]
-    assert c.frames == [ether(b"from a"), ether(b"from b")]
+    c.send(ether(b"from c"))
+    a.wait_frames(2)
+    b.wait_frames(2)
+    a.send(ether(b"a again"))
+    b.wait_frames(3)
+    c.wait_frames(3)
+    # Each port's frames arrive in the order the hub forwarded them: a frame the
+    # hub wrongly sent back to its sender (or sent twice) would come before the
+    # later ones awaited here.
+    assert a.frames == [ether(b"from b"), ether(b"from c")]
+    assert b.frames == [ether(b"from a"), ether(b"from c"), ether(b"a again")]
+    assert c.frames == [ether(b"from a"), ether(b"from b"), ether(b"a again")]
     assert xc.terminate() == 0
 
 
