@@ -42,7 +42,9 @@ FULL = 100
 def examples(n: int) -> int:
     """The example count of a property test whose full count is ``n``, for the
     profile this run loaded (``n`` under ``thorough``, a quarter by default)."""
-    return max(1, n * settings.default.max_examples // FULL)
+    current = settings.default
+    assert current is not None
+    return max(1, n * current.max_examples // FULL)
 
 
 #: The frame-function property tests: their full count, no deadline (a slow
