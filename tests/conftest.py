@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from xcon.testing.fakeqemu import FakeQemu, stop_all
+from xcon.testing.control import wait_api
+from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
 from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
 
@@ -75,3 +76,19 @@ def xcon(tmp_path, engine):
     yield run
     for p in made:
         p.kill()
+
+
+@pytest.fixture
+def p2p(peers, xcon):
+    """Factory: xcon (``ARGS`` after the link) with one p2p link between two new
+    fake NICs, both connected and the control API up; returns ``(xc, a, b, link)``."""
+
+    def make(*args: str) -> tuple[XconProcess, FakeQemu, FakeQemu, str]:
+        a, b = peers(), peers()
+        link = f"{endpoint(a)}--{endpoint(b)}"
+        xc = xcon("--p2p", link, *args)
+        xc.wait_health("0", contains="All 2 sockets connected")
+        wait_api(xc)
+        return xc, a, b, link
+
+    return make

@@ -16,7 +16,6 @@ fake qemu NICs (both engines):
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 
@@ -178,34 +177,13 @@ def test_one_capture_per_file_across_links_and_sources(peers, xcon, tmp_path):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(tmpfs):
     """A 256 KiB tmpfs (64 pages), unmounted after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "xcon-test", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)
+    return tmpfs("256k", mode="0700")
 
 
-def test_a_full_disk_ends_the_capture_with_whole_blocks_statistics_and_its_error(
-    small_fs, peers, xcon
-):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name, "--capture-dir", str(small_fs))
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_a_full_disk_ends_the_capture_with_whole_blocks_statistics_and_its_error(p2p, small_fs):
+    xc, a, b, name = p2p("--capture-dir", str(small_fs))
     status, doc = post(xc, name, {"file": "full.pcapng"})
     assert status == 201, doc
     assert capture_errors(xc, name) == 0

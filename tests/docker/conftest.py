@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
 
 from xcon.testing.dockerlab import DockerLab
@@ -10,8 +12,5 @@ from xcon.testing.dockerlab import DockerLab
 @pytest.fixture
 def dlab(tmp_path):
     """Containers, networks, namespaces and qemu routers of one test; all removed after it."""
-    lab = DockerLab(tmp_path)
-    try:
+    with closing(DockerLab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.close()

@@ -17,7 +17,7 @@ import pytest
 
 from xcon.control.client import link_path
 from xcon.testing import pcapng
-from xcon.testing.control import call, ctl, wait_api
+from xcon.testing.control import call, ctl, ctl_argv, wait_api
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered, tagged
 from xcon.testing.pcaptools import TCPDUMP, TSHARK, tcpdump_lines, tshark_env, tshark_fields
@@ -115,26 +115,12 @@ def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(peers, xcon, tm
 
 
 @need_tcpdump
-def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(p2p):
+    xc, a, b, name = p2p()
     stream = Stream(a, b, size=200)
-    ctl_cmd = [
-        sys.executable,
-        "-m",
-        "xcon",
-        "ctl",
-        "--control",
-        os.path.join(xc.workdir, "xcon.sock"),
-        "capture",
-        name,
-        "-w",
-        "-",
-    ]
-    producer = subprocess.Popen(ctl_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer = subprocess.Popen(
+        ctl_argv(xc, "capture", name, "-w", "-"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert producer.stdout is not None
     reader = subprocess.Popen(
         [TCPDUMP, "-r", "-", "-nn", "-l"],
@@ -176,12 +162,8 @@ def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(p
     assert xc.terminate() == 0
 
 
-def test_a_reader_that_never_reads_makes_the_capture_drop_not_the_link(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_a_reader_that_never_reads_makes_the_capture_drop_not_the_link(p2p):
+    xc, a, b, name = p2p()
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(os.path.join(xc.workdir, "xcon.sock"))
@@ -273,12 +255,8 @@ def test_ring_files_rotate_by_time(peers, xcon, tmp_path):
 
 
 @pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
-def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_file_capture_through_ctl_with_a_filter_and_stop(p2p, tmp_path):
+    xc, a, b, name = p2p()
     # a path: files go into xcon's capture directory, so the client says so
     out = ctl(xc, "capture", name, "-w", str(tmp_path / "ctl.pcapng"))
     assert out.returncode == 2 and "--capture-dir" in out.stderr and "-w -" in out.stderr
@@ -316,12 +294,8 @@ def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
     assert xc.terminate() == 0
 
 
-def test_capture_errors_are_one_line(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_capture_errors_are_one_line(p2p, tmp_path):
+    xc, a, b, name = p2p()
     cases = [
         ("POST", link_path(name, "capture"), {}, 400, "needs"),
         ("POST", link_path(name, "capture"), {"file": "/tmp/x"}, 400, "capture directory"),
@@ -397,25 +371,10 @@ def test_capture_dir_captures_every_link_and_links_added_later(peers, xcon, tmp_
         assert len(cap.statistics) == 2
 
 
-def test_sigterm_while_streaming_ends_the_stream_cleanly(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_sigterm_while_streaming_ends_the_stream_cleanly(p2p):
+    xc, a, b, name = p2p()
     out = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xcon",
-            "ctl",
-            "--control",
-            os.path.join(xc.workdir, "xcon.sock"),
-            "capture",
-            name,
-            "-w",
-            "-",
-        ],
+        ctl_argv(xc, "capture", name, "-w", "-"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -475,14 +434,10 @@ def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, t
 
 
 @need_tshark
-def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
+def test_live_stream_into_tshark_as_a_pipe_interface(p2p):
     """``xcon ctl capture LINK -w - | wireshark -k -i -``: the same pipe
     interface, read by tshark (Wireshark's engine) while frames flow."""
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+    xc, a, b, name = p2p()
     sock = os.path.join(xc.workdir, "xcon.sock")
     pipeline = (
         f"{sys.executable} -m xcon ctl --control {sock} capture '{name}' -w - "
@@ -563,16 +518,12 @@ def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(pee
 
 
 @pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
-def test_live_stream_with_a_filter_compiled_on_a_worker(peers, xcon):
+def test_live_stream_with_a_filter_compiled_on_a_worker(p2p):
     """A stream whose filter is new: the answer comes once a worker compiled
     it (a pending answer that turns into the stream)."""
     import h11
 
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+    xc, a, b, name = p2p()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(os.path.join(xc.workdir, "xcon.sock"))

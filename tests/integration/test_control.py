@@ -71,12 +71,8 @@ def test_links_added_and_removed_live_leave_the_other_link_untouched(peers, xcon
     assert xc.terminate() == 0
 
 
-def test_cable_pull_drops_both_ways_without_reconnecting(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_cable_pull_drops_both_ways_without_reconnecting(p2p):
+    xc, a, b, name = p2p()
     r = ctl(xc, "down", name)
     assert r.returncode == 0, r.stderr
     assert "admin down" in r.stdout
@@ -102,12 +98,8 @@ def test_cable_pull_drops_both_ways_without_reconnecting(peers, xcon):
     assert "administratively down" in xc.log()
 
 
-def test_metrics_parse_with_the_prometheus_parser(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name, "--control-listen", "127.0.0.1:0")
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_metrics_parse_with_the_prometheus_parser(p2p):
+    xc, a, b, name = p2p("--control-listen", "127.0.0.1:0")
     a.send_frames([numbered(i, 200) for i in range(5)])
     b.wait_frames(5)
     call(xc, "POST", link_path(name, "down"))
@@ -178,12 +170,8 @@ def test_metrics_pass_promtool_check(peers, xcon):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_ctl_exit_codes_and_json(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_ctl_exit_codes_and_json(p2p, tmp_path):
+    xc, a, b, name = p2p()
     r = ctl(xc, "links")
     assert r.returncode == 0 and name in r.stdout and "LINK" in r.stdout
     r = ctl(xc, "--json", "links")

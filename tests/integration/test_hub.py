@@ -6,7 +6,7 @@ import re
 import threading
 import time
 
-from xcon.testing.fakeqemu import endpoint
+from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import check_numbered, ether, numbered
 
 
@@ -18,18 +18,13 @@ def test_each_frame_goes_to_every_other_port(peers, xcon):
     a, b, c = peers(), peers(), peers()
     xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
     up(xc, 3)
-    a.send(ether(b"from a"))
-    b.wait_frames(1)
-    c.wait_frames(1)
-    b.send(ether(b"from b"))
-    a.wait_frames(1)
-    c.wait_frames(2)
-    c.send(ether(b"from c"))
-    a.wait_frames(2)
-    b.wait_frames(2)
-    a.send(ether(b"a again"))
-    b.wait_frames(3)
-    c.wait_frames(3)
+    due: dict[FakeQemu, list[bytes]] = {a: [], b: [], c: []}
+    for sender, text in ((a, b"from a"), (b, b"from b"), (c, b"from c"), (a, b"a again")):
+        sender.send(ether(text))
+        for port, frames in due.items():
+            if port is not sender:
+                frames.append(ether(text))
+                port.wait_frames(len(frames))
     # Each port's frames arrive in the order the hub forwarded them: a frame the
     # hub wrongly sent back to its sender (or sent twice) would come before the
     # later ones awaited here.

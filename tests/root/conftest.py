@@ -6,6 +6,7 @@ even when it fails.  Traffic stays inside the namespaces these tests create.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -75,8 +76,5 @@ def closing():
 @pytest.fixture
 def lab(tmp_path, engine):
     """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
-    lab = Lab(tmp_path, engine)
-    try:
+    with contextlib.closing(Lab(tmp_path, engine)) as lab:
         yield lab
-    finally:
-        lab.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from xcon.control.client import Client
 from xcon.testing.process import XconProcess
 from xcon.testing.wait import wait_until
 
-__all__ = ["api", "call", "ctl", "socket_path", "wait_api", "write"]
+__all__ = ["api", "call", "ctl", "ctl_argv", "read_head", "socket_path", "wait_api", "write"]
 
 
 def socket_path(xc: XconProcess) -> str:
@@ -34,10 +35,26 @@ def call(xc: XconProcess, method: str, path: str, body: object = None) -> tuple[
     return status, (json.loads(data) if "json" in ctype else data.decode())
 
 
+def ctl_argv(xc: XconProcess, *args: str) -> list[str]:
+    """The command line of ``xcon ctl --control SOCKET ARGS...`` (to start it yourself)."""
+    return [sys.executable, "-m", "xcon", "ctl", "--control", socket_path(xc), *args]
+
+
 def ctl(xc: XconProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """``xcon ctl --control SOCKET ARGS...`` as its own process."""
-    cmd = [sys.executable, "-m", "xcon", "ctl", "--control", socket_path(xc), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    """``xcon ctl --control SOCKET ARGS...`` run to its end."""
+    return subprocess.run(ctl_argv(xc, *args), capture_output=True, text=True, timeout=30)
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Read an HTTP answer from ``sock`` up to the end of its head (or of the
+    stream); returns what came, which may go on past the head."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
 
 
 def wait_api(xc: XconProcess) -> None:
