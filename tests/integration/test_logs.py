@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 from xcon.ports.qemu import BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_JITTER, RETRY_GRID, backoff_delay
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import ether
+from xcon.testing.loopback import new_host
 from xcon.testing.wait import wait_until
 
 
@@ -98,11 +101,6 @@ def test_counters_at_exit_show_the_state_of_the_run(peers, xcon):
 
 
 def test_a_peer_that_accepts_and_closes_gets_backoff_not_a_storm(peers, xcon):
-    import socket
-    import threading
-
-    from xcon.testing.loopback import new_host
-
     host = new_host()
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,11 +144,6 @@ def test_a_peer_that_accepts_and_closes_gets_backoff_not_a_storm(peers, xcon):
 def test_ports_of_a_host_that_is_down_probe_one_at_a_time(xcon):
     """A booting lab: the NICs of a router that is not up cost one connection
     attempt per retry interval for the whole router, not one per NIC."""
-    import socket
-    import threading
-
-    from xcon.testing.loopback import new_host
-
     host, other = new_host(), new_host()
     links = [f"{host}/{n}--{other}/{n}" for n in range(1, 9)]
     xc = xcon("--p2p", *links, "--log-level", "debug")
