@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # REGISTRY=registry.example.com:1234 names the image registry.example.com:1234/vr-xcon.
 IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 
-.PHONY: install demo test test-debs test-tools lint bench bench-micro docker clean
+.PHONY: install demo test test-fast test-debs test-tools lint bench bench-micro docker clean
 
 # Debian packages, installed when make runs as root on a machine with apt-get (once:
 # nothing is fetched when they are all there).  Elsewhere the tests that need one
@@ -61,10 +61,20 @@ test-tools: install
 
 # The whole suite on the native fast path (XCON_NATIVE=1: a missing or stale
 # compiled module fails instead of silently testing the fallback), then the
-# unit and integration tests again on the pure-Python fallback.
+# unit and integration tests again on the pure-Python fallback.  Property tests
+# run their full example counts here (hypothesis profile `thorough`); a plain
+# pytest run takes a quarter of them.
+THOROUGH := --hypothesis-profile=thorough
 test: test-debs install test-tools
-	XCON_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
-	XCON_NATIVE=0 $(PY) -m pytest -q -p no:randomly $(PYTEST_ARGS) tests/unit tests/integration
+	XCON_NATIVE=1 $(PY) -m pytest -q $(THOROUGH) $(PYTEST_ARGS)
+	XCON_NATIVE=0 $(PY) -m pytest -q -p no:randomly $(THOROUGH) $(PYTEST_ARGS) tests/unit tests/integration
+
+# The run for every change (under a minute): tests/unit, then a smoke set of the
+# integration tests (p2p, hub, VLAN, the control API) on the epoll engine, all
+# on the native fast path.
+SMOKE := $(addprefix tests/integration/,test_p2p.py test_hub.py test_vlan.py test_control.py)
+test-fast: install
+	XCON_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS) tests/unit $(SMOKE) -k "not uvloop or test_engines"
 
 lint: install
 	$(PY) -m ruff check xcon tests bench native

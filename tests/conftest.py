@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-import random
-
 import pytest
+from hypothesis import settings
 
-from xcon.testing.fakeqemu import FakeQemu, stop_all
+from xcon.testing.control import wait_api
+from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
+from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
 
-_hosts = itertools.count(1)
-_base = random.Random(os.getpid()).randrange(1, 250)
-
-
-def new_host() -> str:
-    """A loopback address no other test in this run uses (127.<base>.<n>/16)."""
-    n = next(_hosts)
-    return f"127.{_base}.{n // 250}.{n % 250 + 1}"
+# Property tests run at their full example counts under ``--hypothesis-profile
+# thorough`` (make test) and at a quarter of them otherwise: the counts are
+# scaled by xcon.testing.strategies.examples, relative to the thorough profile's
+# 100 (hypothesis' own default).  Nothing here may import that module: its
+# settings are computed when it is imported, after the profile is chosen.
+settings.register_profile("thorough", max_examples=100)
+settings.register_profile("quick", max_examples=25)
+settings.load_profile("quick")
 
 
 @pytest.fixture
@@ -79,5 +78,17 @@ def xcon(tmp_path, engine):
         p.kill()
 
 
-def endpoint(q: FakeQemu) -> str:
-    return f"{q.host}/{q.nic}"
+@pytest.fixture
+def p2p(peers, xcon):
+    """Factory: xcon (``ARGS`` after the link) with one p2p link between two new
+    fake NICs, both connected and the control API up; returns ``(xc, a, b, link)``."""
+
+    def make(*args: str) -> tuple[XconProcess, FakeQemu, FakeQemu, str]:
+        a, b = peers(), peers()
+        link = f"{endpoint(a)}--{endpoint(b)}"
+        xc = xcon("--p2p", link, *args)
+        xc.wait_health("0", contains="All 2 sockets connected")
+        wait_api(xc)
+        return xc, a, b, link
+
+    return make

@@ -1,20 +1,25 @@
-"""The control API in process: a real app and engine, a p2p link between two
-fake qemu NICs, requests handed to :class:`~xcon.control.api.ControlAPI` as
-the server hands them (late answers waited for on the loop, streams ended)."""
+"""Fixtures of the adversarial tests: the control API in process (a real app
+and engine, a p2p link between two fake qemu NICs, requests handed to
+:class:`~xcon.control.api.ControlAPI` as the server hands them: late answers
+waited for on the loop, streams ended), and small filesystems to fill."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import endpoint
 from xcon.app import Xcon
 from xcon.control.api import ControlAPI
 from xcon.control.config import ConfigReloader
 from xcon.control.server import Pending, Request, Response, Streaming
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.loop import run_until
 
 
@@ -83,3 +88,34 @@ def inproc(peers, tmp_path, monkeypatch) -> Iterator[InProcessAPI]:
         captures_of(app).close()
         api.close()
         app.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path) -> Iterator[Callable[..., Path]]:
+    """Factory: ``tmpfs("256k", mode="0700")`` mounts a tmpfs of that size under
+    ``tmp_path`` (root only: the test skips, saying why, otherwise); each is
+    unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str, mode: str | None = None) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("needs root: mounts a small tmpfs to fill it")
+        if shutil.which("mount") is None:
+            pytest.skip("needs mount(8)")
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        options = f"size={size}" + (f",mode={mode}" if mode else "")
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "xcon-test", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=True)

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from tests.conftest import endpoint, new_host
-from xcon.testing.fakeqemu import QEMU_MAX_FRAME
+from xcon.testing.fakeqemu import QEMU_MAX_FRAME, endpoint
 from xcon.testing.frames import check_numbered, numbered, wire
+from xcon.testing.loopback import new_host
 
 pytestmark = pytest.mark.adversarial
 

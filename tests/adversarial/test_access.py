@@ -16,8 +16,9 @@ import tempfile
 
 import pytest
 
-from tests.conftest import endpoint
-from xcon.testing.process import XconProcess
+from xcon.testing.control import api, read_head
+from xcon.testing.fakeqemu import endpoint
+from xcon.testing.process import XconProcess, run_xcon
 from xcon.testing.wait import wait_until
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.timeout(120)]
@@ -196,9 +197,7 @@ def test_tcp_listener_without_a_token_only_reads(started, as_user):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     with open(victim, "rb") as f:
         assert f.read() == content
-    from xcon.control.client import Client
-
-    doc = json.loads(Client(path=os.path.join(xc.workdir, "xcon.sock")).request("GET", link)[1])
+    doc = json.loads(api(xc).request("GET", link)[1])
     assert doc["admin"] == "up" and doc["captures"] == []
     assert doc["impair"] == {"a2b": None, "b2a": None}
     assert "refused" in xc.log()
@@ -340,6 +339,15 @@ def test_control_group_members_change_links_but_do_not_add(started, as_user):
     assert got[0][0] == 0 and "PermissionError" in got[0][1]
 
 
+def with_token_file(tmp_path, path) -> subprocess.CompletedProcess[str]:
+    """xcon started with ``path`` as its token file (and nothing to connect to)."""
+    return run_xcon(
+        *("--p2p", "a/1--b/1", "--control", "none", "--control-listen", "127.0.0.1:0"),
+        *("--control-token-file", str(path), "--health-file", str(tmp_path / "health")),
+        cwd=tmp_path,
+    )
+
+
 @pytest.mark.parametrize(
     "mode, content, message",
     [
@@ -352,15 +360,7 @@ def test_a_bad_token_file_is_one_line_and_exit_2(tmp_path, mode, content, messag
     path = tmp_path / "token"
     path.write_text(content)
     os.chmod(path, mode)
-    r = subprocess.run(
-        [sys.executable, "-m", "xcon", "--p2p", "a/1--b/1", "--control", "none"]
-        + ["--control-listen", "127.0.0.1:0", "--control-token-file", str(path)]
-        + ["--health-file", str(tmp_path / "health")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    r = with_token_file(tmp_path, path)
     assert r.returncode == 2, r.stderr
     errors = [x for x in r.stderr.splitlines() if "error" in x]
     assert len(errors) == 1 and message in errors[0], r.stderr
@@ -373,27 +373,13 @@ def test_a_symlinked_token_file_is_refused(tmp_path):
     os.chmod(real, 0o600)
     link = tmp_path / "token"
     link.symlink_to(real)
-    r = subprocess.run(
-        [sys.executable, "-m", "xcon", "--p2p", "a/1--b/1", "--control", "none"]
-        + ["--control-listen", "127.0.0.1:0", "--control-token-file", str(link)]
-        + ["--health-file", str(tmp_path / "health")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    r = with_token_file(tmp_path, link)
     assert r.returncode == 2 and "--control-token-file" in r.stderr, r.stderr
 
 
 def test_usage_errors_of_the_access_flags(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "xcon", "--p2p", "a/1--b/1", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=tmp_path,
-        )
+        return run_xcon("--p2p", "a/1--b/1", *args, cwd=tmp_path)
 
     r = run("--control-token-file", "t")
     assert r.returncode == 2 and "applies to --control-listen only" in r.stderr
@@ -413,12 +399,7 @@ def test_tcp_connection_identity_is_not_trusted_for_reads_of_traffic(started):
     host, port = tcp_address(xc).rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=5)
     s.sendall(f"GET /links/{quoted(name)}/capture HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
+    got = read_head(s)
     s.close()
     assert got.startswith(b"HTTP/1.1 403"), got
     wait_until(lambda: "refused" in xc.log(), 5, "the refusal logged")

@@ -16,25 +16,22 @@ fake qemu NICs (both engines):
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 import time
 
 import pytest
 
-from tests.adversarial.test_control_abuse import Paced
-from tests.conftest import endpoint
-from tests.integration.test_capture import read_file, tshark_fields
-from tests.integration.test_control import call, wait_api
 from xcon.capture import bpf
-from xcon.control.client import Client, link_path
+from xcon.control.client import link_path
+from xcon.testing.control import api, call, wait_api
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.pcapng import read_file
+from xcon.testing.pcaptools import TSHARK, tshark_fields
+from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.timeout(120)]
-
-TSHARK = shutil.which("tshark")
 
 
 def post(xc, name: str, body: dict) -> tuple[int, dict]:
@@ -180,34 +177,13 @@ def test_one_capture_per_file_across_links_and_sources(peers, xcon, tmp_path):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(tmpfs):
     """A 256 KiB tmpfs (64 pages), unmounted after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "xcon-test", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)
+    return tmpfs("256k", mode="0700")
 
 
-def test_a_full_disk_ends_the_capture_with_whole_blocks_statistics_and_its_error(
-    small_fs, peers, xcon
-):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name, "--capture-dir", str(small_fs))
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_a_full_disk_ends_the_capture_with_whole_blocks_statistics_and_its_error(p2p, small_fs):
+    xc, a, b, name = p2p("--capture-dir", str(small_fs))
     status, doc = post(xc, name, {"file": "full.pcapng"})
     assert status == 201, doc
     assert capture_errors(xc, name) == 0
@@ -292,7 +268,7 @@ def test_a_slow_filter_is_refused_in_time_and_never_stalls_the_loop(peers, xcon)
     wait_api(xc)
     slow = " or ".join(f"port {i}" for i in range(1, 351))  # 4088 characters: ~6 s to compile
     assert len(slow) < bpf.MAX_EXPRESSION
-    stream = Paced(a)
+    stream = Stream(a, b, size=200, fps=4000)
     answer: dict[str, object] = {}
 
     def ask() -> None:
@@ -305,10 +281,9 @@ def test_a_slow_filter_is_refused_in_time_and_never_stalls_the_loop(peers, xcon)
     lags: list[int] = []
     try:
         asker.start()
-        path = os.path.join(xc.workdir, "xcon.sock")
         while asker.is_alive() or len(health) < 10:
             t0 = time.monotonic()
-            st, data, _ = Client(path=path, timeout=2).request("GET", "/health")
+            st, data, _ = api(xc, timeout=2).request("GET", "/health")
             health.append(time.monotonic() - t0)
             assert st == 200 and b'"code": 0' in data
             lags.append(stream.sent - b.frame_count)
@@ -324,12 +299,10 @@ def test_a_slow_filter_is_refused_in_time_and_never_stalls_the_loop(peers, xcon)
         assert call(xc, "GET", query)[0] == 400
         assert time.monotonic() - t0 < 0.5
     finally:
-        stream.stop.set()
-        stream.t.join(10)
+        stream.stop()
     assert max(health) < 0.5, health
     assert max(lags) < stream.fps / 2, lags
-    b.wait_frames(stream.sent, timeout=10)
-    assert [check_numbered(f) for f in b.frames] == list(range(stream.sent))
+    stream.finish()
     assert captures(xc, name) == []
     assert not os.path.exists(os.path.join(xc.workdir, "captures", "slow.pcapng"))
     assert xc.terminate() == 0

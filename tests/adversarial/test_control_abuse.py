@@ -19,34 +19,15 @@ import time
 
 import pytest
 
-from tests.conftest import endpoint
 from xcon.control.client import Client
-from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.control import api
+from xcon.testing.fakeqemu import endpoint
+from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.timeout(120)]
 
 ABUSE_SECONDS = 12.0
-
-
-class Paced:
-    """Numbered frames a → b at a steady pace on a thread."""
-
-    def __init__(self, a, fps: int = 4000, batch: int = 20) -> None:
-        self.a, self.sent, self.fps, self.batch = a, 0, fps, batch
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self.stop.is_set():
-            due = start + self.sent / self.fps
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            self.a.send_frames([numbered(self.sent + i, 200) for i in range(self.batch)])
-            self.sent += self.batch
 
 
 def slowloris(path: str, stop: threading.Event, closed: list[int]) -> None:
@@ -110,7 +91,7 @@ def test_control_socket_abuse_keeps_links_forwarding_and_xcon_answering(peers, x
     url = line.split("control API on http://")[1].split()[0]
     host, port = url.rsplit(":", 1)
     path = os.path.join(xc.workdir, "xcon.sock")
-    stream = Paced(a)
+    stream = Stream(a, b, size=200, fps=4000)
     stop = threading.Event()
     closed: list[int] = []
     answers: list[bytes] = []
@@ -133,7 +114,7 @@ def test_control_socket_abuse_keeps_links_forwarding_and_xcon_answering(peers, x
     try:
         while time.monotonic() < end:
             t0 = time.monotonic()
-            st, data, _ = Client(path=path, timeout=2).request("GET", "/health")
+            st, data, _ = api(xc, timeout=2).request("GET", "/health")
             answer_times.append(time.monotonic() - t0)
             assert st == 200 and b'"code": 0' in data
             lags.append(stream.sent - b.frame_count)
@@ -142,14 +123,12 @@ def test_control_socket_abuse_keeps_links_forwarding_and_xcon_answering(peers, x
         assert st == 200
     finally:
         stop.set()
-        stream.stop.set()
+        stream.stop()
         for s in flood:
             s.close()
         for t in threads:
             t.join(10)
-        stream.t.join(10)
-    b.wait_frames(stream.sent, timeout=10)
-    assert [check_numbered(f) for f in b.frames] == list(range(stream.sent))
+    stream.finish()
     assert a.accepted == 1 and b.accepted == 1
     # the receiver kept up: never more than half a second of frames behind
     assert max(lags) < stream.fps / 2, lags

@@ -19,9 +19,7 @@ import json
 import os
 import resource
 import select
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,13 +27,14 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import endpoint, new_host
-from tests.integration.test_control import call, ctl, wait_api
 from xcon.control.client import Client, Unreachable, link_path
 from xcon.control.server import ControlServer, Request, Response, Streaming, json_response
 from xcon.engines import make_engine
+from xcon.testing.control import call, ctl, read_head, wait_api
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered, wire
 from xcon.testing.loop import run_until
+from xcon.testing.loopback import new_host
 from xcon.testing.wait import wait_until
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.timeout(120)]
@@ -124,13 +123,7 @@ def open_stream(path: str, name: str) -> tuple[socket.socket, bytes]:
     s.settimeout(5)
     s.connect(path)
     s.sendall(f"GET {link_path(name, 'capture')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = s.recv(4096)
-        if not data:
-            break
-        head += data
-    return s, head
+    return s, read_head(s)
 
 
 def test_live_streams_have_a_cap_of_their_own_and_the_api_still_answers(peers, xcon):
@@ -294,25 +287,9 @@ def test_a_stream_whose_client_reads_nothing_is_ended_one_that_reads_is_not(stre
 
 
 @pytest.fixture
-def tiny_fs(tmp_path) -> Iterator[str]:
+def tiny_fs(tmpfs) -> str:
     """A 64 KiB tmpfs (root), unmounted after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: mounts a tmpfs to fill it")
-    if shutil.which("mount") is None:
-        pytest.skip("needs mount(8)")
-    where = tmp_path / "fs"
-    where.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield str(where)
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+    return str(tmpfs("64k"))
 
 
 def fill(directory: str) -> str:
@@ -362,12 +339,8 @@ def test_a_full_filesystem_never_leaves_the_health_file_saying_healthy(peers, xc
 # -- clearing an impairment ------------------------------------------------------------------
 
 
-def test_clearing_rate_8bit_lets_the_next_frame_through_at_once(peers, xcon):
-    a, b = peers(), peers()
-    link = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", link)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_clearing_rate_8bit_lets_the_next_frame_through_at_once(p2p):
+    xc, a, b, link = p2p()
     status, _doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "rate 8bit"})
     assert status == 200
     a.send_frames([numbered(i, 100) for i in range(5)])  # 100 s each at 8 bit/s

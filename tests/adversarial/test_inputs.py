@@ -16,15 +16,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.conftest import endpoint
 from xcon import cli
-from xcon.control.client import Client
-from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.control import api, wait_api
+from xcon.testing.fakeqemu import endpoint
+from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
 
 pytestmark = pytest.mark.adversarial
@@ -69,28 +68,6 @@ def put(path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class Stream:
-    """Numbered frames a -> b on a thread until :meth:`finish`."""
-
-    def __init__(self, a, b) -> None:
-        self.a, self.b, self.sent = a, b, 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.a.send_frames([numbered(self.sent + i, 200) for i in range(10)])
-            self.sent += 10
-            time.sleep(0.005)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.t.join(10)
-        self.b.wait_frames(self.sent, timeout=10)
-        assert [check_numbered(f) for f in self.b.frames] == list(range(self.sent))
-
-
 @pytest.mark.timeout(120)
 def test_sighup_with_a_bad_file_changes_nothing_and_loses_nothing(peers, xcon, tmp_path):
     a, b = peers(), peers(record=True)
@@ -99,9 +76,9 @@ def test_sighup_with_a_bad_file_changes_nothing_and_loses_nothing(peers, xcon, t
     put(cfg, config_text(link))
     xc = xcon("--config", str(cfg))
     xc.wait_health("0", contains="All 2 sockets connected")
-    api = Client(path=os.path.join(xc.workdir, "xcon.sock"), timeout=1.0)
-    wait_until(lambda: os.path.exists(api.path or ""), 10, "the control socket")
-    stream = Stream(a, b)
+    client = api(xc, timeout=1.0)
+    wait_api(xc)
+    stream = Stream(a, b, size=200, batch=10, pause=0.005)
 
     def refused(n: int, says: str) -> None:
         wait_until(lambda: xc.log().count(FAILED) >= n, 10, lambda: f"{says!r}\n{xc.log()}")
@@ -116,7 +93,7 @@ def test_sighup_with_a_bad_file_changes_nothing_and_loses_nothing(peers, xcon, t
         refused(n, says)
     # the API's reload: a 400 and the same line
     put(cfg, config_text(link, BAD_FILES["limit ²"][0]))
-    status, data, _ctype = api.request("POST", "/reload")
+    status, data, _ctype = client.request("POST", "/reload")
     assert status == 400 and "limit: '²'" in json.loads(data)["error"]
     n += 1
     refused(n, "limit: '²'")
@@ -132,7 +109,7 @@ def test_sighup_with_a_bad_file_changes_nothing_and_loses_nothing(peers, xcon, t
     n += 1
     refused(n, "not a regular file (a FIFO)")
     t0 = time.monotonic()
-    status, data, _ctype = api.request("GET", "/health")
+    status, data, _ctype = client.request("GET", "/health")
     assert status == 200 and time.monotonic() - t0 < 1.0
     os.remove(cfg)
     # the good file again: nothing to do, the link was never touched

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
 
-from tests.docker.dockerutil import DockerLab
+from xcon.testing.dockerlab import DockerLab
 
 
 @pytest.fixture
 def dlab(tmp_path):
     """Containers, networks, namespaces and qemu routers of one test; all removed after it."""
-    lab = DockerLab(tmp_path)
-    try:
+    with closing(DockerLab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.close()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.docker.dockerutil import (
+from xcon.testing.dockerlab import (
     FAST_HEALTH,
     docker,
     inspect,
@@ -22,8 +22,8 @@ from tests.docker.dockerutil import (
     ping_count,
     requires_docker,
     wait_health,
-    wait_ping,
 )
+from xcon.testing.ping import wait_ping
 from xcon.testing.wait import wait_until
 
 pytestmark = [*requires_docker(qemu=True), pytest.mark.timeout(180)]
@@ -99,7 +99,7 @@ def test_p2p_host_network_health_follows_routers(dlab, record_property):
 
 def test_container_needs_no_capability_and_no_network_for_version():
     """``docker run --rm IMAGE --version`` prints and exits 0 with nothing granted."""
-    from tests.docker.dockerutil import IMAGE
+    from xcon.testing.dockerlab import IMAGE
 
     r = subprocess.run(
         [

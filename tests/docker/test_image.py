@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.dockerutil import IMAGE, docker, inspect, requires_docker
+from xcon.testing.dockerlab import IMAGE, docker, inspect, requires_docker
 
 pytestmark = [*requires_docker(), pytest.mark.timeout(120)]
 

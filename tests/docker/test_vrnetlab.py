@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docker.dockerutil import (
+from xcon.testing.dockerlab import (
     FAST_HEALTH,
     TAP_PRIVILEGE,
     docker,
@@ -28,8 +28,8 @@ from tests.docker.dockerutil import (
     ping_count,
     requires_docker,
     wait_health,
-    wait_ping,
 )
+from xcon.testing.ping import wait_ping
 
 pytestmark = [*requires_docker(qemu=True), pytest.mark.timeout(180)]
 

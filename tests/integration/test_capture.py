@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,15 +15,15 @@ import time
 
 import pytest
 
-from tests.conftest import endpoint
-from tests.integration.test_control import Stream, call, ctl, wait_api
 from xcon.control.client import link_path
 from xcon.testing import pcapng
+from xcon.testing.control import call, ctl, ctl_argv, wait_api
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered, tagged
+from xcon.testing.pcaptools import TCPDUMP, TSHARK, tcpdump_lines, tshark_env, tshark_fields
+from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
 
-TCPDUMP = shutil.which("tcpdump")
-TSHARK = shutil.which("tshark")
 need_tcpdump = pytest.mark.skipif(TCPDUMP is None, reason="tcpdump not installed (Debian tcpdump)")
 need_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (Debian tshark)")
 
@@ -33,40 +32,6 @@ def libpcap() -> bool:
     from xcon.capture import bpf
 
     return bpf.available()
-
-
-def read_file(path: str) -> pcapng.Capture:
-    with open(path, "rb") as f:
-        return pcapng.read(f.read())
-
-
-def tcpdump_lines(path: str, *extra: str) -> list[str]:
-    assert TCPDUMP
-    out = subprocess.run(
-        [TCPDUMP, "-r", path, "-nn", "-e", "-tt", *extra],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
-    # one line per frame (tcpdump hexdumps unknown ethertypes on indented lines)
-    return [line for line in out.stdout.splitlines() if not line.startswith("\t")]
-
-
-def tshark_fields(path: str, *fields: str) -> list[list[str]]:
-    assert TSHARK
-    cmd = [TSHARK, "-r", path, "-T", "fields", "-E", "separator=|"]
-    for f in fields:
-        cmd += ["-e", f]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_tshark_env())
-    assert out.returncode == 0, out.stderr
-    return [line.split("|") for line in out.stdout.splitlines()]
-
-
-def _tshark_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["HOME"] = env.get("TMPDIR", "/tmp")  # tshark wants a writable profile directory
-    return env
 
 
 # -- a known sequence, read back three ways ---------------------------------------------
@@ -91,7 +56,7 @@ def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(peers, xcon, tm
     access.send_frames(to_trunk)
     trunk.wait_frames(2)
     assert xc.terminate() == 0  # the capture ends with its statistics
-    cap = read_file(path)
+    cap = pcapng.read_file(path)
     a_name, b_name = endpoint(trunk), endpoint(access)
     assert [i["name"] for i in cap.interfaces] == [a_name, b_name]
     assert all(i["tsresol"] == 9 and i["linktype"] == 1 for i in cap.interfaces)
@@ -139,7 +104,7 @@ def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(peers, xcon, tm
         capture_output=True,
         text=True,
         timeout=60,
-        env=_tshark_env(),
+        env=tshark_env(),
     )
     assert dump.returncode == 0, dump.stderr
     raw = [bytes.fromhex(p["_source"]["layers"]["frame_raw"][0]) for p in json.loads(dump.stdout)]
@@ -150,26 +115,12 @@ def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(peers, xcon, tm
 
 
 @need_tcpdump
-def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(p2p):
+    xc, a, b, name = p2p()
     stream = Stream(a, b, size=200)
-    ctl_cmd = [
-        sys.executable,
-        "-m",
-        "xcon",
-        "ctl",
-        "--control",
-        os.path.join(xc.workdir, "xcon.sock"),
-        "capture",
-        name,
-        "-w",
-        "-",
-    ]
-    producer = subprocess.Popen(ctl_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer = subprocess.Popen(
+        ctl_argv(xc, "capture", name, "-w", "-"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert producer.stdout is not None
     reader = subprocess.Popen(
         [TCPDUMP, "-r", "-", "-nn", "-l"],
@@ -211,12 +162,8 @@ def test_live_stream_into_tcpdump_and_killing_the_reader_leaves_the_link_alone(p
     assert xc.terminate() == 0
 
 
-def test_a_reader_that_never_reads_makes_the_capture_drop_not_the_link(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_a_reader_that_never_reads_makes_the_capture_drop_not_the_link(p2p):
+    xc, a, b, name = p2p()
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(os.path.join(xc.workdir, "xcon.sock"))
@@ -276,7 +223,7 @@ def test_ring_files_rotate_by_size_and_each_is_valid_alone(peers, xcon, tmp_path
     for f in files:
         p = str(tmp_path / f)
         assert os.path.getsize(p) <= 1_000_000
-        cap = read_file(p)
+        cap = pcapng.read_file(p)
         assert cap.sections == 1 and [i["name"] for i in cap.interfaces] == [
             endpoint(a),
             endpoint(b),
@@ -299,7 +246,7 @@ def test_ring_files_rotate_by_time(peers, xcon, tmp_path):
     b.wait_frames(1)
     wait_until(lambda: os.path.exists(str(tmp_path / "t-00003.pcapng")), 10, "a third file")
     assert xc.terminate() == 0
-    caps = [read_file(str(tmp_path / f"t-{i:05d}.pcapng")) for i in (1, 2, 3)]
+    caps = [pcapng.read_file(str(tmp_path / f"t-{i:05d}.pcapng")) for i in (1, 2, 3)]
     assert [len(c.packets) for c in caps] == [1, 0, 0]
     assert all(len(c.statistics) == 2 for c in caps)
 
@@ -308,12 +255,8 @@ def test_ring_files_rotate_by_time(peers, xcon, tmp_path):
 
 
 @pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
-def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_file_capture_through_ctl_with_a_filter_and_stop(p2p, tmp_path):
+    xc, a, b, name = p2p()
     # a path: files go into xcon's capture directory, so the client says so
     out = ctl(xc, "capture", name, "-w", str(tmp_path / "ctl.pcapng"))
     assert out.returncode == 2 and "--capture-dir" in out.stderr and "-w -" in out.stderr
@@ -331,8 +274,8 @@ def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
     wait_until(lambda: "1 (drops 0)" in ctl(xc, "links").stdout, 5, "the capture listed")
     out = ctl(xc, "capture", name, "--stop")
     assert out.returncode == 0 and "stopped capture 1" in out.stdout, out
-    wait_until(lambda: len(read_file(path).statistics) == 2, 5, "the file's statistics")
-    cap = read_file(path)
+    wait_until(lambda: len(pcapng.read_file(path).statistics) == 2, 5, "the file's statistics")
+    cap = pcapng.read_file(path)
     assert [p.data for p in cap.packets] == frames[0::2]
     st = {s.fields["interface"]: s.fields for s in cap.statistics}
     assert st[1]["ifrecv"] == 20 and st[1]["filteraccept"] == 10 and st[1]["usrdeliv"] == 10
@@ -346,17 +289,13 @@ def test_file_capture_through_ctl_with_a_filter_and_stop(peers, xcon, tmp_path):
     out = ctl(xc, "capture", name, "-w", "ctl.pcapng", "--overwrite")
     assert out.returncode == 0, out.stderr
     assert ctl(xc, "capture", name, "--stop").returncode == 0
-    wait_until(lambda: len(read_file(path).statistics) == 2, 5, "the new file's statistics")
-    assert read_file(path).packets == []  # replaced: the frames before are gone
+    wait_until(lambda: len(pcapng.read_file(path).statistics) == 2, 5, "the new file's statistics")
+    assert pcapng.read_file(path).packets == []  # replaced: the frames before are gone
     assert xc.terminate() == 0
 
 
-def test_capture_errors_are_one_line(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_capture_errors_are_one_line(p2p, tmp_path):
+    xc, a, b, name = p2p()
     cases = [
         ("POST", link_path(name, "capture"), {}, 400, "needs"),
         ("POST", link_path(name, "capture"), {"file": "/tmp/x"}, 400, "capture directory"),
@@ -427,30 +366,15 @@ def test_capture_dir_captures_every_link_and_links_added_later(peers, xcon, tmp_
     from xcon.capture.manager import file_name
 
     for link, seq in ((first, 1), (second, 2)):
-        cap = read_file(str(capdir / file_name(link)))
+        cap = pcapng.read_file(str(capdir / file_name(link)))
         assert [check_numbered(p.data) for p in cap.packets] == [seq]
         assert len(cap.statistics) == 2
 
 
-def test_sigterm_while_streaming_ends_the_stream_cleanly(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_sigterm_while_streaming_ends_the_stream_cleanly(p2p):
+    xc, a, b, name = p2p()
     out = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xcon",
-            "ctl",
-            "--control",
-            os.path.join(xc.workdir, "xcon.sock"),
-            "capture",
-            name,
-            "-w",
-            "-",
-        ],
+        ctl_argv(xc, "capture", name, "-w", "-"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -500,24 +424,20 @@ def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, t
     again = call(xc, "GET", link_path(l1))[1]["captures"]
     assert [x["id"] for x in again] == [first[0]["id"]]
     assert [x["file"] for x in call(xc, "GET", link_path(l2))[1]["captures"]] == [f3]
-    wait_until(lambda: len(read_file(f2).statistics) == 2, 5, "the old capture's end")
+    wait_until(lambda: len(pcapng.read_file(f2).statistics) == 2, 5, "the old capture's end")
     # a bad capture entry changes nothing
     cfg.write_text(f'[[link]]\nspec = "{l1}"\ncapture = {{ file = "{f1}", snaplen = "x" }}\n')
     status, doc = call(xc, "POST", "/reload")
     assert status == 400 and "capture" in doc["error"], doc
     assert xc.terminate() == 0
-    assert [check_numbered(p.data) for p in read_file(f1).packets] == [1]
+    assert [check_numbered(p.data) for p in pcapng.read_file(f1).packets] == [1]
 
 
 @need_tshark
-def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
+def test_live_stream_into_tshark_as_a_pipe_interface(p2p):
     """``xcon ctl capture LINK -w - | wireshark -k -i -``: the same pipe
     interface, read by tshark (Wireshark's engine) while frames flow."""
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+    xc, a, b, name = p2p()
     sock = os.path.join(xc.workdir, "xcon.sock")
     pipeline = (
         f"{sys.executable} -m xcon ctl --control {sock} capture '{name}' -w - "
@@ -528,7 +448,7 @@ def test_live_stream_into_tshark_as_a_pipe_interface(peers, xcon):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=_tshark_env(),
+        env=tshark_env(),
         start_new_session=True,
     )
     try:
@@ -598,16 +518,12 @@ def test_a_stalled_disk_drops_capture_frames_only_and_a_reader_gone_stops_it(pee
 
 
 @pytest.mark.skipif(not libpcap(), reason="libpcap not installed (Debian libpcap0.8)")
-def test_live_stream_with_a_filter_compiled_on_a_worker(peers, xcon):
+def test_live_stream_with_a_filter_compiled_on_a_worker(p2p):
     """A stream whose filter is new: the answer comes once a worker compiled
     it (a pending answer that turns into the stream)."""
     import h11
 
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+    xc, a, b, name = p2p()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(os.path.join(xc.workdir, "xcon.sock"))

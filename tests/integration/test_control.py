@@ -10,72 +10,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import endpoint
 from xcon.control.client import Client, link_path
+from xcon.testing.control import api, call, ctl, wait_api, write
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
-
-
-def api(xc) -> Client:
-    return Client(path=os.path.join(xc.workdir, "xcon.sock"))
-
-
-def call(xc, method: str, path: str, body=None) -> tuple[int, object]:
-    status, data, ctype = api(xc).request(method, path, body)
-    return status, (json.loads(data) if "json" in ctype else data.decode())
-
-
-def ctl(xc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xcon",
-            "ctl",
-            "--control",
-            os.path.join(xc.workdir, "xcon.sock"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def wait_api(xc) -> None:
-    wait_until(
-        lambda: os.path.exists(os.path.join(xc.workdir, "xcon.sock")), 10, "the control socket"
-    )
-
-
-class Stream:
-    """Numbered frames a → b on a thread, paced, until stopped."""
-
-    def __init__(self, a, b, size: int = 300, batch: int = 20, pause: float = 0.002) -> None:
-        self.a, self.b = a, b
-        self.sent = 0
-        self.stop_ = threading.Event()
-        self.size, self.batch, self.pause = size, batch, pause
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self) -> None:
-        while not self.stop_.is_set():
-            self.a.send_frames([numbered(self.sent + i, self.size) for i in range(self.batch)])
-            self.sent += self.batch
-            time.sleep(self.pause)
-
-    def finish(self) -> None:
-        self.stop_.set()
-        self.t.join(10)
-        self.b.wait_frames(self.sent, timeout=10)
-        assert [check_numbered(f) for f in self.b.frames] == list(range(self.sent))
 
 
 def test_links_added_and_removed_live_leave_the_other_link_untouched(peers, xcon):
@@ -126,12 +71,8 @@ def test_links_added_and_removed_live_leave_the_other_link_untouched(peers, xcon
     assert xc.terminate() == 0
 
 
-def test_cable_pull_drops_both_ways_without_reconnecting(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_cable_pull_drops_both_ways_without_reconnecting(p2p):
+    xc, a, b, name = p2p()
     r = ctl(xc, "down", name)
     assert r.returncode == 0, r.stderr
     assert "admin down" in r.stdout
@@ -157,12 +98,8 @@ def test_cable_pull_drops_both_ways_without_reconnecting(peers, xcon):
     assert "administratively down" in xc.log()
 
 
-def test_metrics_parse_with_the_prometheus_parser(peers, xcon):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name, "--control-listen", "127.0.0.1:0")
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_metrics_parse_with_the_prometheus_parser(p2p):
+    xc, a, b, name = p2p("--control-listen", "127.0.0.1:0")
     a.send_frames([numbered(i, 200) for i in range(5)])
     b.wait_frames(5)
     call(xc, "POST", link_path(name, "down"))
@@ -233,12 +170,8 @@ def test_metrics_pass_promtool_check(peers, xcon):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_ctl_exit_codes_and_json(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", name)
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_ctl_exit_codes_and_json(p2p, tmp_path):
+    xc, a, b, name = p2p()
     r = ctl(xc, "links")
     assert r.returncode == 0 and name in r.stdout and "LINK" in r.stdout
     r = ctl(xc, "--json", "links")
@@ -324,13 +257,6 @@ def test_control_listen_refuses_a_non_loopback_address(tmp_path):
     )
     assert r.returncode == 2
     assert "not a loopback address" in r.stderr and r.stderr.count("\n") == 1
-
-
-def write(path, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def test_config_file_and_sighup_apply_only_the_difference(peers, xcon, tmp_path):

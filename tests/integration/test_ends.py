@@ -14,9 +14,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import endpoint, new_host
 from xcon.testing.fakedgram import FakeDgram
-from xcon.testing.fakeqemu import FakeQemu
+from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import (
     RESERVED,
     encode_frames,
@@ -25,6 +24,7 @@ from xcon.testing.frames import (
     reserved_multicast_frames,
     take_frames,
 )
+from xcon.testing.loopback import new_host
 from xcon.testing.wait import wait_until
 
 

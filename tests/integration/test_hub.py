@@ -6,7 +6,7 @@ import re
 import threading
 import time
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import check_numbered, ether, numbered
 
 
@@ -18,16 +18,19 @@ def test_each_frame_goes_to_every_other_port(peers, xcon):
     a, b, c = peers(), peers(), peers()
     xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c))
     up(xc, 3)
-    a.send(ether(b"from a"))
-    b.wait_frames(1)
-    c.wait_frames(1)
-    b.send(ether(b"from b"))
-    a.wait_frames(1)
-    c.wait_frames(2)
-    time.sleep(0.1)
-    assert a.frames == [ether(b"from b")]
-    assert b.frames == [ether(b"from a")]
-    assert c.frames == [ether(b"from a"), ether(b"from b")]
+    due: dict[FakeQemu, list[bytes]] = {a: [], b: [], c: []}
+    for sender, text in ((a, b"from a"), (b, b"from b"), (c, b"from c"), (a, b"a again")):
+        sender.send(ether(text))
+        for port, frames in due.items():
+            if port is not sender:
+                frames.append(ether(text))
+                port.wait_frames(len(frames))
+    # Each port's frames arrive in the order the hub forwarded them: a frame the
+    # hub wrongly sent back to its sender (or sent twice) would come before the
+    # later ones awaited here.
+    assert a.frames == [ether(b"from b"), ether(b"from c")]
+    assert b.frames == [ether(b"from a"), ether(b"from c"), ether(b"a again")]
+    assert c.frames == [ether(b"from a"), ether(b"from b"), ether(b"a again")]
     assert xc.terminate() == 0
 
 

@@ -13,9 +13,9 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import endpoint
-from tests.integration.test_control import call, ctl, wait_api, write
 from xcon.control.client import link_path
+from xcon.testing.control import call, ctl, wait_api, write
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
 from xcon.testing.wait import wait_until
 
@@ -122,12 +122,8 @@ def test_live_change_takes_effect_within_100ms_without_reconnecting(peers, xcon)
     assert xc.terminate() == 0, xc.log()
 
 
-def test_ctl_impair_words_flags_clear_and_errors(peers, xcon):
-    a, b = peers(), peers()
-    link = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", link, "--control-listen", "127.0.0.1:0")
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_ctl_impair_words_flags_clear_and_errors(p2p):
+    xc, a, b, link = p2p("--control-listen", "127.0.0.1:0")
     r = ctl(xc, "impair", link, "--direction", "b2a", "delay", "10ms", "2ms", "loss", "1%")
     assert r.returncode == 0, r.stderr
     assert "impair b2a: delay 10ms 2ms loss 1%" in r.stdout
@@ -224,12 +220,8 @@ def test_impair_errors_at_start_are_one_line(tmp_path):
         assert says in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
 
 
-def test_seed_logged_once_an_impairment_exists(peers, xcon):
-    a, b = peers(), peers()
-    link = f"{endpoint(a)}--{endpoint(b)}"
-    xc = xcon("--p2p", link, "--seed", "11")
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+def test_seed_logged_once_an_impairment_exists(p2p):
+    xc, a, b, link = p2p("--seed", "11")
     assert f"p2p link {link}" in xc.log()  # the start-up lines are all written by now
     assert "impairment seed" not in xc.log()
     status, _doc = call(xc, "PUT", link_path(link, "impair"), {"netem": "delay 1ms"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 from functools import partial
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import ether
 
 LINKS = 16  # 32 sockets: more than the soft limit below allows

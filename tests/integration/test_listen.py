@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from tests.conftest import new_host
 from xcon.engines import make_engine
 from xcon.ports.listen import IDLE_GRACE, ListenPort
 from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
+from xcon.testing.loopback import new_host
 
 
 @pytest.fixture

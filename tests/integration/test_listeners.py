@@ -15,7 +15,7 @@ import pytest
 from xcon.engines import make_engine
 from xcon.ports.listeners import ListenerWatch, LocalAddresses, listener_key
 from xcon.testing.fakeqemu import FakeQemu
-from xcon.testing.loop import run_for, run_until
+from xcon.testing.loop import run_until
 
 
 def key(ip: str, port: int) -> bytes:
@@ -44,19 +44,29 @@ def listener(ip: str, port: int, family: int = socket.AF_INET) -> socket.socket:
     return s
 
 
+def witness(loop, watch: ListenerWatch, ip: str) -> None:
+    """A listener appears on ``ip`` and the watch sees it: it has listed the kernel's
+    listeners (and called back everything that was due) since this was called."""
+    port = free_port(ip)
+    seen: list[bool] = []
+    assert watch.wait(frozenset({key(ip, port)}), lambda: seen.append(True)) is not None
+    with listener(ip, port):
+        run_until(loop, lambda: bool(seen), f"the watch to see {ip}:{port}")
+
+
 def test_seen_once_its_port_listens_and_not_before(loop):
     watch = ListenerWatch(loop)
     port = free_port("127.0.0.1")
     seen: list[float] = []
     w = watch.wait(frozenset({key("127.61.0.9", port)}), lambda: seen.append(time.monotonic()))
     assert w is not None, "nothing listens yet: the caller must wait"
-    run_for(loop, 0.35)
+    witness(loop, watch, "127.61.0.20")
     assert seen == []
     with listener("127.61.0.9", port):
         t0 = time.monotonic()
         run_until(loop, lambda: bool(seen), "the watch to see the listener")
         assert seen[0] - t0 < 0.5
-        run_for(loop, 0.25)
+        witness(loop, watch, "127.61.0.21")
         assert len(seen) == 1, "called back once"
         # Already listening: no wait at all.
         assert watch.wait(frozenset({key("127.61.0.9", port)}), lambda: None) is None
@@ -68,7 +78,7 @@ def test_a_listener_on_another_address_or_port_does_not_count(loop):
     seen: list[bool] = []
     watch.wait(frozenset({key("127.61.0.10", port)}), lambda: seen.append(True))
     with listener("127.61.0.11", port), listener("127.61.0.10", free_port("127.61.0.10")):
-        run_for(loop, 0.35)
+        witness(loop, watch, "127.61.0.22")
     assert seen == []
 
 
@@ -91,7 +101,7 @@ def test_cancel_stops_the_watch(loop):
     assert w is not None
     watch.cancel(w)
     with listener("127.61.0.13", port):
-        run_for(loop, 0.3)
+        witness(loop, watch, "127.61.0.23")
     assert seen == []
 
 
@@ -106,14 +116,20 @@ def test_which_addresses_are_local():
 
 
 def test_no_connection_attempts_while_local_routers_are_down(xcon):
-    """Two routers down for 2 s: each NIC is tried once at start and then left alone
+    """Two routers down for a second: each NIC is tried once at start and then left alone
     until its listener appears; the link is then up within a watch interval."""
     a, b = FakeQemu("127.61.1.1", 3), FakeQemu("127.61.1.2", 4)
     xc = xcon("--p2p", "127.61.1.1/3--127.61.1.2/4", log_level="debug")
     try:
         xc.wait_log("127.61.1.1/3: not listening yet; connecting as soon as it is")
         xc.wait_log("127.61.1.2/4: not listening yet; connecting as soon as it is")
-        time.sleep(2.0)
+        time.sleep(1.0)  # the routers stay down: probing would try each NIC ~6 more times
+        # The loop answers after that second, both NICs still waiting for their
+        # listener: what it tried meanwhile is in the log.
+        counters = xc.counters().splitlines()
+        for end in ("127.61.1.1/3", "127.61.1.2/4"):
+            [line] = [ln for ln in counters if f"counters {end}: " in ln]
+            assert ": down connects=0 " in line and "last_error='not listening'" in line, line
         log = xc.log()
         attempts = len(re.findall(r"127\.61\.1\.[12]/[34]: (not reachable|attempt failed)", log))
         assert attempts <= 2, f"{attempts} connection attempts while down:\n{log}"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, ether, numbered
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import new_host
 from xcon.health import HealthFile
+from xcon.testing.loopback import new_host
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -22,7 +22,6 @@ import threading
 
 import pytest
 
-from tests.conftest import new_host
 from xcon.engines import make_engine
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
@@ -34,6 +33,7 @@ from xcon.testing.fakedgram import FakeDgram, vxlan_header
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
+from xcon.testing.loopback import new_host
 
 TIMEOUT = 5.0
 
@@ -321,7 +321,7 @@ class DeviceKit(Kit):
     max_frame = 9014  # MTU 9000 and the Ethernet header
 
     def __init__(self, services: PortServices) -> None:
-        from tests.root.nsutil import sh, suffix
+        from xcon.testing.netns import sh, suffix
 
         self.ns = f"xcp-{suffix()}"
         sh("ip", "netns", "add", self.ns)
@@ -335,7 +335,7 @@ class DeviceKit(Kit):
         raise NotImplementedError
 
     def quiet_up(self, ifname: str) -> None:
-        from tests.root.nsutil import sh
+        from xcon.testing.netns import sh
 
         sh(
             "ip",
@@ -356,7 +356,7 @@ class DeviceKit(Kit):
         return list(self.peer.incoming)
 
     def close(self) -> None:
-        from tests.root.nsutil import sh
+        from xcon.testing.netns import sh
 
         peer = getattr(self, "peer", None)
         if peer is not None:
@@ -371,7 +371,7 @@ class TapKit(DeviceKit):
     name = "tap"
 
     def make_device(self, services: PortServices, tag: str) -> Port:
-        from tests.root.nsutil import PacketSocket, sh
+        from xcon.testing.netns import PacketSocket, sh
 
         ifname = f"xp{tag}"
         port = self.make(services, f"tap:{ifname}")
@@ -389,7 +389,7 @@ class RawKit(DeviceKit):
     name = "raw"
 
     def make_device(self, services: PortServices, tag: str) -> Port:
-        from tests.root.nsutil import PacketSocket, in_netns, sh
+        from xcon.testing.netns import PacketSocket, in_netns, sh
 
         near, far = f"xr{tag}", f"xw{tag}"
         sh("ip", "-n", self.ns, "link", "add", near, "type", "veth", "peer", "name", far)

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import endpoint
 
 STOPPING = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGXCPU", "SIGPWR"]
 

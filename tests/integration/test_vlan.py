@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import endpoint
+from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import ether, tagged
 
 

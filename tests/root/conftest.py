@@ -6,13 +6,15 @@ even when it fails.  Traffic stays inside the namespaces these tests create.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
 import pytest
 
-from tests.root.nsutil import ROOT_REASON, ns_prefix, sh, suffix, workdir
+from xcon.testing.netns import ROOT_REASON, ns_prefix, sh, suffix, workdir
 from xcon.testing.process import XconProcess
+from xcon.testing.qemu import Lab
 
 
 def _can_netns() -> bool:
@@ -69,3 +71,10 @@ def closing():
             o.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+def lab(tmp_path, engine):
+    """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
+    with contextlib.closing(Lab(tmp_path, engine)) as lab:
+        yield lab

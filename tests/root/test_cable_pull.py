@@ -13,14 +13,13 @@ keep sending and xcon drops and counts it (``admin_down``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.root.test_qemu_e2e import lab, ping, wait_ping  # noqa: F401 - the fixture
 from xcon.monitor import hmp
+from xcon.testing.control import ctl
+from xcon.testing.ping import ping, wait_ping
 from xcon.testing.qemu import missing
 
 pytestmark = [
@@ -30,22 +29,13 @@ pytestmark = [
 ]
 
 
-def ctl(xc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcon", "ctl", "--control", f"{xc.workdir}/xcon.sock", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def ends(xc, link: str) -> dict[str, dict]:
     r = ctl(xc, "--json", "link", link)
     assert r.returncode == 0, r.stderr
     return {e["name"]: e for e in json.loads(r.stdout)["ends"]}
 
 
-def test_cable_pull_takes_the_routers_nics_down_and_back(lab):  # noqa: F811
+def test_cable_pull_takes_the_routers_nics_down_and_back(lab):
     ra = lab.router("ra", monitor=14001)
     rb = lab.router("rb", monitor=14002)
     link = f"{ra.endpoint}--{rb.endpoint}"
@@ -85,7 +75,7 @@ def test_cable_pull_takes_the_routers_nics_down_and_back(lab):  # noqa: F811
     assert ends(xc, link)[ra.endpoint]["reconnects"] == 0
 
 
-def test_cable_pull_without_a_monitor_drops_in_xcon(lab):  # noqa: F811
+def test_cable_pull_without_a_monitor_drops_in_xcon(lab):
     ra, rb = lab.router("ra"), lab.router("rb")
     link = f"{ra.endpoint}--{rb.endpoint}"
     xc = lab.xcon("--p2p", link)
@@ -102,7 +92,7 @@ def test_cable_pull_without_a_monitor_drops_in_xcon(lab):  # noqa: F811
     wait_ping(ra.netns, rb.ip, timeout=10)
 
 
-def test_a_monitor_that_fails_is_reported_and_xcon_still_pulls(lab):  # noqa: F811
+def test_a_monitor_that_fails_is_reported_and_xcon_still_pulls(lab):
     ra, rb = lab.router("ra", monitor=14003), lab.router("rb")
     link = f"{ra.endpoint}--{rb.endpoint}"
     xc = lab.xcon("--p2p", link)

@@ -4,8 +4,8 @@ no listening side at all."""
 
 from __future__ import annotations
 
-from tests.root.nsutil import PacketSocket, requires_root, sh, suffix
 from xcon.testing.frames import RESERVED, ether, numbered, reserved_multicast_frames, tagged
+from xcon.testing.netns import PacketSocket, requires_root, sh, suffix
 
 pytestmark = requires_root
 

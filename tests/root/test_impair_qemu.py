@@ -10,10 +10,11 @@ import statistics
 
 import pytest
 
-from tests.root.nsutil import iperf3
-from tests.root.test_qemu_e2e import lab, ping, report, wait_ping  # noqa: F401 - fixture
-from xcon.control.client import Client, link_path
-from xcon.testing.qemu import missing
+from xcon.control.client import link_path
+from xcon.testing.control import call
+from xcon.testing.netns import iperf3
+from xcon.testing.ping import ping, wait_ping
+from xcon.testing.qemu import missing, report
 
 pytestmark = [
     pytest.mark.root,
@@ -22,7 +23,7 @@ pytestmark = [
 ]
 
 
-def test_ping_shows_the_delay_in_both_directions(lab, record_property):  # noqa: F811
+def test_ping_shows_the_delay_in_both_directions(lab, record_property):
     ra, rb = lab.router("a"), lab.router("b")
     link = f"{ra.endpoint}--{rb.endpoint}"
     x = lab.xcon("--p2p", link, "--impair", f"{link}=delay 20ms 5ms", "--seed", "1")
@@ -37,15 +38,14 @@ def test_ping_shows_the_delay_in_both_directions(lab, record_property):  # noqa:
     assert 30.0 <= p.rtt[0] and p.rtt[2] <= 60.0, p.figures()
     assert 36.0 <= statistics.mean(p.times) <= 46.0, p.figures()
     # and without the impairment (cleared live) the rtt is back under 10 ms
-    client = Client(path=str(lab.tmp / "xcon0" / "xcon.sock"))
-    status, _data, _ct = client.request("DELETE", link_path(link, "impair"))
+    status, _doc = call(x, "DELETE", link_path(link, "impair"))
     assert status == 200
     q = ping(ra.netns, rb.ip, count=10, interval=0.05, wait=2)
     assert q.rtt is not None and q.rtt[1] < 10.0, q.figures()
 
 
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
-def test_tcp_retransmits_through_one_percent_loss(lab, record_property):  # noqa: F811
+def test_tcp_retransmits_through_one_percent_loss(lab, record_property):
     ra, rb = lab.router("a"), lab.router("b")
     link = f"{ra.endpoint}--{rb.endpoint}"
     x = lab.xcon("--p2p", link, "--impair", f"{link}:a2b=loss 1%", "--seed", "3")

@@ -14,191 +14,22 @@ Addresses exist only inside the namespaces made here.
 from __future__ import annotations
 
 import json
-import math
 import random
-import re
-import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from xcon.testing.process import XconProcess
-from xcon.testing.qemu import QemuRouter, missing, netns_exec, sh
+from xcon.testing.ping import parse_ping, ping, wait_ping
+from xcon.testing.qemu import Lab, QemuRouter, missing, report
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.timeout(120),
     pytest.mark.skipif(missing() is not None, reason=str(missing())),
 ]
-
-
-# -- the lab: everything one test makes, removed at the end ----------------------------
-
-
-class Lab:
-    def __init__(self, tmp: Path, engine: str) -> None:
-        self.tmp = tmp
-        self.engine = engine
-        self.tag = secrets.token_hex(3)
-        rnd = random.Random()
-        self.subnet = f"10.{rnd.randrange(64, 250)}.{rnd.randrange(256)}"
-        self.loopback = f"127.{rnd.randrange(2, 255)}.{rnd.randrange(256)}"
-        self.namespaces: list[str] = []
-        self.routers: list[QemuRouter] = []
-        self.xcons: list[XconProcess] = []
-
-    def netns(self, role: str) -> str:
-        name = f"xcon-e2e-{self.tag}-{role}"
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        return name
-
-    def router(
-        self,
-        role: str,
-        host: str | None = None,
-        nic: int = 1,
-        run_netns: str | None = None,
-        netdev: str | None = None,
-        monitor: int | None = None,
-    ) -> QemuRouter:
-        """A started qemu router whose tap is in a new namespace ``role`` at subnet.N/24."""
-        n = len(self.routers) + 1
-        netns = self.netns(role)
-        r = QemuRouter(
-            self.tmp,
-            tap=f"xq{self.tag}{n}",
-            host=host or f"{self.loopback}.{n}",
-            nic=nic,
-            netns=netns,
-            address=f"{self.subnet}.{n}/24",
-            mac=f"02:58:{self.tag[:2]}:{self.tag[2:4]}:{self.tag[4:]}:{n:02x}",
-            run_netns=run_netns,
-            netdev=netdev,
-            monitor=monitor,
-        )
-        self.routers.append(r)
-        r.start()
-        return r
-
-    def xcon(self, *args: str, netns: str | None = None) -> XconProcess:
-        x = XconProcess(
-            [*args, "--engine", self.engine],
-            cwd=str(self.tmp / f"xcon{len(self.xcons)}"),
-            prefix=netns_exec(netns),
-        )
-        self.xcons.append(x)
-        return x
-
-    def close(self) -> None:
-        errors = []
-        for x in self.xcons:
-            x.kill()
-        for r in self.routers:
-            try:
-                r.stop()
-            except Exception as e:
-                errors.append(e)
-        for name in reversed(self.namespaces):
-            r = sh("ip", "netns", "del", name, check=False)
-            if r.returncode:
-                errors.append(RuntimeError(f"ip netns del {name}: {r.stderr.strip()}"))
-        for r in self.routers:
-            sh("ip", "link", "del", r.tap, check=False)
-        if errors:
-            raise errors[0]
-
-
-@pytest.fixture
-def lab(tmp_path, engine):
-    """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
-    lab = Lab(tmp_path, engine)
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-# -- ping -----------------------------------------------------------------------------
-
-
-@dataclass
-class Ping:
-    transmitted: int
-    received: int
-    rtt: tuple[float, float, float] | None  # min, avg, max in ms
-    times: list[float]  # each reply's round trip, ms
-    replies: list[tuple[float, int]]  # (timestamp, icmp_seq) with -D
-    output: str
-
-    def figures(self) -> str:
-        if not self.times or not self.rtt:
-            return f"{self.received}/{self.transmitted} replies"
-        median = statistics.median(self.times)
-        return (
-            f"{self.received}/{self.transmitted} replies, rtt ms min {self.rtt[0]:.2f} "
-            f"median {median:.2f} avg {self.rtt[1]:.2f} max {self.rtt[2]:.2f}"
-        )
-
-
-def parse_ping(output: str) -> Ping:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", output)
-    assert m, output
-    rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/", output)
-    replies = [
-        (float(ts), int(seq))
-        for ts, seq in re.findall(r"^\[([\d.]+)\] \d+ bytes from .*icmp_seq=(\d+)", output, re.M)
-    ]
-    return Ping(
-        int(m.group(1)),
-        int(m.group(2)),
-        tuple(float(x) for x in rtt.groups()) if rtt else None,  # type: ignore[arg-type]
-        [float(t) for t in re.findall(r"icmp_seq=\d+ ttl=\d+ time=([\d.]+)", output)],
-        replies,
-        output,
-    )
-
-
-def ping(netns: str, dst: str, count: int = 1, interval: float = 0.2, wait: float = 1) -> Ping:
-    """``count`` pings; each reply may take up to ``wait`` seconds.
-
-    ``-w`` (a deadline) rather than ``-W`` alone: once replies have been seen,
-    ping otherwise waits only two round trips for the last one.  With ``-w``
-    ping keeps sending until ``count`` replies are in, so a late reply can make
-    it send (and get) one or two more: callers check ``received >= count``.
-    """
-    deadline = math.ceil(count * interval + wait)
-    r = subprocess.run(
-        ["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count), "-i", str(interval)]
-        + ["-W", str(wait), "-w", str(deadline), dst],
-        capture_output=True,
-        text=True,
-        timeout=deadline + 20,
-    )
-    return parse_ping(r.stdout + r.stderr)
-
-
-def wait_ping(netns: str, dst: str, timeout: float) -> float:
-    """Ping until a reply comes; returns the seconds it took."""
-    start = time.monotonic()
-    while True:
-        if ping(netns, dst, wait=0.5).received:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"no reply from {dst} in {netns} within {timeout} s")
-        time.sleep(0.05)
-
-
-def report(record_property, lab: Lab, name: str, value) -> None:
-    record_property(name, value)
-    print(f"[qemu-e2e {lab.engine}] {name}: {value}")
 
 
 # -- tests ----------------------------------------------------------------------------

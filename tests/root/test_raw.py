@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.root.nsutil import (
+from xcon import native
+from xcon.testing import packets as pk
+from xcon.testing.frames import ether, numbered, tagged, take_frames
+from xcon.testing.frames import wire as wire_of
+from xcon.testing.netns import (
     FrameRelay,
     PacketSocket,
     StreamClient,
@@ -28,10 +32,6 @@ from tests.root.nsutil import (
     tx_offloads,
     veth_into,
 )
-from xcon import native
-from xcon.testing import packets as pk
-from xcon.testing.frames import ether, numbered, tagged, take_frames
-from xcon.testing.frames import wire as wire_of
 
 pytestmark = requires_root
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.root.nsutil import (
+from xcon.testing.frames import check_numbered, ether, numbered
+from xcon.testing.netns import (
     FrameRelay,
     PacketSocket,
     StreamClient,
@@ -27,7 +28,6 @@ from tests.root.nsutil import (
     tx_offloads,
     veth_into,
 )
-from xcon.testing.frames import check_numbered, ether, numbered
 from xcon.testing.wait import WaitTimeout
 
 pytestmark = requires_root

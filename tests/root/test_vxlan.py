@@ -8,33 +8,26 @@ sends, xcon must take, and what xcon sends, it must take, bit for bit.
 
 from __future__ import annotations
 
-import random
+import contextlib
 import re
-import secrets
 from pathlib import Path
 
 import pytest
 
-from tests.root.nsutil import PacketSocket, requires_root, sh
 from xcon.testing.frames import numbered, reserved_multicast_frames, tagged
-from xcon.testing.process import XconProcess
-from xcon.testing.qemu import QemuRouter, missing, netns_exec
+from xcon.testing.netns import PacketSocket, requires_root, sh
+from xcon.testing.qemu import Lab, QemuRouter, missing, netns_exec
 
 pytestmark = requires_root
 
 ETHERTYPE_TEST = b"\x88\xb5"
 
 
-class Hosts:
+class Hosts(Lab):
     """Two namespaces ``a`` and ``b`` joined by a veth, and what runs in them."""
 
     def __init__(self, tmp: Path, engine: str) -> None:
-        self.tmp, self.engine = tmp, engine
-        self.tag = secrets.token_hex(3)
-        self.subnet = f"10.{random.randrange(64, 250)}.{random.randrange(256)}"
-        self.namespaces: list[str] = []
-        self.xcons: list[XconProcess] = []
-        self.routers: list[QemuRouter] = []
+        super().__init__(tmp, engine)
         self.a, self.b = self.netns("a"), self.netns("b")
         va, vb = f"xva{self.tag}", f"xvb{self.tag}"
         sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
@@ -45,38 +38,11 @@ class Hosts:
             sh("ip", "-n", ns, "link", "set", dev, "up", "mtu", "9000")
         self.ip_a, self.ip_b = f"{self.subnet}.1", f"{self.subnet}.2"
 
-    def netns(self, role: str) -> str:
-        name = f"xcon-vx-{self.tag}-{role}"
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        return name
-
-    def xcon(self, ns: str, *args: str) -> XconProcess:
-        x = XconProcess(
-            [*args, "--engine", self.engine],
-            cwd=str(self.tmp / f"xcon{len(self.xcons)}"),
-            prefix=netns_exec(ns),
-        )
-        self.xcons.append(x)
-        return x
-
-    def close(self) -> None:
-        for x in self.xcons:
-            x.kill()
-        for r in self.routers:
-            r.stop()
-        for name in reversed(self.namespaces):
-            sh("ip", "netns", "del", name, check=False)
-
 
 @pytest.fixture
 def hosts(tmp_path, engine):
-    h = Hosts(tmp_path, engine)
-    try:
+    with contextlib.closing(Hosts(tmp_path, engine)) as h:
         yield h
-    finally:
-        h.close()
 
 
 def vxlan_device(ns: str, name: str, vni: int, local: str, remote: str, port: int) -> None:
@@ -105,7 +71,7 @@ def test_xcon_and_a_kernel_vxlan_device_exchange_frames_bit_exact(hosts, port):
     vxlan_device(hosts.b, "vx1", vni + 1, hosts.ip_b, hosts.ip_a, port)  # another VNI
     tap = f"xt{hosts.tag}"
     end = f"vxlan:{hosts.ip_b}:{port}/{vni}" if port != 4789 else f"vxlan:{hosts.ip_b}/{vni}"
-    xc = hosts.xcon(hosts.a, "--p2p", f"tap:{tap}--{end}")
+    xc = hosts.xcon("--p2p", f"tap:{tap}--{end}", netns=hosts.a)
     xc.wait_log("VXLAN VNI")
     sh("ip", "-n", hosts.a, "link", "set", tap, "up", "mtu", "8000")
     on_tap = PacketSocket(hosts.a, tap)
@@ -171,8 +137,8 @@ def ping_ok(ns: str, dst: str, timeout: float = 10) -> None:
 @pytest.mark.skipif(qemu_missing is not None, reason=str(qemu_missing))
 def test_recipe_two_hosts_xcon_on_both_sides(hosts):
     ra, rb = router(hosts, hosts.a, 1), router(hosts, hosts.b, 2)
-    xa = hosts.xcon(hosts.a, "--p2p", f"{ra.endpoint}--vxlan:{hosts.ip_b}/100")
-    xb = hosts.xcon(hosts.b, "--p2p", f"{rb.endpoint}--vxlan:{hosts.ip_a}/100")
+    xa = hosts.xcon("--p2p", f"{ra.endpoint}--vxlan:{hosts.ip_b}/100", netns=hosts.a)
+    xb = hosts.xcon("--p2p", f"{rb.endpoint}--vxlan:{hosts.ip_a}/100", netns=hosts.b)
     ping_ok(ra.netns, rb.ip)
     xa.wait_health("0", contains="All 2 sockets connected")
     xb.wait_health("0", contains="All 2 sockets connected")
@@ -191,7 +157,7 @@ def test_recipe_two_hosts_xcon_and_a_kernel_vxlan_bridged_to_a_tap(hosts):
         if dev != "br0":
             sh("ip", "-n", hosts.b, "link", "set", dev, "master", "br0")
         sh("ip", "-n", hosts.b, "link", "set", dev, "up")
-    xa = hosts.xcon(hosts.a, "--p2p", f"{ra.endpoint}--vxlan:{hosts.ip_b}/100")
+    xa = hosts.xcon("--p2p", f"{ra.endpoint}--vxlan:{hosts.ip_b}/100", netns=hosts.a)
     ping_ok(ra.netns, rb.ip)
     xa.wait_health("0", contains="All 2 sockets connected")
     assert xa.terminate() == 0

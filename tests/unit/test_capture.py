@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_native import PROPERTY, frame_streams, get_backend
 from xcon.app import Xcon
 from xcon.bridges.p2p import P2PLink
 from xcon.capture import bpf, pcapng, sinks
@@ -28,8 +27,10 @@ from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
 from xcon.native.abi import EPB_FIXED
 from xcon.testing import pcapng as reader
+from xcon.testing.backends import get_backend
 from xcon.testing.fakeport import FakeEngine, FakePort
 from xcon.testing.frames import encode_frames, ether, numbered, tagged
+from xcon.testing.strategies import PROPERTY, frame_streams
 
 BACKENDS = pytest.mark.parametrize("backend", ["python", "native"])
 need_libpcap = pytest.mark.skipif(

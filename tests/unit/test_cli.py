@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from xcon import app, cli, modes, netconf
+from xcon import app, cli
 from xcon.health import health_text
 from xcon.limits import TRACE_MAX, TRACE_MIN
 
@@ -61,40 +61,6 @@ def run_cli(argv, capsys):
     return rc, err
 
 
-def forbidden(*a, **k):
-    raise AssertionError("something was created before validation finished")
-
-
-@pytest.fixture
-def nothing_created(monkeypatch):
-    """Creating the app, building a mode or configuring the host fails the test."""
-    monkeypatch.setattr(app, "Xcon", forbidden)
-    for name in ("p2p", "hub", "tap_listen", "raw_listen"):
-        monkeypatch.setattr(modes, name, forbidden)
-    monkeypatch.setattr(netconf, "apply", forbidden)
-
-
-@pytest.fixture
-def built(monkeypatch):
-    """The builders record their calls; the app is created but never runs."""
-    calls: list[tuple] = []
-    for name in ("p2p", "hub", "tap_listen", "raw_listen"):
-        monkeypatch.setattr(modes, name, lambda *a, _n=name, **k: calls.append((_n, a[1:], k)))
-    monkeypatch.setattr(netconf, "apply", forbidden)
-    monkeypatch.setattr(app.Xcon, "run", lambda self: self.engine.close() or 0)
-    monkeypatch.setattr("xcon.rlimit.ensure_nofile", lambda n: 1024)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
-    return calls
-
-
-def one_error_line(argv, capsys) -> str:
-    rc, err = run_cli(argv, capsys)
-    assert rc == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xcon: error: "), err
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -144,8 +110,8 @@ def one_error_line(argv, capsys) -> str:
         (["--tap-listen", "9" * 5000], "outside 1..55535"),
     ],
 )
-def test_bad_input_exits_2(argv, needle, capsys, nothing_created):
-    line = one_error_line(argv, capsys)
+def test_bad_input_exits_2(argv, needle, usage_error):
+    line = usage_error(argv)
     assert needle in line
 
 
@@ -162,9 +128,9 @@ def test_bad_input_exits_2(argv, needle, capsys, nothing_created):
         (["--tap-listen", "1", "\udcff"], "unrecognized arguments: \\udcff"),
     ],
 )
-def test_usage_errors_are_one_line(argv, needle, capsys, nothing_created):
+def test_usage_errors_are_one_line(argv, needle, usage_error):
     """No 7-line usage block before the message: one line, exit 2 (returned)."""
-    line = one_error_line(argv, capsys)
+    line = usage_error(argv)
     assert needle in line
 
 
@@ -172,8 +138,8 @@ def test_usage_errors_are_one_line(argv, needle, capsys, nothing_created):
     "value",
     ["inf", "-inf", "1e300", "-1", "nan", "NaN", "1e-9", "0", "0.09", str(TRACE_MAX + 1), "x", ""],
 )
-def test_trace_is_bounded(value, capsys, nothing_created):
-    line = one_error_line(["--p2p", "a/1--b/1", f"--trace={value}"], capsys)
+def test_trace_is_bounded(value, usage_error):
+    line = usage_error(["--p2p", "a/1--b/1", f"--trace={value}"])
     assert line.startswith("xcon: error: argument --trace: ")
 
 

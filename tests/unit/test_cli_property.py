@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import xcon
 from xcon import app, cli, modes, netconf
+from xcon.testing.strategies import examples
 
 #: The xcon under test, also for the interpreters started here.
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(xcon.__file__)))
@@ -102,7 +103,7 @@ def inert(monkeypatch):
 
 
 @settings(
-    max_examples=400,
+    max_examples=examples(400),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -122,7 +123,7 @@ def test_any_argv_exits_cleanly(argv, inert, capsys):
     assert "apply" not in inert
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(text=st.text(any_char, max_size=30))
 def test_link_parser_raises_only_spec_errors(text):
     from xcon.linkspec import SpecError, parse_endpoint, parse_link

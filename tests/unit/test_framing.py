@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from xcon.framing import MAX_FRAME, NEED_DATA, TOO_BIG, FrameBuffer
 from xcon.testing.frames import wire
+from xcon.testing.strategies import examples
 
 
 def drain(fb: FrameBuffer) -> list[bytes]:
@@ -115,7 +116,7 @@ def test_buffer_memory_is_fixed():
 frame_sizes = st.lists(st.integers(min_value=1, max_value=MAX_FRAME), min_size=1, max_size=6)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(sizes=frame_sizes, data=st.data())
 def test_random_splits(sizes, data):
     frames = [bytes([(i * 7 + s) % 256]) * s for i, s in enumerate(sizes)]

@@ -6,43 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from xcon import app, cli, modes, netconf
+from xcon import cli, netconf
 from xcon.errors import ModeError
-
-
-def forbidden(*a, **k):
-    raise AssertionError("something was created before validation finished")
-
-
-@pytest.fixture
-def nothing_created(monkeypatch):
-    """Creating the app, building a mode or configuring the host fails the test."""
-    monkeypatch.setattr(app, "Xcon", forbidden)
-    for name in ("p2p", "hub", "tap_listen", "raw_listen"):
-        monkeypatch.setattr(modes, name, forbidden)
-    monkeypatch.setattr(netconf, "apply", forbidden)
-
-
-@pytest.fixture
-def built(monkeypatch):
-    """The builders record their calls; the app never runs."""
-    calls: list[tuple] = []
-    for name in ("p2p", "hub", "tap_listen", "raw_listen"):
-        monkeypatch.setattr(modes, name, lambda *a, _n=name, **k: calls.append((_n, a[1:], k)))
-    monkeypatch.setattr(netconf, "apply", forbidden)
-    monkeypatch.setattr(app.Xcon, "run", lambda self: self.engine.close() or 0)
-    monkeypatch.setattr("xcon.rlimit.ensure_nofile", lambda n: 1024)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
-    return calls
-
-
-def usage_error(argv, capsys) -> str:
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xcon: error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -101,8 +66,8 @@ def usage_error(argv, capsys) -> str:
         (["--tap-listen", "0"], "outside 1..55535"),
     ],
 )
-def test_bad_tap_arguments(argv, needle, capsys, nothing_created):
-    line = usage_error(["--tap-listen", "1", *argv], capsys)
+def test_bad_tap_arguments(argv, needle, usage_error):
+    line = usage_error(["--tap-listen", "1", *argv])
     assert needle in line
 
 
@@ -119,8 +84,8 @@ def test_bad_tap_arguments(argv, needle, capsys, nothing_created):
         (["--raw-if", "e\udcff"], "not UTF-8"),
     ],
 )
-def test_bad_raw_arguments(argv, needle, capsys, nothing_created):
-    assert needle in usage_error(["--raw-listen", "1", *argv], capsys)
+def test_bad_raw_arguments(argv, needle, usage_error):
+    assert needle in usage_error(["--raw-listen", "1", *argv])
 
 
 @pytest.mark.parametrize("mode", [["--p2p", "a/1--b/1"], ["--hub", "a/1", "b/1"]])
@@ -137,14 +102,14 @@ def test_bad_raw_arguments(argv, needle, capsys, nothing_created):
         ["--raw-if", "eth1"],
     ],
 )
-def test_device_flags_refused_with_p2p_and_hub(mode, flag, capsys, nothing_created):
-    line = usage_error([*mode, *flag], capsys)
+def test_device_flags_refused_with_p2p_and_hub(mode, flag, usage_error):
+    line = usage_error([*mode, *flag])
     owner = "--raw-listen" if flag[0] == "--raw-if" else "--tap-listen"
     assert f"{flag[0]} applies to {owner} only (not {mode[0]})" in line
 
 
-def test_raw_if_refused_with_tap_listen(capsys, nothing_created):
-    line = usage_error(["--tap-listen", "1", "--raw-if", "eth1"], capsys)
+def test_raw_if_refused_with_tap_listen(usage_error):
+    line = usage_error(["--tap-listen", "1", "--raw-if", "eth1"])
     assert "--raw-if applies to --raw-listen only" in line
 
 

@@ -40,25 +40,21 @@ from xcon.native import (
     Backend,
 )
 from xcon.native.abi import API_VERSION
+from xcon.testing.backends import get_backend
+from xcon.testing.backends import native_backend as _native_backend
 from xcon.testing.frames import encode_frames, tagged, wire
-
-VID = 123
-FILL = random.Random(7).randbytes(MAX_FRAME + 2048)
-DST_MAC = bytes.fromhex("020000000002")
-SRC_MAC = bytes.fromhex("020000000001")
-
-
-def _native_backend() -> Backend:
-    try:
-        return native.load_backend("native")
-    except ImportError as e:
-        msg = (
-            f"native backend not built ({e}); build it with `python native/build_native.py` "
-            "or `pip install -e .`"
-        )
-        if os.environ.get("XCON_NATIVE") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+from xcon.testing.strategies import (
+    DST_MAC,
+    FILL,
+    PROPERTY,
+    SRC_MAC,
+    VID,
+    VIDS,
+    dot1q,
+    examples,
+    frame_streams,
+    tci,
+)
 
 
 @pytest.fixture(params=["python", "native"])
@@ -73,16 +69,8 @@ def be(request: pytest.FixtureRequest) -> Backend:
 # --------------------------------------------------------------------------
 
 
-def tci(vid: int, pcp: int = 0, dei: int = 0) -> bytes:
-    return struct.pack(">H", (pcp << 13) | (dei << 12) | vid)
-
-
 def eth(payload_len: int = 46, ethertype: int = 0x0800, tags: bytes = b"") -> bytes:
     return DST_MAC + SRC_MAC + tags + struct.pack(">H", ethertype) + FILL[:payload_len]
-
-
-def dot1q(vid: int, pcp: int = 0, dei: int = 0) -> bytes:
-    return b"\x81\x00" + tci(vid, pcp, dei)
 
 
 def qinq(vid: int) -> bytes:
@@ -591,79 +579,7 @@ def ref_vlan(buf: bytes, start: int, end: int, vid: int, room: int, strip: bool)
     return pos, bytes(out), nout, tuple(drops)
 
 
-LENGTHS = st.one_of(
-    st.integers(0, 20),
-    st.sampled_from([13, 14, 17, 18]),
-    st.integers(14, 1600),
-    st.integers(14, 1600),
-    st.sampled_from([9018, MAX_FRAME - 5, MAX_FRAME - 4, MAX_FRAME - 3, MAX_FRAME, MAX_FRAME + 1]),
-    st.integers(0, 70000),
-)
-VIDS = st.sampled_from([VID, VID, VID, 0, 1, 4095, VID + 1])
-
-
-@st.composite
-def frame_heads(draw: st.DrawFn) -> bytes:
-    macs = DST_MAC + SRC_MAC
-    kind = draw(st.sampled_from(["untagged", "dot1q", "qinq", "dot1q2", "random"]))
-    pcp = draw(st.integers(0, 7))
-    dei = draw(st.integers(0, 1))
-    if kind == "untagged":
-        return macs + b"\x08\x00"
-    if kind == "dot1q":
-        return macs + dot1q(draw(VIDS), pcp, dei) + b"\x08\x00"
-    if kind == "qinq":
-        return macs + b"\x88\xa8" + tci(draw(VIDS), pcp, dei) + dot1q(draw(VIDS)) + b"\x08\x00"
-    if kind == "dot1q2":
-        return macs + dot1q(draw(VIDS), pcp, dei) + dot1q(draw(VIDS)) + b"\x86\xdd"
-    return draw(st.binary(min_size=0, max_size=24))
-
-
-@st.composite
-def frame_streams(draw: st.DrawFn) -> tuple[bytes, int, int]:
-    parts = []
-    bounds = [0]
-    for _ in range(draw(st.integers(0, 8))):
-        head = draw(frame_heads())
-        length = draw(LENGTHS)
-        off = draw(st.integers(0, 1024))
-        body = (head + FILL[off : off + length])[:length]
-        declared = length
-        if draw(st.integers(0, 39)) == 0:
-            declared = draw(st.one_of(st.integers(0, 70000), st.integers(0, 2**32 - 1)))
-        parts.append(struct.pack(">I", declared) + body)
-        bounds.append(bounds[-1] + 4 + length)
-    parts.append(draw(st.binary(max_size=10)))
-    buf = b"".join(parts)
-    # Mostly aligned starts (where a caller resumes), sometimes anywhere;
-    # ends at the buffer end, a frame boundary or a random split point.
-    how = draw(st.integers(0, 9))
-    if how < 5:
-        start = 0
-    elif how < 9:
-        start = draw(st.sampled_from(bounds))
-    else:
-        start = draw(st.integers(0, len(buf)))
-    how = draw(st.integers(0, 3))
-    if how < 2:
-        end = len(buf)
-    elif how == 2:
-        end = draw(st.sampled_from([b for b in bounds if b >= start] or [len(buf)]))
-    else:
-        end = draw(st.integers(start, len(buf)))
-    return buf, start, end
-
-
-PROPERTY = settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 BACKENDS = pytest.mark.parametrize("backend", ["python", "native"])
-
-
-def get_backend(name: str) -> Backend:
-    return _native_backend() if name == "native" else native.load_backend("python")
 
 
 @st.composite
@@ -916,7 +832,7 @@ IO_LENGTHS = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lengths=st.lists(IO_LENGTHS, max_size=8), tail=st.binary(max_size=6))
 def test_io_agrees(lengths: list[int], tail: bytes) -> None:
     """write_frames then read_frames over a fresh socket pair: same results on both backends."""
@@ -1578,7 +1494,7 @@ def run_dgram_case(be: Backend, case) -> list:
             s.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=dgram_cases())
 def test_recv_datagrams_matches_model_and_agrees(case) -> None:
     try:
@@ -1597,7 +1513,7 @@ def test_recv_datagrams_matches_model_and_agrees(case) -> None:
     assert py[1] == (rest, rest_data, b"\xa5" * start)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lengths=st.lists(IO_LENGTHS, max_size=80),
     tail=st.binary(max_size=6),
@@ -2064,7 +1980,7 @@ def run_offload(be: Backend, case) -> tuple[tuple[int, int, int], bytes]:
     return res, bytes(dst)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=offload_cases())
 def test_offload_agrees(case) -> None:
     nat = _native_backend()
@@ -2226,7 +2142,7 @@ def test_write_packets_eagain_resumes(be: Backend, seqpair) -> None:
     assert got == [bytes(10) + f for f in frames]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases=st.lists(offload_cases(), min_size=1, max_size=6))
 def test_read_packets_agrees(cases) -> None:
     """The same datagrams through read_packets on both backends: same results."""

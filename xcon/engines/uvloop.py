@@ -338,11 +338,14 @@ class _Repeating:
         self.loop = loop
         self.interval = interval
         self.callback = callback
+        self.cancelled = False
         self.handle = loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
         self.callback()
-        self.handle = self.loop.call_later(self.interval, self._tick)
+        if not self.cancelled:  # the callback may cancel its own repetition
+            self.handle = self.loop.call_later(self.interval, self._tick)
 
     def cancel(self) -> None:
+        self.cancelled = True
         self.handle.cancel()

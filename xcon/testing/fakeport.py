@@ -41,7 +41,15 @@ class _Timer:
 
 
 class FakeEngine:
-    """An :class:`~xcon.engines.Engine` whose loop the test turns by hand."""
+    """An :class:`~xcon.engines.Engine` whose loop the test turns by hand.
+
+    Its clock (:attr:`now`) moves only when the test says so; otherwise it keeps
+    the real engines' order (``tests/unit/test_engines.py`` holds it to it):
+    deferred calls run first in, first out, after the timers due at the same
+    time; timers run in order of due time, those due together in the order they
+    were set.  :meth:`run` runs what is ready and returns (it never waits);
+    :func:`xcon.testing.loop.run_until` turns it timer by timer instead.
+    """
 
     name = "fake"
 
@@ -60,28 +68,51 @@ class FakeEngine:
             n += 1
         return n
 
-    def advance(self, seconds: float) -> None:
-        """Move the clock on, running due timers and deferred calls."""
-        self.now += seconds
+    def _fire_due(self) -> None:
+        """Run the timers due by :attr:`now`, then what they deferred (and again,
+        while that sets timers already due): a real engine's round after a wake-up."""
         self.run_soon()
         while self._timers and self._timers[0].when <= self.now:
-            t = heapq.heappop(self._timers)
-            if not t.cancelled:
-                t.callback()
+            while self._timers and self._timers[0].when <= self.now:
+                t = heapq.heappop(self._timers)
+                if not t.cancelled:
+                    t.callback()
             self.run_soon()
 
+    def advance(self, seconds: float) -> None:
+        """Move the clock on at once, running due timers and deferred calls (as an
+        engine that woke up late: every overdue timer in one round)."""
+        self.now += seconds
+        self._fire_due()
+
+    def _next_due(self) -> float | None:
+        """When the nearest live timer is due (cancelled ones are dropped)."""
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        return timers[0].when if timers else None
+
     def run_until(self, when: float) -> None:
-        """Move the clock to ``when`` timer by timer: each runs with the clock at
-        its own time (as a precise engine would run it), then deferred calls."""
-        while self._timers and self._timers[0].when <= when:
-            t = heapq.heappop(self._timers)
-            if t.cancelled:
-                continue
-            self.now = max(self.now, t.when)
-            t.callback()
-            self.run_soon()
+        """Move the clock to ``when`` timer by timer: the timers due at the same
+        time run together with the clock at that time (as a precise engine runs
+        them), then deferred calls."""
+        while (due := self._next_due()) is not None and due <= when:
+            self.now = max(self.now, due)
+            self._fire_due()
         self.now = max(self.now, when)
         self.run_soon()
+
+    def step(self) -> bool:
+        """One round: what was deferred, else the nearest timers with the clock
+        moved to their time.  False when nothing at all is scheduled."""
+        if self.soon:
+            self.run_soon()
+            return True
+        due = self._next_due()
+        if due is None:
+            return False
+        self.run_until(due)
+        return True
 
     # -- Engine ---------------------------------------------------------------------
     def register(self, fd: int, handler: Handler, mask: int) -> Registration:
@@ -105,11 +136,6 @@ class FakeEngine:
         t = _Timer(when, next(self._seq), callback)
         heapq.heappush(self._timers, t)
         return t
-
-    def next_timer(self) -> float | None:
-        """When the nearest live timer is due (None: none)."""
-        live = [t.when for t in self._timers if not t.cancelled]
-        return min(live) if live else None
 
     def call_every(self, interval: float, callback: Callable[[], None]) -> TimerHandle:
         handle = _Timer(0.0, -1, callback)

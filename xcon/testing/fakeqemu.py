@@ -35,6 +35,11 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
     return bool(p.poll(timeout * 1000))
 
 
+def endpoint(q: FakeQemu) -> str:
+    """The end that names ``q`` on xcon's command line: ``host/N``."""
+    return f"{q.host}/{q.nic}"
+
+
 def stop_all(peers: Iterable[FakeQemu]) -> None:
     """Stop many fake NICs at once: all are told first, then each is waited for."""
     peers = list(peers)

@@ -1,9 +1,11 @@
-"""Driving a real engine from a test: a recording bridge and loop helpers.
+"""Driving an engine from a test: a recording bridge and loop helpers.
 
 :class:`Recorder` stands in for a bridge and keeps what a port reports;
 :func:`run_until` turns an engine's loop until a condition holds (or fails
-after :data:`TIMEOUT` seconds).  Used by the shared port suite
-(``tests/integration/test_port_suite.py``) and by per-kind port tests.
+after :data:`TIMEOUT` seconds), on a real engine or on a
+:class:`~xcon.testing.fakeport.FakeEngine` (timer by timer on its own clock).
+Used by the shared port suite (``tests/integration/test_port_suite.py``), the
+engine contract (``tests/unit/test_engines.py``) and per-kind port tests.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from xcon.engines import Engine
 from xcon.framing import iter_frames
 from xcon.ports import Port
+from xcon.testing.fakeport import FakeEngine
 from xcon.testing.frames import encode_frames
 from xcon.testing.wait import WaitTimeout
 
@@ -77,7 +80,12 @@ class Recorder:
 
 
 def run_until(engine: Engine, cond: Callable[[], bool], what: str) -> None:
-    """Turn the loop until ``cond()`` holds; fail after TIMEOUT seconds."""
+    """Turn the loop until ``cond()`` holds; fail after TIMEOUT seconds (on a
+    FakeEngine: when nothing is scheduled any more, or after TIMEOUT seconds of
+    its clock)."""
+    if isinstance(engine, FakeEngine):
+        _step_until(engine, cond, what)
+        return
     deadline = time.monotonic() + TIMEOUT
     timed_out = []
 
@@ -98,6 +106,19 @@ def run_until(engine: Engine, cond: Callable[[], bool], what: str) -> None:
         raise WaitTimeout(f"timed out after {TIMEOUT:g} s waiting for {what}")
 
 
+def _step_until(engine: FakeEngine, cond: Callable[[], bool], what: str) -> None:
+    deadline = engine.now + TIMEOUT
+    while not cond():
+        if engine.now > deadline:
+            raise WaitTimeout(f"timed out after {TIMEOUT:g} s (fake clock) waiting for {what}")
+        if not engine.step():
+            raise WaitTimeout(f"nothing left to run while waiting for {what}")
+
+
 def run_for(engine: Engine, seconds: float) -> None:
+    """Turn the loop for ``seconds`` of its clock."""
+    if isinstance(engine, FakeEngine):
+        engine.run_until(engine.now + seconds)
+        return
     end = time.monotonic() + seconds
     run_until(engine, lambda: time.monotonic() >= end, "time to pass")

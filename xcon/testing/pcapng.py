@@ -165,3 +165,9 @@ def read(data: bytes) -> Capture:
     if sections == 0:
         raise PcapngError("empty capture")
     return Capture(interfaces, packets, stats, blocks, sections)
+
+
+def read_file(path: str) -> Capture:
+    """:func:`read` the file at ``path``."""
+    with open(path, "rb") as f:
+        return read(f.read())

@@ -13,6 +13,14 @@ from collections.abc import Callable, Sequence
 from xcon.testing.wait import WaitTimeout, wait_until
 
 
+def run_xcon(*args: str, cwd: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """``python -m xcon ARGS`` in ``cwd``, run to its end (xcon refusing its
+    arguments, say); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "xcon", *args], capture_output=True, text=True, timeout=30, cwd=cwd
+    )
+
+
 class XconProcess:
     """``python -m xcon ARGS`` with its log in a file and its health file known."""
 

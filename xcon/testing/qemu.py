@@ -20,13 +20,17 @@ namespaces) and Debian's ``qemu-system-x86``; :func:`missing` says what lacks.
 from __future__ import annotations
 
 import os
+import random
+import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xcon.limits import QEMU_BASE_PORT
+from xcon.testing.process import XconProcess
 
 QEMU = "qemu-system-x86_64"
 
@@ -202,3 +206,89 @@ class QemuRouter:
             if sh("ip", "-n", self.netns, "link", "show", self.tap, check=False).returncode:
                 break
             time.sleep(0.01)
+
+
+class Lab:
+    """What one test makes: namespaces, qemu routers and xcon processes
+    (``--engine ENGINE``), all removed by :meth:`close`, also after a failure."""
+
+    def __init__(self, tmp: Path, engine: str) -> None:
+        self.tmp = tmp
+        self.engine = engine
+        self.tag = secrets.token_hex(3)
+        rnd = random.Random()
+        self.subnet = f"10.{rnd.randrange(64, 250)}.{rnd.randrange(256)}"
+        self.loopback = f"127.{rnd.randrange(2, 255)}.{rnd.randrange(256)}"
+        self.namespaces: list[str] = []
+        self.routers: list[QemuRouter] = []
+        self.xcons: list[XconProcess] = []
+
+    def netns(self, role: str) -> str:
+        name = f"xcon-e2e-{self.tag}-{role}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def router(
+        self,
+        role: str,
+        host: str | None = None,
+        nic: int = 1,
+        run_netns: str | None = None,
+        netdev: str | None = None,
+        monitor: int | None = None,
+    ) -> QemuRouter:
+        """A started qemu router whose tap is in a new namespace ``role`` at subnet.N/24."""
+        n = len(self.routers) + 1
+        netns = self.netns(role)
+        r = QemuRouter(
+            self.tmp,
+            tap=f"xq{self.tag}{n}",
+            host=host or f"{self.loopback}.{n}",
+            nic=nic,
+            netns=netns,
+            address=f"{self.subnet}.{n}/24",
+            mac=f"02:58:{self.tag[:2]}:{self.tag[2:4]}:{self.tag[4:]}:{n:02x}",
+            run_netns=run_netns,
+            netdev=netdev,
+            monitor=monitor,
+        )
+        self.routers.append(r)
+        r.start()
+        return r
+
+    def xcon(self, *args: str, netns: str | None = None) -> XconProcess:
+        x = XconProcess(
+            [*args, "--engine", self.engine],
+            cwd=str(self.tmp / f"xcon{len(self.xcons)}"),
+            prefix=netns_exec(netns),
+        )
+        self.xcons.append(x)
+        return x
+
+    def close(self) -> None:
+        errors: list[Exception] = []
+        for x in self.xcons:
+            x.kill()
+        for router in self.routers:
+            try:
+                router.stop()
+            except Exception as e:
+                errors.append(e)
+        for name in reversed(self.namespaces):
+            r = sh("ip", "netns", "del", name, check=False)
+            if r.returncode:
+                errors.append(RuntimeError(f"ip netns del {name}: {r.stderr.strip()}"))
+        for router in self.routers:
+            sh("ip", "link", "del", router.tap, check=False)
+        if errors:
+            raise errors[0]
+
+
+def report(
+    record_property: Callable[[str, object], None], lab: Lab, name: str, value: object
+) -> None:
+    """Record a figure in the test report (junit property) and print it."""
+    record_property(name, value)
+    print(f"[qemu-e2e {lab.engine}] {name}: {value}")

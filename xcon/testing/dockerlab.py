@@ -11,18 +11,17 @@ to addresses inside the containers and namespaces made here.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from xcon.testing.ping import ping
 from xcon.testing.qemu import QemuRouter, missing, sh
 from xcon.testing.wait import wait_until
 
@@ -119,46 +118,9 @@ def logs(name: str) -> str:
     return r.stdout + r.stderr
 
 
-def ping_count(netns: str | None, dst: str, count: int, interval: float = 0.05) -> int:
-    """Replies to ``count`` pings from a namespace (or from a container, ``docker exec``)."""
-    deadline = math.ceil(count * interval + 2)
-    cmd = [
-        "ping",
-        "-n",
-        "-q",
-        "-c",
-        str(count),
-        "-i",
-        str(interval),
-        "-W",
-        "1",
-        "-w",
-        str(deadline),
-        dst,
-    ]
-    r = subprocess.run(
-        ["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=deadline + 20
-    )
-    return _received(r.stdout)
-
-
-def _received(output: str) -> int:
-    for line in output.splitlines():
-        if "packets transmitted" in line:
-            return int(line.split(",")[1].split()[0])
-    return 0
-
-
-def wait_ping(netns: str, dst: str, timeout: float = 15) -> float:
-    """Ping from ``netns`` until ``dst`` answers; returns the seconds it took."""
-    start = time.monotonic()
-    wait_until(
-        lambda: ping_count(netns, dst, 1) > 0,
-        timeout,
-        f"a reply from {dst} in {netns}",
-        poll=0.05,
-    )
-    return time.monotonic() - start
+def ping_count(netns: str, dst: str, count: int, interval: float = 0.05) -> int:
+    """Replies to ``count`` pings from a namespace."""
+    return ping(netns, dst, count, interval, wait=2).received
 
 
 class DockerLab:
@@ -247,17 +209,17 @@ class DockerLab:
     def close(self) -> None:
         """Remove everything, in the order that frees it: qemu, namespaces, containers, network."""
         errors: list[str] = []
-        for r in self.routers:
+        for router in self.routers:
             try:
-                r.stop()
+                router.stop()
             except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(f"qemu {r.tap}: {e}")
+                errors.append(f"qemu {router.tap}: {e}")
         for name in reversed(self.namespaces):
             r = sh("ip", "netns", "del", name, check=False)
             if r.returncode:
                 errors.append(f"ip netns del {name}: {r.stderr.strip()}")
-        for r in self.routers:
-            sh("ip", "link", "del", r.tap, check=False)
+        for router in self.routers:
+            sh("ip", "link", "del", router.tap, check=False)
         for name in reversed(self.containers):
             r = docker("rm", "-f", "-v", name, check=False)
             if r.returncode and "No such container" not in r.stderr:
