@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xcon.bridges.p2p import Flow, VlanFlow
+from xcon.bridges.flow import Flow, VlanFlow
 from xcon.engines import TimerHandle
 from xcon.framing import OutBuffer
 from xcon.impair.spec import Impairment
