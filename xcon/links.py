@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from xcon import modes, rlimit
 from xcon.bridges import Bridge
+from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine
 from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
@@ -127,13 +128,16 @@ class LinkTable:
 
     # -- links while running ----------------------------------------------------------
     def find(self, name: str) -> Link:
-        """The link called ``name``, or the p2p link with the same two ends in
+        """The link called ``name`` (``hub`` for the only hub), or the p2p link with the same two ends in
         either order (``B/1--A/1`` for ``A/1--B/1``; a VLAN link's ``:VID`` may
         be left out: a NIC is in one link only, so the ends say which).  Raises
         NotFound naming the closest links' names."""
         link = self.links.get(name)
         if link is not None:
             return link
+        hubs = [link for link in self.links.values() if isinstance(link.bridge, Hub)]
+        if name == "hub" and len(hubs) == 1:
+            return hubs[0]
         try:
             spec = parse_link(name)
         except SpecError:
@@ -262,27 +266,54 @@ class LinkTable:
             log.info("p2p link %s administratively %s", link.name, "up" if up else "down")
         return link, changed
 
-    def set_impair(self, name: str, direction: str, imp: Impairment | None) -> Link:
-        """Impair a p2p link's direction (``a2b``, ``b2a`` or ``both``) live, or
-        clear it (``imp`` None); raises NotFound, Conflict (not p2p), BadRequest."""
+    def set_impair(
+        self, name: str, direction: str, imp: Impairment | None, end: str | None = None
+    ) -> Link:
+        """Impair a link's direction (``a2b``, ``b2a`` or ``both``) live, or
+        clear it (``imp`` None).  A hub's directions are those of one of its
+        ends (``end``): a2b into the hub, b2a out of it.  Raises NotFound,
+        BadRequest."""
         link = self.find(name)
-        if link.p2p is None:
-            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be impaired")
         if direction not in DIRECTIONS:
             raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
-        link.p2p.set_impair(direction, imp, self.seed)
+        bridge = link.bridge
+        where = direction
+        if isinstance(bridge, Hub):
+            port = self._hub_end(link, bridge, end)
+            bridge.set_impair(port, direction, imp, self.seed)
+            where = f"{port.name} {direction}"
+        elif isinstance(bridge, P2PLink):
+            if end is not None:
+                raise BadRequest(
+                    f"{link.name} is a p2p link: its directions are a2b and b2a "
+                    "(an end is named for a hub's links only)"
+                )
+            bridge.set_impair(direction, imp, self.seed)
+        else:  # pragma: no cover - every bridge is one of the two
+            raise Conflict(f"{link.name} cannot be impaired")
         if imp is not None and not imp.null and not self._seed_logged:
             self._seed_logged = True
             log.info(
                 "impairment seed %d (--seed %d replays the random draws)", self.seed, self.seed
             )
         log.info(
-            "p2p link %s %s: impairment %s",
+            "link %s %s: impairment %s",
             link.name,
-            direction,
+            where,
             imp.words() if imp is not None and not imp.null else "cleared",
         )
         return link
+
+    @staticmethod
+    def _hub_end(link: Link, hub: Hub, end: str | None) -> Port:
+        """The port of the hub's end named ``end``; raises BadRequest."""
+        names = [end_name(e) for e in link.ends]
+        if end is None:
+            raise BadRequest(f"{link.name} is a hub: name one of its ends ({', '.join(names)})")
+        for port, name, e in zip(hub.ports, names, link.ends, strict=False):
+            if end in (name, port.name, str(e)):
+                return port
+        raise BadRequest(f"{link.name} has no end {one_line(end)!r}: one of {', '.join(names)}")
 
     def reset_counters(self, name: str | None = None) -> list[Link]:
         """Counters of one link (or all) back to zero."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 
+import pytest
+
+from xcon.testing import pcapng
+from xcon.testing.control import ctl
 from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import check_numbered, ether, numbered
+from xcon.testing.pcaptools import TSHARK, tshark_fields
+from xcon.testing.wait import wait_until
+
+need_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (Debian tshark)")
 
 
 def up(xc, n: int) -> None:
@@ -116,3 +125,36 @@ def test_hub_needs_two_distinct_ports(xcon):
     xc2 = xcon("--hub", "127.0.0.1/1", "127.0.0.1/1")
     assert xc2.proc.wait(10) == 2
     assert "twice" in xc2.log()
+
+
+@need_tshark
+def test_a_hub_is_captured_where_frames_leave_it_and_impaired_per_end(peers, xcon, tmp_path):
+    a, b, c = peers(), peers(), peers()
+    xc = xcon("--hub", endpoint(a), endpoint(b), endpoint(c), "--capture-dir", str(tmp_path))
+    up(xc, 3)
+    out = ctl(xc, "capture", "hub", "-w", "hub.pcapng")
+    assert out.returncode == 0, out.stderr
+    # c hears nothing the hub sends it; a and b are untouched
+    out = ctl(xc, "impair", "hub", "--end", endpoint(c), "--direction", "b2a", "loss", "100%")
+    assert out.returncode == 0, out.stderr
+    a.send_frames(numbered(i, 200) for i in range(3))
+    b.wait_frames(3)
+    b.send_frames([numbered(9, 200)])
+    a.wait_frames(1)
+    doc = json.loads(ctl(xc, "link", "hub", "--json").stdout)
+    assert doc["impair"][f"{endpoint(c)}:b2a"] == "loss 100%"
+    out = ctl(xc, "capture", "hub", "--stop")
+    assert out.returncode == 0, out.stderr
+    assert c.frames == []
+    path = str(tmp_path / "hub.pcapng")
+    wait_until(lambda: len(pcapng.read_file(path).statistics) == 3, 5, "the file's statistics")
+    rows = [
+        (name, int(flags, 0) & 3)
+        for name, flags in tshark_fields(path, "frame.interface_name", "frame.packet_flags")
+    ]
+    # sent (outbound, 2) to b: a's three; to a: b's one; to c nothing, and what
+    # the impairment dropped on the way to c is recorded on c (inbound, 1)
+    assert sorted(rows) == sorted(
+        [(endpoint(b), 2)] * 3 + [(endpoint(a), 2)] + [(endpoint(c), 1)] * 4
+    )
+    assert xc.terminate() == 0

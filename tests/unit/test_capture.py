@@ -25,6 +25,7 @@ from xcon.capture.sinks import FileSink, ring_name
 from xcon.errors import BadRequest, Conflict, NotFound
 from xcon.framing import iter_frames
 from xcon.limits import MAX_FRAME
+from xcon.linkspec import parse_end
 from xcon.native.abi import EPB_FIXED
 from xcon.testing import pcapng as reader
 from xcon.testing.backends import get_backend
@@ -217,8 +218,8 @@ def captured(engine, link, options=None, sink=None, **kw):
     sink = sink or MemorySink()
     cap = Capture(engine, "a--b", ["a", "b"], options, sink, **kw)
     caps = [cap]
-    link.flows[link.a].tap = CaptureTap(caps, out_if=1, in_if=0)
-    link.flows[link.b].tap = CaptureTap(caps, out_if=0, in_if=1)
+    for d in link.directions():
+        d.flow.set_tap(CaptureTap(caps, out_if=d.to_end, in_if=d.from_end))
     return cap, sink
 
 
@@ -536,16 +537,45 @@ def test_manager_refuses_bad_requests(app, tmp_path):
     assert caps.all() == []
 
 
-def test_hub_links_are_not_captured(app, tmp_path):
+def test_a_hub_capture_records_each_frame_where_it_leaves_the_hub(engine):
+    from xcon.bridges.hub import Hub
+
+    ports = [FakePort(engine, n) for n in ("h1", "h2", "h3")]
+    hub = Hub(ports, queue_bytes=4096)
+    hub.start()
+    cap = Capture(engine, "hub", ["h1", "h2", "h3"], CaptureOptions(), sink := MemorySink())
+    for d in hub.directions():
+        d.flow.set_tap(CaptureTap([cap], out_if=d.to_end, in_if=d.from_end))
+    ports[2].capacity = 0  # h3 takes nothing: its queue fills, then drops
+    frames = [numbered(i, 1000) for i in range(6)]
+    ports[0].feed_frames(frames[:3])
+    ports[0].feed_frames(frames[3:])
+    ports[1].feed_frames(frames[:1])
+    cap.stop()
+    got = reader.read(bytes(sink.data))
+    assert [i["name"] for i in got.interfaces] == ["h1", "h2", "h3"]
+
+    def on(i, outbound=True):
+        return [p.data for p in got.packets if p.interface == i and (p.flags == 2) == outbound]
+
+    # h1's six to h2 and h3 (four fit h3's queue), then h2's one to h1 and h3 (full).
+    assert on(0) == frames[:1] and on(1) == frames and on(2) == frames[:4]
+    assert on(2, outbound=False) == frames[4:] + frames[:1] and not on(0, False) + on(1, False)
+    assert all("queue_full" in (p.comment or "") for p in got.packets if p.flags != 2)
+    assert ports[1].sent_frames() == frames and ports[0].sent_frames() == frames[:1]
+
+
+def test_manager_captures_a_hub(app, tmp_path):
     from xcon.bridges.hub import Hub
 
     caps = Captures(app)
     hub = Hub([FakePort(app.engine, "h1"), FakePort(app.engine, "h2")])
-    app.add_bridge(hub, name="hub")
-    with pytest.raises(Conflict) as e:
-        caps.start_file("hub", str(tmp_path / "f"), CaptureOptions())
-    assert "only p2p links" in str(e.value)
-    assert not os.path.exists(tmp_path / "f")
+    app.add_bridge(hub, name="hub", ends=tuple(parse_end(e) for e in ("h1/1", "h2/1")))
+    cap = caps.start_file("hub", str(tmp_path / "f"), CaptureOptions())
+    assert cap.interfaces == ["h1/1", "h2/1"]
+    assert all(d.flow.tap is not None for d in hub.directions())
+    caps.stop("hub")
+    assert all(d.flow.tap is None for d in hub.directions())
 
 
 # -- options from the API, the config file and xcon ctl ---------------------------------------

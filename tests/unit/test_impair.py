@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xcon.bridges.impair import ImpairFlow
-from xcon.bridges.p2p import DirectFlow, P2PLink, VlanFlow
+from xcon.bridges.p2p import P2PLink, VlanFlow
 from xcon.control.client import late_line
-from xcon.framing import FrameBuffer
+from xcon.framing import FrameBuffer, iter_frames
+from xcon.impair.sender import ImpairSender
 from xcon.impair.spec import DISTRIBUTIONS, ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
 from xcon.stats import FlowStats
@@ -436,9 +436,9 @@ def test_zero_delay_adds_nothing():
     engine = FakeEngine()
     link, a, b = make_link(engine)
     link.set_impair("a2b", parse_netem("loss 0% duplicate 0%  delay 0ms corrupt 0%"), SEED)
-    assert isinstance(link.flows[a], DirectFlow)  # a null impairment is none
+    assert link.flows[a].stage is None  # a null impairment is none
     link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
-    assert isinstance(link.flows[a], ImpairFlow)
+    assert isinstance(link.flows[a].stage, ImpairSender)
     engine.run_until(5.0)
     a.feed_frames([numbered(i, 64) for i in range(10)])
     # sent within the same call, at the same instant
@@ -472,7 +472,7 @@ def test_rate_queue_limit_tail_drops_and_counts():
     link.set_impair("a2b", parse_netem("rate 1mbit limit 20"), SEED)
     flow = link.flows[a]
     a.feed_frames([numbered(i, 1000) for i in range(100)])
-    assert flow.stage.line.frames <= 20
+    assert flow.stage.stage.line.frames <= 20
     st = flow.stats
     # each frame waits its own transmission time (netem's too): 20 wait, the rest drop
     assert st.drops["impair_queue"] == 80
@@ -566,7 +566,7 @@ def test_live_change_and_clear_keep_stats_tap_and_connection():
             seen.append(reason)
 
     base = link.flows[a]
-    base.tap = Tap()
+    base.set_tap(Tap())
     a.feed_frames([numbered(0, 64)])
     link.set_impair("a2b", parse_netem("loss 100%"), SEED)
     a.feed_frames([numbered(1, 64)])
@@ -575,7 +575,7 @@ def test_live_change_and_clear_keep_stats_tap_and_connection():
     a.feed_frames([numbered(2, 64)])
     link.set_impair("a2b", None, SEED)  # frame 2, still waiting, is dropped
     assert link.impairment("a2b") is None
-    assert link.flows[a] is base  # nothing outstanding: the plain flow at once
+    assert link.flows[a].stage is None  # nothing outstanding: no stage at once
     a.feed_frames([numbered(3, 64)])
     engine.run_until(1)
     a.feed_frames([numbered(4, 64)])
@@ -595,10 +595,10 @@ def test_swap_waits_for_a_blocked_batch():
     b.capacity = 100
     a.feed_frames([numbered(i, 100) for i in range(5)])  # blocked mid-batch
     link.set_impair("a2b", parse_netem("loss 100%"), SEED)
-    assert not isinstance(link.flows[a], ImpairFlow)
+    assert link.flows[a].stage is None
     b.drain()
     engine.run_until(0.01)
-    assert isinstance(link.flows[a], ImpairFlow)
+    assert isinstance(link.flows[a].stage, ImpairSender)
     a.feed_frames([numbered(9, 100)])
     assert [check_numbered(f) for f in b.sent_frames()] == list(range(5))
 
@@ -669,10 +669,10 @@ def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
     link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
     flow = link.flows[a]
     a.feed_frames([numbered(i, 100) for i in range(10)])
-    assert flow.stage.line.tail == 0  # nothing was copied
+    assert flow.stage.stage.line.tail == 0  # nothing was copied
     b.capacity = 250  # takes two frames and a half
     a.feed_frames([numbered(i, 100) for i in range(10, 20)])
-    line = flow.stage.line
+    line = flow.stage.stage.line
     assert line.tail - line.head == 10 * 104 - 250  # only the untaken bytes
     b.drain()
     assert [check_numbered(f) for f in b.sent_frames()] == list(range(20))
@@ -769,7 +769,7 @@ def test_clearing_rate_8bit_lets_new_frames_through_at_once():
     assert [s for s, _ in departures(b)] == [0]
     link.set_impair("a2b", None, SEED)
     st = link.flows[a].stats
-    assert isinstance(link.flows[a], DirectFlow)
+    assert link.flows[a].stage is None
     assert (st.frames, st.drops["impair_cleared"]) == (1, 19)
     a.feed_frames([numbered(100, 100)])
     assert [s for s, _ in departures(b)] == [0, 100]
@@ -812,10 +812,10 @@ def test_clearing_finishes_the_frame_being_sent_then_drops_the_rest():
     engine.run_until(0.011)
     assert len(b.sent) == 150
     link.set_impair("a2b", None, SEED)
-    assert isinstance(link.flows[a], ImpairFlow)  # a send is outstanding
+    assert isinstance(link.flows[a].stage, ImpairSender)  # a send is outstanding
     b.drain()
     engine.run_until(0.012)
-    assert isinstance(link.flows[a], DirectFlow)
+    assert link.flows[a].stage is None
     a.feed_frames([numbered(9, 100)])
     got = [check_numbered(f) for f in split_frames(bytes(b.sent))]
     assert got == [0, 1, 2, 3, 4, 9]  # whole frames: the due span went, 5..7 did not
@@ -885,3 +885,131 @@ def test_impaired_stream_is_always_whole_frames(words, steps):
     engine.run_until(now + 30)
     got = [check_numbered(f) for f in split_frames(bytes(b.sent))]
     assert set(got) <= set(range(seq))
+
+
+# -- hubs: each end's two directions -----------------------------------------------------
+
+
+def make_hub(engine: FakeEngine, n: int = 3):
+    from xcon.bridges.hub import Hub
+
+    ports = [FakePort(engine, f"h{i}") for i in range(n)]
+    hub = Hub(ports)
+    hub.start()
+    return hub, ports
+
+
+def test_hub_a2b_impairs_what_an_end_sends_into_the_hub_for_every_other_end():
+    engine = FakeEngine()
+    hub, (h0, h1, h2) = make_hub(engine)
+    hub.set_impair(h0, "a2b", parse_netem("delay 10ms"), SEED)
+    assert hub.impairment(h0, "a2b") == parse_netem("delay 10ms")
+    assert hub.impairment(h0, "b2a") is None
+    h0.feed_frames([numbered(i, 100) for i in range(3)])
+    h1.feed_frames([numbered(7, 100)])  # h1's frames are not delayed
+    assert departures(h0) == [(7, 0.0)] and departures(h2) == [(7, 0.0)]
+    engine.run_until(0.05)
+    assert departures(h1) == [(i, pytest.approx(0.010)) for i in range(3)]
+    assert departures(h2)[1:] == [(i, pytest.approx(0.010)) for i in range(3)]
+    assert hub.rx[h0].frames == 3 and hub.tx[h1].frames == 3 and hub.tx[h2].frames == 4
+
+
+def test_hub_b2a_impairs_only_what_the_hub_sends_to_that_end():
+    engine = FakeEngine()
+    hub, (h0, h1, h2) = make_hub(engine)
+    hub.set_impair(h2, "b2a", parse_netem("loss 100%"), SEED)
+    h0.feed_frames([numbered(i, 100) for i in range(4)])
+    assert [check_numbered(f) for f in h1.sent_frames()] == [0, 1, 2, 3]
+    assert h2.sent_frames() == []
+    assert hub.tx[h2].drops["impair_loss"] == 4 and hub.tx[h1].drops == {}
+    hub.set_impair(h2, "both", None, SEED)
+    h0.feed_frames([numbered(9, 100)])
+    assert [check_numbered(f) for f in h2.sent_frames()] == [9]
+
+
+def test_hub_impairment_waits_for_a_blocked_queue_and_keeps_frames_whole():
+    engine = FakeEngine()
+    hub, (h0, h1, _h2) = make_hub(engine)
+    h1.capacity = 150  # one frame and a half, then blocked
+    h0.feed_frames([numbered(i, 100) for i in range(3)])
+    hub.set_impair(h1, "b2a", parse_netem("delay 5ms"), SEED)
+    assert hub.outof[h1].stage is None and hub.impairment(h1, "b2a") is not None
+    h1.drain()  # the queue drains: the stage starts
+    assert isinstance(hub.outof[h1].stage, ImpairSender)
+    h0.feed_frames([numbered(3, 100)])
+    engine.run_until(0.01)
+    assert [check_numbered(f) for f in h1.sent_frames()] == [0, 1, 2, 3]
+    assert h1.send_times[-1] == (pytest.approx(0.005), 4 * 104)  # frame 3, delayed
+
+
+# -- the Stage protocol: a stage of another kind plugs in the same way -------------------
+
+
+class EveryOther:
+    """A stage that forwards every second frame (and counts the rest)."""
+
+    def __init__(self):
+        self.flow = None
+        self.n = 0
+
+    def attach(self, flow):
+        self.flow = flow
+
+    def admit(self, mv, start, end, nframes, direct):
+        flow = self.flow
+        for off, length in iter_frames(mv, start, end):
+            self.n += 1
+            span = (off - 4, off + length)
+            if self.n % 2:
+                flow.show_sent(mv, *span)
+                assert flow.dst.send(mv[span[0] : span[1]]) == span[1] - span[0]
+                flow.stats.frames += 1
+            else:
+                flow.stats.drop("every_other", 1)
+                flow.show_dropped("every_other", mv, *span)
+
+    def push(self):
+        pass
+
+    def lose(self, reason):
+        pass
+
+    def retire(self):
+        self.flow.stage_gone(self)
+
+    def close(self):
+        pass
+
+
+def test_any_stage_sits_between_rewrite_and_tap_and_leaves_when_retired():
+    engine = FakeEngine()
+    a, b = FakePort(engine, "a"), FakePort(engine, "b")
+    link = P2PLink(a, b, vlan=5, access=b)
+    link.start()
+    seen = []
+
+    class Tap:
+        def sent(self, mv, start, end):
+            seen.extend(("sent", len(f)) for f in split_frames(bytes(mv[start:end])))
+
+        def dropped(self, reason, mv, start, end):
+            seen.append((reason, end - start))
+
+    flow = link.flows[a]
+    flow.set_tap(Tap())
+    flow.set_stage(EveryOther())
+    a.feed_frames([tagged(numbered(i, 80), 5) for i in range(4)] + [numbered(9, 80)])
+    # the rewrite first (untagged: dropped there), then the stage, then the tap
+    assert [check_numbered(f) for f in b.sent_frames()] == [0, 2]
+    assert seen == [
+        ("untagged", 84),
+        ("sent", 80),
+        ("every_other", 84),
+        ("sent", 80),
+        ("every_other", 84),
+    ]
+    assert dict(flow.stats.drops) == {"untagged": 1, "every_other": 2}
+    flow.set_stage(None)
+    assert flow.stage is None
+    a.feed_frames([tagged(numbered(i, 80), 5) for i in range(10, 12)])
+    assert [check_numbered(f) for f in b.sent_frames()] == [0, 2, 10, 11]

@@ -216,6 +216,31 @@ def test_only_p2p_links_can_be_removed_or_pulled(lab, engine):
         lab.app.set_admin(hub.name, False)
 
 
+def test_a_hubs_ends_are_impaired_by_name_and_shown_per_end(lab, engine):
+    from xcon.bridges.hub import Hub
+    from xcon.control.api import impair_json
+    from xcon.impair.spec import parse_netem
+    from xcon.linkspec import parse_end
+
+    ends = tuple(parse_end(e) for e in ("h1/1", "h2/1"))
+    hub = Hub([FakePort(engine, "h1/1"), FakePort(engine, "h2/1")])
+    link = lab.app.add_bridge(hub, name="hub", ends=ends)
+    with pytest.raises(BadRequest, match=r"hub is a hub: name one of its ends \(h1/1, h2/1\)"):
+        lab.app.set_impair("hub", "a2b", parse_netem("delay 1ms"))
+    with pytest.raises(BadRequest, match="hub has no end 'h3/1': one of h1/1, h2/1"):
+        lab.app.set_impair("hub", "a2b", parse_netem("delay 1ms"), end="h3/1")
+    lab.app.set_impair("hub", "b2a", parse_netem("delay 1ms"), end="h2/1")
+    assert impair_json(link) == {
+        "h1/1:a2b": None,
+        "h1/1:b2a": None,
+        "h2/1:a2b": None,
+        "h2/1:b2a": "delay 1ms",
+    }
+    lab.app.add_link("vr1/1--vr2/1")
+    with pytest.raises(BadRequest, match="is a p2p link: its directions are a2b and b2a"):
+        lab.app.set_impair("vr1/1--vr2/1", "a2b", parse_netem("delay 1ms"), end="vr1/1")
+
+
 def test_set_admin_and_reset_counters(lab):
     lab.app.add_link("vr1/1--vr2/1")
     link, changed = lab.app.set_admin("vr1/1--vr2/1", False)

@@ -8,9 +8,9 @@ frames in a port's buffer, call ``port.send`` and ``set_reading`` /
 ``set_writing``, and are tested with :class:`xcon.testing.fakeport.FakePort`
 instead of sockets.
 
-A new stage inside a link (impairment, capture) is a per-direction object of
-:class:`~xcon.bridges.p2p.P2PLink` between reading the source's frames and
-sending them, costing nothing when a link does not use it.
+Every direction of every bridge is one :class:`~xcon.bridges.flows.Flow`:
+rewrite -> stage (impairment) -> tap (capture) -> send.  A bridge lists its
+flows with ``directions()``; capture and impairment work through them alone.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from xcon.bridges.flows import Direction
 from xcon.ports import Port
 from xcon.stats import FlowStats
 
@@ -37,3 +38,5 @@ class Bridge(Protocol):
     def close(self) -> None: ...
 
     def flow_stats(self) -> list[FlowStats]: ...
+
+    def directions(self) -> list[Direction]: ...

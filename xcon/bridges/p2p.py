@@ -1,33 +1,27 @@
-"""Point-to-point links: two ports joined both ways.
+"""Point-to-point links: two ports joined both ways, one
+:class:`~xcon.bridges.flows.Flow` per direction (rewrite -> stage -> tap ->
+send: see :mod:`xcon.bridges.flows` for the rules).
 
-A :class:`Flow` is one direction of a link (frames read from ``src`` go to
-``dst``).  The hot path is :class:`DirectFlow`: the source port hands over the
-whole frames in its :class:`~xcon.framing.FrameBuffer` and that span is given
-to ``dst.send`` as a memoryview of the receive buffer itself (zero copy).  If
-the destination takes only part of it, the unsent tail stays where it is and
-the source is not read again until it has drained (backpressure): memory per
-direction is the buffer, whatever the routers do.
+The hot path is :class:`~xcon.bridges.flows.DirectFlow`: the source port
+hands over the whole frames in its :class:`~xcon.framing.FrameBuffer` and
+that span is given to ``dst.send`` as a memoryview of the receive buffer
+itself (zero copy).  A VLAN link (``vlan``, ``access``) rewrites through a
+:class:`~xcon.bridges.flows.VlanFlow` instead.
 
-:class:`VlanFlow` rewrites frames (tag insert or strip, native) from the source
-buffer into an out buffer and sends that; the same backpressure rule applies.
-
-A flow whose destination is down drops the whole frames meant for it and
-counts them, as a pulled cable would.  A link set administratively down
-(:meth:`P2PLink.set_admin`, the control API's cable pull) does the same in
-both directions with the reason ``admin_down``: its sources are still read,
-so the routers are never backpressured and nothing queues; a batch whose
-send had already begun is finished first, so a frame is never cut.  A destination that breaks while being
-sent to simply takes nothing; it goes down from the loop afterwards, and only
-then does the flow drop what was pending for it.
+``a2b`` is the direction from the link's first end (``a``, as written in
+``--p2p A--B``) to its second, ``b2a`` the other.  A link set
+administratively down (:meth:`P2PLink.set_admin`, the control API's cable
+pull) drops both ways with the reason ``admin_down``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from xcon.bridges.flow import DirectFlow, Flow, FlowTap, VlanFlow
+from xcon.bridges.flows import DirectFlow, Direction, Flow, FlowTap, VlanFlow
+from xcon.impair.sender import impair_flow, impairment_of
+from xcon.impair.spec import Impairment
 from xcon.ports import Port
 from xcon.stats import FlowStats
 
@@ -66,8 +60,6 @@ class P2PLink:
         self._into = {flow.dst: flow for flow in self.flows.values()}
         #: Times the link was set administratively down or up.
         self.admin_changes = 0
-        #: Impairments waiting for a blocked direction to finish its batch.
-        self._pending_impair: dict[Port, Any] = {}
 
     # -- impairment -------------------------------------------------------------------
     def direction(self, src: Port) -> str:
@@ -77,69 +69,23 @@ class P2PLink:
         """The source ports of ``direction`` (a2b, b2a or both)."""
         return {"a2b": [self.a], "b2a": [self.b], "both": [self.a, self.b]}[direction]
 
-    def impairment(self, direction: str) -> Any:
-        """The impairment of ``a2b`` or ``b2a`` (an Impairment), or None."""
-        from xcon.bridges.impair import ImpairFlow
+    def impairment(self, direction: str) -> Impairment | None:
+        """The impairment of ``a2b`` or ``b2a``, or None."""
+        return impairment_of(self.flows[self.sources(direction)[0]])
 
-        src = self.sources(direction)[0]
-        pending = self._pending_impair.get(src)
-        if pending is not None:
-            return pending[0]
-        flow = self.flows[src]
-        if isinstance(flow, ImpairFlow) and not flow.clearing:
-            return flow.impairment
-        return None
-
-    def set_impair(self, direction: str, imp: Any, seed: int) -> None:
-        """Impair ``direction`` (``imp``: an :class:`~xcon.impair.Impairment`,
-        None or a null one to clear), live: sockets are not touched.  A
-        direction's flow is swapped between batches only (a blocked one is
-        retried every millisecond until its batch is out), so no frame is
-        cut or sent twice; a cleared one drains its line first."""
-        from xcon.bridges.impair import ImpairFlow
-
+    def set_impair(self, direction: str, imp: Impairment | None, seed: int) -> None:
+        """Impair ``direction`` (None or a null impairment clears it), live:
+        sockets are not touched (see :mod:`xcon.impair.sender`)."""
         for src in self.sources(direction):
-            flow = self.flows[src]
-            if imp is None or imp.null:
-                self._pending_impair.pop(src, None)
-                if isinstance(flow, ImpairFlow):
-                    flow.clear()
-            elif isinstance(flow, ImpairFlow):
-                self._pending_impair.pop(src, None)
-                flow.set(imp)
-            else:
-                self._pending_impair[src] = (imp, seed)
-                self._try_impair(src)
+            impair_flow(self.flows[src], imp, seed, self.name, self.direction(src))
 
-    def _try_impair(self, src: Port) -> None:
-        from xcon.bridges.impair import ImpairFlow
-        from xcon.impair.stage import derive_seed
+    def set_tap(self, direction: str, tap: FlowTap | None) -> None:
+        """Observe ``a2b`` or ``b2a`` (None: stop)."""
+        self.flows[self.sources(direction)[0]].set_tap(tap)
 
-        pending = self._pending_impair.get(src)
-        if pending is None:
-            return
-        flow = self.flows[src]
-        if flow.blocked:
-            src.engine.call_later(0.001, lambda: self._try_impair(src))
-            return
-        del self._pending_impair[src]
-        imp, seed = pending
-        new = ImpairFlow(
-            flow, imp, derive_seed(seed, self.name, self.direction(src)), self._restore
-        )
-        self.flows[src] = new
-        self._into[new.dst] = new
-
-    def _restore(self, flow: Flow) -> None:
-        from xcon.bridges.impair import ImpairFlow
-
-        assert isinstance(flow, ImpairFlow)
-        base = flow.base
-        base.adopt(flow)
-        if self.flows.get(flow.src) is flow:
-            self.flows[flow.src] = base
-            self._into[base.dst] = base
-        flow.close()
+    def directions(self) -> list[Direction]:
+        """a2b (from end 0 to end 1), then b2a."""
+        return [Direction(self.flows[self.a], 1, 0), Direction(self.flows[self.b], 0, 1)]
 
     @property
     def ports(self) -> tuple[Port, Port]:
@@ -184,7 +130,7 @@ class P2PLink:
         self.flows[port].received()
 
     def writable(self, port: Port) -> None:
-        self._into[port].push()
+        self._into[port].writable()
 
     def port_state(self, port: Port) -> None:
         if self.on_state:

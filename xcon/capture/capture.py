@@ -311,21 +311,25 @@ class Capture:
 
 
 class CaptureTap:
-    """A flow's tap (:class:`~xcon.bridges.p2p.FlowTap`): one direction of a
+    """A flow's tap (:class:`~xcon.bridges.flows.FlowTap`): one direction of a
     link, into every capture of it.  Forwarded frames go to ``out_if``
-    (the end they are sent to), dropped ones to ``in_if`` (the end they came
-    from)."""
+    (the end they are sent to; None: not recorded, as for frames into a hub,
+    recorded where they leave it), dropped ones to ``in_if`` (the end they
+    came from)."""
 
     __slots__ = ("captures", "out_if", "in_if")
 
-    def __init__(self, captures: list[Capture], out_if: int, in_if: int) -> None:
+    def __init__(self, captures: list[Capture], out_if: int | None, in_if: int) -> None:
         self.captures = captures
         self.out_if = out_if
         self.in_if = in_if
 
     def sent(self, mv: memoryview, start: int, end: int) -> None:
+        out_if = self.out_if
+        if out_if is None:  # into a hub: recorded as sent to each end
+            return
         for c in self.captures:
-            c.record(self.out_if, pcapng.OUTBOUND, mv, start, end)
+            c.record(out_if, pcapng.OUTBOUND, mv, start, end)
 
     def dropped(self, reason: str, mv: memoryview, start: int, end: int) -> None:
         for c in self.captures:

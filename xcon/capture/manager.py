@@ -1,11 +1,12 @@
-"""The captures of a running xcon, by link: start, stop, list; taps set on a
-link's flows while it has a capture and removed when it has none left.
+"""The captures of a running xcon, by link: start, stop, list; taps set on
+every flow of a link (p2p or hub: ``Bridge.directions``) while it has a
+capture, and removed when it has none left.
 
 A link's captures stop when the link is removed (their files end with the
 statistics).  ``--capture DIR`` (:meth:`Captures.capture_all`) captures
-every p2p link, those added later included, to ``DIR/<link>.pcapng``.
+every link (hubs too), those added later included, to ``DIR/<link>.pcapng``.
 
-**Where files go** (README, "Capture").  The operator's paths (the command
+**Where files go** (docs/capture.md).  The operator's paths (the command
 line, the config file, ``--capture DIR``: :meth:`Captures.start_file`) are
 used as given.  A file asked for through the API (:meth:`Captures.start_named`)
 is a NAME (:func:`check_name`) in the capture directory (``--capture-dir``,
@@ -31,10 +32,8 @@ import logging
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
 
 from xcon.app import Link, Xcon, end_name
-from xcon.bridges.p2p import P2PLink
 from xcon.capture import bpf as bpf_mod
 from xcon.capture.bpf import BpfFilter, FilterError, compile_filter
 from xcon.capture.capture import Capture, CaptureTap, Sink
@@ -121,7 +120,7 @@ class Captures:
         ``options.ring``).  Raises NotFound, BadRequest (options, filter),
         Conflict (the file cannot be opened or is being written, too many
         captures)."""
-        link = self._p2p(name)
+        link = self._link(name)
         check_options(options)
         bpf = _filter(options, bpf)
         real = os.path.realpath(path)
@@ -147,7 +146,7 @@ class Captures:
         (an API request: see the module docstring).  Raises as
         :meth:`start_file`; error messages name ``file`` only."""
         self.check_named(name, file, options)
-        link = self._p2p(name)
+        link = self._link(name)
         bpf = _filter(options, bpf)
         real = os.path.join(os.path.realpath(self.capture_dir), file)
         self._check_free(real, file)
@@ -169,7 +168,7 @@ class Captures:
 
     def check_named(self, name: str, file: object, options: CaptureOptions) -> None:
         """What :meth:`start_named` checks before its filter is compiled."""
-        self._p2p(name)
+        self._link(name)
         check_options(options)
         check_name(file)
 
@@ -177,7 +176,7 @@ class Captures:
         self, name: str, options: CaptureOptions, bpf: BpfFilter | None = None
     ) -> tuple[Capture, StreamSink]:
         self.check_stream(name, options)
-        link = self._p2p(name)
+        link = self._link(name)
         bpf = _filter(options, bpf)
         sink = StreamSink()
         cap = self._start(link, sink, options, "stream", bpf)
@@ -186,7 +185,7 @@ class Captures:
 
     def check_stream(self, name: str, options: CaptureOptions) -> None:
         """What :meth:`start_stream` checks before its filter is compiled."""
-        self._p2p(name)
+        self._link(name)
         check_options(options)
         if options.ring:
             raise BadRequest("ring options (size, seconds, files) apply to captures to a file")
@@ -195,9 +194,7 @@ class Captures:
         self, link: Link, sink: Sink, options: CaptureOptions, source: str, bpf: BpfFilter | None
     ) -> Capture:
         caps = self.by_link.setdefault(link.name, [])
-        bridge = link.bridge
-        assert isinstance(bridge, P2PLink) and link.spec is not None
-        names = [end_name(link.spec.left), end_name(link.spec.right)]
+        names = [end_name(e) for e in link.ends]
         cap = Capture(
             self.app.engine,
             link.name,
@@ -212,9 +209,8 @@ class Captures:
         cap.on_end = self._ended
         caps.append(cap)
         if len(caps) == 1:
-            a, b = bridge.a, bridge.b
-            bridge.flows[a].tap = CaptureTap(caps, out_if=1, in_if=0)
-            bridge.flows[b].tap = CaptureTap(caps, out_if=0, in_if=1)
+            for d in link.bridge.directions():
+                d.flow.set_tap(CaptureTap(caps, out_if=d.to_end, in_if=d.from_end))
         what = sink.describe()
         log.info(
             "capture %d of %s started (%s%s%s)",
@@ -285,9 +281,9 @@ class Captures:
             if not caps:
                 del self.by_link[cap.link]
                 link = self.app.links.get(cap.link)
-                if link is not None and isinstance(link.bridge, P2PLink):
-                    for flow in link.bridge.flows.values():
-                        flow.tap = None
+                if link is not None:
+                    for d in link.bridge.directions():
+                        d.flow.set_tap(None)
         if cap.error is not None and cap.link in self.app.links:
             failed = self.failed.setdefault(cap.link, [])
             if cap not in failed:
@@ -307,14 +303,14 @@ class Captures:
 
     # -- every link to a directory --------------------------------------------------
     def capture_all(self, directory: str, options: CaptureOptions) -> None:
-        """Capture every p2p link present and to come into ``directory``."""
+        """Capture every link present and to come into ``directory``."""
         self.directory = os.path.abspath(directory)
         self.directory_options = options
         for link in list(self.app.links.values()):
             self._link_added(link)
 
     def _link_added(self, link: Link) -> None:
-        if self.directory is None or link.p2p is None:
+        if self.directory is None:
             return
         path = os.path.join(self.directory, file_name(link.name))
         try:
@@ -339,16 +335,11 @@ class Captures:
                 cap.sink.join(CLOSE_WAIT)
         self.filters.close()
 
-    def _p2p(self, name: str) -> Link:
+    def _link(self, name: str) -> Link:
         link = self.app.find(name)
-        if link.p2p is None:
-            raise Conflict(f"{link.name} is not a p2p link: only p2p links can be captured")
         if len(self.by_link.get(link.name, ())) >= MAX_PER_LINK:
             raise Conflict(f"link {link.name} has {MAX_PER_LINK} captures already")
         return link
-
-    def describe(self, name: str) -> list[dict[str, Any]]:
-        return [c.describe() for c in self.for_link(name)]
 
 
 def _filter(options: CaptureOptions, bpf: BpfFilter | None) -> BpfFilter | None:

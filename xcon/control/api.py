@@ -32,7 +32,7 @@ from xcon.control.server import (
     error_response,
     json_response,
 )
-from xcon.control.views import end_views, link_captures
+from xcon.control.views import end_views, impairments, link_captures
 from xcon.errors import BadRequest, LinkError, Unavailable
 from xcon.health import health_status
 from xcon.linkspec import End, SpecError, parse_link
@@ -145,8 +145,7 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
         "ends": ends,
         "captures": caps,
     }
-    if link.p2p is not None:
-        doc["impair"] = impair_json(link.p2p)
+    doc["impair"] = impair_json(link)
     if detail:
         doc["directions"] = [
             {
@@ -163,13 +162,10 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
     return doc
 
 
-def impair_json(p2p: P2PLink) -> dict[str, str | None]:
-    """Each direction's impairment in netem's words (None: not impaired)."""
-    out: dict[str, str | None] = {}
-    for d in ("a2b", "b2a"):
-        imp = p2p.impairment(d)
-        out[d] = imp.words() if imp is not None else None
-    return out
+def impair_json(link: Link) -> dict[str, str | None]:
+    """Each direction's impairment in netem's words (None: not impaired);
+    see :func:`~xcon.control.views.impairments` for the keys."""
+    return {d: imp.words() if imp is not None else None for d, imp in impairments(link).items()}
 
 
 class ControlAPI:
@@ -310,6 +306,7 @@ class ControlAPI:
 
         body = _object(req)
         direction = _direction(body)
+        end = _end(body)
         netem = body.pop("netem", None)
         try:
             if netem is not None:
@@ -324,17 +321,18 @@ class ControlAPI:
                 raise BadRequest('PUT /links/NAME/impair needs {"netem": "delay 10ms ..."}')
         except ImpairError as e:
             raise BadRequest(str(e)) from None
-        link = self.app.set_impair(name, direction, imp)
+        link = self.app.set_impair(name, direction, imp, end)
         return json_response(200, link_json(link, self.meter, detail=True))
 
     def clear_impair(self, req: Request, name: str) -> Response:
         body = _object(req)
         direction = _direction(body)
+        end = _end(body)
         if body:
             raise BadRequest(
-                f"DELETE /links/NAME/impair takes only a direction, not {sorted(body)}"
+                f"DELETE /links/NAME/impair takes only a direction and an end, not {sorted(body)}"
             )
-        link = self.app.set_impair(name, direction, None)
+        link = self.app.set_impair(name, direction, None, end)
         return json_response(200, link_json(link, self.meter, detail=True))
 
     def set_down(self, req: Request, name: str) -> Response | Pending:
@@ -571,6 +569,13 @@ def _direction(body: dict[str, Any]) -> str:
     if not isinstance(direction, str):
         raise BadRequest('"direction" is "a2b", "b2a" or "both"')
     return direction
+
+
+def _end(body: dict[str, Any]) -> str | None:
+    end = body.pop("end", None)
+    if end is not None and not isinstance(end, str):
+        raise BadRequest('"end" is the name of one end of a hub, e.g. "vr1/1"')
+    return end
 
 
 def _kind(end: End) -> str:

@@ -148,6 +148,8 @@ def impair_body(args: argparse.Namespace) -> dict[str, Any]:
 
     flags = {k: getattr(args, k) for k in CLAB_FLAGS if getattr(args, k) is not None}
     body: dict[str, Any] = {"direction": args.direction}
+    if args.end is not None:
+        body["end"] = args.end
     if args.clear:
         if args.words or flags:
             raise ValueError("impair --clear takes no netem words or flags")
@@ -262,6 +264,12 @@ def _impair_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--direction", default="both", choices=["a2b", "b2a", "both"], help=DIRECTION_HELP
     )
+    p.add_argument(
+        "--end",
+        metavar="END",
+        help="a hub's end (vr1/1): its a2b is what it sends into the hub, b2a what the hub "
+        "sends it",
+    )
     p.add_argument("--clear", action="store_true", help="remove the impairment")
     p.add_argument("--delay", metavar="TIME", help="as containerlab: 10ms (a number: ms)")
     p.add_argument("--jitter", metavar="TIME", help="as containerlab: 2ms (a number: ms)")
@@ -328,21 +336,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "down": Subcommand("set a p2p link administratively down", _admin(False), _admin_args),
     "up": Subcommand("set a p2p link administratively up", _admin(True), _admin_args),
     "capture": Subcommand(
-        "capture a p2p link to pcapng: -w NAME (xcon writes NAME in its capture "
+        "capture a link to pcapng: -w NAME (xcon writes NAME in its capture "
         "directory, xcon --capture-dir, until --stop) or -w - (live, to stdout, until "
         "interrupted: | tcpdump -r - or | wireshark -k -i -)",
         _capture,
         _capture_args,
     ),
     "impair": Subcommand(
-        "impair a p2p link live with tc-netem's words (delay 10ms 2ms loss 1%% ...)",
+        "impair a link live with tc-netem's words (delay 10ms 2ms loss 1%% ...)",
         _impair,
         _impair_args,
-        description="Impair a p2p link live: tc-netem's words (delay TIME [JITTER [CORR]] "
+        description="Impair a link live: tc-netem's words (delay TIME [JITTER [CORR]] "
         "distribution D, loss [random] P [CORR], loss gemodel p [r [1-h [1-k]]], duplicate P, "
         "corrupt P, reorder P [CORR] gap N, rate RATE, limit N) or containerlab's flags; "
         "--clear removes it.  a2b is the direction from the link's first end to its second "
-        "(vr1/1 to vr2/1 on the link vr1/1--vr2/1), b2a the other.",
+        "(vr1/1 to vr2/1 on the link vr1/1--vr2/1), b2a the other.  On a hub, name one of "
+        "its ends with --end: a2b is what that end sends into the hub, b2a what the hub "
+        "sends it.",
     ),
     "reset": Subcommand("counters back to zero (all, or one link)", _reset, _reset_args),
     "health": Subcommand("the health summary (exit code 0 healthy, 1 not)", _on("GET /health")),

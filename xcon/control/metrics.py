@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from xcon import __version__, native
 from xcon.app import Xcon
 from xcon.control.server import ControlServer
-from xcon.control.views import end_views, link_captures
+from xcon.control.views import end_views, impairments, link_captures
 from xcon.health import healthy
 
 __all__ = ["Snapshot", "render", "snapshot"]
@@ -123,11 +123,9 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
         failed = errors.get(link.name, 0)
         if caps or failed:
             snap.capture_errors.append((link.name, failed))
-        if p2p is not None:
-            for d in ("a2b", "b2a"):
-                imp = p2p.impairment(d)
-                if imp is not None:
-                    snap.impairs.append((link.name, d, imp.words()))
+        for d, imp in impairments(link).items():
+            if imp is not None:
+                snap.impairs.append((link.name, d, imp.words()))
     return snap
 
 

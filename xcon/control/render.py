@@ -47,8 +47,12 @@ def links_table(links: list[dict[str, Any]]) -> str:
     for link in links:
         impair = link.get("impair") or {}
         for i, end in enumerate(link["ends"]):
-            # the impairment of what this end sends (a2b leaves the first end)
-            words = impair.get("a2b" if i == 0 else "b2a") if len(link["ends"]) == 2 else None
+            # the impairment of what this end sends (a2b leaves a p2p link's
+            # first end; a hub's ends are keyed END:a2b)
+            if "a2b" in impair:
+                words = impair.get("a2b" if i == 0 else "b2a")
+            else:
+                words = impair.get(f"{end['name']}:a2b")
             rows.append(
                 [
                     link["name"] if i == 0 else "",

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xcon.app import Link
+from xcon.app import Link, end_name
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
+from xcon.impair.spec import Impairment
 from xcon.ports import Port
 from xcon.stats import FlowStats
 
@@ -33,14 +34,29 @@ class EndView:
     rx: FlowStats
     tx: FlowStats
     kind: str
+    #: ``rx`` and ``tx`` are one p2p direction each, shared with the other
+    #: end: split their drops by reason.  A hub end's flows are its own
+    #: (into the hub, out of it): every drop of ``rx`` is a receive drop,
+    #: every drop of ``tx`` a transmit drop.
+    shared: bool = True
 
     @property
     def rx_drops(self) -> dict[str, int]:
-        return {r: n for r, n in sorted(self.rx.drops.items()) if n and r not in TRANSMIT_REASONS}
+        keep = self.shared
+        return {
+            r: n
+            for r, n in sorted(self.rx.drops.items())
+            if n and not (keep and r in TRANSMIT_REASONS)
+        }
 
     @property
     def tx_drops(self) -> dict[str, int]:
-        return {r: n for r, n in sorted(self.tx.drops.items()) if n and r in TRANSMIT_REASONS}
+        keep = self.shared
+        return {
+            r: n
+            for r, n in sorted(self.tx.drops.items())
+            if n and (r in TRANSMIT_REASONS or not keep)
+        }
 
 
 def end_views(link: Link) -> list[EndView]:
@@ -50,7 +66,7 @@ def end_views(link: Link) -> list[EndView]:
         fa, fb = b.flows[b.a].stats, b.flows[b.b].stats
         views = [EndView(b.a, fa, fb, ""), EndView(b.b, fb, fa, "")]
     elif isinstance(b, Hub):
-        views = [EndView(p, b.rx[p], b.tx[p], "") for p in b.ports]
+        views = [EndView(p, b.into[p].stats, b.outof[p].stats, "", shared=False) for p in b.ports]
     else:  # pragma: no cover - every bridge is one of the two
         return []
     for v, kind in zip(views, kinds, strict=False):
@@ -62,9 +78,24 @@ def link_captures(link: Link, captures: Captures | None = None) -> list[dict[str
     """The link's captures as the API shows them ([] when none): those its
     flows' taps write to, then those that failed (kept by ``captures``, the
     manager, with their error)."""
-    if not isinstance(link.bridge, P2PLink):
-        return []
-    caps = list(getattr(link.bridge.a_to_b.tap, "captures", None) or ())
+    tap = link.bridge.directions()[0].flow.tap
+    caps = list(getattr(tap, "captures", None) or ())
     if captures is not None:
         caps += captures.failed_of(link.name)
     return [c.describe() for c in caps]
+
+
+def impairments(link: Link) -> dict[str, Impairment | None]:
+    """Each direction's impairment (None: not impaired): ``a2b`` and ``b2a``
+    for a p2p link, ``END:a2b`` and ``END:b2a`` per end of a hub (into the
+    hub, out of it)."""
+    b = link.bridge
+    if isinstance(b, P2PLink):
+        return {d: b.impairment(d) for d in ("a2b", "b2a")}
+    if isinstance(b, Hub):
+        return {
+            f"{end_name(e)}:{d}": b.impairment(p, d)
+            for p, e in zip(b.ports, link.ends, strict=False)
+            for d in ("a2b", "b2a")
+        }
+    return {}  # pragma: no cover - every bridge is one of the two
