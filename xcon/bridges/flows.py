@@ -515,10 +515,6 @@ class VlanFlow(Flow):
         self.stats.drop("port_down", lost)
         self._drop_ready("port_down")
 
-    def close(self) -> None:
-        super().close()
-        self.out.close()
-
 
 class _NoSource:
     """The source of a :class:`QueueFlow`: frames are offered, never read."""
@@ -602,10 +598,6 @@ class QueueFlow(Flow):
 
     def drop_pending(self) -> None:
         self.stats.drop("port_down", self.out.clear())
-
-    def close(self) -> None:
-        super().close()
-        self.out.close()
 
 
 def drop_reason(frame: memoryview, vid: int, strip: bool) -> str:
