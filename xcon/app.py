@@ -18,6 +18,7 @@ from xcon.links import DIRECTIONS, Link, LinkTable, check_monitors, end_name
 
 if TYPE_CHECKING:
     from xcon.capture.manager import Captures
+    from xcon.carrier import Carriers
 
 __all__ = ["DIRECTIONS", "STOP_SIGNALS", "Link", "Service", "Xcon", "check_monitors", "end_name"]
 
@@ -78,6 +79,8 @@ class Xcon(LinkTable):
         self.services: list[Service] = []
         #: The captures, made on first use (:func:`xcon.capture.manager.captures_of`).
         self.captures: Captures | None = None
+        #: The routers' carrier, following their links (set when the process starts).
+        self.carriers: Carriers | None = None
         self._stopped_by = "stopped"
 
     def close(self) -> None:

@@ -212,6 +212,36 @@ CAPTURE_SECONDS = Range("seconds", 0, 366 * 86400, unit=" s")
 CAPTURE_FILES = Range("files", 0, 1_000_000, whole=True)
 #: The impairments' random draws (``--seed``, ``seed =``).
 SEED = Range("seed", 0, 2**64 - 1, whole=True)
+#: What ``--on-exit`` may say: the routers' NICs set off when xcon stops, or left as they are.
+ON_EXIT = ("down", "keep")
+#: A flap schedule's down and up times (seconds), and how many times it runs.
+FLAP_SECONDS = Range("seconds", 0.01, 86400, unit=" s")
+FLAP_COUNT = Range("count", 1, 10**9, whole=True)
+
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h|)")
+_DURATION_UNITS: dict[str, int | Decimal] = {
+    "ms": Decimal("0.001"),
+    "s": 1,
+    "": 1,
+    "m": 60,
+    "h": 3600,
+}
+
+
+def duration(value: object, rng: Range, name: str) -> float:
+    """A time a user gives: ``2s``, ``500ms``, ``1.5m``, ``1h``, or a number
+    of seconds (text or a number), checked against ``rng`` (seconds); raises
+    :class:`OutOfRange`."""
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip().lower())
+        if not m:
+            raise OutOfRange(f"{name}: {quote(value)} is not a time (e.g. 2s, 500ms, 1m)")
+        return float(
+            rng.check(m.group(1), scale=_DURATION_UNITS[m.group(2)], name=name, shown=value)
+        )
+    return float(rng.check(value, name=name))
+
+
 #: An impairment's delay and jitter, in seconds (netem's own limit is about
 #: 4.2 s in older kernels; a longer line holds more than the queue can anyway).
 DELAY = Range("delay", 0, 60, unit="s")

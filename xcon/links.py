@@ -18,10 +18,11 @@ from xcon import modes, rlimit
 from xcon.bridges import Bridge
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
-from xcon.engines import Engine
+from xcon.engines import Engine, TimerHandle
 from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
 from xcon.health import HealthFile
 from xcon.impair.spec import Impairment
+from xcon.limits import FLAP_COUNT, FLAP_SECONDS, OutOfRange, duration
 from xcon.linkspec import (
     End,
     Endpoint,
@@ -47,6 +48,32 @@ DIRECTIONS = ("a2b", "b2a", "both")
 
 
 @dataclass
+class Flap:
+    """A link pulled for ``down`` seconds, plugged back for ``up``, ``count``
+    times (None: until stopped)."""
+
+    down: float
+    up: float
+    count: int | None = None
+    done: int = 0
+    next_at: float = 0.0
+    timer: TimerHandle | None = None
+
+    def words(self) -> str:
+        times = f", {self.count} times" if self.count is not None else ", until stopped"
+        return f"down {self.down:g}s, up {self.up:g}s{times}"
+
+    def as_json(self, now: float) -> dict[str, object]:
+        return {
+            "down": self.down,
+            "up": self.up,
+            "count": self.count,
+            "done": self.done,
+            "next_in": round(max(0.0, self.next_at - now), 3),
+        }
+
+
+@dataclass
 class Link:
     """A bridge the process runs, by name.
 
@@ -61,8 +88,10 @@ class Link:
     spec: LinkSpec | None = None
     #: Where it came from: "command line", "config" or "api".
     source: str = "command line"
-    #: A router's qemu monitor per end name, for cable pulls.
+    #: A router's qemu monitor per end name: its carrier follows the link.
     monitors: dict[str, Monitor] = field(default_factory=dict)
+    #: A flap schedule running on the link, or None.
+    flap: Flap | None = None
 
     @property
     def p2p(self) -> P2PLink | None:
@@ -86,6 +115,13 @@ class LinkTable:
         #: be removed (captures follow links through these).
         self.link_added: list[Callable[[Link], None]] = []
         self.link_removed: list[Callable[[Link], None]] = []
+        #: Called with a link whose ports went up or down, or whose admin
+        #: state or monitors changed (the routers' carrier follows these).
+        self.link_changed: list[Callable[[Link], None]] = []
+        #: Monitors by end name for every link with that end (``--monitor``),
+        #: and whether HOST/N ends get vrnetlab's (``--monitors vrnetlab``).
+        self.monitor_rules: dict[str, Monitor] = {}
+        self.vrnetlab_monitors = False
         #: Seed of every impaired direction's random stream (``--seed``): each
         #: direction draws from its own stream derived from it and its name.
         self.seed: int = int.from_bytes(os.urandom(4), "big")
@@ -109,16 +145,52 @@ class LinkTable:
         ends: Sequence[End] = (),
         spec: LinkSpec | None = None,
         source: str = "command line",
+        monitors: Mapping[str, Monitor] | None = None,
     ) -> Link:
-        """Add a bridge whose ``on_state`` is :meth:`update_health`; started at
-        once if the process is running."""
+        """Add a bridge, started at once if the process is running; its port
+        changes update the health file and call :attr:`link_changed`.  A p2p
+        link's monitors: ``monitors`` (checked), else ``--monitor``'s, else
+        vrnetlab's when asked."""
         link = Link(name or bridge.name, bridge, tuple(ends), spec, source)
+        if spec is not None:
+            link.monitors = self.monitors_for(spec, monitors or {})
+        bridge.on_state = lambda: self._link_state(link)
         self.links[link.name] = link
         if self.running:
             self._start(link)
         for hook in self.link_added:
             hook(link)
         return link
+
+    def _link_state(self, link: Link) -> None:
+        self.update_health()
+        for hook in self.link_changed:
+            hook(link)
+
+    def monitors_for(self, spec: LinkSpec, given: Mapping[str, Monitor]) -> dict[str, Monitor]:
+        """A link's monitors by end name: ``given`` (the link's own), else the
+        ``--monitor`` rule for that end, else vrnetlab's (``HOST:4000``,
+        ``pNN``) for a HOST/N end when ``--monitors vrnetlab``."""
+        out: dict[str, Monitor] = {}
+        for end in (spec.left, spec.right):
+            name = end_name(end)
+            mon = given.get(name) or self.monitor_rules.get(name)
+            if mon is None and self.vrnetlab_monitors:
+                mon = vrnetlab_monitor(end)
+            if mon is not None:
+                out[name] = mon
+        return out
+
+    def set_monitors(self, link: Link, given: Mapping[str, Monitor], replace: bool = False) -> None:
+        """Give ``link`` these monitors, added to its own (``replace``: instead
+        of them), with the rules for the rest, as at add."""
+        if link.spec is None:
+            raise BadRequest(f"{link.name} is not a p2p link: only p2p links have monitors")
+        merged = self.monitors_for(link.spec, given if replace else {**link.monitors, **given})
+        if merged != link.monitors:
+            link.monitors = merged
+            for hook in self.link_changed:
+                hook(link)
 
     def _start(self, link: Link) -> None:
         link.bridge.start()
@@ -230,9 +302,13 @@ class LinkTable:
         if not admin_up:
             bridge.set_admin(False)
         link = self.add_bridge(
-            bridge, name=str(spec), ends=(spec.left, spec.right), spec=spec, source=source
+            bridge,
+            name=str(spec),
+            ends=(spec.left, spec.right),
+            spec=spec,
+            source=source,
+            monitors=monitors,
         )
-        link.monitors = monitors
         log.info("p2p link %s added (%s)", link.name, source)
         return link
 
@@ -244,6 +320,7 @@ class LinkTable:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
         for hook in self.link_removed:
             hook(link)
+        self.stop_flap(link)
         del self.links[link.name]
         # Closing reports the ports down; the health file must not count them meanwhile.
         link.p2p.on_state = None
@@ -254,17 +331,73 @@ class LinkTable:
         log.info("p2p link %s removed (%s)", link.name, why)
         return link
 
-    def set_admin(self, name: str, up: bool) -> tuple[Link, bool]:
-        """Pull a p2p link's cable in xcon (or plug it back); returns the link and
-        whether its state changed.  The routers' monitors are the caller's job
-        (they block: see :mod:`xcon.monitor`)."""
+    def set_admin(self, name: str, up: bool, direction: str = "both") -> tuple[Link, bool]:
+        """Pull a p2p link's cable in xcon (or plug it back), both ways or one
+        (``direction``: a one-way fault leaves the routers' carrier alone);
+        returns the link and whether its state changed.  The routers' carrier
+        follows (:mod:`xcon.carrier`)."""
         link = self.find(name)
         if link.p2p is None:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be set down or up")
-        changed = link.p2p.set_admin(up)
+        if direction not in DIRECTIONS:
+            raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
+        changed = link.p2p.set_admin(up, direction)
         if changed:
-            log.info("p2p link %s administratively %s", link.name, "up" if up else "down")
+            log.info("p2p link %s administratively %s", link.name, link.p2p.admin_state())
+            for hook in self.link_changed:
+                hook(link)
         return link, changed
+
+    # -- flapping on a schedule -------------------------------------------------------------
+    def flap(self, name: str, down: object, up: object, count: object = None) -> Link:
+        """Pull the link for ``down``, plug it back for ``up`` (seconds, or
+        times as ``2s``, ``500ms``), ``count`` times (None: until stopped);
+        the loop runs it.  A new schedule replaces the link's old one.
+        Raises NotFound, Conflict (not p2p), BadRequest."""
+        link = self.find(name)
+        if link.p2p is None:
+            raise Conflict(f"{link.name} is not a p2p link: only p2p links can flap")
+        try:
+            times = (
+                duration(down, FLAP_SECONDS, "flap down"),
+                duration(up, FLAP_SECONDS, "flap up"),
+                None if count is None else FLAP_COUNT.check(count, name="flap count"),
+            )
+        except OutOfRange as e:
+            raise BadRequest(str(e)) from None
+        self.stop_flap(link)
+        link.flap = Flap(*times)
+        log.info("p2p link %s flaps: %s", link.name, link.flap.words())
+        self._flap_step(link, link.flap)
+        return link
+
+    def _flap_step(self, link: Link, flap: Flap) -> None:
+        if link.flap is not flap:
+            return
+        going_down = link.p2p is not None and not link.p2p.pulled
+        if going_down and flap.count is not None and flap.done >= flap.count:
+            link.flap = None
+            log.info("p2p link %s: flap schedule done (%d times)", link.name, flap.done)
+            return
+        self.set_admin(link.name, not going_down)
+        if going_down:
+            flap.done += 1
+        wait = flap.down if going_down else flap.up
+        flap.next_at = self.engine.time() + wait
+        flap.timer = self.engine.call_later(wait, lambda: self._flap_step(link, flap))
+
+    def stop_flap(self, link: Link) -> bool:
+        """Stop the link's flap schedule (the link is left plugged in); returns
+        whether it had one."""
+        flap, link.flap = link.flap, None
+        if flap is None:
+            return False
+        if flap.timer is not None:
+            flap.timer.cancel()
+        if link.p2p is not None and link.p2p.pulled and link.name in self.links:
+            self.set_admin(link.name, True)
+        log.info("p2p link %s: flap schedule stopped after %d times", link.name, flap.done)
+        return True
 
     def set_impair(
         self, name: str, direction: str, imp: Impairment | None, end: str | None = None
@@ -382,6 +515,19 @@ def check_monitors(spec: LinkSpec, monitors: Mapping[str, Monitor | str]) -> dic
                 raise BadRequest(str(e)) from None
         out[name] = mon
     return out
+
+
+def vrnetlab_monitor(end: End) -> Monitor | None:
+    """vrnetlab's monitor of a HOST/N end: its router's first VM listens on
+    ``HOST:4000`` and NIC N is netdev ``pNN`` (None for other kinds of end)."""
+    if not isinstance(end, Endpoint):
+        return None
+    netdev = default_netdev(end.nic)
+    return Monitor(end.host, VRNETLAB_MONITOR_PORT, netdev) if netdev else None
+
+
+#: The TCP port of the monitor of a vrnetlab router's first VM.
+VRNETLAB_MONITOR_PORT = 4000
 
 
 def end_name(end: End) -> str:

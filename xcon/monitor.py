@@ -42,13 +42,16 @@ class MonitorError(Exception):
 
 @dataclass(frozen=True)
 class Monitor:
-    """Where a router's monitor listens and the netdev of the NIC at this end."""
+    """Where a router's monitor listens (``host``:``port``, or the unix
+    socket ``host`` when ``port`` is 0) and the netdev of the NIC at this end."""
 
     host: str
     port: int
     netdev: str
 
     def __str__(self) -> str:
+        if self.port == 0:
+            return f"unix:{self.host},{self.netdev}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port},{self.netdev}"
 
@@ -66,9 +69,17 @@ def default_netdev(nic: int | None) -> str | None:
 
 
 def parse_monitor(text: str, default_netdev: str | None = None) -> Monitor:
-    """``HOST:PORT[,NETDEV]`` (``[V6]:PORT`` for IPv6); NETDEV defaults to
+    """``HOST:PORT[,NETDEV]`` (``[V6]:PORT`` for IPv6), or ``unix:PATH[,NETDEV]``
+    (``-monitor unix:PATH,server,nowait``); NETDEV defaults to
     ``default_netdev`` (vrnetlab's ``pNN`` for a ``HOST/N`` end).  Raises
     :class:`~xcon.linkspec.SpecError`."""
+    if text.startswith("unix:"):
+        path, _, netdev = text[5:].partition(",")
+        if not path.startswith("/") or "\0" in path or len(path) > 107:
+            raise SpecError(
+                f"monitor {text!r}: unix:PATH takes an absolute path (at most 107 bytes)"
+            )
+        return Monitor(path, 0, _netdev(text, netdev or default_netdev or ""))
     addr, _, netdev = text.partition(",")
     host, sep, port_text = addr.rpartition(":")
     if not sep or not host:
@@ -83,7 +94,10 @@ def parse_monitor(text: str, default_netdev: str | None = None) -> Monitor:
     port = bounded_int(port_text, MIN_PORT, MAX_PORT)
     if port is None:
         raise SpecError(f"monitor {text!r}: port {port_text!r} is not in {MIN_PORT}..{MAX_PORT}")
-    netdev = netdev or default_netdev or ""
+    return Monitor(host, port, _netdev(text, netdev or default_netdev or ""))
+
+
+def _netdev(text: str, netdev: str) -> str:
     if not netdev:
         raise SpecError(
             f"monitor {text!r}: name the NIC's netdev (HOST:PORT,NETDEV); only a HOST/N end "
@@ -91,16 +105,25 @@ def parse_monitor(text: str, default_netdev: str | None = None) -> Monitor:
         )
     if not _NETDEV.fullmatch(netdev):
         raise SpecError(f"monitor {text!r}: {netdev!r} is not a qemu netdev id")
-    return Monitor(host, port, netdev)
+    return netdev
 
 
 def hmp(host: str, port: int, command: str, timeout: float = TIMEOUT) -> str:
     """Run one HMP ``command``; returns its output.  Output starting with
     ``Error`` (or a monitor that cannot be reached) raises :class:`MonitorError`."""
-    where = f"monitor {host}:{port}"
+    where = f"monitor {host}:{port}" if port else f"monitor unix:{host}"
     deadline = time.monotonic() + timeout
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        if port:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(host)
+            except OSError:
+                sock.close()
+                raise
     except OSError as e:
         raise MonitorError(f"{where}: {e.strerror or e}") from None
     with sock:

@@ -15,7 +15,7 @@ flows with ``directions()``; capture and impairment work through them alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from xcon.bridges.flows import Direction
@@ -29,6 +29,8 @@ class Bridge(Protocol):
     """What the process (:class:`~xcon.app.Xcon`) needs of any bridge."""
 
     name: str
+    #: Called when a port goes up or down (the link table sets it).
+    on_state: Callable[[], None] | None
 
     @property
     def ports(self) -> Sequence[Port]: ...

@@ -93,23 +93,37 @@ class P2PLink:
 
     @property
     def admin_up(self) -> bool:
-        """False while the link is set administratively down (cable pulled)."""
-        return not self.a_to_b.admin_down
+        """False while either direction is set administratively down."""
+        return not any(f.admin_down for f in self.flows.values())
+
+    @property
+    def pulled(self) -> bool:
+        """Both directions down: the cable is pulled (the routers lose carrier
+        when their monitors are known); one direction alone is a one-way fault."""
+        return all(f.admin_down for f in self.flows.values())
+
+    def admin_state(self) -> str:
+        """``up``, ``down`` (pulled), or ``down a2b`` / ``down b2a`` (one way)."""
+        down = [d for d in ("a2b", "b2a") if self.flows[self.sources(d)[0]].admin_down]
+        return "up" if not down else "down" if len(down) == 2 else f"down {down[0]}"
 
     @property
     def a_to_b(self) -> Flow:
         return self.flows[self.a]
 
-    def set_admin(self, up: bool) -> bool:
-        """Pull the cable (``up=False``: nothing crosses, both ways) or plug it
-        back in; returns whether the state changed.  Sources keep being read
-        and what they send meanwhile is dropped and counted (``admin_down``)."""
-        if up == self.admin_up:
+    def set_admin(self, up: bool, direction: str = "both") -> bool:
+        """Pull the cable (``up=False``: nothing crosses ``direction``, both
+        ways by default) or plug it back in; returns whether the state
+        changed.  Sources keep being read and what they send meanwhile is
+        dropped and counted (``admin_down``)."""
+        flows = [self.flows[src] for src in self.sources(direction)]
+        if all(f.admin_down == (not up) for f in flows):
             return False
         self.admin_changes += 1
-        for flow in self.flows.values():
-            flow.admin_down = not up
-            flow.admin_changed()
+        for flow in flows:
+            if flow.admin_down != (not up):
+                flow.admin_down = not up
+                flow.admin_changed()
         return True
 
     def start(self) -> None:

@@ -152,6 +152,8 @@ def _run(setup: Setup) -> int:
     )
     try:
         ensure_nofile(setup.sockets)
+        app.monitor_rules = dict(setup.monitors)
+        app.vrnetlab_monitors = setup.vrnetlab_monitors
         build_mode(app, setup)
         if setup.seed is not None:  # before the config file's impairments are applied
             app.seed = setup.seed
@@ -169,6 +171,7 @@ def _run(setup: Setup) -> int:
                 app.set_impair(name, direction, imp)
             except LinkError as e:
                 raise ModeError(f"--impair {name}: {e}", exit_code=2) from None
+        start_carriers(app, setup.on_exit)
         start_control(app, setup.control, setup.engine, reload=reload)
     except ModeError as e:
         app.close()
@@ -183,6 +186,14 @@ def _run(setup: Setup) -> int:
     for spec in setup.links:
         log.info("p2p link %s", spec)
     return app.run()
+
+
+def start_carriers(app: Xcon, on_exit: str) -> None:
+    """The routers' carrier follows their links (:mod:`xcon.carrier`)."""
+    from xcon.carrier import Carriers
+
+    app.carriers = Carriers(app, on_exit)
+    app.services.append(app.carriers)
 
 
 def build_mode(app: Xcon, setup: Setup) -> None:

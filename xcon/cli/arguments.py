@@ -26,6 +26,7 @@ from xcon.limits import (
     MIN_VID,
     MTU_MAX,
     MTU_MIN,
+    ON_EXIT,
     SEED,
     SNAPLEN,
     TRACE_DEFAULT,
@@ -258,6 +259,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"seed of the impairments' random draws, to replay a run ({SEED}; "
         "default: random, logged)",
+    )
+    mon = p.add_argument_group(
+        "carrier (the routers' NICs follow the link, through their qemu monitors: docs/carrier.md)"
+    )
+    mon.add_argument(
+        "--monitor",
+        action="append",
+        metavar="END=HOST:PORT[,NETDEV]",
+        help="the qemu monitor of the router at END (a HOST/N end's NETDEV defaults to "
+        "vrnetlab's pNN; unix:PATH,NETDEV for a monitor on a unix socket); repeatable; "
+        "wins over --monitors",
+    )
+    mon.add_argument(
+        "--monitors",
+        choices=["vrnetlab"],
+        help="vrnetlab: every HOST/N end's router has its monitor at HOST:4000, NIC N is pNN",
+    )
+    mon.add_argument(
+        "--on-exit",
+        choices=ON_EXIT,
+        default="down",
+        help="when xcon stops: set the routers' NICs off (down, the default) or leave them (keep)",
     )
     p.add_argument(
         "--engine",

@@ -33,6 +33,7 @@ from xcon.linkspec import (
 
 if TYPE_CHECKING:
     from xcon import netconf
+    from xcon.monitor import Monitor
 
 #: Flags that only mean something with one mode: (namespace attribute, flag, mode flag).
 _MODE_ONLY = (
@@ -81,6 +82,10 @@ class Setup:
     #: ``--impair``: (link, direction, impairment).
     impairs: list[tuple[str, str, Impairment]] = field(default_factory=list)
     seed: int | None = None
+    #: ``--monitor``: monitors by end name; ``--monitors vrnetlab``; ``--on-exit``.
+    monitors: dict[str, Monitor] = field(default_factory=dict)
+    vrnetlab_monitors: bool = False
+    on_exit: str = "down"
 
     @property
     def sockets(self) -> int:
@@ -172,6 +177,11 @@ def check(args: argparse.Namespace) -> Setup:
         raise UsageError(f"--impair applies to p2p links only (not {mode_flag})")
     setup.impairs = [impair_arg(text) for text in args.impair or ()]
     setup.seed = args.seed
+    if (args.monitor or args.monitors) and mode != "p2p":
+        raise UsageError(f"--monitor and --monitors apply to p2p links only (not {mode_flag})")
+    setup.monitors = dict(monitor_arg(text) for text in args.monitor or ())
+    setup.vrnetlab_monitors = args.monitors == "vrnetlab"
+    setup.on_exit = args.on_exit
     if args.config is not None:
         from xcon.control.config import ConfigError, load_config
 
@@ -180,6 +190,7 @@ def check(args: argparse.Namespace) -> Setup:
             setup.config_links = config.links
             if setup.seed is None:
                 setup.seed = config.seed
+            setup.vrnetlab_monitors = setup.vrnetlab_monitors or config.monitors == "vrnetlab"
         except ConfigError as e:
             raise UsageError(str(e)) from None
         setup.config = args.config
@@ -276,6 +287,23 @@ def capture_dir_arg(text: str) -> str:
     elif not os.path.isdir(os.path.dirname(path)):
         raise UsageError(f"--capture-dir {text!r}: {os.path.dirname(path)} does not exist")
     return path
+
+
+def monitor_arg(text: str) -> tuple[str, Monitor]:
+    """``--monitor END=HOST:PORT[,NETDEV]`` (or ``END=unix:PATH,NETDEV``), checked."""
+    from xcon.links import end_name
+    from xcon.linkspec import Endpoint, parse_end
+    from xcon.monitor import default_netdev, parse_monitor
+
+    end_text, sep, where = text.partition("=")
+    if not sep or not end_text.strip() or not where.strip():
+        raise UsageError(f"--monitor {text!r}: use END=HOST:PORT[,NETDEV], e.g. vr1/1=vr1:4000")
+    try:
+        end = parse_end(end_text.strip())
+        nic = end.nic if isinstance(end, Endpoint) else None
+        return end_name(end), parse_monitor(where.strip(), default_netdev(nic))
+    except SpecError as e:
+        raise UsageError(f"--monitor {end_text.strip()}: {e}") from None
 
 
 def impair_arg(text: str) -> tuple[str, str, Impairment]:

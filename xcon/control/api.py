@@ -11,10 +11,9 @@ do its part; xcon's own side was changed).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from xcon import __version__, native
@@ -33,10 +32,10 @@ from xcon.control.server import (
     json_response,
 )
 from xcon.control.views import end_views, impairments, link_captures
-from xcon.errors import BadRequest, LinkError, Unavailable
+from xcon.errors import BadRequest, LinkError, NotFound, Unavailable
 from xcon.health import health_status
 from xcon.linkspec import End, SpecError, parse_link
-from xcon.monitor import Monitor, MonitorError
+from xcon.monitor import MonitorError
 from xcon.stats import FlowStats
 
 if TYPE_CHECKING:
@@ -100,17 +99,21 @@ def link_kind(link: Link) -> str:
 def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict[str, Any]:
     ends = []
     p2p = link.bridge if isinstance(link.bridge, P2PLink) else None
+    app = meter.app if meter is not None else None
+    carriers = app.carriers.of(link.name) if app is not None and app.carriers else {}
     for v in end_views(link):
         p, st = v.port, v.port.stats
         rx_fps, rx_bps = meter.rate(v.rx) if meter else (0.0, 0.0)
         tx_fps, tx_bps = meter.rate(v.tx) if meter else (0.0, 0.0)
         mon = link.monitors.get(p.name)
+        carrier = carriers.get(p.name)
         end: dict[str, Any] = {
             "name": p.name,
             "kind": v.kind,
             "state": "up" if p.connected else "ready" if p.healthy else "down",
             "peer": p.peer,
             "monitor": str(mon) if mon else None,
+            "carrier": carrier.as_json() if carrier is not None else None,
             "rx_frames": v.rx.frames,
             "rx_bytes": v.rx.bytes,
             "tx_frames": v.tx.frames,
@@ -139,13 +142,14 @@ def link_json(link: Link, meter: RateMeter | None, detail: bool = False) -> dict
         "name": link.name,
         "kind": link_kind(link),
         "source": link.source,
-        "admin": "up" if p2p is None or p2p.admin_up else "down",
+        "admin": "up" if p2p is None else p2p.admin_state(),
         "state": "up" if states <= {"up", "ready"} else "down" if states == {"down"} else "partial",
         "vlan": link.spec.vid if link.spec else None,
         "ends": ends,
         "captures": caps,
     }
     doc["impair"] = impair_json(link)
+    doc["flap"] = link.flap.as_json(link.bridge.ports[0].engine.time()) if link.flap else None
     if detail:
         doc["directions"] = [
             {
@@ -342,8 +346,12 @@ class ControlAPI:
         return self._set_admin(req, name, True)
 
     def _set_admin(self, req: Request, name: str, up: bool) -> Response | Pending:
+        """Pull or plug (both ways, or ``direction``); when the link's routers
+        have monitors, answer once their carrier followed (503 naming the
+        monitors that failed: xcon's side is done all the same)."""
         link = self.app.find(name)
         body = _object(req)
+        direction = _direction(body)
         if body.get("monitors"):
             try:
                 self.access.check_monitors(req.role, req.peer)
@@ -351,45 +359,42 @@ class ControlAPI:
                 return error_response(e.status, str(e))
             if link.spec is None:
                 raise BadRequest(f"{link.name} is not a p2p link")
-            link.monitors.update(check_monitors(link.spec, _monitor_texts(body)))
-        link, _changed = self.app.set_admin(link.name, up)
-        monitors = list(link.monitors.values())
-        if not monitors:
+            self.app.set_monitors(link, check_monitors(link.spec, _monitor_texts(body)))
+        link, _changed = self.app.set_admin(link.name, up, direction)
+        carriers = self.app.carriers
+        if carriers is None or not carriers.of(link.name):
             return json_response(200, link_json(link, self.meter, detail=True))
-        return self._set_links(link, monitors, up)
-
-    def _set_links(self, link: Link, monitors: Sequence[Monitor], up: bool) -> Pending:
-        """Tell every router's monitor (on worker threads); answer when all did."""
         pending = Pending()
-        results: dict[int, str] = {}
 
-        def finish() -> None:
-            failed = [results[i] for i in range(len(monitors)) if results[i]]
-            if failed:
+        def settled(errors: list[str]) -> None:
+            if errors:
                 err = Unavailable(
                     f"link {link.name} is {'up' if up else 'down'} in xcon, but "
-                    + "; ".join(failed)
+                    + "; ".join(errors)
                 )
-                log.warning("control: %s", err)
                 pending.resolve(error_response(err.status, str(err)))
             else:
-                log.info(
-                    "link %s: routers' NICs set %s (%s)",
-                    link.name,
-                    "on" if up else "off",
-                    ", ".join(map(str, monitors)),
-                )
                 pending.resolve(json_response(200, link_json(link, self.meter, detail=True)))
 
-        for i, mon in enumerate(monitors):
-
-            def done(_result: object, err: BaseException | None, i: int = i) -> None:
-                results[i] = "" if err is None else _one(err)
-                if len(results) == len(monitors):
-                    finish()
-
-            self.app.engine.run_in_thread(functools.partial(mon.set_link, up), done)
+        carriers.settle(link, settled)
         return pending
+
+    def flap(self, req: Request, name: str) -> Response:
+        body = _object(req)
+        unknown = sorted(set(body) - {"down", "up", "count"})
+        if unknown or "down" not in body or "up" not in body:
+            raise BadRequest(
+                'POST /links/NAME/flap takes {"down": "2s", "up": "10s", "count": 3} '
+                "(count optional: until stopped)"
+            )
+        link = self.app.flap(name, body["down"], body["up"], body.get("count"))
+        return json_response(200, link_json(link, self.meter, detail=True))
+
+    def stop_flap(self, req: Request, name: str) -> Response:
+        link = self.app.find(name)
+        if not self.app.stop_flap(link):
+            raise NotFound(f"link {link.name} has no flap schedule")
+        return json_response(200, link_json(link, self.meter, detail=True))
 
     # Captures (docs/capture.md).  A filter not compiled before is compiled
     # off the loop: the answer comes when it is.

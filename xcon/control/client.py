@@ -132,10 +132,25 @@ def _add(args: argparse.Namespace) -> Call:
 def _admin(up: bool) -> Callable[[argparse.Namespace], Call]:
     def plan(args: argparse.Namespace) -> Call:
         mons = monitors_arg(args.monitor)
-        body = {"monitors": mons} if mons else {}
+        body: dict[str, Any] = {"monitors": mons} if mons else {}
+        if args.direction != "both":
+            body["direction"] = args.direction
         return Call(route(f"POST /links/NAME/{'up' if up else 'down'}"), args.name, body)
 
     return plan
+
+
+def _flap(args: argparse.Namespace) -> Call:
+    if args.stop:
+        if args.down or args.up or args.count:
+            raise ValueError("flap --stop takes no --down, --up or --count")
+        return Call(route("DELETE /links/NAME/flap"), args.name)
+    if not args.down or not args.up:
+        raise ValueError("flap needs --down TIME and --up TIME (or --stop)")
+    body: dict[str, Any] = {"down": args.down, "up": args.up}
+    if args.count is not None:
+        body["count"] = args.count
+    return Call(route("POST /links/NAME/flap"), args.name, body)
 
 
 CLAB_FLAGS = ("delay", "jitter", "loss", "rate", "corruption")
@@ -254,8 +269,23 @@ def _admin_args(p: argparse.ArgumentParser) -> None:
         "--monitor",
         action="append",
         metavar=MONITOR,
-        help=MONITOR_HELP + " (remembered for later down and up)",
+        help=MONITOR_HELP + " (remembered: the router's carrier follows the link from then on)",
     )
+    p.add_argument(
+        "--direction",
+        default="both",
+        choices=["a2b", "b2a", "both"],
+        help="one direction only: a one-way failure (frames dropped that way, the routers' "
+        "carrier untouched); both (default) is a pulled cable",
+    )
+
+
+def _flap_args(p: argparse.ArgumentParser) -> None:
+    _link_arg(p)
+    p.add_argument("--down", metavar="TIME", help="how long each pull lasts: 2s, 500ms, 1m")
+    p.add_argument("--up", metavar="TIME", help="how long it stays plugged in between")
+    p.add_argument("--count", type=int, metavar="N", help="pulls in all (default: until --stop)")
+    p.add_argument("--stop", action="store_true", help="stop the schedule (left plugged in)")
 
 
 def _impair_args(p: argparse.ArgumentParser) -> None:
@@ -335,6 +365,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "down": Subcommand("set a p2p link administratively down", _admin(False), _admin_args),
     "up": Subcommand("set a p2p link administratively up", _admin(True), _admin_args),
+    "flap": Subcommand(
+        "pull and plug a p2p link on a schedule (--down 2s --up 10s [--count N]; --stop)",
+        _flap,
+        _flap_args,
+    ),
     "capture": Subcommand(
         "capture a link to pcapng: -w NAME (xcon writes NAME in its capture "
         "directory, xcon --capture-dir, until --stop) or -w - (live, to stdout, until "

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from xcon.errors import BadRequest, LinkError, ModeError
 from xcon.impair.spec import ImpairError, Impairment, parse_netem
-from xcon.limits import SEED, OutOfRange
+from xcon.limits import FLAP_COUNT, FLAP_SECONDS, SEED, OutOfRange, duration
 from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
 
 if TYPE_CHECKING:
@@ -62,10 +62,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xcon.control")
 
-LINK_KEYS = ("spec", "monitors", "admin", "capture", "impair")
+LINK_KEYS = ("spec", "monitors", "admin", "capture", "impair", "flap")
 #: The largest config file read (bytes).
 MAX_CONFIG = 1024 * 1024
-TOP_KEYS = ("links", "link", "seed")
+TOP_KEYS = ("links", "link", "seed", "monitors")
 
 
 class ConfigError(ValueError):
@@ -108,6 +108,8 @@ class ConfigLink:
     capture: tuple[str, CaptureOptions] | None = None
     #: The impairment of a2b and of b2a (None: none).
     impair: tuple[Impairment | None, Impairment | None] = (None, None)
+    #: A flap schedule: (down, up, count) as written (None: none).
+    flap: tuple[object, object, object] | None = None
 
     @property
     def name(self) -> str:
@@ -118,6 +120,8 @@ class ConfigLink:
 class Config:
     links: list[ConfigLink] = field(default_factory=list)
     seed: int | None = None
+    #: ``monitors = "vrnetlab"`` (as ``--monitors``; read at start).
+    monitors: str | None = None
 
 
 def read_config(path: str) -> str:
@@ -201,6 +205,9 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
             seed = SEED.check(seed)
         except OutOfRange as e:
             raise ConfigError(f"{path}: {e}") from None
+    vrnetlab = doc.get("monitors")
+    if vrnetlab not in (None, "vrnetlab"):
+        raise ConfigError(f'{path}: "monitors" is "vrnetlab" (each link\'s own go in its table)')
     entries: list[tuple[str, dict[str, Any]]] = []
     plain = doc.get("links", [])
     if not isinstance(plain, list) or not all(isinstance(x, str) for x in plain):
@@ -236,12 +243,30 @@ def parse_config(doc: dict[str, Any], path: str = "config") -> Config:
         monitors = tuple(sorted((k, str(v)) for k, v in checked.items()))
         capture = parse_capture(entry.get("capture"), where)
         impair = _impair(entry.get("impair"), where)
-        links.append(ConfigLink(spec, monitors, admin == "up", capture, impair))
+        flap = _flap(entry.get("flap"), where)
+        links.append(ConfigLink(spec, monitors, admin == "up", capture, impair, flap))
     try:
         check_distinct([cl.spec for cl in links])
     except SpecError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return Config(links, seed)
+    return Config(links, seed, vrnetlab)
+
+
+def _flap(value: object, where: str) -> tuple[object, object, object] | None:
+    """A link's ``flap = { down = "2s", up = "10s", count = 3 }``, checked."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"down", "up", "count"}:
+        raise ConfigError(f'{where}: "flap" is a table: {{ down = "2s", up = "10s", count = 3 }}')
+    try:
+        down = duration(value.get("down"), FLAP_SECONDS, "flap down")
+        up = duration(value.get("up"), FLAP_SECONDS, "flap up")
+        count = value.get("count")
+        if count is not None:
+            count = FLAP_COUNT.check(count, name="flap count")
+    except OutOfRange as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return (down, up, count)
 
 
 def _impair(value: object, where: str) -> tuple[Impairment | None, Impairment | None]:
@@ -321,6 +346,8 @@ class ConfigReloader:
         self.applied[cl.name] = cl
         self._impair(cl, None)
         self._capture(cl)
+        if cl.flap is not None:
+            self.app.flap(cl.name, *cl.flap)
 
     def _capture(self, cl: ConfigLink) -> None:
         """Start the file's capture of ``cl`` (raises LinkError: Conflict when
@@ -429,8 +456,12 @@ class ConfigReloader:
             from xcon.app import check_monitors
 
             assert link.spec is not None
-            link.monitors = check_monitors(link.spec, dict(cl.monitors))
-            if before is None or before.admin_up != cl.admin_up:
+            self.app.set_monitors(link, check_monitors(link.spec, dict(cl.monitors)), replace=True)
+            if before is None or before.flap != cl.flap:
+                self.app.stop_flap(link)
+                if cl.flap is not None:
+                    self.app.flap(name, *cl.flap)
+            if (before is None or before.admin_up != cl.admin_up) and cl.flap is None:
                 self.app.set_admin(name, cl.admin_up)
             self._impair(cl, before)
             self.applied[name] = cl

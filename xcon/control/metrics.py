@@ -68,6 +68,9 @@ class Snapshot:
     control: ControlCounters | None = None
     #: Per link with a capture running or failed: (name, captures that failed).
     capture_errors: list[tuple[str, int]] = field(default_factory=list)
+    #: Per monitored end: (link, end, carrier as xcon set it: 1/0/None unknown,
+    #: times set, monitor errors).
+    carriers: list[tuple[str, str, int | None, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +95,11 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
             server.accept_errors, server.streams, server.streams_refused, server.streams_stalled
         )
     errors: dict[str, int] = app.captures.errors if app.captures is not None else {}
+    if app.carriers is not None:
+        for mine in app.carriers.ends.values():
+            for ec in mine.values():
+                state = None if ec.state is None else int(ec.state)
+                snap.carriers.append((ec.link, ec.end, state, ec.changes, ec.errors))
     for link in app.links.values():
         p2p = link.p2p
         ends: list[EndRow] = []
@@ -222,6 +230,28 @@ class SnapshotCollector(Collector):
         for name, d, words in self.snap.impairs:
             impair.add_metric([name, d, words], 1.0)
         yield impair
+        nic = GaugeMetricFamily(
+            "xcon_link_end_carrier",
+            "The carrier of the router's NIC at the end as xcon set it through its qemu "
+            "monitor: 1 on, 0 off (ends with a monitor; absent until first set).",
+            labels=["link", "end"],
+        )
+        sets = CounterMetricFamily(
+            "xcon_link_end_carrier_set",
+            "Times xcon changed the carrier of the router's NIC at the end.",
+            labels=["link", "end"],
+        )
+        mon_errors = CounterMetricFamily(
+            "xcon_link_monitor_errors",
+            "Commands to the end's qemu monitor that failed (unreachable, busy, refused).",
+            labels=["link", "end"],
+        )
+        for name, end, state, changes, errs in self.snap.carriers:
+            if state is not None:
+                nic.add_metric([name, end], float(state))
+            sets.add_metric([name, end], changes)
+            mon_errors.add_metric([name, end], errs)
+        yield from (nic, sets, mon_errors)
         late = HistogramMetricFamily(
             "xcon_link_delay_lateness_seconds",
             "How late frames sent to the end left the link's delay line (sent minus due): "

@@ -3,6 +3,7 @@ people (``--json`` prints the JSON itself)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -106,6 +107,15 @@ def link_detail(link: dict[str, Any]) -> str:
             f"{end['reconnects']}, disconnects {end['disconnects']}"
             + (f", last error: {end['last_error']}" if end.get("last_error") else "")
         )
+        if end.get("carrier"):
+            lines.append("    " + carrier_line(end["carrier"]))
+    flap = link.get("flap")
+    if flap:
+        count = f"{flap['done']} of {flap['count']}" if flap["count"] else f"{flap['done']}"
+        lines.append(
+            f"  flap: down {flap['down']:g}s, up {flap['up']:g}s, pulls {count}, "
+            f"next change in {flap['next_in']:g}s"
+        )
     for c in link.get("captures", []):
         lines.append("  " + capture_line(c).rstrip())
     for d, words in (link.get("impair") or {}).items():
@@ -122,6 +132,22 @@ def link_detail(link: dict[str, Any]) -> str:
         if late and late.get("frames"):
             lines.append(f"  {direction['name']}: {late_line(late)}")
     return "\n".join(lines) + "\n"
+
+
+def carrier_line(c: dict[str, Any]) -> str:
+    """``carrier off since 12:01:02 (vr2/1 is not connected); 2 changes, 1 monitor error: ...``."""
+    since = time.strftime("%H:%M:%S", time.localtime(c["since"])) if c.get("since") else "start"
+    text = f"carrier {c['carrier']} since {since}"
+    if c.get("want") and c["want"] != c["carrier"]:
+        text += f", going {c['want']}"
+    if c.get("why"):
+        text += f" ({c['why']})"
+    text += f"; set {c['changes']} times"
+    if c.get("errors"):
+        text += f", {c['errors']} monitor errors"
+    if c.get("error"):
+        text += f", last: {c['error']}"
+    return text
 
 
 def late_line(late: dict[str, Any]) -> str:
