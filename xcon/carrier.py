@@ -174,7 +174,7 @@ class Carriers:
             elif not far_port.up:
                 if link.name in self._grace:
                     continue  # just added: its ends may still be connecting
-                self._want(ec, False, f"{far} is not connected")
+                self._want(ec, False, f"{far} is not connected", peer=True)
             else:
                 self._want(ec, True, f"{far} is connected")
         for end in [e for e in mine if e not in link.monitors]:
@@ -205,7 +205,10 @@ class Carriers:
             self._want(ec, False, "the link was removed")
 
     # -- deciding -----------------------------------------------------------------------
-    def _want(self, ec: EndCarrier, on: bool, why: str) -> None:
+    def _want(self, ec: EndCarrier, on: bool, why: str, peer: bool = False) -> None:
+        """``on`` is what the link says now; ``peer``: off because the far end
+        went (the flaps that are dampened: a pull by the operator or a flap
+        schedule is followed exactly)."""
         if on == ec.want and (ec.state == on or ec.busy or ec.timer is not None):
             return
         changed = on != ec.want
@@ -213,7 +216,9 @@ class Carriers:
         if not on:
             if ec.timer is not None and ec.backoff == 0:  # an "on" hold: not needed now
                 self._cancel(ec)
-            if ec.state is True and self.engine.time() - ec.on_at < FLAP_WINDOW:
+            if not peer:
+                ec.hold, ec.flaps = 0.0, 0  # pulled by the operator: followed exactly
+            elif ec.state is True and self.engine.time() - ec.on_at < FLAP_WINDOW:
                 ec.flaps += 1  # down again soon after it came up: flapping
                 ec.hold = 0.0 if ec.flaps < 2 else min(HOLD_FIRST * 2 ** (ec.flaps - 2), HOLD_MAX)
             self._push(ec)
@@ -271,7 +276,8 @@ class Carriers:
             if ec.last_error:
                 log.info("link %s: %s's monitor answers again", ec.link, ec.end)
                 ec.last_error = ""
-            self._wake(ec, "")
+            if ec.state == ec.want:
+                self._wake(ec, "")
         else:
             text = str(err).splitlines()[0] if str(err) else type(err).__name__
             ec.errors += 1

@@ -2,8 +2,8 @@
 
 Two qemu routers (``xcon.testing.qemu``) with a monitor each, as vrnetlab
 starts them (``-monitor tcp:...,server,nowait``), joined by xcon.  ``xcon ctl
-down LINK --monitor ...`` pulls the cable in xcon *and* sends ``set_link s0
-off`` to each router: qemu then drops what its NIC would send, so xcon sees
+down LINK --monitor ...`` pulls the cable in xcon *and* its routers' carrier
+follows: xcon sends ``set_link s0 off`` to each router: qemu then drops what its NIC would send, so xcon sees
 nothing at all from either router while the namespaces ping (no frame
 reaches xcon to be dropped there), and ping stops.  ``up`` brings both back
 and ping resumes.  Without a monitor only xcon's side goes down: the routers
@@ -63,14 +63,14 @@ def test_cable_pull_takes_the_routers_nics_down_and_back(lab):
         assert after[name]["rx_drops"] == {}, after[name]
         assert after[name]["rx_frames"] == before[name]["rx_frames"]
         assert after[name]["state"] == "up", "the TCP connection stays"
-    assert "routers' NICs set off" in xc.log()
+    assert f"{ra.endpoint}'s NIC carrier off (the link is down (pulled))" in xc.log()
 
     r = ctl(xc, "up", link)  # the monitors given with "down" are remembered
     assert r.returncode == 0, r.stderr
     took = wait_ping(ra.netns, rb.ip, timeout=10)
     p = ping(ra.netns, rb.ip, count=5, interval=0.1)
     assert p.received >= 5, p.output
-    assert "routers' NICs set on" in xc.log()
+    assert f"{rb.endpoint}'s NIC carrier on ({ra.endpoint} is connected)" in xc.log()
     print(f"ping back {took:.2f} s after 'xcon ctl up'")
     assert ends(xc, link)[ra.endpoint]["reconnects"] == 0
 

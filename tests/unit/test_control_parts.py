@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import threading
 
 import pytest
 
@@ -15,6 +14,7 @@ from xcon.control.client import link_path, links_table, monitors_arg
 from xcon.control.config import ConfigError, parse_config
 from xcon.linkspec import SpecError
 from xcon.monitor import Monitor, MonitorError, hmp, parse_monitor
+from xcon.testing.fakemonitor import FakeMonitor
 
 # -- config -----------------------------------------------------------------------------------
 
@@ -116,48 +116,6 @@ def test_parse_monitor(text, default, want):
 def test_parse_monitor_errors(text, message):
     with pytest.raises(SpecError, match=message):
         parse_monitor(text, None)
-
-
-class FakeMonitor:
-    """A qemu HMP monitor as it behaves on a TCP chardev: banner, prompt, an
-    echo with cursor movements, the answer, the prompt again."""
-
-    def __init__(self, answers: dict[str, str]) -> None:
-        self.answers = answers
-        self.commands: list[str] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self.t = threading.Thread(target=self._serve, daemon=True)
-        self.t.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with c:
-                c.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ")
-                line = b""
-                while not line.endswith(b"\n"):
-                    data = c.recv(100)
-                    if not data:
-                        break
-                    line += data
-                cmd = line.decode().strip()
-                self.commands.append(cmd)
-                echo = "".join(
-                    f"{cmd[: i + 1]}\x1b[K" + "\x1b[D" * (i + 1) for i in range(len(cmd))
-                )
-                out = self.answers.get(cmd, "")
-                c.sendall(
-                    echo.encode() + b"\r\n" + (out + "\r\n" if out else "").encode() + b"(qemu) "
-                )
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_hmp_set_link_against_a_monitor_that_echoes():
