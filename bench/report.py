@@ -152,6 +152,21 @@ def table(rows: list[Row]) -> str:
             lines.append(
                 f"  {r['scenario']:<20} {r['relay']:<9} CPU {r['cpu_pct']:5.1f} %, RSS {r['rss_mib']:.0f} MiB{back}"
             )
+    car = [r for r in rows if r["group"] == "carrier"]
+    if car:
+        lines += ["", "carrier: the far router stops -> near NIC off; back -> on after the link forwards:"]
+        for r in car:
+            if r["status"] != "ok":
+                lines.append(f"  {r['relay']:<12} n/a ({r['reason']})")
+                continue
+            lines.append(
+                f"  {r['relay']:<12} off {_f(r['off_ms'], '{:.1f}')} ms median "
+                f"({_f(r['off_max_ms'], '{:.1f}')} max, {r['off_never']} never), on "
+                f"{_f(r['on_ms'], '{:.1f}')} ms median ({_f(r['on_max_ms'], '{:.1f}')} max, "
+                f"{r['on_never']} never; {_f(r.get('on_after_listen_ms'), '{:.1f}')} ms after "
+                f"listening again) over {r['rounds']} rounds; frames leaked to a NIC "
+                f"set off {r['leaked']}; changes on the other link {r['other_changes']}"
+            )
     for r in rows:
         if r["group"] != "flood":
             continue
@@ -479,6 +494,12 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             add(f"{r['scenario']}: 1000 down links ≤ 5 % CPU", r["cpu_pct"], 5, False, "%")
             if "back_max_ms" in r:
                 add(f"{r['scenario']}: back ≤ 250 ms after listening", r["back_max_ms"], 250, False)
+    cr = _find(rows, "carrier", "xcon")
+    if cr and cr["status"] == "ok":
+        add("carrier: far end gone -> near NIC off ≤ 50 ms (median)", cr["off_ms"], 50, False)
+        add("carrier: back -> near NIC on ≤ 100 ms after it forwards (median)", cr["on_ms"], 100, False)
+        add("carrier: frames to a NIC set off = 0", cr["leaked"], 0, False, "")
+        add("carrier: changes on an untouched link = 0", cr["other_changes"], 0, False, "")
     fl = _find(rows, "flood", "xcon")
     if fl and fl["status"] == "ok":
         add(

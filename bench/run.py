@@ -21,6 +21,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "links",
     "reconnect",
     "down",
+    "carrier",
     "flood",
     "tap",
     "unix",
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import down
 
                 rows += down.run(s, progress)
+            elif name == "carrier":
+                from bench import carrier
+
+                rows += carrier.run(s, progress)
             elif name == "flood":
                 from bench import flood
 
