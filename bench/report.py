@@ -154,7 +154,10 @@ def table(rows: list[Row]) -> str:
             )
     car = [r for r in rows if r["group"] == "carrier"]
     if car:
-        lines += ["", "carrier: the far router stops -> near NIC off; back -> on after the link forwards:"]
+        lines += [
+            "",
+            "carrier: the far router stops -> near NIC off; back -> on after the link forwards:",
+        ]
         for r in car:
             if r["status"] != "ok":
                 lines.append(f"  {r['relay']:<12} n/a ({r['reason']})")
@@ -497,7 +500,12 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
     cr = _find(rows, "carrier", "xcon")
     if cr and cr["status"] == "ok":
         add("carrier: far end gone -> near NIC off ≤ 50 ms (median)", cr["off_ms"], 50, False)
-        add("carrier: back -> near NIC on ≤ 100 ms after it forwards (median)", cr["on_ms"], 100, False)
+        add(
+            "carrier: back -> near NIC on ≤ 100 ms after it forwards (median)",
+            cr["on_ms"],
+            100,
+            False,
+        )
         add("carrier: frames to a NIC set off = 0", cr["leaked"], 0, False, "")
         add("carrier: changes on an untouched link = 0", cr["other_changes"], 0, False, "")
     fl = _find(rows, "flood", "xcon")
