@@ -135,3 +135,37 @@ def test_vrnetlab_monitors_and_a_unix_monitor(peers, xcon, monitors, tmp_path):
     # nothing listens on a's HOST:4000: counted, logged once, never fatal
     wait_until(lambda: "cannot set" in xc.log(), 5, "the unreachable monitor reported")
     assert xc.terminate() == 0
+
+
+def test_a_link_added_down_tells_its_routers_and_vrnetlab_monitors_by_api(peers, xcon, monitors):
+    from xcon.testing.control import call
+
+    a, b = peers(), peers()
+    ma = monitors()
+    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", "--monitor", f"{endpoint(a)}={ma.address}")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    ma.wait_link(True)
+    c, d = peers(), peers()
+    mc, md = monitors(), monitors()
+    spec = f"{endpoint(c)}--{endpoint(d)}"
+    r = ctl(
+        xc,
+        "add",
+        spec,
+        "--down",
+        "--monitor",
+        f"{endpoint(c)}={mc.address}",
+        "--monitor",
+        f"{endpoint(d)}={md.address}",
+    )
+    assert r.returncode == 0, r.stderr
+    mc.wait_link(False)  # `add --down` tells the routers
+    md.wait_link(False)
+    assert ma.commands == ["set_link p01 on"]  # the other link's router: untouched
+    status, doc = call(
+        xc, "POST", "/links", {"spec": "127.0.0.9/3--127.0.0.9/4", "monitors": "vrnetlab"}
+    )
+    assert status == 201, doc
+    mons = {e["name"]: e["monitor"] for e in doc["ends"]}
+    assert mons == {"127.0.0.9/3": "127.0.0.9:4000,p03", "127.0.0.9/4": "127.0.0.9:4000,p04"}
+    assert xc.terminate() == 0

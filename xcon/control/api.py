@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from xcon import __version__, native
-from xcon.app import Link, Xcon, check_monitors
+from xcon.app import Link, Xcon, check_monitors, end_name
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.control.access import ADMIN, Access, Refused
@@ -34,6 +34,7 @@ from xcon.control.server import (
 from xcon.control.views import end_views, impairments, link_captures
 from xcon.errors import BadRequest, LinkError, NotFound, Unavailable
 from xcon.health import health_status
+from xcon.links import vrnetlab_monitor
 from xcon.linkspec import End, SpecError, parse_link
 from xcon.monitor import MonitorError
 from xcon.stats import FlowStats
@@ -562,10 +563,25 @@ def _object(req: Request) -> dict[str, Any]:
 
 def _monitor_texts(body: dict[str, Any]) -> dict[str, str]:
     mons = body.get("monitors") or {}
+    if mons == "vrnetlab":  # each HOST/N end: HOST:4000, pNN (as --monitors vrnetlab)
+        spec = body.get("spec")
+        try:
+            parsed = parse_link(spec) if isinstance(spec, str) else None
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+        if parsed is None:
+            raise BadRequest('"monitors": "vrnetlab" goes with POST /links and its "spec"')
+        return {
+            end_name(e): str(m)
+            for e in (parsed.left, parsed.right)
+            if (m := vrnetlab_monitor(e)) is not None
+        }
     if not isinstance(mons, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mons.items()
     ):
-        raise BadRequest('"monitors" maps an end to its monitor: {"vr1/1": "vr1:4000"}')
+        raise BadRequest(
+            '"monitors" maps an end to its monitor: {"vr1/1": "vr1:4000"} (or "vrnetlab")'
+        )
     return mons
 
 
