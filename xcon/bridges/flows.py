@@ -232,11 +232,18 @@ class Flow:
             if self.debug:
                 log_frame(self.stats.name, f"dropped: zero_length (x{zero})", b"")
         if self.src.inbuf.nready:
-            if self.stage is None:
+            if self.stage is None:  # the hot path: no call more than it needs
                 self.push()
             else:
-                self._admit()
-                self.stage.push()
+                self._forward()
+
+    def _forward(self) -> None:
+        """The ready frames go on: sent (no stage) or handed to the stage."""
+        if self.stage is None:
+            self.push()
+        else:
+            self._admit()
+            self.stage.push()
 
     def writable(self) -> None:
         """The destination takes data again."""
@@ -269,11 +276,7 @@ class Flow:
     def source_down(self) -> None:
         """The source dropped: whole frames already read still go out."""
         if self.dst.up and self.src.inbuf.nready:
-            if self.stage is None:
-                self.push()
-            else:
-                self._admit()
-                self.stage.push()
+            self._forward()
 
     def dest_down(self) -> None:
         if self.stage is not None:
