@@ -194,6 +194,9 @@ def start_carriers(app: Xcon, on_exit: str) -> None:
 
     app.carriers = Carriers(app, on_exit)
     app.services.append(app.carriers)
+    used = {end for link in app.links.values() for end in link.monitors}
+    for end in sorted(set(app.monitor_rules) - used):
+        log.warning("--monitor %s: no link has this end yet (kept for links added later)", end)
 
 
 def build_mode(app: Xcon, setup: Setup) -> None:
