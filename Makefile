@@ -18,7 +18,7 @@ IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 #   tcpdump and tshark (captures read back), libpcap0.8 (capture filters: BPF compiler).
 #   BUILD_DEBS: the compiler for the native fast path.
 BUILD_DEBS := gcc libc6-dev
-TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8
+TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8 linux-image-amd64 busybox-static cpio
 BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
 define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
