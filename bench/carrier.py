@@ -129,6 +129,52 @@ def _one(python: str, relay: str, rounds: int, progress: Progress) -> Row:
     }
 
 
+def _guests(rounds: int, progress: Progress) -> Row:
+    """The same seen from inside real Linux guests (``xcon.testing.guest``):
+    the far guest's qemu killed -> the near guest reads carrier 0 (polled on
+    its serial console); the far qemu started again (it listens at once, the
+    guest boots behind it) -> the near guest reads 1 (``on_after_start_ms``:
+    from the far guest's boot to the near guest reading 1, one console poll
+    when carrier came back during the boot)."""
+    from xcon.testing.guest import Guest
+
+    a = Guest("127.212.0.1", "10.212.0.1/24", "52:54:00:21:20:01").start()
+    b = Guest("127.212.0.2", "10.212.0.2/24", "52:54:00:21:20:02").start()
+    work = TMP / "carrier-guests"
+    work.mkdir(parents=True, exist_ok=True)
+    xc = XconProcess(
+        ["--p2p", f"{a.endpoint}--{b.endpoint}", "--monitors", "vrnetlab"], cwd=str(work)
+    )
+    off_ms: list[float] = []
+    on_ms: list[float] = []
+    try:
+        xc.wait_health("0", contains="All 2 sockets connected")
+        a.wait_carrier(1)
+        for i in range(rounds):
+            progress(f"carrier (guests, {a.accel}): round {i + 1}/{rounds}")
+            b.stop()
+            gone = time.monotonic()
+            off_ms.append((a.wait_carrier(0) - gone) * 1000)
+            b.start()  # qemu listens before its guest boots: xcon reconnects meanwhile
+            booted = time.monotonic()
+            on_ms.append((a.wait_carrier(1, timeout=60) - booted) * 1000)
+    finally:
+        xc.terminate()
+        a.close()
+        b.close()
+    return {
+        "group": "carrier",
+        "scenario": "carrier-guest",
+        "relay": "xcon",
+        "status": "ok",
+        "accel": a.accel,
+        "rounds": rounds,
+        "off_ms": statistics.median(off_ms),
+        "off_max_ms": max(off_ms),
+        "on_after_start_ms": statistics.median(on_ms),
+    }
+
+
 def run(s: Settings, progress: Progress) -> list[Row]:
     rounds = 5 if s.quick else 20
     relays = [("xcon", sys.executable)]
@@ -141,4 +187,14 @@ def run(s: Settings, progress: Progress) -> list[Row]:
             rows.append(_one(python, relay, rounds, progress))
         except (RuntimeError, OSError, WaitTimeout) as e:
             rows.append(na_row("carrier", "carrier", relay, f"failed: {e}"))
+    from xcon.testing.guest import missing
+
+    why = missing()
+    if why is not None:
+        rows.append(na_row("carrier", "carrier-guest", "xcon", why))
+    else:
+        try:
+            rows.append(_guests(3 if s.quick else 5, progress))
+        except (RuntimeError, OSError, TimeoutError, WaitTimeout) as e:
+            rows.append(na_row("carrier", "carrier-guest", "xcon", f"failed: {e}"))
     return rows

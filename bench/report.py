@@ -162,6 +162,15 @@ def table(rows: list[Row]) -> str:
             if r["status"] != "ok":
                 lines.append(f"  {r['relay']:<12} n/a ({r['reason']})")
                 continue
+            if r["scenario"] == "carrier-guest":
+                lines.append(
+                    f"  real guests ({r['accel']}): far qemu killed -> near guest reads carrier 0 "
+                    f"after {r['off_ms']:.0f} ms median ({r['off_max_ms']:.0f} max, polled on "
+                    f"its console); far qemu started again -> near guest reads 1 "
+                    f"{r['on_after_start_ms']:.0f} ms median after the far guest booted "
+                    f"({r['rounds']} rounds)"
+                )
+                continue
             lines.append(
                 f"  {r['relay']:<12} off {_f(r['off_ms'], '{:.1f}')} ms median "
                 f"({_f(r['off_max_ms'], '{:.1f}')} max, {r['off_never']} never), on "
@@ -508,6 +517,14 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         )
         add("carrier: frames to a NIC set off = 0", cr["leaked"], 0, False, "")
         add("carrier: changes on an untouched link = 0", cr["other_changes"], 0, False, "")
+    cg = _find(rows, "carrier-guest", "xcon")
+    if cg and cg["status"] == "ok":
+        add(
+            "carrier, real guest: far end gone -> carrier 0 ≤ 50 ms (median)",
+            cg["off_ms"],
+            50,
+            False,
+        )
     fl = _find(rows, "flood", "xcon")
     if fl and fl["status"] == "ok":
         add(
