@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import resource
 import shutil
 import signal
@@ -35,6 +36,39 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "qemu",
     "qemu-bridged",
 ]
+
+
+#: Scenarios run by a function of a module of their own: name -> (module, function).
+MODULES = {
+    "down": ("down", "run"),
+    "carrier": ("carrier", "run"),
+    "flood": ("flood", "run"),
+    "unix": ("ends", "unix"),
+    "udp": ("ends", "udp"),
+    "vxlan": ("ends", "vxlan"),
+    "control": ("control", "run"),
+    "abuse": ("control", "run_abuse"),
+    "capture": ("capture", "run"),
+    "impair": ("impair", "run"),
+}
+
+
+def run_scenario(
+    name: str, s: Settings, progress: Progress, rows: list[dict[str, Any]], na: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The rows of one scenario (``rows``: those measured before it)."""
+    if name.startswith("p2p-"):
+        return scenarios.p2p_size(name[4:], dict(scenarios.SIZES)[name[4:]], s, progress, na)
+    if name == "vlan":
+        return scenarios.vlan(s, progress, rows)
+    if name in ("hub", "links", "reconnect", "tap", "engines"):
+        return getattr(scenarios, name)(s, progress)
+    if name in ("qemu", "qemu-bridged"):
+        from bench import qemu
+
+        return qemu.run(s, progress, bridged=name == "qemu-bridged")
+    module, function = MODULES[name]
+    return getattr(importlib.import_module(f"bench.{module}"), function)(s, progress)
 
 
 def raise_nofile(want: int = 8192) -> int:
@@ -92,57 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[dict[str, Any]] = []
     try:
         for name in names:
-            if name.startswith("p2p-"):
-                size = dict(scenarios.SIZES)[name[4:]]
-                rows += scenarios.p2p_size(name[4:], size, s, progress, na)
-            elif name == "vlan":
-                rows += scenarios.vlan(s, progress, rows)
-            elif name == "hub":
-                rows += scenarios.hub(s, progress)
-            elif name == "links":
-                rows += scenarios.links(s, progress)
-            elif name == "reconnect":
-                rows += scenarios.reconnect(s, progress)
-            elif name == "down":
-                from bench import down
-
-                rows += down.run(s, progress)
-            elif name == "carrier":
-                from bench import carrier
-
-                rows += carrier.run(s, progress)
-            elif name == "flood":
-                from bench import flood
-
-                rows += flood.run(s, progress)
-            elif name == "tap":
-                rows += scenarios.tap(s, progress)
-            elif name in ("unix", "udp", "vxlan"):
-                from bench import ends
-
-                rows += getattr(ends, name)(s, progress)
-            elif name == "engines":
-                rows += scenarios.engines(s, progress)
-            elif name == "control":
-                from bench import control
-
-                rows += control.run(s, progress)
-            elif name == "abuse":
-                from bench import control
-
-                rows += control.run_abuse(s, progress)
-            elif name == "capture":
-                from bench import capture
-
-                rows += capture.run(s, progress)
-            elif name == "impair":
-                from bench import impair
-
-                rows += impair.run(s, progress)
-            elif name in ("qemu", "qemu-bridged"):
-                from bench import qemu
-
-                rows += qemu.run(s, progress, bridged=name == "qemu-bridged")
+            rows += run_scenario(name, s, progress, rows, na)
         if args.profile:
             for size in (64, 1500):
                 prof = scenarios.profile_xcon(5 if args.quick else 10, size, progress)

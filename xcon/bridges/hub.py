@@ -167,20 +167,21 @@ class Hub:
         ]
 
     # -- PortOwner ------------------------------------------------------------------
-    def port_state(self, port: Port) -> None:
+    def _state_changed(self) -> None:
         if self.on_state:
             self.on_state()
 
+    def port_state(self, port: Port) -> None:
+        self._state_changed()
+
     def port_up(self, port: Port) -> None:
         port.set_reading(True)
-        if self.on_state:
-            self.on_state()
+        self._state_changed()
 
     def port_down(self, port: Port, reason: str) -> None:
         self.outof[port].dest_down()
         self.into[port].source_down()
-        if self.on_state:
-            self.on_state()
+        self._state_changed()
 
     def received(self, port: Port) -> None:
         self.into[port].received()

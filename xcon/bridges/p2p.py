@@ -140,6 +140,10 @@ class P2PLink:
         return [f.stats for f in self.flows.values()]
 
     # -- PortOwner ------------------------------------------------------------------
+    def _state_changed(self) -> None:
+        if self.on_state:
+            self.on_state()
+
     def received(self, port: Port) -> None:
         self.flows[port].received()
 
@@ -147,17 +151,14 @@ class P2PLink:
         self._into[port].writable()
 
     def port_state(self, port: Port) -> None:
-        if self.on_state:
-            self.on_state()
+        self._state_changed()
 
     def port_up(self, port: Port) -> None:
         # Read from the port unless frames it sent earlier still wait for the peer.
         port.set_reading(not self.flows[port].blocked)
-        if self.on_state:
-            self.on_state()
+        self._state_changed()
 
     def port_down(self, port: Port, reason: str) -> None:
         self._into[port].dest_down()
         self.flows[port].source_down()
-        if self.on_state:
-            self.on_state()
+        self._state_changed()

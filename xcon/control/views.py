@@ -42,21 +42,20 @@ class EndView:
 
     @property
     def rx_drops(self) -> dict[str, int]:
-        keep = self.shared
-        return {
-            r: n
-            for r, n in sorted(self.rx.drops.items())
-            if n and not (keep and r in TRANSMIT_REASONS)
-        }
+        return _drops(self.rx, transmit=False, shared=self.shared)
 
     @property
     def tx_drops(self) -> dict[str, int]:
-        keep = self.shared
-        return {
-            r: n
-            for r, n in sorted(self.tx.drops.items())
-            if n and (r in TRANSMIT_REASONS or not keep)
-        }
+        return _drops(self.tx, transmit=True, shared=self.shared)
+
+
+def _drops(stats: FlowStats, transmit: bool, shared: bool) -> dict[str, int]:
+    """The drops of ``stats`` an end counts as its transmit (or receive) drops."""
+    return {
+        r: n
+        for r, n in sorted(stats.drops.items())
+        if n and (not shared or (r in TRANSMIT_REASONS) == transmit)
+    }
 
 
 def end_views(link: Link) -> list[EndView]:
