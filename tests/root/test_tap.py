@@ -197,7 +197,10 @@ def test_one_client_at_a_time_and_reconnect(netns, nsxcon, closing):
     c2 = closing(StreamClient(ns, PORT, host="::1"))  # waits in the backlog
     obs.send(ether(b"to-c1"))
     c1.wait_frames(lambda fs: ether(b"to-c1") in fs)
-    time.sleep(0.3)
+    # A frame sent after the second client connected goes to the first one:
+    # once it has arrived there, the second one has been passed over.
+    obs.send(ether(b"to-c1-again"))
+    c1.wait_frames(lambda fs: ether(b"to-c1-again") in fs)
     assert c2.frames == [], "a second client is not served while the first one is"
     c1.send_frames([ether(b"c1-partial")])
     c1.sock.sendall(struct.pack(">I", 500) + b"x" * 100)  # leaves mid-frame
