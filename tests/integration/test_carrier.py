@@ -67,6 +67,8 @@ def test_the_far_router_stopping_takes_the_near_nic_down_and_back(peers, xcon, m
     doc = json.loads(ctl(xc, "--json", "link", link).stdout)
     carrier = {e["name"]: e["carrier"] for e in doc["ends"]}
     assert carrier[endpoint(a)]["carrier"] == "on" and carrier[endpoint(a)]["changes"] == 3
+    shown = ctl(xc, "link", link).stdout  # the table: one carrier line per monitored end
+    assert "carrier on since " in shown and f"({endpoint(b)} is connected); set 3 times" in shown
     metrics = ctl(xc, "metrics").stdout
     assert f'xcon_link_end_carrier{{end="{endpoint(a)}",link="{link}"}} 1.0' in metrics
     assert xc.terminate() == 0
@@ -90,6 +92,7 @@ def test_pull_one_way_flap_and_remove(peers, xcon, monitors):
     assert ma.link() is True and mb.link() is True
     r = ctl(xc, "flap", link, "--down", "200ms", "--up", "300ms", "--count", "2")
     assert r.returncode == 0, r.stderr
+    assert "flap: down 0.2s, up 0.3s, pulls 1 of 2" in r.stdout  # the answer shows it
     wait_until(lambda: len(ma.changes) >= 7, 5, lambda: f"two flaps: {ma.changes} {xc.log()}")
     assert [on for _t, _n, on in ma.changes[-4:]] == [False, True, False, True]
     wait_until(lambda: "flap schedule done" in xc.log(), 5, "the schedule's end")
