@@ -179,7 +179,7 @@ def capture_line(c: dict[str, Any], verb: str = "") -> str:
 def render(cmd: str, doc: dict[str, Any]) -> str:
     if cmd == "links":
         return links_table(doc["links"])
-    if cmd in ("link", "add", "down", "up", "impair"):
+    if cmd in ("link", "add", "down", "up", "impair", "flap"):
         return link_detail(doc)
     if cmd == "remove":
         return f"removed {doc['removed']}\n"
