@@ -38,6 +38,7 @@ __all__ = [
     "Registration",
     "Stream",
     "StreamEvents",
+    "Timer",
     "TimerHandle",
     "make_engine",
     "run_in_thread",
@@ -272,3 +273,20 @@ def socket_error(sock: socket.socket) -> str:
     except OSError:
         return "hang-up"
     return errno.errorcode.get(err, "hang-up") if err else "hang-up"
+
+
+class Timer:
+    """A scheduled callback of the engines' own timer heaps (epoll, uvloop):
+    :meth:`cancel` makes it a no-op.
+
+    The heap holds ``(when, seq, timer)`` tuples, so ordering is compared in C
+    (a lab with many ports down keeps thousands of retry timers)."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True

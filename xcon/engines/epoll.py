@@ -51,6 +51,7 @@ from xcon.engines import (
     WRITE,
     Handler,
     StreamEvents,
+    Timer,
     quickack,
     run_in_thread,
     socket_error,
@@ -58,22 +59,6 @@ from xcon.engines import (
 from xcon.engines.timerfd import TimerFd, set_timer_slack
 
 log = logging.getLogger("xcon.engine")
-
-
-class Timer:
-    """A scheduled callback; :meth:`cancel` makes it a no-op.
-
-    The heap holds ``(when, seq, timer)`` tuples, so ordering is compared in C
-    (a lab with many ports down keeps thousands of retry timers)."""
-
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class Registration:

@@ -46,6 +46,7 @@ from xcon.engines import (
     EngineUnavailable,
     Handler,
     StreamEvents,
+    Timer,
     TimerHandle,
     quickack,
     run_in_thread,
@@ -218,7 +219,7 @@ class AsyncioEngine:
         self._handlers: dict[int, Handler] = {}
         self.loop.add_reader(self._fds.fileno(), self._dispatch)
         self._tfd: TimerFd | None = None
-        self._precise: list[tuple[float, int, _PreciseTimer]] = []
+        self._precise: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
 
     # -- file descriptors ------------------------------------------------------------
@@ -264,7 +265,7 @@ class AsyncioEngine:
             set_timer_slack()
             self._tfd = TimerFd()
             self.register(self._tfd.fd, Callback(self._fire), READ)
-        t = _PreciseTimer(callback)
+        t = Timer(callback)
         heapq.heappush(self._precise, (when, next(self._seq), t))
         if when < self._tfd.armed or not self._tfd.armed:
             self._tfd.arm(when)
@@ -316,17 +317,6 @@ class AsyncioEngine:
         # Let transports finish closing (connection_lost callbacks) before the loop goes.
         self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
-
-
-class _PreciseTimer:
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class _Repeating:
