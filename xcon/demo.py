@@ -10,7 +10,6 @@ lost, reordered or corrupted and that xcon exits cleanly.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from xcon.errors import OneLineParser
+from xcon.limits import Range
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import check_numbered, numbered, wire
 from xcon.testing.process import XconProcess
@@ -82,24 +82,9 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= v <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is outside 1..3600")
-    return v
-
-
-def _size(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 64 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is outside 64..65535")
-    return v
+#: ``--seconds`` and ``--size``, checked as every bounded option is (xcon.limits).
+SECONDS = Range("seconds", 1, 3600)
+SIZE = Range("size", 64, 65535, whole=True)
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -110,10 +95,16 @@ def main(argv: Sequence[str] = ()) -> int:
         "that nothing was lost, reordered or corrupted.",
     )
     ap.add_argument(
-        "--seconds", type=_seconds, default=6.0, help="total duration, 1 to 3600 (default 6)"
+        "--seconds",
+        type=SECONDS.arg_type(),
+        default=6.0,
+        help="total duration, 1 to 3600 (default 6)",
     )
     ap.add_argument(
-        "--size", type=_size, default=1500, help="frame size in bytes, 64 to 65535 (default 1500)"
+        "--size",
+        type=SIZE.arg_type(),
+        default=1500,
+        help="frame size in bytes, 64 to 65535 (default 1500)",
     )
     args = ap.parse_args(list(argv))
     size = args.size

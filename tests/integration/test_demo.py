@@ -60,7 +60,7 @@ def test_demo_address_in_use_is_a_clear_error():
     "args, message",
     [
         (["--seconds", "0"], "outside 1..3600"),
-        (["--seconds", "soon"], "not a number"),
+        (["--seconds", "soon"], "not a number in 1..3600"),
         (["--size", "63"], "outside 64..65535"),
         (["--size", "65536"], "outside 64..65535"),
         (["--size", "1k"], "not a whole number"),
