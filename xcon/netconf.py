@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,16 +92,22 @@ def check_ifname(name: str, flag: str) -> None:
         raise _usage(f"{flag} {name!r} is not a valid interface name ({why})")
 
 
-def parse_address(text: str, version: int, flag: str) -> Interface:
-    """``ADDR/LEN`` (``/LEN`` optional: a host prefix) of the given IP version."""
+def _of_version(text: str, version: int, flag: str, parse: Callable[[str], Any], form: str) -> Any:
+    """``parse(text)`` (no scope ``%``), which must be of IP ``version``."""
     try:
         if "%" in text:
             raise ValueError(text)
-        iface = ipaddress.ip_interface(text)
+        value = parse(text)
     except ValueError:
-        raise _usage(f"{flag} {text!r} is not an IPv{version} ADDRESS/LEN") from None
-    if iface.version != version:
+        raise _usage(f"{flag} {text!r} is not an IPv{version} {form}") from None
+    if value.version != version:
         raise _usage(f"{flag} {text!r} is not an IPv{version} address")
+    return value
+
+
+def parse_address(text: str, version: int, flag: str) -> Interface:
+    """``ADDR/LEN`` (``/LEN`` optional: a host prefix) of the given IP version."""
+    iface: Interface = _of_version(text, version, flag, ipaddress.ip_interface, "ADDRESS/LEN")
     ip = iface.ip
     if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
         raise _usage(f"{flag} {text!r}: {ip} cannot be an interface address")
@@ -113,14 +120,7 @@ def parse_address(text: str, version: int, flag: str) -> Interface:
 
 def parse_nexthop(text: str, version: int, flag: str, iface: Interface | None) -> Address:
     """A next hop; when the interface address is known it must be inside its network."""
-    try:
-        if "%" in text:
-            raise ValueError(text)
-        nh = ipaddress.ip_address(text)
-    except ValueError:
-        raise _usage(f"{flag} {text!r} is not an IPv{version} address") from None
-    if nh.version != version:
-        raise _usage(f"{flag} {text!r} is not an IPv{version} address")
+    nh: Address = _of_version(text, version, flag, ipaddress.ip_address, "address")
     if nh.is_unspecified or nh.is_multicast or nh.is_loopback:
         raise _usage(f"{flag} {text!r} cannot be a next hop")
     if iface is not None:
