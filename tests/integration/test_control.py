@@ -301,24 +301,23 @@ def test_config_file_and_sighup_apply_only_the_difference(peers, xcon, tmp_path)
     assert "Traceback" not in xc.log()
 
 
-def test_config_errors_at_start_are_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ('links = ["a/1--b/1"]\nlink = 3\n', "[[link]] entries are tables"),
+        ('[[link]]\nspec = "a/1--b/1"\ncolour = "red"\n', "unknown key 'colour'"),
+    ],
+)
+def test_config_errors_at_start_are_one_line(tmp_path, text, error):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('links = ["a/1--b/1"]\nlink = 3\n')
+    cfg.write_text(text)
     r = subprocess.run(
         [sys.executable, "-m", "xcon", "--config", str(cfg)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
     )
-    assert r.returncode == 2 and "[[link]] entries are tables" in r.stderr
-    cfg.write_text('[[link]]\nspec = "a/1--b/1"\ncolour = "red"\n')
-    r = subprocess.run(
-        [sys.executable, "-m", "xcon", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 2 and "unknown key 'colour'" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and error in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_sighup_without_config_still_stops(peers, xcon):
