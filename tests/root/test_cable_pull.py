@@ -60,7 +60,9 @@ def test_cable_pull_takes_the_routers_nics_down_and_back(lab):
     after = ends(xc, link)
     for name in (ra.endpoint, rb.endpoint):
         # the routers' NICs are down: nothing even reaches xcon to be dropped
-        assert after[name]["rx_drops"] == {}, after[name]
+        # (a frame sent in the milliseconds between the pull in xcon and the
+        # monitor's reply may have been, before the reply to "down")
+        assert after[name]["rx_drops"] == before[name]["rx_drops"], after[name]
         assert after[name]["rx_frames"] == before[name]["rx_frames"]
         assert after[name]["state"] == "up", "the TCP connection stays"
     assert f"{ra.endpoint}'s NIC carrier off (the link is down (pulled))" in xc.log()
