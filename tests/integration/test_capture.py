@@ -401,19 +401,16 @@ def test_sigterm_while_streaming_ends_the_stream_cleanly(p2p):
     assert xc.proc.wait(10) == 0
 
 
-def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, tmp_path):
+def test_config_capture_and_reload_restart_only_a_changed_capture(peers, configured, tmp_path):
     a, b, c, d = peers(), peers(), peers(), peers()
     l1 = f"{endpoint(a)}--{endpoint(b)}"
     l2 = f"{endpoint(c)}--{endpoint(d)}"
     f1, f2, f3 = (str(tmp_path / f"{n}.pcapng") for n in ("one", "two", "three"))
-    cfg = tmp_path / "xcon.toml"
-    cfg.write_text(
+    xc, cfg = configured(
         f'[[link]]\nspec = "{l1}"\ncapture = "{f1}"\n'
-        f'[[link]]\nspec = "{l2}"\ncapture = {{ file = "{f2}", snaplen = 30 }}\n'
+        f'[[link]]\nspec = "{l2}"\ncapture = {{ file = "{f2}", snaplen = 30 }}\n',
+        sockets=4,
     )
-    xc = xcon("--config", str(cfg))
-    xc.wait_health("0", contains="All 4 sockets connected")
-    wait_api(xc)
     a.send_frames([numbered(1, 100)])
     b.wait_frames(1)
     first = call(xc, "GET", link_path(l1))[1]["captures"]
