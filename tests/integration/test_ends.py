@@ -15,7 +15,7 @@ import tempfile
 import pytest
 
 from xcon.testing.fakedgram import FakeDgram
-from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
+from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import (
     RESERVED,
     encode_frames,
@@ -49,19 +49,13 @@ def sockdir():
 
 
 @pytest.fixture
-def unix_peers(sockdir):
+def unix_peers(peers, sockdir):
     """Factory of fake qemu NICs on unix sockets ``NAME`` in sockdir; all stopped after."""
-    made: list[FakeQemu] = []
 
     def make(name: str, start: bool = True) -> FakeQemu:
-        q = FakeQemu(path=os.path.join(sockdir, name))
-        if start:
-            q.start()
-        made.append(q)
-        return q
+        return peers(path=os.path.join(sockdir, name), start=start)
 
-    yield make
-    stop_all(made)
+    return make
 
 
 def test_unix_stream_router_linked_to_a_tcp_router_and_restarted(peers, xcon, unix_peers):
