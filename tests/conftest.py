@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import settings
 
-from xcon.testing.control import wait_api
+from xcon.testing.control import wait_api, write
 from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
 from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
@@ -90,5 +92,21 @@ def p2p(peers, xcon):
         xc.wait_health("0", contains="All 2 sockets connected")
         wait_api(xc)
         return xc, a, b, link
+
+    return make
+
+
+@pytest.fixture
+def configured(xcon, tmp_path):
+    """Factory: xcon started with ``--config`` from a file holding ``text``, its
+    ``sockets`` all connected and the control API up; returns ``(xc, config path)``."""
+
+    def make(text: str, sockets: int = 2) -> tuple[XconProcess, Path]:
+        cfg = tmp_path / "xcon.toml"
+        write(cfg, text)
+        xc = xcon("--config", str(cfg))
+        xc.wait_health("0", contains=f"All {sockets} sockets connected")
+        wait_api(xc)
+        return xc, cfg
 
     return make

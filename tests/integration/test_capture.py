@@ -34,17 +34,29 @@ def libpcap() -> bool:
     return bpf.available()
 
 
+@pytest.fixture
+def captured(peers, xcon):
+    """Factory: xcon with one p2p link (VLAN suffix ``vid``) between two new fake
+    NICs, captured to ``path`` (``ARGS`` after), both connected; returns ``(xc, a, b, name)``."""
+
+    def make(path: str, *args: str, vid: str = ""):
+        a, b = peers(), peers()
+        name = f"{endpoint(a)}--{endpoint(b)}{vid}"
+        xc = xcon("--p2p", name, "--capture", f"{name}={path}", *args)
+        xc.wait_health("0", contains="All 2 sockets connected")
+        return xc, a, b, name
+
+    return make
+
+
 # -- a known sequence, read back three ways ---------------------------------------------
 
 
 @need_tcpdump
 @need_tshark
-def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(peers, xcon, tmp_path):
-    trunk, access = peers(), peers()
-    name = f"{endpoint(trunk)}--{endpoint(access)}:10"
+def test_known_frames_read_back_by_tcpdump_tshark_and_the_reader(captured, tmp_path):
     path = str(tmp_path / "cap.pcapng")
-    xc = xcon("--p2p", name, "--capture", f"{name}={path}", "--snaplen", "200")
-    xc.wait_health("0", contains="All 2 sockets connected")
+    xc, trunk, access, name = captured(path, "--snaplen", "200", vid=":10")
     # trunk -> access: VLAN 10 frames lose their tag; others are dropped
     to_access = [tagged(numbered(0, 100), 10), tagged(numbered(1, 1500), 10)]
     mismatch = tagged(numbered(2, 300), 11)
@@ -200,14 +212,9 @@ def test_a_reader_that_never_reads_makes_the_capture_drop_not_the_link(p2p):
 
 
 @need_tcpdump
-def test_ring_files_rotate_by_size_and_each_is_valid_alone(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
+def test_ring_files_rotate_by_size_and_each_is_valid_alone(captured, tmp_path):
     base = str(tmp_path / "ring.pcapng")
-    xc = xcon(
-        "--p2p", name, "--capture", f"{name}={base}", "--capture-size", "1", "--capture-files", "3"
-    )
-    xc.wait_health("0", contains="All 2 sockets connected")
+    xc, a, b, name = captured(base, "--capture-size", "1", "--capture-files", "3")
     total, size = 6000, 1000  # about 6.2 MB of blocks: 7 files written, 3 kept
     for i in range(0, total, 100):
         a.send_frames([numbered(i + k, size) for k in range(100)])
@@ -236,12 +243,9 @@ def test_ring_files_rotate_by_size_and_each_is_valid_alone(peers, xcon, tmp_path
     assert seen == list(range(seen[0], total))  # the newest frames, none missing
 
 
-def test_ring_files_rotate_by_time(peers, xcon, tmp_path):
-    a, b = peers(), peers()
-    name = f"{endpoint(a)}--{endpoint(b)}"
+def test_ring_files_rotate_by_time(captured, tmp_path):
     base = str(tmp_path / "t.pcapng")
-    xc = xcon("--p2p", name, "--capture", f"{name}={base}", "--capture-seconds", "1")
-    xc.wait_health("0", contains="All 2 sockets connected")
+    xc, a, b, name = captured(base, "--capture-seconds", "1")
     a.send_frames([numbered(0, 100)])
     b.wait_frames(1)
     wait_until(lambda: os.path.exists(str(tmp_path / "t-00003.pcapng")), 10, "a third file")
@@ -397,19 +401,16 @@ def test_sigterm_while_streaming_ends_the_stream_cleanly(p2p):
     assert xc.proc.wait(10) == 0
 
 
-def test_config_capture_and_reload_restart_only_a_changed_capture(peers, xcon, tmp_path):
+def test_config_capture_and_reload_restart_only_a_changed_capture(peers, configured, tmp_path):
     a, b, c, d = peers(), peers(), peers(), peers()
     l1 = f"{endpoint(a)}--{endpoint(b)}"
     l2 = f"{endpoint(c)}--{endpoint(d)}"
     f1, f2, f3 = (str(tmp_path / f"{n}.pcapng") for n in ("one", "two", "three"))
-    cfg = tmp_path / "xcon.toml"
-    cfg.write_text(
+    xc, cfg = configured(
         f'[[link]]\nspec = "{l1}"\ncapture = "{f1}"\n'
-        f'[[link]]\nspec = "{l2}"\ncapture = {{ file = "{f2}", snaplen = 30 }}\n'
+        f'[[link]]\nspec = "{l2}"\ncapture = {{ file = "{f2}", snaplen = 30 }}\n',
+        sockets=4,
     )
-    xc = xcon("--config", str(cfg))
-    xc.wait_health("0", contains="All 4 sockets connected")
-    wait_api(xc)
     a.send_frames([numbered(1, 100)])
     b.wait_frames(1)
     first = call(xc, "GET", link_path(l1))[1]["captures"]

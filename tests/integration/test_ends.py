@@ -48,24 +48,29 @@ def sockdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_unix_stream_router_linked_to_a_tcp_router_and_restarted(peers, xcon, sockdir):
-    a = peers()
-    path = os.path.join(sockdir, "vr2-nic1.sock")
-    b = FakeQemu(path=path).start()
-    try:
-        xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
-        xc.wait_health("0", contains="All 2 sockets connected")
-        both_ways(a, b)
-        b.stop()  # the stream router exits (qemu removes its socket)
-        xc.wait_health("1", contains="only 1 connected")
-        b.clear()
-        a.clear()
-        b.start()
-        xc.wait_health("0", contains="All 2 sockets connected")
-        both_ways(a, b, n=200, size=1500)
-        assert xc.terminate() == 0
-    finally:
-        b.stop()
+@pytest.fixture
+def unix_peers(peers, sockdir):
+    """Factory of fake qemu NICs on unix sockets ``NAME`` in sockdir; all stopped after."""
+
+    def make(name: str, start: bool = True) -> FakeQemu:
+        return peers(path=os.path.join(sockdir, name), start=start)
+
+    return make
+
+
+def test_unix_stream_router_linked_to_a_tcp_router_and_restarted(peers, xcon, unix_peers):
+    a, b = peers(), unix_peers("vr2-nic1.sock")
+    xc = xcon("--p2p", f"{endpoint(a)}--unix:{b.path}")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    both_ways(a, b)
+    b.stop()  # the stream router exits (qemu removes its socket)
+    xc.wait_health("1", contains="only 1 connected")
+    b.clear()
+    a.clear()
+    b.start()
+    xc.wait_health("0", contains="All 2 sockets connected")
+    both_ways(a, b, n=200, size=1500)
+    assert xc.terminate() == 0
 
 
 def test_tcp_end_on_any_port(peers, xcon):
@@ -126,40 +131,31 @@ def test_listen_ends_tcp_and_unix(peers, xcon, sockdir):
     assert not os.path.exists(path), "the listening socket's file is removed at exit"
 
 
-def test_reserved_multicast_crosses_stream_ends_bit_exact(peers, xcon, sockdir):
-    a = peers()
-    path = os.path.join(sockdir, "r.sock")
-    b = FakeQemu(path=path).start()
-    try:
-        xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
-        xc.wait_health("0", contains="All 2 sockets connected")
-        frames = reserved_multicast_frames()
-        a.send_frames(frames)
-        b.send_frames(frames[::-1])
-        b.wait_frames(len(frames))
-        a.wait_frames(len(frames))
-        assert b.frames == frames and a.frames == frames[::-1]
-        assert [f[:6].hex() for f in frames] == [d.hex() for d, _t in RESERVED.values()]
-        assert xc.terminate() == 0
-    finally:
-        b.stop()
+def test_reserved_multicast_crosses_stream_ends_bit_exact(peers, xcon, unix_peers):
+    a, b = peers(), unix_peers("r.sock")
+    xc = xcon("--p2p", f"{endpoint(a)}--unix:{b.path}")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    frames = reserved_multicast_frames()
+    a.send_frames(frames)
+    b.send_frames(frames[::-1])
+    b.wait_frames(len(frames))
+    a.wait_frames(len(frames))
+    assert b.frames == frames and a.frames == frames[::-1]
+    assert [f[:6].hex() for f in frames] == [d.hex() for d, _t in RESERVED.values()]
+    assert xc.terminate() == 0
 
 
-def test_unknown_unix_path_waits_and_comes_up(peers, xcon, sockdir):
-    a = peers()
-    path = os.path.join(sockdir, "later.sock")
-    xc = xcon("--p2p", f"{endpoint(a)}--unix:{path}")
-    xc.wait_log("unix:" + path)
+def test_unknown_unix_path_waits_and_comes_up(peers, xcon, unix_peers):
+    a, b = peers(), unix_peers("later.sock", start=False)
+    xc = xcon("--p2p", f"{endpoint(a)}--unix:{b.path}")
+    xc.wait_log("unix:" + b.path)
     xc.wait_health("1", contains="only 1 connected")
-    b = FakeQemu(path=path).start()
-    try:
-        xc.wait_health("0", contains="All 2 sockets connected")
-        a.send(ether(b"late"))
-        b.wait_frames(1)
-        assert b.frames == [ether(b"late")]
-        assert xc.terminate() == 0
-    finally:
-        b.stop()
+    b.start()
+    xc.wait_health("0", contains="All 2 sockets connected")
+    a.send(ether(b"late"))
+    b.wait_frames(1)
+    assert b.frames == [ether(b"late")]
+    assert xc.terminate() == 0
 
 
 def free_udp_port(host: str) -> int:

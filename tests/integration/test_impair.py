@@ -170,15 +170,11 @@ def test_ctl_impair_words_flags_clear_and_errors(p2p):
     assert "Traceback" not in xc.log()
 
 
-def test_config_impairment_and_reload_apply_live(peers, xcon, tmp_path):
+def test_config_impairment_and_reload_apply_live(peers, configured):
     arr = Arrivals()
     a, b = peers(), peers(on_frame=arr)
     link = f"{endpoint(a)}--{endpoint(b)}"
-    cfg = tmp_path / "xcon.toml"
-    write(cfg, f'seed = 5\n[[link]]\nspec = "{link}"\nimpair = {{ a2b = "loss 100%" }}\n')
-    xc = xcon("--config", str(cfg))
-    xc.wait_health("0", contains="All 2 sockets connected")
-    wait_api(xc)
+    xc, cfg = configured(f'seed = 5\n[[link]]\nspec = "{link}"\nimpair = {{ a2b = "loss 100%" }}\n')
     a.send_frames([numbered(i, 100) for i in range(20)])
     time.sleep(0.2)
     assert arr.at == {}

@@ -24,10 +24,8 @@ def counter(text: str, key: str) -> int:
 
 
 @pytest.mark.parametrize("size", [60, 1514, 9018, 65535])
-def test_bit_exact_both_directions(peers, xcon, size):
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
-    up(xc)
+def test_bit_exact_both_directions(p2p, size):
+    xc, a, b, _link = p2p()
     fa = [os.urandom(size) for _ in range(20)]
     fb = [os.urandom(size) for _ in range(20)]
     a.send_frames(fa)
@@ -110,11 +108,9 @@ def test_receiver_restart_mid_stream(peers, xcon):
     assert xc.terminate() == 0
 
 
-def test_sender_dies_mid_frame(peers, xcon):
+def test_sender_dies_mid_frame(p2p):
     """A partial frame from a dying peer is never forwarded; the next connection starts aligned."""
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
-    up(xc)
+    xc, a, b, _link = p2p()
     whole = numbered(1, 9018)
     partial = struct.pack(">I", 9018) + numbered(2, 9018)[:4000]
     a.send_raw(struct.pack(">I", len(whole)) + whole + partial)
@@ -132,10 +128,8 @@ def test_sender_dies_mid_frame(peers, xcon):
     assert xc.terminate() == 0
 
 
-def test_zero_length_dropped_and_counted(peers, xcon):
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
-    up(xc)
+def test_zero_length_dropped_and_counted(p2p):
+    xc, a, b, _link = p2p()
     a.send_raw(b"\0\0\0\0" + struct.pack(">I", 60) + ether(b"z" * 46))
     b.wait_frames(1)
     assert b.frames == [ether(b"z" * 46)]
@@ -168,10 +162,8 @@ def test_oversized_length_resets_that_connection_only(peers, xcon, length):
     assert xc.terminate() == 0
 
 
-def test_stalled_receiver_bounded_memory_and_lossless(peers, xcon):
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
-    up(xc)
+def test_stalled_receiver_bounded_memory_and_lossless(p2p):
+    xc, a, b, _link = p2p()
     b.pause_reading()
     total = 0
     rss_peak = 0
@@ -213,10 +205,8 @@ def test_sigterm_exits_0_and_health_transitions(peers, xcon):
     assert "received SIGTERM" in xc.log()
 
 
-def test_debug_logs_each_frame(peers, xcon):
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", "--debug")
-    up(xc)
+def test_debug_logs_each_frame(p2p):
+    xc, a, b, _link = p2p("--debug")
     a.send(ether(b"\x01" * 46, ethertype=0x0800))
     b.wait_frames(1)
     text = xc.wait_log("type 0x0800 len 60")
@@ -224,10 +214,8 @@ def test_debug_logs_each_frame(peers, xcon):
     assert xc.terminate() == 0
 
 
-def test_trace_logs_counters(peers, xcon):
-    a, b = peers(), peers()
-    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}", "--trace", "0.2")
-    up(xc)
+def test_trace_logs_counters(p2p):
+    xc, a, b, _link = p2p("--trace", "0.2")
     a.send_frames([ether(b"t" * 46)] * 3)
     b.wait_frames(3)
     xc.wait_log(f"trace {endpoint(a)}->{endpoint(b)}: frames=3 bytes=180")

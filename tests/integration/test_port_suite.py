@@ -98,35 +98,43 @@ class StreamPeer(Kit):
         raise NotImplementedError
 
 
-class QemuKit(StreamPeer):
+class FakePeerKit(Kit):
+    """A kit whose peer is a fake qemu NIC or datagram socket: it records the frames
+    it receives, and stops reading when told."""
+
+    peer: FakeQemu | FakeDgram
+
+    def frames(self) -> list[bytes]:
+        return list(self.peer.frames)
+
+    def pause(self) -> None:
+        self.peer.pause_reading()
+
+    def resume(self) -> None:
+        self.peer.resume_reading()
+
+
+class QemuKit(FakePeerKit, StreamPeer):
     """``HOST/N``: :class:`~xcon.ports.qemu.QemuPort` against a fake qemu NIC."""
 
     name = "qemu"
+    peer: FakeQemu
 
     def __init__(self, services: PortServices) -> None:
-        self.q = FakeQemu(new_host(), 1).start()
-        self.port = self.make(services, f"{self.q.host}/1")
+        self.peer = FakeQemu(new_host(), 1).start()
+        self.port = self.make(services, f"{self.peer.host}/1")
 
     def send_raw(self, data: bytes) -> None:
-        self.q.send_raw(data)
-
-    def frames(self) -> list[bytes]:
-        return list(self.q.frames)
+        self.peer.send_raw(data)
 
     def vanish(self) -> None:
-        self.q.disconnect_client()
+        self.peer.disconnect_client()
 
     def come_back(self) -> None:
         pass  # qemu listens again by itself; the port reconnects
 
-    def pause(self) -> None:
-        self.q.pause_reading()
-
-    def resume(self) -> None:
-        self.q.resume_reading()
-
     def close(self) -> None:
-        self.q.stop()
+        self.peer.stop()
 
 
 class TcpKit(QemuKit):
@@ -135,8 +143,8 @@ class TcpKit(QemuKit):
     name = "tcp"
 
     def __init__(self, services: PortServices) -> None:
-        self.q = FakeQemu(new_host(), port=24567).start()
-        self.port = self.make(services, f"tcp:{self.q.host}:24567")
+        self.peer = FakeQemu(new_host(), port=24567).start()
+        self.port = self.make(services, f"tcp:{self.peer.host}:24567")
 
 
 class UnixKit(QemuKit):
@@ -146,8 +154,8 @@ class UnixKit(QemuKit):
 
     def __init__(self, services: PortServices) -> None:
         self.dir = tempfile.mkdtemp(prefix="xcon-unix-")
-        self.q = FakeQemu(path=os.path.join(self.dir, "nic1.sock")).start()
-        self.port = self.make(services, f"unix:{self.q.path}")
+        self.peer = FakeQemu(path=os.path.join(self.dir, "nic1.sock")).start()
+        self.port = self.make(services, f"unix:{self.peer.path}")
 
     def close(self) -> None:
         super().close()
@@ -259,13 +267,14 @@ def free_udp_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class UdpKit(Kit):
+class UdpKit(FakePeerKit):
     """``udp:``: a qemu ``-netdev dgram`` NIC (one frame per datagram)."""
 
     name = "udp"
     family = "dgram"
     max_frame = 65507  # the largest UDP payload over IPv4
     port: DatagramPort
+    peer: FakeDgram
 
     def __init__(self, services: PortServices) -> None:
         host = new_host()
@@ -283,15 +292,6 @@ class UdpKit(Kit):
 
     def send_frames(self, frames: list[bytes]) -> None:
         self.peer.send_frames(frames)
-
-    def frames(self) -> list[bytes]:
-        return list(self.peer.frames)
-
-    def pause(self) -> None:
-        self.peer.pause_reading()
-
-    def resume(self) -> None:
-        self.peer.resume_reading()
 
     def close(self) -> None:
         self.peer.close()

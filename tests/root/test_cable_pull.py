@@ -15,18 +15,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from xcon.monitor import hmp
 from xcon.testing.control import ctl
 from xcon.testing.ping import ping, wait_ping
-from xcon.testing.qemu import missing
+from xcon.testing.qemu import qemu_marks
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(missing() is not None, reason=str(missing())),
-]
+pytestmark = qemu_marks()
 
 
 def ends(xc, link: str) -> dict[str, dict]:

@@ -14,21 +14,25 @@ from xcon.control.client import link_path
 from xcon.testing.control import call
 from xcon.testing.netns import iperf3
 from xcon.testing.ping import ping, wait_ping
-from xcon.testing.qemu import missing, report
+from xcon.testing.qemu import qemu_marks, report
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(missing() is not None, reason=str(missing())),
-]
+pytestmark = qemu_marks()
+
+
+def impaired(lab, impair: str, seed: str):
+    """Routers a and b joined by xcon, the link impaired by ``--impair LINK``
+    followed by ``impair`` (``=WORDS`` or ``:DIRECTION=WORDS``), pinging each
+    other; returns ``(a, b, link, xcon)``."""
+    ra, rb = lab.router("a"), lab.router("b")
+    link = f"{ra.endpoint}--{rb.endpoint}"
+    x = lab.xcon("--p2p", link, "--impair", f"{link}{impair}", "--seed", seed)
+    x.wait_health("0", contains="All 2 sockets connected", timeout=10)
+    wait_ping(ra.netns, rb.ip, timeout=10)
+    return ra, rb, link, x
 
 
 def test_ping_shows_the_delay_in_both_directions(lab, record_property):
-    ra, rb = lab.router("a"), lab.router("b")
-    link = f"{ra.endpoint}--{rb.endpoint}"
-    x = lab.xcon("--p2p", link, "--impair", f"{link}=delay 20ms 5ms", "--seed", "1")
-    x.wait_health("0", contains="All 2 sockets connected", timeout=10)
-    wait_ping(ra.netns, rb.ip, timeout=10)
+    ra, rb, link, x = impaired(lab, "=delay 20ms 5ms", "1")
     p = ping(ra.netns, rb.ip, count=40, interval=0.05, wait=2)
     report(record_property, lab, "impaired_ping_20ms_5ms_each_way", p.figures())
     assert p.received >= 40, p.output
@@ -46,11 +50,7 @@ def test_ping_shows_the_delay_in_both_directions(lab, record_property):
 
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
 def test_tcp_retransmits_through_one_percent_loss(lab, record_property):
-    ra, rb = lab.router("a"), lab.router("b")
-    link = f"{ra.endpoint}--{rb.endpoint}"
-    x = lab.xcon("--p2p", link, "--impair", f"{link}:a2b=loss 1%", "--seed", "3")
-    x.wait_health("0", contains="All 2 sockets connected", timeout=10)
-    wait_ping(ra.netns, rb.ip, timeout=10)
+    ra, rb, link, x = impaired(lab, ":a2b=loss 1%", "3")
     rep = iperf3(ra.netns, rb.netns, rb.ip, seconds=3)
     assert "error" not in rep, rep.get("error")
     sent = rep["end"]["sum_sent"]

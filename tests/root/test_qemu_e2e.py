@@ -23,13 +23,9 @@ import time
 import pytest
 
 from xcon.testing.ping import parse_ping, ping, wait_ping
-from xcon.testing.qemu import Lab, QemuRouter, missing, report
+from xcon.testing.qemu import Lab, QemuRouter, qemu_marks, report
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(missing() is not None, reason=str(missing())),
-]
+pytestmark = qemu_marks()
 
 
 # -- tests ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from xcon.testing.netns import (
     tx_offloads,
     veth_into,
 )
+from xcon.testing.process import XconProcess
 
 pytestmark = requires_root
 
@@ -59,6 +60,17 @@ def wire(netns):
     return a, ifa, b, ifb
 
 
+def bridged(wire, nsxcon, closing) -> tuple[XconProcess, PacketSocket, StreamClient]:
+    """xcon ``--raw-listen 1`` on A's end of the wire, with a socket watching B's end
+    and a client being served; returns ``(xcon, watcher, client)``."""
+    a, ifa, b, ifb = wire
+    xc = nsxcon(a, "--raw-listen", "1", "--raw-if", ifa)
+    obs = closing(PacketSocket(b, ifb))
+    client = closing(StreamClient(a, PORT))
+    xc.wait_log("client connected from")
+    return xc, obs, client
+
+
 def frames_with_tags() -> list[bytes]:
     return [
         ether(b"untagged" * 8),
@@ -72,11 +84,7 @@ def frames_with_tags() -> list[bytes]:
 
 
 def test_both_ways_tags_restored_jumbo(wire, nsxcon, closing):
-    a, ifa, b, ifb = wire
-    xc = nsxcon(a, "--raw-listen", "1", "--raw-if", ifa)
-    obs = closing(PacketSocket(b, ifb))
-    client = closing(StreamClient(a, PORT))
-    xc.wait_log("client connected from")
+    xc, obs, client = bridged(wire, nsxcon, closing)
     frames = frames_with_tags()
 
     # wire -> router: the kernel moved each outer tag into PACKET_AUXDATA; xcon puts it back.
@@ -94,11 +102,8 @@ def test_both_ways_tags_restored_jumbo(wire, nsxcon, closing):
 
 @requires_tool("ping", "iputils-ping")
 def test_outgoing_frames_of_the_host_are_not_forwarded(wire, nsxcon, closing):
-    a, ifa, b, ifb = wire
-    xc = nsxcon(a, "--raw-listen", "1", "--raw-if", ifa)
-    obs = closing(PacketSocket(b, ifb))
-    client = closing(StreamClient(a, PORT))
-    xc.wait_log("client connected from")
+    a, ifa, _b, _ifb = wire
+    xc, obs, client = bridged(wire, nsxcon, closing)
     # Another program on host A sends out of the interface (PACKET_OUTGOING for xcon) ...
     host_a = closing(PacketSocket(a, ifa))
     mine = ether(b"sent by host A's own stack" * 3)

@@ -28,6 +28,7 @@ from xcon.testing.netns import (
     tx_offloads,
     veth_into,
 )
+from xcon.testing.process import XconProcess
 from xcon.testing.wait import WaitTimeout
 
 pytestmark = requires_root
@@ -38,6 +39,15 @@ PEER_MAC = bytes.fromhex("020000000002")
 
 def tap_name() -> str:
     return f"xt{suffix()}"
+
+
+def tap_ready(netns, nsxcon, *args: str) -> tuple[str, str, XconProcess]:
+    """xcon ``--tap-listen 1`` (``ARGS`` after) in a new namespace, its tap made
+    (the health file says so); returns ``(namespace, tap, xcon)``."""
+    ns, tap = netns(), tap_name()
+    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap, *args)
+    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    return ns, tap, xc
 
 
 def up(xc, nth: int = 1) -> None:
@@ -51,9 +61,7 @@ def up(xc, nth: int = 1) -> None:
 
 
 def test_frames_both_ways_and_jumbo(netns, nsxcon, closing):
-    ns, tap = netns(), tap_name()
-    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap, "--mtu", "9000")
-    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    ns, tap, xc = tap_ready(netns, nsxcon, "--mtu", "9000")
     obs = closing(PacketSocket(ns, tap))
     client = closing(StreamClient(ns, PORT))
     up(xc)
@@ -137,9 +145,7 @@ def test_ping_a_router_behind_the_tap(netns, nsxcon, closing):
 
 
 def test_burst_of_10000_frames_nothing_lost(netns, nsxcon, closing):
-    ns, tap = netns(), tap_name()
-    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap)
-    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")  # the tap exists
+    ns, tap, xc = tap_ready(netns, nsxcon)
     obs = closing(PacketSocket(ns, tap))
     client = closing(StreamClient(ns, PORT))
     up(xc)
@@ -188,9 +194,7 @@ def test_addresses_and_default_routes(netns, nsxcon):
 
 
 def test_one_client_at_a_time_and_reconnect(netns, nsxcon, closing):
-    ns, tap = netns(), tap_name()
-    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap)
-    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")  # the tap exists
+    ns, tap, xc = tap_ready(netns, nsxcon)
     obs = closing(PacketSocket(ns, tap))
     c1 = StreamClient(ns, PORT)
     up(xc)
@@ -230,9 +234,7 @@ def test_one_client_at_a_time_and_reconnect(netns, nsxcon, closing):
 
 
 def test_idle_uses_no_cpu(netns, nsxcon, closing):
-    ns, tap = netns(), tap_name()
-    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap)
-    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    ns, tap, xc = tap_ready(netns, nsxcon)
     time.sleep(0.3)  # start-up work done
     t0 = xc.cpu_seconds()
     time.sleep(2)
@@ -312,9 +314,7 @@ def test_bad_next_hop_changes_nothing(netns, nsxcon, extra, needle):
 
 
 def test_listen_address_restricts_who_can_connect(netns, nsxcon, closing):
-    ns, tap = netns(), tap_name()
-    xc = nsxcon(ns, "--tap-listen", "1", "--tap-if", tap, "--listen-address", "127.0.0.1")
-    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    ns, tap, xc = tap_ready(netns, nsxcon, "--listen-address", "127.0.0.1")
     assert "listening on 127.0.0.1:10001" in xc.log()
     with pytest.raises(OSError):
         StreamClient(ns, PORT, host="::1", timeout=2)  # not bound there

@@ -14,6 +14,7 @@ from xcon.control.client import link_path, links_table, monitors_arg
 from xcon.control.config import ConfigError, parse_config
 from xcon.linkspec import SpecError
 from xcon.monitor import Monitor, MonitorError, hmp, parse_monitor
+from xcon.testing.errors import one_line_error
 from xcon.testing.fakemonitor import FakeMonitor
 
 # -- config -----------------------------------------------------------------------------------
@@ -53,10 +54,8 @@ def test_config_links_in_both_forms():
     ],
 )
 def test_config_errors_name_the_file_and_the_entry(doc, message):
-    with pytest.raises(ConfigError) as e:
-        parse_config(doc, "lab.toml")
-    assert str(e.value).startswith("lab.toml: ") and message in str(e.value)
-    assert "\n" not in str(e.value)
+    said = one_line_error(ConfigError, parse_config, doc, "lab.toml")
+    assert said.startswith("lab.toml: ") and message in said
 
 
 def test_reloads_asked_for_during_one_share_the_next_read(tmp_path):

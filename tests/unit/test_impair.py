@@ -24,6 +24,7 @@ from xcon.impair.sender import ImpairSender
 from xcon.impair.spec import DISTRIBUTIONS, ImpairError, Impairment, from_fields, parse_netem
 from xcon.impair.stage import ImpairStage, derive_seed
 from xcon.stats import FlowStats
+from xcon.testing.errors import one_line_error
 from xcon.testing.fakeport import FakeEngine, FakePort
 from xcon.testing.frames import check_numbered, encode_frames, numbered, split_frames, tagged
 from xcon.testing.strategies import examples
@@ -97,10 +98,7 @@ def test_gemodel_order_and_defaults():
     ],
 )
 def test_bad_words_one_clear_line(text, says):
-    with pytest.raises(ImpairError) as e:
-        parse_netem(text)
-    assert says in str(e.value)
-    assert "\n" not in str(e.value)
+    assert says in one_line_error(ImpairError, parse_netem, text)
 
 
 def test_fields_and_containerlab_flags():
@@ -340,6 +338,14 @@ def make_link(engine: FakeEngine, **kw) -> tuple[P2PLink, FakePort, FakePort]:
     return link, a, b
 
 
+def impaired_link(netem: str) -> tuple[FakeEngine, P2PLink, FakePort, FakePort]:
+    """A started link on a fake engine whose a2b direction is impaired by ``netem``."""
+    engine = FakeEngine()
+    link, a, b = make_link(engine)
+    link.set_impair("a2b", parse_netem(netem), SEED)
+    return engine, link, a, b
+
+
 def departures(port: FakePort) -> list[tuple[int, float]]:
     """(sequence number, send time) of every frame sent to ``port``."""
     out, prev = [], 0
@@ -356,9 +362,7 @@ def test_delay_with_normal_jitter_mean_and_deviation():
     # is 2 ms / sqrt(10000) = 0.02 ms, so 5 % (0.5 ms) is 25 sigma; the sample
     # deviation's own deviation is about 2 ms / sqrt(2 * 10000) = 1.4 %, so
     # 10 % is 7 sigma: these bounds fail only if the delay is wrong.
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms 2ms distribution normal"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms 2ms distribution normal")
     sent_at = {}
     for i in range(10000):
         engine.run_until(i * 0.020)
@@ -374,9 +378,7 @@ def test_delay_with_normal_jitter_mean_and_deviation():
 
 @pytest.mark.parametrize("dist", ["uniform", "pareto", "paretonormal"])
 def test_other_distributions_have_their_mean(dist):
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem(f"delay 10ms 1ms distribution {dist}"), SEED)
+    engine, link, a, b = impaired_link(f"delay 10ms 1ms distribution {dist}")
     for i in range(3000):
         engine.run_until(i * 0.020)
         a.feed_frames([numbered(i, 64)])
@@ -390,9 +392,7 @@ def test_other_distributions_have_their_mean(dist):
 
 
 def test_constant_delay_is_exact_and_order_kept_under_load():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms limit 100000"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms limit 100000")
     for i in range(0, 2000, 50):
         engine.run_until(i * 1e-5)
         a.feed_frames([numbered(j, 1500) for j in range(i, i + 50)])
@@ -404,9 +404,7 @@ def test_constant_delay_is_exact_and_order_kept_under_load():
 
 
 def test_how_late_frames_leave_the_delay_line_is_counted_and_shown():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms")
     a.feed_frames([numbered(i, 64) for i in range(10)])
     engine.run_until(0.010)  # the timer runs on time
     engine.run_until(1.0)
@@ -433,9 +431,7 @@ def test_how_late_frames_leave_the_delay_line_is_counted_and_shown():
 
 
 def test_zero_delay_adds_nothing():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("loss 0% duplicate 0%  delay 0ms corrupt 0%"), SEED)
+    engine, link, a, b = impaired_link("loss 0% duplicate 0%  delay 0ms corrupt 0%")
     assert link.flows[a].stage is None  # a null impairment is none
     link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
     assert isinstance(link.flows[a].stage, ImpairSender)
@@ -467,9 +463,7 @@ def test_rate_over_a_window(rate, window):
 
 
 def test_rate_queue_limit_tail_drops_and_counts():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("rate 1mbit limit 20"), SEED)
+    engine, link, a, b = impaired_link("rate 1mbit limit 20")
     flow = link.flows[a]
     a.feed_frames([numbered(i, 1000) for i in range(100)])
     assert flow.stage.stage.line.frames <= 20
@@ -486,9 +480,7 @@ def test_rate_queue_limit_tail_drops_and_counts():
 def test_reorder_sends_a_share_at_once():
     # reorder 25%: with gap 1 (tc's default) each frame is sent at once with
     # probability 0.25; 3 sigma of 4000 frames.
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms reorder 25%"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms reorder 25%")
     n = 4000
     for i in range(n):
         engine.run_until(i * 1e-4)
@@ -502,9 +494,7 @@ def test_reorder_sends_a_share_at_once():
 
 
 def test_reorder_gap():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms reorder 100% gap 5"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms reorder 100% gap 5")
     for i in range(20):
         a.feed_frames([numbered(i, 64)])
     engine.run_until(1)
@@ -513,9 +503,7 @@ def test_reorder_gap():
 
 
 def test_destination_blocked_line_holds_then_tail_drops():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 1ms limit 50"), SEED)
+    engine, link, a, b = impaired_link("delay 1ms limit 50")
     flow = link.flows[a]
     b.capacity = 0  # the destination takes nothing
     a.feed_frames([numbered(i, 100) for i in range(30)])
@@ -534,9 +522,7 @@ def test_destination_blocked_line_holds_then_tail_drops():
 def test_loss_only_keeps_backpressure_and_loses_nothing_else():
     # No delay, no rate: nothing is held back, so a blocked destination pauses
     # the source (as p2p does) and a big batch is never tail-dropped.
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    engine, link, a, b = impaired_link("loss 0.0001%")
     b.capacity = 1000
     a.feed_frames([numbered(i, 60) for i in range(3000)])  # more than limit 1000
     assert not a.reading and b.writing
@@ -620,9 +606,7 @@ def test_vlan_link_impairs_after_rewrite():
 
 
 def test_destination_down_drops_the_line():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms")
     a.feed_frames([numbered(i, 100) for i in range(7)])
     b.capacity = 0
     engine.run_until(0.02)  # due, but the destination takes nothing
@@ -664,9 +648,7 @@ def test_skip_is_the_same_on_both_backends(k):
 
 
 def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("loss 0.0001%"), SEED)
+    engine, link, a, b = impaired_link("loss 0.0001%")
     flow = link.flows[a]
     a.feed_frames([numbered(i, 100) for i in range(10)])
     assert flow.stage.stage.line.tail == 0  # nothing was copied
@@ -680,9 +662,7 @@ def test_loss_alone_sends_from_the_receive_buffer_and_copies_only_the_tail():
 
 
 def test_a_pulled_cable_loses_what_waits_in_the_delay_line():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 50ms"), SEED)
+    engine, link, a, b = impaired_link("delay 50ms")
     a.feed_frames([numbered(i, 100) for i in range(10)])
     engine.run_until(0.010)
     assert departures(b) == []  # all ten wait in the line
@@ -698,9 +678,7 @@ def test_a_pulled_cable_loses_what_waits_in_the_delay_line():
 
 
 def test_a_pull_finishes_the_frame_being_sent():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms")
     b.capacity = 150  # the destination takes 150 bytes, then blocks
     a.feed_frames([numbered(i, 100) for i in range(5)])
     engine.run_until(0.020)
@@ -761,9 +739,7 @@ def test_stage_discard_cuts_inside_a_merged_run():
 
 
 def test_clearing_rate_8bit_lets_new_frames_through_at_once():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("rate 8bit"), SEED)
+    engine, link, a, b = impaired_link("rate 8bit")
     a.feed_frames([numbered(i, 100) for i in range(20)])  # 100 s each
     engine.run_until(150)
     assert [s for s, _ in departures(b)] == [0]
@@ -779,9 +755,7 @@ def test_clearing_rate_8bit_lets_new_frames_through_at_once():
 
 
 def test_replacing_the_timing_drops_the_old_queue_a_loss_change_keeps_it():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms loss 0.0001%"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms loss 0.0001%")
     a.feed_frames([numbered(i, 100) for i in range(5)])
     link.set_impair("a2b", parse_netem("delay 10ms loss 0.0002%"), SEED)  # same timing
     engine.run_until(0.005)
@@ -802,9 +776,7 @@ def test_replacing_the_timing_drops_the_old_queue_a_loss_change_keeps_it():
 
 
 def test_clearing_finishes_the_frame_being_sent_then_drops_the_rest():
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms")
     a.feed_frames([numbered(i, 100) for i in range(5)])
     b.capacity = 150  # a frame and a half, then blocked
     engine.run_until(0.005)
@@ -827,9 +799,7 @@ def test_reordered_frames_never_cut_into_a_frame_being_sent():
     # A delayed span the destination took in part is finished before any
     # frame sent "at once" by reordering: a frame is never cut (qemu would
     # read garbage lengths from then on).
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem("delay 10ms reorder 50%"), SEED)
+    engine, link, a, b = impaired_link("delay 10ms reorder 50%")
     a.feed_frames([numbered(i, 500) for i in range(20)])
     b.capacity = 700  # the delayed frames' span is cut inside its second frame
     engine.run_until(0.02)
@@ -870,9 +840,7 @@ def test_impaired_stream_is_always_whole_frames(words, steps):
     # Whatever the impairment, the pace of the destination and of the source,
     # what leaves is whole, intact frames (a partial send is always finished
     # before anything else goes out).
-    engine = FakeEngine()
-    link, a, b = make_link(engine)
-    link.set_impair("a2b", parse_netem(words), SEED)
+    engine, link, a, b = impaired_link(words)
     seq, now = 0, 0.0
     for nframes, size, capacity, dt in steps:
         if nframes and a.reading:

@@ -93,6 +93,16 @@ def insert_all(be: Backend, buf: bytes, vid: int = VID, dst_size: int | None = N
     return res, bytes(dst[: res[1]])
 
 
+def waiting(sock: socket.socket) -> list[bytes]:
+    """Every datagram waiting on the non-blocking ``sock``, read until it has none."""
+    got: list[bytes] = []
+    while True:
+        try:
+            got.append(sock.recv(100_000))
+        except BlockingIOError:
+            return got
+
+
 # --------------------------------------------------------------------------
 # Loader
 # --------------------------------------------------------------------------
@@ -774,11 +784,7 @@ def test_write_frames_eagain_resumes(be: Backend, seqpair) -> None:
         assert new_pos == pos + sum(4 + len(f) for f in frames[len(got) : len(got) + n])
         pos = new_pos
         rounds += 1
-        while True:
-            try:
-                got.append(b.recv(100_000))
-            except BlockingIOError:
-                break
+        got += waiting(b)
     assert rounds > 1, "the socket never pushed back; EAGAIN path not exercised"
     assert got == frames
 
@@ -972,12 +978,20 @@ def sized(n: int, seed: int = 0) -> bytes:
     return eth(n - 14)[:14] + FILL[seed : seed + n - 14]
 
 
-def test_recv_datagrams_many_small_frames_one_batch(be: Backend, loopback: str, socks) -> None:
+def sent_datagrams(be: Backend, socks, loopback: str, frames: list[bytes]):
+    """``frames`` sent by ``be``, one datagram each, over a new UDP link, all of
+    them accepted; returns the receiving socket once it is readable, and the frames
+    as the buffer they were sent from."""
     rx, tx = udp_link(socks, loopback)
-    frames = [sized(60, i) for i in range(150)]
     buf = encode_frames(frames)
-    assert be.send_datagrams(tx.fileno(), buf, 0, len(buf)) == (len(buf), 150, 0, 0)
+    assert be.send_datagrams(tx.fileno(), buf, 0, len(buf)) == (len(buf), len(frames), 0, 0)
     wait_for(rx, select.POLLIN)
+    return rx, buf
+
+
+def test_recv_datagrams_many_small_frames_one_batch(be: Backend, loopback: str, socks) -> None:
+    frames = [sized(60, i) for i in range(150)]
+    rx, buf = sent_datagrams(be, socks, loopback, frames)
     out = bytearray(b"\xee" * (7 + DGRAM_BATCH * SLOT))
     res = be.recv_datagrams(rx.fileno(), out, 7, len(out), 1000)
     assert res == (7 + len(buf), 150, 0, (0, 0, 0))
@@ -1025,11 +1039,8 @@ def test_datagrams_largest_frame_and_truncation(be: Backend, socks) -> None:
 
 
 def test_recv_datagrams_more_waiting_than_room(be: Backend, loopback: str, socks) -> None:
-    rx, tx = udp_link(socks, loopback)
     frames = [sized(1000, i) for i in range(10)]
-    buf = encode_frames(frames)
-    assert be.send_datagrams(tx.fileno(), buf, 0, len(buf)) == (len(buf), 10, 0, 0)
-    wait_for(rx, select.POLLIN)
+    rx, buf = sent_datagrams(be, socks, loopback, frames)
     out = bytearray(5 + SLOT + 3000)
     # No room for one whole datagram: nothing read, said so.
     assert be.recv_datagrams(rx.fileno(), out, 5, 5 + SLOT - 1, 100) == (
@@ -1052,11 +1063,8 @@ def test_recv_datagrams_more_waiting_than_room(be: Backend, loopback: str, socks
 
 
 def test_recv_datagrams_max_count(be: Backend, loopback: str, socks) -> None:
-    rx, tx = udp_link(socks, loopback)
     frames = [sized(64 + i, i) for i in range(10)]
-    buf = encode_frames(frames)
-    assert be.send_datagrams(tx.fileno(), buf, 0, len(buf)) == (len(buf), 10, 0, 0)
-    wait_for(rx, select.POLLIN)
+    rx, buf = sent_datagrams(be, socks, loopback, frames)
     out = bytearray(4 * SLOT)
     pos, n, err, _ = be.recv_datagrams(rx.fileno(), out, 0, len(out), 4)
     assert (n, err) == (4, 0)
@@ -2133,11 +2141,7 @@ def test_write_packets_eagain_resumes(be: Backend, seqpair) -> None:
         pos, _n, nd, err = be.write_packets(a.fileno(), buf, pos, len(buf))
         assert (nd, err) == (0, 0)
         rounds += 1
-        while True:
-            try:
-                got.append(b.recv(100_000))
-            except BlockingIOError:
-                break
+        got += waiting(b)
     assert rounds > 1
     assert got == [bytes(10) + f for f in frames]
 

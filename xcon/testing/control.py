@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from xcon.control.client import Client
 from xcon.testing.process import XconProcess
@@ -68,3 +69,11 @@ def write(path: str | os.PathLike[str], text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def timed_health(xc: XconProcess, timeout: float = 2.0) -> float:
+    """Ask ``xc``'s /health, which must answer 200 with code 0; return the seconds taken."""
+    t0 = time.monotonic()
+    status, data, _ = api(xc, timeout=timeout).request("GET", "/health")
+    assert status == 200 and b'"code": 0' in data, (status, data)
+    return time.monotonic() - t0

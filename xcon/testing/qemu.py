@@ -68,6 +68,19 @@ def missing(*tools: tuple[str, str]) -> str | None:
     return None
 
 
+def qemu_marks(timeout: int = 120) -> list:
+    """The ``pytestmark`` of a module of tests with real qemu routers: marked root,
+    bounded by ``timeout`` s, and skipped, saying why, where missing() finds a reason."""
+    import pytest
+
+    why = missing()
+    return [
+        pytest.mark.root,
+        pytest.mark.timeout(timeout),
+        pytest.mark.skipif(why is not None, reason=str(why)),
+    ]
+
+
 def alive(pid: int) -> bool:
     """True while pid runs (a zombie waiting for its parent counts as gone)."""
     try:
