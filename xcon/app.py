@@ -140,6 +140,7 @@ class Xcon(LinkTable):
             self.log_counters()  # before closing, so states are those of the run
             if self.captures is not None:  # first: live streams get their end
                 self.captures.close()
+            self.events.close()
             for s in self.services:
                 s.close()
             for b in self.bridges:

@@ -266,13 +266,9 @@ class Carriers:
                 ec.changes += 1
                 if sent:
                     ec.on_at = self.engine.time()
-                log.info(
-                    "link %s: %s's NIC carrier %s (%s)",
-                    ec.link,
-                    ec.end,
-                    "on" if sent else "off",
-                    ec.why,
-                )
+                word = "on" if sent else "off"
+                log.info("link %s: %s's NIC carrier %s (%s)", ec.link, ec.end, word, ec.why)
+                self.table.events.emit("carrier.changed", ec.link, ec.end, ec.why, carrier=word)
             if ec.last_error:
                 log.info("link %s: %s's monitor answers again", ec.link, ec.end)
                 ec.last_error = ""

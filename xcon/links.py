@@ -20,6 +20,7 @@ from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.engines import Engine, TimerHandle
 from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
+from xcon.events import Events
 from xcon.health import HealthFile
 from xcon.impair.spec import Impairment
 from xcon.limits import FLAP_COUNT, FLAP_SECONDS, OutOfRange, duration
@@ -92,6 +93,8 @@ class Link:
     monitors: dict[str, Monitor] = field(default_factory=dict)
     #: A flap schedule running on the link, or None.
     flap: Flap | None = None
+    #: Whether each of its ports was up when last seen (the events' up and down).
+    ups: list[bool] = field(default_factory=list)
 
     @property
     def p2p(self) -> P2PLink | None:
@@ -131,6 +134,8 @@ class LinkTable:
         self.open_ports: Callable[[Sequence[Port]], None] = open_ports
         #: Each direction's counters at the last trace: (frames, bytes, dropped).
         self._traced: dict[int, tuple[int, int, int]] = {}
+        #: Every change of a link's state, to whoever follows (``GET /events``).
+        self.events = Events()
 
     @property
     def bridges(self) -> list[Bridge]:
@@ -154,8 +159,10 @@ class LinkTable:
         link = Link(name or bridge.name, bridge, tuple(ends), spec, source)
         if spec is not None:
             link.monitors = self.monitors_for(spec, monitors or {})
+        link.ups = [p.up for p in bridge.ports]
         bridge.on_state = lambda: self._link_state(link)
         self.links[link.name] = link
+        self.events.emit("link.added", link.name, reason=source)
         if self.running:
             self._start(link)
         for hook in self.link_added:
@@ -164,6 +171,16 @@ class LinkTable:
 
     def _link_state(self, link: Link) -> None:
         self.update_health()
+        ports = link.bridge.ports
+        if len(link.ups) != len(ports):
+            link.ups = [False] * len(ports)
+        for i, p in enumerate(ports):
+            if p.up != link.ups[i]:
+                link.ups[i] = p.up
+                if p.up:
+                    self.events.emit("link.up", link.name, p.name, p.peer, peer=p.peer)
+                else:
+                    self.events.emit("link.down", link.name, p.name, p.stats.last_error)
         for hook in self.link_changed:
             hook(link)
 
@@ -329,6 +346,7 @@ class LinkTable:
             self._traced.pop(id(fs), None)
         self.update_health()
         log.info("p2p link %s removed (%s)", link.name, why)
+        self.events.emit("link.removed", link.name, reason=why)
         return link
 
     def set_admin(self, name: str, up: bool, direction: str = "both") -> tuple[Link, bool]:
@@ -343,7 +361,11 @@ class LinkTable:
             raise BadRequest(f"direction {one_line(direction)!r}: one of {', '.join(DIRECTIONS)}")
         changed = link.p2p.set_admin(up, direction)
         if changed:
-            log.info("p2p link %s administratively %s", link.name, link.p2p.admin_state())
+            admin = link.p2p.admin_state()
+            log.info("p2p link %s administratively %s", link.name, admin)
+            self.events.emit(
+                "admin.changed", link.name, reason=admin, admin=admin, direction=direction
+            )
             for hook in self.link_changed:
                 hook(link)
         return link, changed
@@ -368,6 +390,7 @@ class LinkTable:
         self.stop_flap(link)
         link.flap = Flap(*times)
         log.info("p2p link %s flaps: %s", link.name, link.flap.words())
+        self.events.emit("flap.started", link.name, reason=link.flap.words())
         self._flap_step(link, link.flap)
         return link
 
@@ -378,6 +401,7 @@ class LinkTable:
         if going_down and flap.count is not None and flap.done >= flap.count:
             link.flap = None
             log.info("p2p link %s: flap schedule done (%d times)", link.name, flap.done)
+            self.events.emit("flap.stopped", link.name, reason=f"done ({flap.done} times)")
             return
         self.set_admin(link.name, not going_down)
         if going_down:
@@ -397,6 +421,7 @@ class LinkTable:
         if link.p2p is not None and link.p2p.pulled and link.name in self.links:
             self.set_admin(link.name, True)
         log.info("p2p link %s: flap schedule stopped after %d times", link.name, flap.done)
+        self.events.emit("flap.stopped", link.name, reason=f"stopped after {flap.done} times")
         return True
 
     def set_impair(
@@ -429,12 +454,14 @@ class LinkTable:
             log.info(
                 "impairment seed %d (--seed %d replays the random draws)", self.seed, self.seed
             )
-        log.info(
-            "link %s %s: impairment %s",
-            link.name,
-            where,
-            imp.words() if imp is not None and not imp.null else "cleared",
-        )
+        words = imp.words() if imp is not None and not imp.null else None
+        log.info("link %s %s: impairment %s", link.name, where, words or "cleared")
+        if words:
+            self.events.emit(
+                "impair.set", link.name, reason=f"{where}: {words}", direction=where, netem=words
+            )
+        else:
+            self.events.emit("impair.cleared", link.name, reason=where, direction=where)
         return link
 
     @staticmethod

@@ -211,14 +211,21 @@ class Captures:
         if len(caps) == 1:
             for d in link.bridge.directions():
                 d.flow.set_tap(CaptureTap(caps, out_if=d.to_end, in_if=d.from_end))
-        what = sink.describe()
+        where = sink.describe().get("file") or "stream"
         log.info(
             "capture %d of %s started (%s%s%s)",
             cap.ident,
             link.name,
-            what.get("file") or "stream",
+            where,
             f", snaplen {options.snaplen}" if options.snaplen else "",
             f", filter {options.filter!r}" if options.filter else "",
+        )
+        self.app.events.emit(
+            "capture.started",
+            link.name,
+            reason=f"capture {cap.ident} to {where}",
+            capture=cap.ident,
+            file=None if where == "stream" else where,
         )
         return cap
 
@@ -273,6 +280,12 @@ class Captures:
                 cap.drops,
             )
             cap.stop()
+            self._emit_stopped(cap, why)
+
+    def _emit_stopped(self, cap: Capture, why: str) -> None:
+        self.app.events.emit(
+            "capture.stopped", cap.link, reason=f"capture {cap.ident} {why}", capture=cap.ident
+        )
 
     def _ended(self, cap: Capture) -> None:
         caps = self.by_link.get(cap.link)
@@ -287,6 +300,7 @@ class Captures:
         if cap.error is not None and cap.link in self.app.links:
             failed = self.failed.setdefault(cap.link, [])
             if cap not in failed:
+                self._emit_stopped(cap, f"failed: {cap.error}")
                 failed.append(cap)
                 del failed[:-MAX_FAILED]
                 self.errors[cap.link] = self.errors.get(cap.link, 0) + 1

@@ -477,6 +477,31 @@ class ControlAPI:
         filters.compile(expression, done)
         return pending
 
+    def events(self, req: Request, name: str) -> Response | Streaming:
+        """Every change of a link's state from now on, one JSON line each
+        (:mod:`xcon.events`), until the client goes; ``?link=NAME`` and
+        ``?type=T`` (repeated or comma-separated) keep some only."""
+        from xcon.events import TYPES
+
+        refused = self.server.refuse_stream() if self.server is not None else None
+        if refused is not None:
+            return refused
+        unknown = sorted(set(req.query) - {"link", "type"})
+        if unknown:
+            raise BadRequest(f"unknown query {unknown[0]!r} (known: link, type)")
+        links = set()
+        for text in _listed(req.query.get("link")):
+            try:
+                links.add(self.app.find(text).name)
+            except NotFound:
+                links.add(text)  # a link to come
+        types = _listed(req.query.get("type"))
+        known = set(TYPES) | {t.partition(".")[0] for t in TYPES}
+        for t in types:
+            if t not in known:
+                raise BadRequest(f"unknown event type {t!r} (known: {', '.join(TYPES)})")
+        return Streaming(self.app.events.subscribe(links, types))
+
     def reload(self, req: Request, name: str) -> Response | Pending:
         """The file is read on a worker thread; the answer comes when it has
         been applied (200, what changed) or refused (400, nothing changed)."""
@@ -552,6 +577,11 @@ def capture_options(doc: dict[str, Any], file: bool) -> CaptureOptions:
         return checked_options(filter=flt or None, drops=drops, **numbers)
     except OutOfRange as e:
         raise BadRequest(str(e)) from None
+
+
+def _listed(values: list[str] | None) -> list[str]:
+    """A query's values, repeated or comma-separated, without empty ones."""
+    return [v.strip() for text in values or () for v in text.split(",") if v.strip()]
 
 
 def _object(req: Request) -> dict[str, Any]:

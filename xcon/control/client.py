@@ -238,6 +238,11 @@ def _capture(args: argparse.Namespace) -> Call:
     return Call(route("POST /links/NAME/capture"), args.name, body)
 
 
+def _events(args: argparse.Namespace) -> Call:
+    query = {k: ",".join(v) for k, v in (("link", args.link), ("type", args.type)) if v}
+    return Call(route("GET /events"), query=query, live=True)
+
+
 def _reset(args: argparse.Namespace) -> Call:
     return Call(route("POST /counters/reset"), body={"link": args.name} if args.name else {})
 
@@ -350,6 +355,19 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the file NAME if it exists")
 
 
+def _events_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--link", action="append", metavar="NAME", help="this link's events only (repeatable)"
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        metavar="T",
+        help="these types only: link.down, carrier.changed... or a family: link, capture "
+        "(repeatable, or comma-separated)",
+    )
+
+
 def _reset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help=LINK_NAME + "; all links when left out")
 
@@ -393,6 +411,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "health": Subcommand("the health summary (exit code 0 healthy, 1 not)", _on("GET /health")),
     "metrics": Subcommand("the Prometheus metrics", _on("GET /metrics")),
     "reload": Subcommand("apply the --config file's changes (as SIGHUP)", _on("POST /reload")),
+    "events": Subcommand(
+        "follow every change of the links' state, one line each, until interrupted",
+        _events,
+        _events_args,
+    ),
 }
 
 
@@ -479,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(client: Client, args: argparse.Namespace) -> int:
     cmd = args.command
     call = plan(args)
+    if call.live and cmd == "events":
+        return follow_events(client, call, raw=args.json)
     if call.live:
         return stream_capture(client, call)
     status, data, _ctype = client.request(call.route.method, call.path, call.body)
@@ -541,6 +566,48 @@ def stream_capture(client: Client, call: Call) -> int:
         # stdout may be a closed pipe: nothing more is flushed into it
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out)
+
+
+def follow_events(client: Client, call: Call, raw: bool) -> int:
+    """``xcon ctl events``: one line per event as it comes (``--json``: the
+    API's lines), until an interrupt (exit 0) or xcon goes away (exit 3)."""
+    import signal
+
+    from xcon.events import event_line
+
+    live = client.stream(call.route.method, call.path)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    error = bytearray()
+    rest = b""
+    last = ""
+    try:
+        while True:
+            more = live.receive()
+            for piece in live.take():
+                if live.status >= 400:
+                    error += piece
+                    continue
+                *lines, rest = (rest + piece).split(b"\n")
+                for line in lines:
+                    doc = json.loads(line)
+                    last = doc.get("type", "")
+                    sys.stdout.write(line.decode() + "\n" if raw else event_line(doc) + "\n")
+                sys.stdout.flush()
+            if not more:
+                break
+    except KeyboardInterrupt:
+        return OK
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
+    finally:
+        live.close()
+    if live.status >= 400:
+        return _ended(live, error)
+    if last == "events.overflow":
+        return _fail("xcon dropped this client: it fell too far behind", REFUSED)
+    return _fail(f"xcon at {client.where} went away: no more events", UNREACHABLE)
 
 
 def _ended(live: LiveResponse, error: bytes | bytearray) -> int:

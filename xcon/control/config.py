@@ -407,12 +407,21 @@ class ConfigReloader:
                 result = e
             except Exception as e:  # noqa: BLE001 - a bug: one line, a 500, xcon goes on
                 result = ReloadBug(f"{self.path}: {type(e).__name__}: {e}")
+        events = self.app.events
         if isinstance(result, LinkError) and result.status == 400:
             log.error("reload failed, nothing changed: %s", result)
+            events.emit("config.failed", reason=str(result))
         elif isinstance(result, LinkError):
             log.error("reload of %s failed: %s", self.path, result)
+            events.emit("config.failed", reason=f"{self.path}: {result}")
         else:
-            self._log_done(result)
+            text = _summary(result)
+            log.info("reloaded %s: %s", self.path, text)
+            events.emit(
+                "config.reloaded",
+                reason=f"{self.path}: {text}",
+                **{k: result[k] for k in ("added", "removed", "changed")},
+            )
         for done in waiting:
             done(result)
         again, self._again = self._again, None
@@ -478,18 +487,16 @@ class ConfigReloader:
         self.reloads += 1
         return done
 
-    def _log_done(self, done: ReloadResult) -> None:
-        log.info(
-            "reloaded %s: %d added, %d removed, %d changed, %d unchanged%s",
-            self.path,
-            len(done["added"]),
-            len(done["removed"]),
-            len(done["changed"]),
-            done["unchanged"],
-            f", {len(done['failed'])} failed" if done["failed"] else "",
-        )
-
     def on_signal(self, signum: int) -> None:
         """SIGHUP: reload; the outcome is one log line (see :meth:`reload`)."""
         log.info("received SIGHUP, reloading %s", self.path)
         self.reload(lambda _result: None)
+
+
+def _summary(done: ReloadResult) -> str:
+    """``1 added, 1 removed, 0 changed, 1 unchanged`` (and ``, N failed``)."""
+    failed = f", {len(done['failed'])} failed" if done["failed"] else ""
+    return (
+        f"{len(done['added'])} added, {len(done['removed'])} removed, "
+        f"{len(done['changed'])} changed, {done['unchanged']} unchanged{failed}"
+    )

@@ -71,6 +71,8 @@ class Snapshot:
     #: Per monitored end: (link, end, carrier as xcon set it: 1/0/None unknown,
     #: times set, monitor errors).
     carriers: list[tuple[str, str, int | None, int, int]] = field(default_factory=list)
+    #: Event streams: (subscribers now, clients dropped for falling behind).
+    events: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -89,6 +91,7 @@ def snapshot(app: Xcon, engine: str, server: ControlServer | None = None) -> Sna
         health=app.health_counts(),
         engine=engine,
         health_file=(app.health.ok, app.health.errors),
+        events=(len(app.events.subscribers), app.events.dropped_clients),
     )
     if server is not None:
         snap.control = ControlCounters(
@@ -323,6 +326,17 @@ class SnapshotCollector(Collector):
             )
             stalled.add_metric([], ctl.streams_stalled)
             yield from (accept, streams, refused, stalled)
+        subscribers, dropped = self.snap.events
+        followers = GaugeMetricFamily(
+            "xcon_events_subscribers", "Clients following GET /events now."
+        )
+        followers.add_metric([], subscribers)
+        dropped_clients = CounterMetricFamily(
+            "xcon_events_dropped_clients",
+            "Clients of GET /events dropped for falling too many events behind.",
+        )
+        dropped_clients.add_metric([], dropped)
+        yield from (followers, dropped_clients)
         info = GaugeMetricFamily(
             "xcon_build_info",
             "xcon's version, fast path and engine.",

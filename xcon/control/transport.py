@@ -170,7 +170,7 @@ class LiveResponse:
                     self.complete = True
                     return False
         except (OSError, h11.ProtocolError) as e:
-            raise Unreachable(f"capture from {self.where} ended: {e}") from None
+            raise Unreachable(f"the stream from {self.where} ended: {e}") from None
         return bool(data)
 
     def take(self) -> list[bytes]:
