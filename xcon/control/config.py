@@ -420,7 +420,9 @@ class ConfigReloader:
             events.emit(
                 "config.reloaded",
                 reason=f"{self.path}: {text}",
-                **{k: result[k] for k in ("added", "removed", "changed")},
+                added=result["added"],
+                removed=result["removed"],
+                changed=result["changed"],
             )
         for done in waiting:
             done(result)

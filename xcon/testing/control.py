@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from xcon.control.client import Client
 from xcon.testing.process import XconProcess
 from xcon.testing.wait import wait_until
 
-__all__ = ["api", "call", "ctl", "ctl_argv", "read_head", "socket_path", "wait_api", "write"]
+__all__ = [
+    "Follower",
+    "api",
+    "call",
+    "ctl",
+    "ctl_argv",
+    "read_head",
+    "socket_path",
+    "wait_api",
+    "write",
+]
 
 
 def socket_path(xc: XconProcess) -> str:
@@ -77,3 +89,48 @@ def timed_health(xc: XconProcess, timeout: float = 2.0) -> float:
     status, data, _ = api(xc, timeout=timeout).request("GET", "/health")
     assert status == 200 and b'"code": 0' in data, (status, data)
     return time.monotonic() - t0
+
+
+class Follower:
+    """``GET /events`` of ``xc`` (``query``: ``?type=...``), read as it comes:
+    every event so far in :attr:`events`.  The request is answered (its
+    subscriber made) when the constructor returns."""
+
+    def __init__(self, xc: XconProcess, query: str = "") -> None:
+        self.live = api(xc).stream("GET", "/events" + query)
+        self.events: list[dict[str, Any]] = []
+        self._rest = b""
+        self.ended = False
+        wait_until(lambda: self._read(0.05) or self.live.status != 0, 10, "the answer's head")
+        if self.live.status != 200:
+            while self._read(1.0) and not self.ended:
+                pass
+            raise AssertionError(f"GET /events: {self.live.status} {b''.join(self.live.take())!r}")
+
+    def _read(self, timeout: float) -> bool:
+        """Take what came within ``timeout`` s; False when nothing did."""
+        if self.ended or not select.select([self.live.sock], [], [], timeout)[0]:
+            return False
+        self.ended = not self.live.receive()
+        if self.live.status != 200:
+            return True  # an error: its body waits in live.take()
+        *lines, self._rest = (self._rest + b"".join(self.live.take())).split(b"\n")
+        self.events += [json.loads(x) for x in lines]
+        return True
+
+    def wait(self, pred: Any, timeout: float = 10.0, what: str = "events") -> list[dict[str, Any]]:
+        """Read until ``pred(events)`` is true; returns the events."""
+
+        def seen() -> bool:
+            self._read(0.01)
+            return bool(pred(self.events))
+
+        wait_until(seen, timeout, lambda: f"{what}: {self.events}")
+        return self.events
+
+    def types(self, link: str | None = None) -> list[str]:
+        """The events' types (of ``link`` only, when given)."""
+        return [e["type"] for e in self.events if link is None or e["link"] == link]
+
+    def close(self) -> None:
+        self.live.close()
