@@ -183,6 +183,7 @@ CTL = [
     "health",
     "metrics",
     "reload",
+    "events --link L --type link.down,admin",
 ]
 
 

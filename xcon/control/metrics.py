@@ -312,17 +312,18 @@ class SnapshotCollector(Collector):
             )
             accept.add_metric([], ctl.accept_errors)
             streams = GaugeMetricFamily(
-                "xcon_control_streams", "Live capture streams the control API is sending."
+                "xcon_control_streams",
+                "Live streams (captures, events) the control API is sending.",
             )
             streams.add_metric([], ctl.streams)
             refused = CounterMetricFamily(
                 "xcon_control_streams_refused",
-                "Live capture streams refused (503): the most run already.",
+                "Live streams refused (503): the most run already.",
             )
             refused.add_metric([], ctl.streams_refused)
             stalled = CounterMetricFamily(
                 "xcon_control_streams_stalled",
-                "Live capture streams ended because their client read nothing for too long.",
+                "Live streams ended because their client read nothing for too long.",
             )
             stalled.add_metric([], ctl.streams_stalled)
             yield from (accept, streams, refused, stalled)

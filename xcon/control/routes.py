@@ -111,7 +111,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET",     "/health",              "health",           "health",   "the health file's code and message", read=True),
     Route("GET",     "/metrics",             "metrics",          "metrics",  "Prometheus text exposition", read=True),
     Route("POST",    "/reload",              "reload",           "reload",   "apply the --config file again (as SIGHUP)"),
-    Route("GET",     "/events",              "events",           "events",   "every change of a link's state as it happens: JSON lines, chunked, until the client goes", read=True),
+    Route("GET",     "/events",              "events",           "events",   "every change of a link's state as it happens: JSON lines, chunked, until the client goes"),
 )
 # fmt: on
 
