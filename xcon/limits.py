@@ -254,3 +254,5 @@ LIMIT = Range("limit", 1, 2**32 - 1, whole=True, unit=" frames")
 GAP = Range("gap", 0, 2**32 - 1, whole=True, unit=" frames")
 #: ``xcon ctl --timeout``: seconds to wait for xcon's answer.
 CTL_TIMEOUT = Range("timeout", 0.001, 86400, unit=" s")
+#: Seconds between two refreshes of ``xcon ctl top``.
+TOP_INTERVAL = Range("interval", 0.1, 3600, unit=" s")

@@ -190,7 +190,10 @@ CTL = [
 def test_ctl_has_one_subcommand_per_command_of_the_table():
     parser = client.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert list(sub.choices) == commands() == list(dict.fromkeys(r.ctl for r in ROUTES))
+    # then the views made of several requests (top)
+    assert list(sub.choices) == commands() + list(client.VIEWS)
+    assert commands() == list(dict.fromkeys(r.ctl for r in ROUTES))
+    assert not set(client.VIEWS) & set(commands())
     assert set(client.SUBCOMMANDS) == set(commands())
 
 

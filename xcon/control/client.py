@@ -30,7 +30,14 @@ from xcon.control import DEFAULT_SOCKET
 from xcon.control.render import capture_line, late_line, link_detail, links_table, render
 from xcon.control.routes import Route, commands, route
 from xcon.control.transport import TIMEOUT, Client, LiveResponse, Unreachable, link_path
-from xcon.limits import CAPTURE_FILES, CAPTURE_SECONDS, CAPTURE_SIZE_MB, CTL_TIMEOUT, SNAPLEN
+from xcon.limits import (
+    CAPTURE_FILES,
+    CAPTURE_SECONDS,
+    CAPTURE_SIZE_MB,
+    CTL_TIMEOUT,
+    SNAPLEN,
+    TOP_INTERVAL,
+)
 
 __all__ = [
     "Client",
@@ -419,6 +426,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
+def _top_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--interval",
+        type=TOP_INTERVAL.arg_type(),
+        default=1.0,
+        metavar="S",
+        help=f"seconds between refreshes (default 1; {TOP_INTERVAL})",
+    )
+    p.add_argument("--once", action="store_true", help="print one frame of the view and exit")
+
+
+#: Subcommands that are views made of several requests (not one route each).
+VIEWS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "top": ("every link live, sorted by rate, as top (q quits; --once: one frame)", _top_args),
+}
+
+
 def plan(args: argparse.Namespace) -> Call:
     """The request ``args`` (parsed) make; raises ValueError (usage)."""
     return SUBCOMMANDS[args.command].plan(args)
@@ -459,11 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
         one = sub.add_parser(name, help=command.help, description=command.description)
         if command.arguments is not None:
             command.arguments(one)
-        # --json after the command too: ctl links --json
-        one.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
-        )
+        _json_after(one)
+    for name, (help, arguments) in VIEWS.items():
+        arguments(sub.add_parser(name, help=help))
     return p
+
+
+def _json_after(one: argparse.ArgumentParser) -> None:
+    # --json after the command too: ctl links --json
+    one.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -501,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(client: Client, args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd == "top":
+        return top(client, args)
     call = plan(args)
     if call.live and cmd == "events":
         return follow_events(client, call, raw=args.json)
@@ -566,6 +598,23 @@ def stream_capture(client: Client, call: Call) -> int:
         # stdout may be a closed pipe: nothing more is flushed into it
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out)
+
+
+def top(client: Client, args: argparse.Namespace) -> int:
+    """``xcon ctl top``: the live view (:mod:`.top`), or one frame (``--once``)."""
+    from xcon.control import top as view
+
+    if args.once:
+        sys.stdout.write(view.once(client))
+        return OK
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        raise ValueError("top draws on a terminal: run it in one, or use top --once")
+    view.fetch(client)  # unreachable or refused: said before the screen is taken
+    try:
+        view.run(client, args.interval)
+    except KeyboardInterrupt:
+        pass
+    return OK
 
 
 def follow_events(client: Client, call: Call, raw: bool) -> int:
