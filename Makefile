@@ -15,10 +15,11 @@ IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 #   TEST_DEBS: iproute2 (namespaces, veth, taps), iputils-ping, util-linux (setpriv),
 #   procps, qemu-system-x86 (real qemu routers in the end-to-end tests), iperf3 (TCP
 #   through links, and through raw and tap ends with the kernel's offloads on),
-#   tcpdump and tshark (captures read back), libpcap0.8 (capture filters: BPF compiler).
+#   tcpdump and tshark (captures read back), libpcap0.8 (capture filters: BPF compiler),
+#   tmux (xcon ctl top drawn in a real terminal).
 #   BUILD_DEBS: the compiler for the native fast path.
 BUILD_DEBS := gcc libc6-dev
-TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8 linux-image-amd64 busybox-static cpio
+TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8 linux-image-amd64 busybox-static cpio tmux
 BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
 define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
