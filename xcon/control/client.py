@@ -604,14 +604,16 @@ def top(client: Client, args: argparse.Namespace) -> int:
     """``xcon ctl top``: the live view (:mod:`.top`), or one frame (``--once``)."""
     from xcon.control import top as view
 
-    if args.once:
-        sys.stdout.write(view.once(client))
-        return OK
-    if not sys.stdout.isatty() or not sys.stdin.isatty():
+    if not args.once and not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise ValueError("top draws on a terminal: run it in one, or use top --once")
-    view.fetch(client)  # unreachable or refused: said before the screen is taken
     try:
+        if args.once:
+            sys.stdout.write(view.once(client))
+            return OK
+        view.fetch(client)  # unreachable or refused: said before the screen is taken
         view.run(client, args.interval)
+    except view.Refused as e:
+        return _fail(str(e), REFUSED)
     except KeyboardInterrupt:
         pass
     return OK

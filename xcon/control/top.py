@@ -109,18 +109,21 @@ def frame(status: dict[str, Any], links: list[dict[str, Any]], sort: str = "r") 
     return [head, "", *table(cells).splitlines()] if rows else [head, "", "no links"]
 
 
+class Refused(Exception):
+    """xcon answered no (or not JSON): the message for the user."""
+
+
 def fetch(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``GET /`` and ``GET /links``; raises Unreachable, or ValueError for an
-    answer that is not one (a refusal: its message)."""
+    """``GET /`` and ``GET /links``; raises Unreachable, or Refused."""
     docs = []
     for path in ("/", "/links"):
         status, data, _ctype = client.request("GET", path)
         try:
             doc = json.loads(data)
         except ValueError:
-            raise ValueError(f"xcon answered {status} with something that is not JSON") from None
+            raise Refused(f"xcon answered {status} with something that is not JSON") from None
         if status >= 400:
-            raise ValueError(str(doc.get("error", f"HTTP {status}")))
+            raise Refused(str(doc.get("error", f"HTTP {status}")))
         docs.append(doc)
     return docs[0], docs[1]["links"]
 
@@ -192,4 +195,4 @@ def _draw(screen: Any, lines: list[str]) -> None:
     screen.refresh()
 
 
-__all__ = ["SORTS", "Unreachable", "fetch", "frame", "once", "row", "run"]
+__all__ = ["SORTS", "Refused", "Unreachable", "fetch", "frame", "once", "row", "run"]
