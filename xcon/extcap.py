@@ -52,7 +52,7 @@ from xcon.control.client import (
     stream_capture,
 )
 from xcon.control.routes import route
-from xcon.control.transport import Client, Unreachable
+from xcon.control.transport import TIMEOUT, Client, Unreachable
 from xcon.errors import OneLineParser, one_line
 from xcon.limits import MAX_SNAPLEN, SNAPLEN
 
@@ -110,12 +110,11 @@ def _is_url(text: str) -> bool:
     return text.startswith("http://")
 
 
-def client_for(where: str, token: str | None, timeout: float | None = None) -> Client:
+def client_for(where: str, token: str | None, timeout: float = TIMEOUT) -> Client:
     """A client of the xcon at ``where`` (the token goes to a URL only)."""
-    kw = {} if timeout is None else {"timeout": timeout}
     if _is_url(where):
-        return Client(url=where, token=token, **kw)
-    return Client(path=where, **kw)
+        return Client(url=where, token=token, timeout=timeout)
+    return Client(path=where, timeout=timeout)
 
 
 def reachable_links(wheres: Sequence[str], token: str | None) -> list[tuple[str, str]]:
@@ -389,8 +388,11 @@ def launcher_text(controls: Sequence[str], token_file: str | None) -> str:
 def install(argv: Sequence[str]) -> int:
     args = install_parser("install").parse_args(list(argv))
     for c in args.control:
-        if _is_url(c):
-            Client(url=c)._address()  # ValueError: not http://HOST:PORT
+        try:
+            if _is_url(c):
+                Client(url=c)._address()
+        except ValueError:
+            raise ValueError(f"--control {c}: expected http://HOST:PORT") from None
     folder = args.dir or extcap_folder(args.system, os.environ)
     path = os.path.join(folder, LAUNCHER)
     text = launcher_text(args.control, args.token_file)
