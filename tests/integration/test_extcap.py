@@ -69,6 +69,26 @@ def tshark(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def tshark_capture(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """tshark capturing in the background (stop it with :func:`ended`)."""
+    assert TSHARK
+    return subprocess.Popen(
+        [TSHARK, *args],
+        env=env,
+        cwd=env["HOME"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def ended(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def listed(env: dict[str, str]) -> dict[str, str]:
     """``tshark -D``'s xcon interfaces: value -> display."""
     out = tshark(env, "-D")
@@ -86,10 +106,11 @@ def install(env: dict[str, str], *args: str) -> str:
     return launcher
 
 
-def captures(xc, name: str) -> int:
+def captures(xc, name: str) -> list[dict]:
+    """The link's captures in xcon, as the API lists them."""
     status, doc = call(xc, "GET", link_path(name))
     assert status == 200 and isinstance(doc, dict), doc
-    return len(doc["captures"])
+    return doc["captures"]
 
 
 @pytest.fixture
@@ -143,7 +164,7 @@ def test_tshark_captures_both_directions_of_a_link(both_ways, wireshark, tmp_pat
     assert out.returncode == 0, out.stderr
     assert "20 packets captured" in out.stderr
     # tshark stopped after 20 frames: the capture in xcon is over too
-    wait_until(lambda: captures(xc, name) == 0, 10, "the capture to end with tshark")
+    wait_until(lambda: captures(xc, name) == [], 10, "the capture to end with tshark")
     # tshark reads back what it wrote: the link's two interfaces, both directions
     rows = tshark_fields(path, "frame.interface_name", "frame.packet_flags_direction", "frame.len")
     assert len(rows) == 20, rows
@@ -168,10 +189,21 @@ def test_a_capture_filter_reaches_xcon(both_ways, wireshark, tmp_path):
     install(wireshark, "--control", socket_path(xc))
     path = str(tmp_path / "filtered.pcapng")
     iface = interface_value(socket_path(xc), name)
-    out = tshark(wireshark, "-i", iface, "-f", f"len == {B_SIZE}", "-c", "10", "-w", path)
-    assert out.returncode == 0, out.stderr
+    expr = f"len == {B_SIZE}"
+    proc = tshark_capture(wireshark, "-i", iface, "-f", expr, "-c", "300", "-w", path)
+    try:
+        # xcon runs the filter (1 s of frames each way: time to look)
+        wait_until(
+            lambda: [c["filter"] for c in captures(xc, name)] == [expr],
+            20,
+            "tshark's capture, filtered, in xcon",
+        )
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        ended(proc)
     rows = tshark_fields(path, "frame.interface_name", "frame.len")
-    assert rows == [[endpoint(a), str(B_SIZE)]] * 10
+    assert rows == [[endpoint(a), str(B_SIZE)]] * 300
     assert all(check_numbered(p.data) >= B_FIRST for p in pcapng.read_file(path).packets)
 
 
@@ -181,27 +213,17 @@ def test_stopping_tshark_ends_the_capture_in_xcon(both_ways, wireshark, tmp_path
     install(wireshark, "--control", socket_path(xc))
     path = str(tmp_path / "stopped.pcapng")
     iface = interface_value(socket_path(xc), name)
-    assert TSHARK
-    proc = subprocess.Popen(
-        [TSHARK, "-i", iface, "-w", path],
-        env=wireshark,
-        cwd=wireshark["HOME"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = tshark_capture(wireshark, "-i", iface, "-w", path)
     try:
-        wait_until(lambda: captures(xc, name) == 1, 20, "tshark's capture in xcon")
+        wait_until(lambda: len(captures(xc, name)) == 1, 20, "tshark's capture in xcon")
         # frames reach the file: tshark writes them as they come
         wait_until(lambda: os.path.getsize(path) > 10_000, 20, "frames in tshark's file")
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wait_until(lambda: captures(xc, name) == 0, 10, "the capture to end with tshark")
+        ended(proc)
+    wait_until(lambda: captures(xc, name) == [], 10, "the capture to end with tshark")
     assert len(tshark_fields(path, "frame.len")) > 0
 
 
@@ -223,7 +245,7 @@ def test_the_capture_ends_when_its_fifo_closes_or_on_sigterm(p2p, wireshark, tmp
         text=True,
     )
     try:
-        wait_until(lambda: captures(xc, name) == 1, 10, "the extcap's capture in xcon")
+        wait_until(lambda: len(captures(xc, name)) == 1, 10, "the extcap's capture in xcon")
         head = bytearray()
 
         def read() -> bool:
@@ -242,12 +264,10 @@ def test_the_capture_ends_when_its_fifo_closes_or_on_sigterm(p2p, wireshark, tmp
         out, err = proc.communicate(timeout=10)
         assert (proc.returncode, out, err) == (0, "", "")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ended(proc)
         if stop == "sigterm":
             os.close(reader)
-    wait_until(lambda: captures(xc, name) == 0, 10, "the capture to end")
+    wait_until(lambda: captures(xc, name) == [], 10, "the capture to end")
     assert xc.terminate() == 0
 
 
@@ -268,5 +288,5 @@ def test_a_capture_xcon_cannot_give_is_one_line_on_stderr(p2p, wireshark, tmp_pa
             assert out.stderr.splitlines() == [says], out.stderr
     finally:
         os.close(reader)
-    assert captures(xc, name) == 0
+    assert captures(xc, name) == []
     assert xc.terminate() == 0
