@@ -138,7 +138,8 @@ def interfaces_text(found: Sequence[tuple[str, str]]) -> str:
     several = len({w for w, _ in found}) > 1
     lines = [f"extcap {{version={__version__}}}"]
     for where, link in found:
-        display = f"xcon: {link}" + (f" ({where})" if several else "")
+        display = one_line(f"xcon: {link}" + (f" ({where})" if several else ""))
+        display = display.replace("{", "(").replace("}", ")")  # braces end a field
         lines.append(f"interface {{value={interface_value(where, link)}}}{{display={display}}}")
     return "\n".join(lines) + "\n"
 

@@ -133,6 +133,9 @@ def test_a_link_is_named_after_its_xcon_only_when_several_answer():
         "xcon: r1/1--r2/1 (http://h:1)}",
     ]
     assert extcap.interfaces_text([]).splitlines() == [f"extcap {{version={extcap.__version__}}}"]
+    # a unix end's path may hold what ends a field or a line
+    odd = extcap.interfaces_text([("/a.sock", "unix:/run/{lab}\n/r1--r2/1")])
+    assert odd.splitlines()[1].endswith("{display=xcon: unix:/run/(lab)\\n/r1--r2/1}")
 
 
 def test_where_it_looks(tmp_path, monkeypatch):
