@@ -89,6 +89,14 @@ def ended(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def size(path: str) -> int:
+    """The file's size (0 while tshark has not made it yet)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def listed(env: dict[str, str]) -> dict[str, str]:
     """``tshark -D``'s xcon interfaces: value -> display."""
     out = tshark(env, "-D")
@@ -217,7 +225,7 @@ def test_stopping_tshark_ends_the_capture_in_xcon(both_ways, wireshark, tmp_path
     try:
         wait_until(lambda: len(captures(xc, name)) == 1, 20, "tshark's capture in xcon")
         # frames reach the file: tshark writes them as they come
-        wait_until(lambda: os.path.getsize(path) > 10_000, 20, "frames in tshark's file")
+        wait_until(lambda: size(path) > 10_000, 20, "frames in tshark's file")
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
