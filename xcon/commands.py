@@ -1,4 +1,4 @@
-"""xcon's subcommands, ``xcon ctl`` and ``xcon demo``: a first argument that
+"""xcon's subcommands, ``xcon ctl``, ``xcon demo`` and ``xcon extcap``: a first argument that
 names one hands the rest of the command line to it.
 
 Both entry points (``xcon`` itself, :mod:`xcon.main`, and
@@ -24,10 +24,17 @@ def _demo(argv: list[str]) -> int:
     return main(argv)
 
 
+def _extcap(argv: list[str]) -> int:
+    from xcon.extcap import main
+
+    return main(argv)
+
+
 #: Subcommand name -> (what runs it, its usage after the name).
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "ctl": (_ctl, "COMMAND ...  (talk to a running xcon: xcon ctl --help)"),
     "demo": (_demo, "[OPTIONS]  (a self-contained demonstration: xcon demo --help)"),
+    "extcap": (_extcap, "install | uninstall  (xcon's links in Wireshark: xcon extcap --help)"),
 }
 
 

@@ -559,17 +559,40 @@ def run(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
-def stream_capture(client: Client, call: Call) -> int:
-    """``-w -``: the live capture to stdout, written as it comes (as
-    ``tcpdump -U -w -``), until xcon ends it (exit 0), the reader of stdout
-    goes (exit 0: xcon sees the connection close and stops this capture
-    only), or an interrupt."""
+def stop_on(*signums: int) -> None:
+    """The first of ``signums`` to come raises KeyboardInterrupt (which ends a
+    live capture); any after it is ignored, so that the capture's end runs."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for s in signums:
+        signal.signal(s, stop)
+
+
+def stream_capture(
+    client: Client, call: Call, out: int | None = None, prog: str = "xcon ctl"
+) -> int:
+    """``-w -``: the live capture to stdout (or the pipe ``out``: a FIFO),
+    written as it comes (as ``tcpdump -U -w -``), until xcon ends it (exit
+    0), the reader of the pipe goes (exit 0: xcon sees the connection close
+    and stops this capture only), or an interrupt (SIGINT; :func:`stop_on`
+    names others).  ``prog`` starts the line of an error."""
     import select
     import signal
 
     live = client.stream(call.route.method, call.path)
-    out = sys.stdout.fileno()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if out is None:
+        out = sys.stdout.fileno()
+    if signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        signal.SIG_DFL,
+        signal.default_int_handler,
+    ):
+        stop_on(signal.SIGINT)  # unless the caller chose its own
     error = bytearray()
     try:
         poll = select.poll()
@@ -586,7 +609,7 @@ def stream_capture(client: Client, call: Call) -> int:
                 else:
                     _write_all(out, piece)
             if not more:
-                return _ended(live, error)
+                return _ended(live, error, prog)
     except BrokenPipeError:
         return OK
     except KeyboardInterrupt:
@@ -661,16 +684,16 @@ def follow_events(client: Client, call: Call, raw: bool) -> int:
     return _fail(f"xcon at {client.where} went away: no more events", UNREACHABLE)
 
 
-def _ended(live: LiveResponse, error: bytes | bytearray) -> int:
+def _ended(live: LiveResponse, error: bytes | bytearray, prog: str = "xcon ctl") -> int:
     if live.status >= 400:
         try:
             msg = json.loads(error).get("error", f"HTTP {live.status}")
         except ValueError:
             msg = f"HTTP {live.status}"
-        return _fail(str(msg), REFUSED)
+        return _fail(str(msg), REFUSED, prog)
     if live.complete:
         return OK
-    return _fail("xcon closed the connection", REFUSED)
+    return _fail("xcon closed the connection", REFUSED, prog)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -679,8 +702,8 @@ def _write_all(fd: int, data: bytes) -> None:
         mv = mv[os.write(fd, mv) :]
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, prog: str = "xcon ctl") -> int:
     from xcon.errors import one_line
 
-    print(f"xcon ctl: {one_line(message)}", file=sys.stderr)
+    print(f"{prog}: {one_line(message)}", file=sys.stderr)
     return code

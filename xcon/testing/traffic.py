@@ -16,7 +16,9 @@ class Stream:
     """Numbered frames ``a`` -> ``b`` in batches, until :meth:`stop`.
 
     Paced either by a ``pause`` after each batch or, with ``fps``, at that many
-    frames a second on average (:attr:`sent` then stays on schedule)."""
+    frames a second on average (:attr:`sent` then stays on schedule).  The
+    numbers start at ``first`` (two streams, one each way, tell their frames
+    apart)."""
 
     def __init__(
         self,
@@ -26,8 +28,10 @@ class Stream:
         batch: int = 20,
         pause: float = 0.002,
         fps: int | None = None,
+        first: int = 0,
     ) -> None:
         self.a, self.b = a, b
+        self.first = first
         self.sent = 0
         self.size, self.batch, self.pause, self.fps = size, batch, pause, fps
         self._stop = threading.Event()
@@ -41,7 +45,8 @@ class Stream:
                 wait = start + self.sent / self.fps - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            self.a.send_frames([numbered(self.sent + i, self.size) for i in range(self.batch)])
+            seq = self.first + self.sent
+            self.a.send_frames([numbered(seq + i, self.size) for i in range(self.batch)])
             self.sent += self.batch
             if not self.fps:
                 time.sleep(self.pause)
@@ -55,4 +60,5 @@ class Stream:
         """Stop, then check that ``b`` got every frame sent, once and in order."""
         self.stop()
         self.b.wait_frames(self.sent, timeout=10)
-        assert [check_numbered(f) for f in self.b.frames] == list(range(self.sent))
+        got = [check_numbered(f) for f in self.b.frames]
+        assert got == list(range(self.first, self.first + self.sent))
