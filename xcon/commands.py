@@ -1,5 +1,5 @@
-"""xcon's subcommands, ``xcon ctl`` and ``xcon demo``: a first argument that
-names one hands the rest of the command line to it.
+"""xcon's subcommands, ``xcon ctl``, ``xcon demo`` and ``xcon fake-router``:
+a first argument that names one hands the rest of the command line to it.
 
 Both entry points (``xcon`` itself, :mod:`xcon.main`, and
 :func:`xcon.cli.main`, which the image's ``/xcon.py`` runs) dispatch with
@@ -24,10 +24,21 @@ def _demo(argv: list[str]) -> int:
     return main(argv)
 
 
+def _fake_router(argv: list[str]) -> int:
+    from xcon.fakerouter import main
+
+    return main(argv)
+
+
 #: Subcommand name -> (what runs it, its usage after the name).
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "ctl": (_ctl, "COMMAND ...  (talk to a running xcon: xcon ctl --help)"),
     "demo": (_demo, "[OPTIONS]  (a self-contained demonstration: xcon demo --help)"),
+    "fake-router": (
+        _fake_router,
+        "END=ADDRESS/PREFIX ... [--ping ADDR]  (a router to try xcon by hand: "
+        "xcon fake-router --help)",
+    ),
 }
 
 
