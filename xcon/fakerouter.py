@@ -388,9 +388,7 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 def _sleep(seconds: float) -> bool:
     """Sleep up to ``seconds``; True when SIGINT or SIGTERM came (they are blocked
     and taken here, so a signal never lands inside another thread's lock)."""
-    if seconds <= 0:
-        return False
-    return signal.sigtimedwait(STOP_SIGNALS, seconds) is not None
+    return signal.sigtimedwait(STOP_SIGNALS, max(0.0, seconds)) is not None
 
 
 def _run_pings(p: Pinger, count: int | None, interval: float) -> int:
@@ -447,7 +445,9 @@ def _setup(nics: Sequence[str], ping: str | None) -> tuple[Router, ipaddress.IPv
     return router, dst
 
 
-def main(argv: Sequence[str] = ()) -> int:
+def parse(argv: Sequence[str]) -> tuple[Router, Pinger | None, int | None, float]:
+    """The router, its pinger, --count and --interval from the command line,
+    checked, nothing started; a bad argument is one line and SystemExit(2)."""
     ap = OneLineParser(
         prog=PROG,
         description="A fake router for trying xcon by hand: each END=ADDRESS/PREFIX is a NIC "
@@ -474,13 +474,17 @@ def main(argv: Sequence[str] = ()) -> int:
             raise ValueError("--count and --interval apply to --ping only")
     except ValueError as e:
         ap.error(str(e))
-        return 2
+        raise
     pinger = None
     if dst is not None:
         nic = router.nic_for(dst)
         assert nic is not None
         pinger = router.pinger = Pinger(router, nic, dst)
+    return router, pinger, args.count, args.interval or 1.0
 
+
+def main(argv: Sequence[str] = ()) -> int:
+    router, pinger, count, interval = parse(argv)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # before any thread starts
     started: list[Nic] = []
     try:
@@ -493,7 +497,7 @@ def main(argv: Sequence[str] = ()) -> int:
             started.append(nic)
             router.say(f"{nic.name}: {nic.iface}, MAC {mac_text(nic.mac)}, {where}")
         if pinger is not None:
-            return _run_pings(pinger, args.count, args.interval or 1.0)
+            return _run_pings(pinger, count, interval)
         signal.sigwait(STOP_SIGNALS)
         return 0
     finally:

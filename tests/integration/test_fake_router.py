@@ -251,6 +251,16 @@ def test_vlan_trunk_and_udp_nics(router, xcon, tmp_path):
     assert b.stop() == 0
 
 
+def test_sigterm_ends_a_router_whose_pings_go_unanswered(router):
+    """Each ping waits up to 1 s for ARP, longer than the interval: the signal is
+    still taken between two."""
+    a = router(f"{new_host()}/1=10.0.0.1/24", "--ping", "10.0.0.2", "--interval", "0.1")
+    a.wait_for(r"^From 10\.0\.0\.1 icmp_seq=\d+ Destination Host Unreachable$", count=2)
+    assert a.stop() == 0
+    stats = parse_ping(a.output())
+    assert stats.transmitted >= 2 and stats.received == 0
+
+
 def run_router(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "xcon", "fake-router", *args],
