@@ -5,9 +5,7 @@ answers to a fake qemu NIC by the test kit's independent checker."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,64 +30,17 @@ from xcon.testing.packets import (
 )
 from xcon.testing.pcaptools import TSHARK, tshark_fields
 from xcon.testing.ping import parse_ping
+from xcon.testing.process import REPLY, FakeRouterProcess
 from xcon.testing.wait import wait_until
-
-REPLY = re.compile(r"^64 bytes from ([\d.]+): icmp_seq=(\d+) ttl=64 time=([\d.]+) ms$", re.M)
-
-
-class FakeRouter:
-    """``python -m xcon fake-router ARGS`` with its output in a file."""
-
-    def __init__(self, workdir: str, *args: str) -> None:
-        self.path = os.path.join(workdir, f"router-{new_host()}.out")
-        self._out = open(self.path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xcon", "fake-router", *args],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        with open(self.path, errors="replace") as f:
-            return f.read()
-
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = 10) -> str:
-        """Wait until ``pattern`` (a regex) matched ``count`` lines; returns the output."""
-
-        def seen() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the fake router exited:\n{self.output()}")
-            return len(re.findall(pattern, self.output(), re.M)) >= count
-
-        wait_until(seen, timeout, lambda: f"{count} x {pattern!r} in:\n{self.output()}")
-        return self.output()
-
-    def replies(self) -> dict[int, float]:
-        """The ping replies printed so far: icmp_seq -> round trip (ms)."""
-        return {int(seq): float(ms) for _src, seq, ms in REPLY.findall(self.output())}
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        finally:
-            self._out.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._out.close()
 
 
 @pytest.fixture
 def router(tmp_path):
     """Factory of fake router processes; all killed after the test."""
-    made: list[FakeRouter] = []
+    made: list[FakeRouterProcess] = []
 
-    def make(*args: str) -> FakeRouter:
-        r = FakeRouter(str(tmp_path), *args)
+    def make(*args: str) -> FakeRouterProcess:
+        r = FakeRouterProcess(str(tmp_path), *args)
         made.append(r)
         r.wait_for(r"listening on|UDP .*sending to")
         return r
@@ -99,7 +50,9 @@ def router(tmp_path):
         r.kill()
 
 
-def pinging_pair(router, interval: str = "0.05") -> tuple[str, FakeRouter, FakeRouter]:
+def pinging_pair(
+    router, interval: str = "0.05"
+) -> tuple[str, FakeRouterProcess, FakeRouterProcess]:
     """Router b (10.0.0.2) and router a (10.0.0.1) pinging it; returns ``(link, a, b)``."""
     ha, hb = new_host(), new_host()
     b = router(f"{hb}/1=10.0.0.2/24")
@@ -248,6 +201,7 @@ def test_vlan_trunk_and_udp_nics(router, xcon, tmp_path):
     a.wait_for(r"^64 bytes from 10\.0\.2\.2: ", count=2)
     assert b.wait_for(r"udp:.*: IPv4 10\.0\.2\.1 > 10\.0\.2\.2 ICMP echo request")
     assert a.stop() == 0
+    assert xc.terminate() == 0
     assert b.stop() == 0
 
 
