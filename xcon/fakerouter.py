@@ -44,6 +44,7 @@ from xcon.testing.packets import (
     ECHO_REQUEST,
     arp,
     arp_fields,
+    check_frame,
     echo_fields,
     icmp_echo,
     locate,
@@ -251,7 +252,10 @@ class Router:
         return next((n for n in self.nics if addr in n.iface.network), None)
 
     def received(self, nic: Nic, frame: bytes) -> None:
-        if not self._handled(nic, frame):
+        problems = check_frame(frame)
+        if problems:  # dropped, as a stack drops it (a corrupt impairment shows here)
+            self.say(f"{nic.name}: {describe(frame)}, bad: {', '.join(problems)}")
+        elif not self._handled(nic, frame):
             self.say(f"{nic.name}: {describe(frame)}")
 
     def _handled(self, nic: Nic, frame: bytes) -> bool:

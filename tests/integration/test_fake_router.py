@@ -132,12 +132,13 @@ def test_answers_a_qemu_nic_and_prints_other_frames(peers, router, xcon):
         numbered(1, 80),
         tagged(icmp_echo("10.0.0.1", "10.0.0.2", 77, 6, b"x", src_mac=mine, dst_mac=smac), 5),
         icmp_echo("10.0.0.1", "10.0.0.9", 77, 7, b"x", src_mac=mine, dst_mac=smac),
+        icmp_echo("10.0.0.1", "10.0.0.2", 77, 7, b"x", src_mac=mine, dst_mac=smac)[:-1] + b"y",
     ]
     q.send_frames(
         [*others, icmp_echo("10.0.0.1", "10.0.0.2", 77, 8, b"y", src_mac=mine, dst_mac=smac)]
     )
     # frames are answered in order: once seq 8 is, neither the other VLAN's echo
-    # request (6) nor the one for another address (7) was
+    # request (6), the one for another address (7) nor the corrupt one (7) was
     q.wait_frames(3)
     assert [echo_fields(locate(f)) for f in q.frames[1:]] == [(0, 77, 5, data), (0, 77, 8, b"y")]
     out = r.wait_for(r"ICMP echo request id 77 seq 8")
@@ -145,6 +146,10 @@ def test_answers_a_qemu_nic_and_prints_other_frames(peers, router, xcon):
     assert f"{hr}/1: ethertype 0x88b5 52:54:00:00:00:01 > 52:54:00:00:00:02, 80 bytes" in out
     assert f"{hr}/1: vlan 5 IPv4 10.0.0.1 > 10.0.0.2 ICMP echo request id 77 seq 6" in out
     assert f"{hr}/1: IPv4 10.0.0.1 > 10.0.0.9 ICMP echo request id 77 seq 7" in out
+    assert (
+        f"{hr}/1: IPv4 10.0.0.1 > 10.0.0.2 ICMP echo request id 77 seq 7, 43 bytes, "
+        "bad: ICMP checksum" in out
+    )
     assert r.stop() == 0
 
 
