@@ -1,5 +1,6 @@
-"""xcon's subcommands, ``xcon ctl``, ``xcon demo`` and ``xcon extcap``: a first argument that
-names one hands the rest of the command line to it.
+"""xcon's subcommands, ``xcon ctl``, ``xcon demo``, ``xcon extcap`` and ``xcon
+fake-router``: a first argument that names one hands the rest of the command
+line to it.
 
 Both entry points (``xcon`` itself, :mod:`xcon.main`, and
 :func:`xcon.cli.main`, which the image's ``/xcon.py`` runs) dispatch with
@@ -30,11 +31,22 @@ def _extcap(argv: list[str]) -> int:
     return main(argv)
 
 
+def _fake_router(argv: list[str]) -> int:
+    from xcon.fakerouter import main
+
+    return main(argv)
+
+
 #: Subcommand name -> (what runs it, its usage after the name).
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "ctl": (_ctl, "COMMAND ...  (talk to a running xcon: xcon ctl --help)"),
     "demo": (_demo, "[OPTIONS]  (a self-contained demonstration: xcon demo --help)"),
     "extcap": (_extcap, "install | uninstall  (xcon's links in Wireshark: xcon extcap --help)"),
+    "fake-router": (
+        _fake_router,
+        "END=ADDRESS/PREFIX ... [--ping ADDR]  (a router to try xcon by hand: "
+        "xcon fake-router --help)",
+    ),
 }
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from xcon.control.client import Client, link_path
 from xcon.testing.control import api, call, ctl, wait_api, write
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
+from xcon.testing.promtool import PROMTOOL, requires_promtool
 from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
 
@@ -141,20 +141,7 @@ def test_metrics_parse_with_the_prometheus_parser(p2p):
     assert st == 200 and b"xcon_link_receive_frames_total" in data
 
 
-def _promtool() -> str | None:
-    """``$PROMTOOL``, else promtool on PATH, else the one `make test` unpacks into the venv."""
-    venv = os.path.join(os.path.dirname(sys.executable), "promtool")
-    return (
-        os.environ.get("PROMTOOL")
-        or shutil.which("promtool")
-        or (venv if os.access(venv, os.X_OK) else None)
-    )
-
-
-@pytest.mark.skipif(
-    _promtool() is None,
-    reason="no promtool (make test unpacks it from Debian's prometheus package; PROMTOOL=path)",
-)
+@requires_promtool
 def test_metrics_pass_promtool_check(peers, xcon):
     a, b = peers(), peers()
     name = f"{endpoint(a)}--{endpoint(b)}"
@@ -165,7 +152,7 @@ def test_metrics_pass_promtool_check(peers, xcon):
     status, text = call(xc, "GET", "/metrics")
     assert status == 200 and "xcon_link_receive_frames_total" in text
     r = subprocess.run(
-        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -24,7 +24,7 @@ from xcon.testing.frames import (
     reserved_multicast_frames,
     take_frames,
 )
-from xcon.testing.loopback import new_host
+from xcon.testing.loopback import free_udp_port, new_host
 from xcon.testing.wait import wait_until
 
 
@@ -156,12 +156,6 @@ def test_unknown_unix_path_waits_and_comes_up(peers, xcon, unix_peers):
     b.wait_frames(1)
     assert b.frames == [ether(b"late")]
     assert xc.terminate() == 0
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def test_udp_end_linked_to_a_tcp_router_and_health(peers, xcon):

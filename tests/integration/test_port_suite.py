@@ -33,7 +33,7 @@ from xcon.testing.fakedgram import FakeDgram, vxlan_header
 from xcon.testing.fakeqemu import FakeQemu
 from xcon.testing.frames import encode_frames, numbered
 from xcon.testing.loop import Recorder, run_for, run_until
-from xcon.testing.loopback import new_host
+from xcon.testing.loopback import free_udp_port, new_host
 
 TIMEOUT = 5.0
 
@@ -259,12 +259,6 @@ class ListenUnixKit(ListenKit):
     def close(self) -> None:
         super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class UdpKit(FakePeerKit):

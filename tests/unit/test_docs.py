@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from xcon import cli, netconf, rlimit
+from xcon import cli, fakerouter, netconf, rlimit
 from xcon.control import client
 from xcon.control.config import ConfigError, load_config
 from xcon.errors import ModeError
@@ -202,7 +202,7 @@ def sessions(block: Block) -> list[Session]:
 
 
 def _is_error(line: str) -> bool:
-    return line.startswith(("xcon: error:", "xcon ctl:", "xcon ctl "))
+    return line.startswith(("xcon: error:", "xcon ctl:", "xcon ctl ", "xcon fake-router: error:"))
 
 
 SHELL_BLOCKS = [b for b in BLOCKS if b.info not in ("toml", "text")]
@@ -234,12 +234,17 @@ def _commands() -> list[tuple[str, list[str]]]:
                 out.append((f"{_rel(block.path)}:{n}", [NOT_SHELL, f"{e}: {text}"]))
                 continue
             for argv in found:
-                if argv and argv[0] not in ("ctl", "demo") and _MODES & set(argv):
+                if argv[:1] == ["fake-router"] or (
+                    argv and argv[0] not in ("ctl", "demo") and _MODES & set(argv)
+                ):
                     out.append((f"{_rel(block.path)}:{n}", argv))
     return out
 
 
-COMMANDS = _commands()
+ALL_COMMANDS = _commands()
+#: ``xcon fake-router ...``: checked by its own parser.
+FAKE_ROUTER_COMMANDS = [(w, a) for w, a in ALL_COMMANDS if a[:1] == ["fake-router"]]
+COMMANDS = [(w, a) for w, a in ALL_COMMANDS if a[:1] != ["fake-router"]]
 
 
 def toml_files() -> dict[str, str]:
@@ -330,6 +335,7 @@ def test_the_docs_quote_errors_and_commands():
     silently empty the tests below)."""
     assert len(ERROR_SESSIONS) > 80
     assert len(COMMANDS) > 40
+    assert len(FAKE_ROUTER_COMMANDS) > 5
     assert {"xcon.toml", "twice.toml", "slow-ring.toml"} <= set(TOML_FILES)
 
 
@@ -342,6 +348,11 @@ def test_quoted_error_is_what_xcon_prints(session, workdir, capsys):
         capsys.readouterr()
         code = client.main(argv[0][1:])
         printed = capsys.readouterr().err.rstrip("\n")
+    elif argv[0][:1] == ["fake-router"]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            fakerouter.parse(argv[0][1:])
+        code, printed = exited.value.code, capsys.readouterr().err.rstrip("\n")
     else:
         code, printed = xcon_prints(argv[0], capsys)
     assert printed == expected
@@ -352,6 +363,14 @@ def test_quoted_error_is_what_xcon_prints(session, workdir, capsys):
 def test_command_line_example_passes_the_checks(where, argv, workdir):
     assert argv[0] != NOT_SHELL, argv[1]
     assert refusal(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("where", "argv"), FAKE_ROUTER_COMMANDS, ids=[w for w, _ in FAKE_ROUTER_COMMANDS]
+)
+def test_fake_router_example_passes_its_checks(where, argv):
+    assert argv[0] != NOT_SHELL, argv[1]
+    fakerouter.parse(argv[1:])  # a refusal is SystemExit
 
 
 @pytest.mark.parametrize("name", sorted(TOML_FILES))

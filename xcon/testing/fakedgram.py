@@ -10,7 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from xcon.limits import VXLAN_HEADER
 from xcon.testing.wait import wait_until
@@ -23,10 +23,19 @@ def vxlan_header(vni: int, flags: int = 0x08) -> bytes:
 class FakeDgram:
     """A UDP peer bound to ``host:port`` that talks to ``xcon_addr``."""
 
-    def __init__(self, host: str, port: int, vni: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        vni: int | None = None,
+        record: bool = True,
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
         self.vni = vni
+        self.record = record
+        self.on_frame = on_frame
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind((host, port))
@@ -64,8 +73,11 @@ class FakeDgram:
                         self.bad += 1
                         continue
                     data = data[VXLAN_HEADER:]
-                self.frames.append(data)
+                if self.record:
+                    self.frames.append(data)
                 self._cond.notify_all()
+            if self.on_frame is not None:
+                self.on_frame(data)
 
     def send(self, frame: bytes, header: bytes | None = None) -> None:
         assert self.xcon_addr is not None

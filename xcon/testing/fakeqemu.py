@@ -61,6 +61,7 @@ class FakeQemu:
         record: bool = True,
         on_frame: Callable[[memoryview], None] | None = None,
         path: str | None = None,
+        on_client: Callable[[str | None], None] | None = None,
     ) -> None:
         self.host = host
         self.nic = nic
@@ -69,6 +70,8 @@ class FakeQemu:
         self.path = path
         self.record = record
         self.on_frame = on_frame
+        #: Called with the client's address when one is accepted, None when it leaves.
+        self.on_client = on_client
         self.frames: list[bytes] = []
         self.frame_count = 0
         self.byte_count = 0
@@ -224,12 +227,17 @@ class FakeQemu:
                 self._client = c
                 self.accepted += 1
                 self._cond.notify_all()
+            if self.on_client is not None:
+                peer = c.getpeername() if self.path is None else self.path
+                self.on_client(peer if isinstance(peer, str) else f"{peer[0]}:{peer[1]}")
             try:
                 self._serve(c)
             finally:
                 with self._cond:
                     self._client = None
                     self._cond.notify_all()
+                if self.on_client is not None:
+                    self.on_client(None)
                 try:
                     c.close()
                 except OSError:

@@ -157,9 +157,14 @@ def ip_packet(
     ident: int = 0x4242,
     ext: bytes = b"",
     ext_nh: int = 0,
+    src: str | None = None,
+    dst: str | None = None,
+    src_mac: bytes = SRC_MAC,
+    dst_mac: bytes = DST_MAC,
 ) -> tuple[bytes, int]:
     """Ethernet + IP header + ``l4``; the frame and the IP header's offset.
-    IPv6 ``ext`` are extension headers, ``ext_nh`` the first one's number."""
+    IPv6 ``ext`` are extension headers, ``ext_nh`` the first one's number;
+    ``src`` and ``dst`` default to SRC4/DST4 (SRC6/DST6)."""
     l3 = 14 + len(tags)
     if version == 4:
         assert len(ip_options) % 4 == 0
@@ -175,8 +180,8 @@ def ip_packet(
             64,
             proto,
             0,
-            _addr(SRC4),
-            _addr(DST4),
+            _addr(src or SRC4),
+            _addr(dst or DST4),
         )
         hdr += ip_options
         hdr = hdr[:10] + struct.pack(">H", inet_checksum(hdr)) + hdr[12:]
@@ -189,12 +194,12 @@ def ip_packet(
             min(len(ext) + len(l4), 0xFFFF),
             nh,
             64,
-            _addr(SRC6),
-            _addr(DST6),
+            _addr(src or SRC6),
+            _addr(dst or DST6),
         )
         hdr += ext
         et = 0x86DD
-    return DST_MAC + SRC_MAC + tags + struct.pack(">H", et) + hdr + l4, l3
+    return dst_mac + src_mac + tags + struct.pack(">H", et) + hdr + l4, l3
 
 
 def _with_l4_checksum(
@@ -272,6 +277,88 @@ def sctp_packet(
     frame, l3 = ip_packet(version, SCTP, pkt, tags=tags, ext=ext, ext_nh=ext_nh)
     l4 = len(frame) - len(pkt)
     return Packet(frame, l3, l4, version, SCTP, l4 + 12)
+
+
+ICMP = 1
+ECHO_REPLY, ECHO_REQUEST = 0, 8
+ETH_ARP = 0x0806
+ARP_REQUEST, ARP_REPLY = 1, 2
+BROADCAST = b"\xff" * 6
+#: The shortest Ethernet frame without its FCS: shorter ones are padded.
+MIN_FRAME = 60
+_ECHO = struct.Struct(">BBHHH")
+_ARP = struct.Struct(">HHBBH6s4s6s4s")
+
+
+def icmp_echo(
+    src: str,
+    dst: str,
+    ident: int,
+    seq: int,
+    payload: bytes,
+    *,
+    reply: bool = False,
+    src_mac: bytes = SRC_MAC,
+    dst_mac: bytes = DST_MAC,
+    tags: bytes = b"",
+) -> bytes:
+    """An ICMP echo request (or ``reply``) over IPv4, every checksum right."""
+    msg = _ECHO.pack(ECHO_REPLY if reply else ECHO_REQUEST, 0, 0, ident, seq) + payload
+    msg = msg[:2] + struct.pack(">H", inet_checksum(msg)) + msg[4:]
+    frame, _ = ip_packet(
+        4,
+        ICMP,
+        msg,
+        tags=tags,
+        ident=seq & 0xFFFF,
+        src=src,
+        dst=dst,
+        src_mac=src_mac,
+        dst_mac=dst_mac,
+    )
+    return frame
+
+
+def echo_fields(p: Packet) -> tuple[int, int, int, bytes] | None:
+    """``(type, ident, seq, payload)`` of the ICMP echo request or reply in
+    ``p`` (from :func:`locate`), or None if it is not one."""
+    f = p.frame
+    if p.version != 4 or p.proto != ICMP or len(f) < p.l4 + _ECHO.size:
+        return None
+    kind, _code, _csum, ident, seq = _ECHO.unpack_from(f, p.l4)
+    if kind not in (ECHO_REPLY, ECHO_REQUEST):
+        return None
+    (total,) = struct.unpack_from(">H", f, p.l3 + 2)
+    return kind, ident, seq, f[p.l4 + _ECHO.size : p.l3 + total]
+
+
+def arp(
+    op: int,
+    sender_mac: bytes,
+    sender_ip: str,
+    target_ip: str,
+    *,
+    target_mac: bytes = bytes(6),
+    dst_mac: bytes = BROADCAST,
+    tags: bytes = b"",
+) -> bytes:
+    """An ARP request or reply (Ethernet, IPv4), padded to 60 bytes."""
+    body = _ARP.pack(
+        1, 0x0800, 6, 4, op, sender_mac, _addr(sender_ip), target_mac, _addr(target_ip)
+    )
+    frame = dst_mac + sender_mac + tags + struct.pack(">H", ETH_ARP) + body
+    return frame + bytes(max(0, MIN_FRAME - len(frame)))
+
+
+def arp_fields(frame: bytes, at: int) -> tuple[int, bytes, str, bytes, str] | None:
+    """``(op, sender MAC, sender IP, target MAC, target IP)`` of the Ethernet/IPv4
+    ARP packet at offset ``at`` of ``frame``, or None."""
+    if len(frame) < at + _ARP.size:
+        return None
+    htype, ptype, hlen, plen, op, smac, sip, tmac, tip = _ARP.unpack_from(frame, at)
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4):
+        return None
+    return op, smac, str(ipaddress.IPv4Address(sip)), tmac, str(ipaddress.IPv4Address(tip))
 
 
 def locate(frame: bytes) -> Packet | None:

@@ -34,10 +34,15 @@ def tcpdump_lines(path: str, *extra: str) -> list[str]:
     return [line for line in out.stdout.splitlines() if not line.startswith("\t")]
 
 
-def tshark_fields(path: str, *fields: str) -> list[list[str]]:
-    """``tshark -r PATH -T fields``: per frame, the values of ``fields`` in order."""
+def tshark_fields(
+    path: str, *fields: str, options: dict[str, str] | None = None
+) -> list[list[str]]:
+    """``tshark -r PATH -T fields``: per frame, the values of ``fields`` in order
+    (``options``: preferences, ``-o NAME:VALUE``)."""
     assert TSHARK
     cmd = [TSHARK, "-r", path, "-T", "fields", "-E", "separator=|"]
+    for name, value in (options or {}).items():
+        cmd += ["-o", f"{name}:{value}"]
     for f in fields:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=tshark_env())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,3 +148,59 @@ class XconProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+#: A reply line of ``xcon fake-router --ping``: the source, icmp_seq and round trip (ms).
+REPLY = re.compile(r"^64 bytes from ([\d.]+): icmp_seq=(\d+) ttl=64 time=([\d.]+) ms$", re.M)
+
+
+class FakeRouterProcess:
+    """``python -m xcon fake-router ARGS`` (after ``prefix``: ``ip netns exec NS``)
+    with its output in a file in ``workdir``."""
+
+    def __init__(self, workdir: str, *args: str, prefix: Sequence[str] = ()) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="router-", suffix=".out", dir=workdir)
+        self._out = os.fdopen(fd, "wb")
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "xcon", "fake-router", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        with open(self.path, errors="replace") as f:
+            return f.read()
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 10) -> str:
+        """Wait until ``pattern`` (a regex) matched ``count`` lines; returns the
+        output.  Raises WaitTimeout (with the output), or at once if the router exited."""
+
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise WaitTimeout(f"the fake router exited:\n{self.output()}")
+            return len(re.findall(pattern, self.output(), re.M)) >= count
+
+        wait_until(seen, timeout, lambda: f"{count} x {pattern!r} in:\n{self.output()}")
+        return self.output()
+
+    def replies(self) -> dict[int, float]:
+        """The ping replies printed so far: icmp_seq -> round trip (ms)."""
+        return {int(seq): float(ms) for _src, seq, ms in REPLY.findall(self.output())}
+
+    def stop(self) -> int:
+        """SIGTERM, and its exit code (killed after 10 s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
