@@ -312,12 +312,12 @@ def clab(*links: object, nodes: object = None) -> dict[str, object]:
         ),
         (
             clab({"endpoints": ["r1:eth1", "r2:eth1"]}, {"endpoints": ["r2:eth1", "r1:eth2"]}),
-            "lab.yml: links[1]: clab-lab-r2/1 is already in links[0] "
+            "lab.yml: links[1].endpoints[0]: clab-lab-r2/1 is already in links[0].endpoints[1] "
             "(a NIC is in one link or hub only)",
         ),
         (
             clab({"endpoints": ["r1:eth1", "r1:eth1"]}),
-            "lab.yml: links[0]: clab-lab-r1/1 is already in links[0] "
+            "lab.yml: links[0].endpoints[1]: clab-lab-r1/1 is already in links[0].endpoints[0] "
             "(a NIC is in one link or hub only)",
         ),
         (clab(nodes=["r1"]), "lab.yml: topology.nodes: an object of nodes by name"),

@@ -295,7 +295,7 @@ def parse_clab(doc: object, path: str) -> Config:
         made = []
         for node, iface, at in ends:
             end = _end(host_prefix + node, _eth(node, iface, f"{where}.{at}"), f"{where}.{at}")
-            nics.take(end, f"links[{i}]")
+            nics.take(end, f"links[{i}].{at}")
             made.append(end)
         links.append(ConfigLink(LinkSpec(made[0], made[1])))
     return Config(links, notes=notes)
