@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from xcon.control.client import link_path
+from xcon.links import VRNETLAB_MONITOR_PORT
 from xcon.testing.control import call, wait_api, write
 from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import ether
@@ -55,13 +56,16 @@ def reload(xc: XconProcess, path: Path, text: str, done: str) -> str:
     return xc.wait_log(done)
 
 
-def test_lltopo_links_and_hub_then_sighup_applies_the_difference(peers, xcon, tmp_path):
+def test_lltopo_links_and_hub_then_sighup_applies_the_difference(peers, xcon, monitors, tmp_path):
     p = [peers() for _ in range(9)]
     l1, l2, l3 = (p[0], p[1]), (p[2], p[3]), (p[7], p[8])
+    # vrnetlab's monitors (ROUTER:4000) of l2's and l3's first routers
+    m2, m7 = (monitors(host=q.host, port=VRNETLAB_MONITOR_PORT) for q in (p[2], p[7]))
     path = tmp_path / "lltopo.json"
     write(path, lltopo([l1, l2], [p[4], p[5], p[6]]))
-    xc = xcon("--topology", str(path), "--topology-prefix", PREFIX)
+    xc = xcon("--topology", str(path), "--topology-prefix", PREFIX, "--monitors", "vrnetlab")
     xc.wait_health("0", contains="All 7 sockets connected")
+    m2.wait_link(True)
     wait_api(xc)
     name1 = f"{endpoint(p[0])}--{endpoint(p[1])}"
     assert names(xc) == sorted([name1, f"{endpoint(p[2])}--{endpoint(p[3])}", "mgmt"])
@@ -75,7 +79,9 @@ def test_lltopo_links_and_hub_then_sighup_applies_the_difference(peers, xcon, tm
     reload(xc, path, lltopo([l1, l3], [p[4], p[5]]), "1 added, 1 removed, 1 changed, 1 unchanged")
     p[2].wait_disconnected()
     p[6].wait_disconnected()
+    m2.wait_link(False)  # a link removed: its routers' NICs lose carrier
     xc.wait_health("0", contains="All 6 sockets connected")
+    m7.wait_link(True)
     forwards(p[7], p[8], b"over l3")
     forwards(p[5], p[4], b"the hub again")
     # a broken file changes nothing, and says why in one line
@@ -86,7 +92,7 @@ def test_lltopo_links_and_hub_then_sighup_applies_the_difference(peers, xcon, tm
     stream.finish()
     assert p[0].accepted == 1 and p[1].accepted == 1
     assert xc.terminate() == 0, xc.log()
-    assert "Traceback" not in xc.log()
+    assert "Traceback" not in xc.log(), xc.log()
 
 
 def clab(links: list[tuple[FakeQemu, FakeQemu]], client: FakeQemu) -> str:
@@ -124,4 +130,4 @@ def test_clab_links_then_sighup_applies_the_difference(peers, xcon, tmp_path):
     stream.finish()
     assert p[0].accepted == 1 and p[1].accepted == 1
     assert xc.terminate() == 0, xc.log()
-    assert "Traceback" not in xc.log()
+    assert "Traceback" not in xc.log(), xc.log()
