@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 from xcon.testing.control import wait_api, write
+from xcon.testing.fakemonitor import FakeMonitor
 from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
 from xcon.testing.loopback import new_host
 from xcon.testing.process import XconProcess
@@ -110,3 +111,18 @@ def configured(xcon, tmp_path):
         return xc, cfg
 
     return make
+
+
+@pytest.fixture
+def monitors():
+    """Factory of fake qemu monitors (``FakeMonitor(**kw)``); all closed after."""
+    made: list[FakeMonitor] = []
+
+    def make(**kw) -> FakeMonitor:
+        m = FakeMonitor(**kw)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.close()

@@ -72,7 +72,7 @@ IGNORED = ("--extcap-", "--debug")
 # -- interfaces ----------------------------------------------------------------------------
 def interface_value(where: str, link: str) -> str:
     """The interface value of ``link`` of the xcon at ``where``."""
-    raw = f"{where}\0{link}".encode()
+    raw = f"{where}\0{link}".encode(errors="surrogatepass")  # any str a name can be
     return PREFIX + base64.b32encode(raw).decode().rstrip("=").lower()
 
 
@@ -86,7 +86,7 @@ def parse_interface(value: str) -> tuple[str, str]:
         raise bad
     try:
         raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-        where, sep, link = raw.decode().partition("\0")
+        where, sep, link = raw.decode(errors="surrogatepass").partition("\0")
     except (binascii.Error, UnicodeDecodeError):
         raise bad from None
     if not sep or not where or not link:

@@ -271,7 +271,16 @@ class LinkTable:
     def check_new(self, spec: LinkSpec, ignore: Sequence[str] = ()) -> None:
         """Raise :class:`Conflict` if ``spec`` would share a NIC (or any resource)
         with a link present (but those named in ``ignore``)."""
-        name = str(spec)
+        try:
+            check_distinct([spec])
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+        self.check_ends(str(spec), (spec.left, spec.right), ignore)
+
+    def check_ends(self, name: str, ends: Sequence[End], ignore: Sequence[str] = ()) -> None:
+        """Raise :class:`Conflict` if a link called ``name`` exists, or if one
+        of ``ends`` shares a resource with a link present (but those named in
+        ``ignore``)."""
         if name in self.links and name not in ignore:
             raise Conflict(f"link {name} exists")
         held: dict[Resource, tuple[str, End]] = {}
@@ -281,11 +290,7 @@ class LinkTable:
             for end in link.ends:
                 for key in end.resources:
                     held[key] = (link.name, end)
-        try:
-            check_distinct([spec])
-        except SpecError as e:
-            raise BadRequest(str(e)) from None
-        for end in (spec.left, spec.right):
+        for end in ends:
             for key in end.resources:
                 other = held.get(key)
                 if other is not None:
@@ -329,23 +334,39 @@ class LinkTable:
         log.info("p2p link %s added (%s)", link.name, source)
         return link
 
-    def remove_link(self, name: str, why: str = "api") -> Link:
-        """Close one p2p link (its connections only) and forget it; raises
-        NotFound or Conflict (not a p2p link)."""
+    def add_hub(self, name: str, ends: Sequence[End], source: str) -> Link:
+        """Check and start one hub called ``name`` (its ends checked by the
+        caller: :func:`xcon.linkspec.check_hub`) without touching any other
+        link.  Raises :class:`Conflict` (the name exists, an end is in
+        another link or cannot be opened)."""
+        self.check_ends(name, ends)
+        try:
+            rlimit.ensure_nofile(len(ends) + len(self.ports()))
+            modes.hub(self, ends, debug=self.debug, name=name, source=source)
+        except ModeError as e:
+            raise Conflict(str(e)) from None
+        log.info("hub %s added (%s): %s", name, source, " ".join(map(str, ends)))
+        return self.links[name]
+
+    def remove_link(self, name: str, why: str = "api", hubs: bool = False) -> Link:
+        """Close one p2p link (or, with ``hubs``, a hub: a topology file's)
+        and forget it, its connections only; raises NotFound or Conflict (not
+        a p2p link)."""
         link = self.find(name)
-        if link.p2p is None:
+        hub = hubs and isinstance(link.bridge, Hub)
+        if link.p2p is None and not hub:
             raise Conflict(f"{link.name} is not a p2p link: only p2p links can be removed")
         for hook in self.link_removed:
             hook(link)
         self.stop_flap(link)
         del self.links[link.name]
         # Closing reports the ports down; the health file must not count them meanwhile.
-        link.p2p.on_state = None
+        link.bridge.on_state = None
         link.bridge.close()
         for fs in link.bridge.flow_stats():
             self._traced.pop(id(fs), None)
         self.update_health()
-        log.info("p2p link %s removed (%s)", link.name, why)
+        log.info("%s %s removed (%s)", "hub" if hub else "p2p link", link.name, why)
         self.events.emit("link.removed", link.name, reason=why)
         return link
 

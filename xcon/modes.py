@@ -65,13 +65,20 @@ def p2p(table: LinkTable, links: Sequence[LinkSpec], debug: bool = False) -> lis
     return made
 
 
-def hub(table: LinkTable, endpoints: Sequence[End], debug: bool = False) -> Hub:
+def hub(
+    table: LinkTable,
+    endpoints: Sequence[End],
+    debug: bool = False,
+    name: str | None = None,
+    source: str = "command line",
+) -> Hub:
     """One :class:`Hub` joining any kinds of end (checked by the caller:
-    :func:`xcon.linkspec.check_hub`)."""
+    :func:`xcon.linkspec.check_hub`), added to ``table`` as ``name`` (default:
+    the hub's own name, its ends)."""
     ports = [table.make_port(table.port_services, e) for e in endpoints]
     table.open_ports(ports)
     bridge = Hub(ports, debug=debug, on_state=table.update_health)
-    table.add_bridge(bridge, ends=endpoints)
+    table.add_bridge(bridge, name=name, ends=endpoints, source=source)
     return bridge
 
 

@@ -8,27 +8,10 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from xcon.testing.control import ctl
-from xcon.testing.fakemonitor import FakeMonitor
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import numbered
 from xcon.testing.wait import wait_until
-
-
-@pytest.fixture
-def monitors():
-    made: list[FakeMonitor] = []
-
-    def make(**kw) -> FakeMonitor:
-        m = FakeMonitor(**kw)
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
 
 
 def lab(peers, xcon, monitors, *extra: str):

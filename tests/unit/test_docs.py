@@ -12,7 +12,8 @@
 * Every xcon command line in a fenced block (``xcon --p2p ...``, ``docker run
   ... vr-xcon --hub ...``) passes the command line's checks, without running,
   and every TOML block is a config file xcon accepts (but those shown to be
-  refused).
+  refused).  A ``json NAME`` or ``yaml NAME`` block is the file NAME the
+  commands next to it read (a topology file).
 * Every option of ``xcon`` is in docs/cli.md.
 """
 
@@ -128,7 +129,7 @@ def broken_links(path: Path) -> list[str]:
 
 #: What starts an xcon process in the docs' command lines.
 _XCON = {"xcon", "/xcon", "/xcon.py", ".venv/bin/xcon"}
-_MODES = {"--p2p", "--hub", "--tap-listen", "--raw-listen", "--config"}
+_MODES = {"--p2p", "--hub", "--tap-listen", "--raw-listen", "--config", "--topology"}
 _MENTIONS_XCON = re.compile(r"""(^|[\s"'])(xcon|/xcon(\.py)?|\.venv/bin/xcon|vr-xcon)(\s|$)""")
 
 
@@ -205,7 +206,9 @@ def _is_error(line: str) -> bool:
     return line.startswith(("xcon: error:", "xcon ctl:", "xcon ctl ", "xcon fake-router: error:"))
 
 
-SHELL_BLOCKS = [b for b in BLOCKS if b.info not in ("toml", "text")]
+SHELL_BLOCKS = [
+    b for b in BLOCKS if b.info.partition(" ")[0] not in ("toml", "text", "json", "yaml")
+]
 SESSIONS = [s for b in SHELL_BLOCKS for s in sessions(b)]
 #: ``$ xcon ...`` followed by what xcon prints when it refuses it.
 ERROR_SESSIONS = [s for s in SESSIONS if s.output and any(_is_error(o) for o in s.output)]
@@ -260,6 +263,19 @@ def toml_files() -> dict[str, str]:
 TOML_FILES = toml_files()
 
 
+def named_files() -> dict[str, str]:
+    """The other files the docs show: a ``json NAME`` or ``yaml NAME`` block."""
+    out = {}
+    for b in BLOCKS:
+        words = b.info.split()
+        if len(words) == 2 and words[0] in ("json", "yaml"):
+            out[words[1]] = "\n".join(b.lines) + "\n"
+    return out
+
+
+NAMED_FILES = named_files()
+
+
 # -- running xcon's checks in-process ---------------------------------------------------------
 
 
@@ -271,7 +287,7 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "captures").mkdir()
     (tmp_path / "health").write_text("0\nAll 2 sockets connected\n")
-    for name, text in TOML_FILES.items():
+    for name, text in {**TOML_FILES, **NAMED_FILES}.items():
         (tmp_path / name).write_text(text)
     real = grp.getgrnam
 
@@ -337,6 +353,7 @@ def test_the_docs_quote_errors_and_commands():
     assert len(COMMANDS) > 40
     assert len(FAKE_ROUTER_COMMANDS) > 5
     assert {"xcon.toml", "twice.toml", "slow-ring.toml"} <= set(TOML_FILES)
+    assert {"lltopo.json", "lab.clab.yml", "broken.json"} <= set(NAMED_FILES)
 
 
 @pytest.mark.parametrize("session", ERROR_SESSIONS, ids=lambda s: s.id)

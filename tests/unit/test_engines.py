@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
+from xcon import engines
 from xcon.engines import ERRORS, READ, Engine, Stream, make_engine
 from xcon.engines.uvloop import AsyncioEngine
 from xcon.framing import FrameBuffer, iter_frames
@@ -116,6 +117,29 @@ def test_work_on_a_thread_hands_back_its_result_or_error_on_the_loop(loop):
     assert done["ok"] == (42, None, me)
     result, error, thread = done["error"]
     assert result is None and isinstance(error, ValueError) and thread == me
+
+
+@pytest.mark.parametrize("name", ["epoll", "asyncio", "uvloop"])
+def test_work_that_ends_after_the_loop_closed_is_dropped_quietly(name, monkeypatch):
+    """xcon stopping while a worker runs (a monitor's set_link, a reload):
+    the outcome has no loop to go to, and the worker says nothing."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    # one worker: the second job runs once the first has handed its outcome back
+    monkeypatch.setattr(engines, "_workers", engines._Workers(1))
+    eng = _make(name)
+    release, finished = threading.Event(), threading.Event()
+
+    def job() -> object:
+        release.wait(5)
+        return 1
+
+    eng.run_in_thread(job, lambda r, e: None)
+    eng.run_in_thread(finished.set, lambda r, e: None)
+    eng.close()
+    release.set()
+    finished.wait(5)
+    assert finished.is_set() and raised == []
 
 
 def test_stop_from_a_callback_returns_from_run_and_the_loop_runs_again(loop):

@@ -45,6 +45,7 @@ from xcon.lockfile import LockFile, LockHeld
 
 if TYPE_CHECKING:
     from xcon.app import Xcon
+    from xcon.control.config import ConfigReloader
 
 __all__ = [
     "CAPTURE_FLAGS",
@@ -159,10 +160,8 @@ def _run(setup: Setup) -> int:
             app.seed = setup.seed
         reload = None
         if setup.config is not None:
-            from xcon.control.config import ConfigReloader
-
-            reloader = ConfigReloader(app, setup.config)
-            reloader.apply_initial(setup.config_links)
+            reloader = config_reloader(app, setup)
+            reloader.apply_initial(setup.config_links, setup.config_hubs)
             app.on_hangup = reloader.on_signal
             reload = reloader.reload
         start_captures(app, setup)
@@ -186,6 +185,22 @@ def _run(setup: Setup) -> int:
     for spec in setup.links:
         log.info("p2p link %s", spec)
     return app.run()
+
+
+def config_reloader(app: Xcon, setup: Setup) -> ConfigReloader:
+    """What keeps the links in step with ``--config`` or ``--topology``'s
+    file; what reading a topology file passed over is logged now."""
+    from xcon.control.config import ConfigReloader
+
+    assert setup.config is not None
+    if setup.topology_format is None:
+        return ConfigReloader(app, setup.config)
+    from xcon.control.topology import loader
+
+    for note in setup.config_notes:
+        log.warning("%s", note)
+    load = loader(setup.config, setup.topology_format, setup.topology_prefix)
+    return ConfigReloader(app, setup.config, load=load, source="topology")
 
 
 def start_carriers(app: Xcon, on_exit: str) -> None:

@@ -192,6 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="p2p links (and their options) from a TOML file; SIGHUP or 'xcon ctl reload' "
         "applies the file's changes while running",
     )
+    topo = p.add_argument_group(
+        "topology file (docs/topology.md)",
+        "p2p links and hubs from vrnetlab's lltopo.json or a containerlab file; SIGHUP or "
+        "'xcon ctl reload' applies the file's changes while running",
+    )
+    topo.add_argument(
+        "--topology",
+        metavar="FILE",
+        help="the links and hubs of FILE: topo --build's lltopo.json, or a containerlab "
+        "topology (its links between vrnetlab routers)",
+    )
+    topo.add_argument(
+        "--topology-format",
+        choices=["lltopo", "clab"],
+        help="what FILE is (default: .json is lltopo, .yml/.yaml clab, else by its content)",
+    )
+    topo.add_argument(
+        "--topology-prefix",
+        metavar="PREFIX",
+        help="lltopo: router R is the container PREFIX+R, as 'topo --run --prefix PREFIX' "
+        "names it (default: none, as topo's)",
+    )
     cap = p.add_argument_group(
         "capture", "frames of p2p links to pcapng files (docs/capture.md; live: 'xcon ctl capture')"
     )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from xcon.capture.options import CaptureOptions, checked_options
 from xcon.cli.arguments import DEFAULT_RAW_IF, DEFAULT_TAP_IF
 from xcon.control import ControlSettings, parse_listen
-from xcon.control.config import ConfigLink
+from xcon.control.config import ConfigHub, ConfigLink
 from xcon.impair.spec import Impairment
 from xcon.limits import qemu_tcp_port
 from xcon.linkspec import (
@@ -33,6 +33,7 @@ from xcon.linkspec import (
 
 if TYPE_CHECKING:
     from xcon import netconf
+    from xcon.control.config import Config
     from xcon.monitor import Monitor
 
 #: Flags that only mean something with one mode: (namespace attribute, flag, mode flag).
@@ -76,9 +77,15 @@ class Setup:
     #: ``--capture-dir``: where the API's captures go (None: the default).
     capture_dir: str | None = None
     capture_options: CaptureOptions | None = None
-    #: ``--config FILE`` and the links it held when checked.
+    #: ``--config FILE`` (or ``--topology FILE``) and the links it held when checked.
     config: str | None = None
     config_links: list[ConfigLink] = field(default_factory=list)
+    #: ``--topology FILE``: its hubs, what reading it passed over (logged at
+    #: start), its format and the lltopo routers' prefix.
+    config_hubs: list[ConfigHub] = field(default_factory=list)
+    config_notes: list[str] = field(default_factory=list)
+    topology_format: str | None = None
+    topology_prefix: str = ""
     #: ``--impair``: (link, direction, impairment).
     impairs: list[tuple[str, str, Impairment]] = field(default_factory=list)
     seed: int | None = None
@@ -91,7 +98,8 @@ class Setup:
     def sockets(self) -> int:
         """Long-lived descriptors the mode needs."""
         if self.mode == "p2p":
-            return 2 * (len(self.links) + len(self.config_links))
+            hubs = sum(len(h.ends) for h in self.config_hubs)
+            return 2 * (len(self.links) + len(self.config_links)) + hubs
         if self.mode == "hub":
             return len(self.hub)
         return 2
@@ -100,7 +108,8 @@ class Setup:
         if self.mode == "p2p":
             text = f"{len(self.links)} p2p link(s)"
             if self.config is not None:
-                text += f" and {len(self.config_links)} from {self.config}"
+                hubs = f" and {len(self.config_hubs)} hub(s)" if self.config_hubs else ""
+                text += f" and {len(self.config_links)}{hubs} from {self.config}"
             return text
         if self.mode == "hub":
             return f"hub of {len(self.hub)} ports: {' '.join(map(str, self.hub))}"
@@ -114,12 +123,13 @@ def check(args: argparse.Namespace) -> Setup:
     or :class:`ModeError` (exit 2).  Touches nothing."""
     from xcon import netconf
 
-    if not (args.p2p or args.hub or args.config is not None) and (
+    files = args.config is not None or args.topology is not None
+    if not (args.p2p or args.hub or files) and (
         args.tap_listen is None and args.raw_listen is None
     ):
         raise UsageError(
             "one of the arguments --p2p --hub --tap-listen --raw-listen is required "
-            "(or --config FILE)"
+            "(or --config FILE, or --topology FILE)"
         )
     if args.p2p or not (args.hub or args.tap_listen is not None or args.raw_listen is not None):
         mode, mode_flag = "p2p", "--p2p"
@@ -182,24 +192,70 @@ def check(args: argparse.Namespace) -> Setup:
     setup.monitors = dict(monitor_arg(text) for text in args.monitor or ())
     setup.vrnetlab_monitors = args.monitors == "vrnetlab"
     setup.on_exit = args.on_exit
-    if args.config is not None:
-        from xcon.control.config import ConfigError, load_config
-
-        try:
-            config = load_config(args.config)
-            setup.config_links = config.links
-            if setup.seed is None:
-                setup.seed = config.seed
-            setup.vrnetlab_monitors = setup.vrnetlab_monitors or config.monitors == "vrnetlab"
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        setup.config = args.config
-        try:
-            check_distinct(setup.links + [cl.spec for cl in setup.config_links])
-        except SpecError as e:
-            raise UsageError(f"{args.config} and the command line: {e}") from None
+    config_file(args, setup)
     check_capture(args, setup)
     return setup
+
+
+def config_file(args: argparse.Namespace, setup: Setup) -> None:
+    """``--config FILE`` or ``--topology FILE``: read and checked whole, then
+    against the command line's links."""
+    from xcon.control.config import ConfigError, load_config
+
+    if args.topology is None:
+        for flag in ("--topology-format", "--topology-prefix"):
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise UsageError(f"{flag} applies to --topology only")
+    if args.config is None and args.topology is None:
+        return
+    if args.config is not None and args.topology is not None:
+        raise UsageError("--config and --topology: one file of links at a time")
+    path = args.config if args.config is not None else args.topology
+    try:
+        if args.topology is None:
+            config = load_config(path)
+        else:
+            config = _topology(args, setup)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    setup.config = path
+    setup.config_links = config.links
+    setup.config_hubs = config.hubs
+    setup.config_notes = config.notes
+    if setup.seed is None:
+        setup.seed = config.seed
+    setup.vrnetlab_monitors = setup.vrnetlab_monitors or config.monitors == "vrnetlab"
+    try:
+        check_distinct(setup.links + [cl.spec for cl in setup.config_links])
+        held = {
+            key: spec
+            for spec in setup.links
+            for e in (spec.left, spec.right)
+            for key in e.resources
+        }
+        for hub in setup.config_hubs:
+            for end in hub.ends:
+                for key in end.resources:
+                    if key in held:
+                        raise SpecError(f"{end} is in hub {hub.name} and in link '{held[key]}'")
+    except SpecError as e:
+        raise UsageError(f"{path} and the command line: {e}") from None
+
+
+def _topology(args: argparse.Namespace, setup: Setup) -> Config:
+    """``--topology FILE``: its format found out (or ``--topology-format``)."""
+    from xcon.control.config import ConfigError, read_config
+    from xcon.control.topology import detect_format, load_topology
+
+    fmt = args.topology_format or detect_format(args.topology, read_config(args.topology))
+    if fmt == "clab" and args.topology_prefix is not None:
+        raise ConfigError(
+            "--topology-prefix applies to lltopo files (a containerlab file names its "
+            "containers: its name and prefix)"
+        )
+    setup.topology_format = fmt
+    setup.topology_prefix = args.topology_prefix or ""
+    return load_topology(args.topology, fmt, setup.topology_prefix)
 
 
 CAPTURE_FLAGS = (

@@ -38,6 +38,10 @@ them (its connections untouched: a changed impairment is applied live, as
 sockets, no frame lost.
 Links given on the command line or added through the API are not the
 file's: a reload never removes them.
+
+A topology file (``--topology``: :mod:`xcon.control.topology`) is reloaded
+the same way; its hubs too: a hub whose ends changed is replaced (its
+connections restart), one that did not is not touched.
 """
 
 from __future__ import annotations
@@ -46,14 +50,14 @@ import logging
 import os
 import stat
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from xcon.errors import BadRequest, LinkError, ModeError
 from xcon.impair.spec import ImpairError, Impairment, parse_netem
 from xcon.limits import FLAP_COUNT, FLAP_SECONDS, SEED, OutOfRange, duration
-from xcon.linkspec import LinkSpec, SpecError, check_distinct, parse_link
+from xcon.linkspec import End, LinkSpec, SpecError, check_distinct, parse_link
 
 if TYPE_CHECKING:
     from xcon.app import Xcon
@@ -116,12 +120,24 @@ class ConfigLink:
         return str(self.spec)
 
 
+@dataclass(frozen=True)
+class ConfigHub:
+    """A hub of a topology file, by the name the file gives it."""
+
+    name: str
+    ends: tuple[End, ...]
+
+
 @dataclass
 class Config:
     links: list[ConfigLink] = field(default_factory=list)
     seed: int | None = None
     #: ``monitors = "vrnetlab"`` (as ``--monitors``; read at start).
     monitors: str | None = None
+    #: A topology file's hubs.
+    hubs: list[ConfigHub] = field(default_factory=list)
+    #: What reading the file passed over (logged, one line each).
+    notes: list[str] = field(default_factory=list)
 
 
 def read_config(path: str) -> str:
@@ -316,11 +332,22 @@ def parse_capture(value: object, where: str) -> tuple[str, CaptureOptions] | Non
 
 
 class ConfigReloader:
-    """Keeps the running links in step with the file (see the module docstring)."""
+    """Keeps the running links in step with the file (see the module docstring).
 
-    def __init__(self, app: Xcon, path: str) -> None:
+    ``load`` reads and checks the file (default: :func:`load_config` of
+    ``path``); ``source`` is what the file's links say they come from."""
+
+    def __init__(
+        self,
+        app: Xcon,
+        path: str,
+        load: Callable[[], Config] | None = None,
+        source: str = "config",
+    ) -> None:
         self.app = app
         self.path = path
+        self.load = load if load is not None else lambda: load_config(path)
+        self.source = source
         #: What the file said for each of its links when last applied.
         self.applied: dict[str, ConfigLink] = {}
         #: The capture the file started on each of its links.
@@ -331,18 +358,18 @@ class ConfigReloader:
         self._waiting: list[ReloadDone] | None = None
         self._again: list[ReloadDone] | None = None
 
-    def apply_initial(self, links: list[ConfigLink]) -> None:
-        """Add the file's links before the loop runs; raises ModeError."""
-        for cl in links:
-            try:
+    def apply_initial(self, links: list[ConfigLink], hubs: Sequence[ConfigHub] = ()) -> None:
+        """Add the file's links and hubs before the loop runs; raises ModeError."""
+        try:
+            for cl in links:
                 self._add(cl)
-            except LinkError as e:
-                raise ModeError(
-                    f"{self.path}: {e}", exit_code=2 if e.status == 400 else 1
-                ) from None
+            for hub in hubs:
+                self.app.add_hub(hub.name, hub.ends, self.source)
+        except LinkError as e:
+            raise ModeError(f"{self.path}: {e}", exit_code=2 if e.status == 400 else 1) from None
 
     def _add(self, cl: ConfigLink) -> None:
-        self.app.add_link(cl.name, dict(cl.monitors), source="config", admin_up=cl.admin_up)
+        self.app.add_link(cl.name, dict(cl.monitors), source=self.source, admin_up=cl.admin_up)
         self.applied[cl.name] = cl
         self._impair(cl, None)
         self._capture(cl)
@@ -390,7 +417,7 @@ class ConfigReloader:
             self._again.append(done)
             return
         self._waiting = [done]
-        self.app.engine.run_in_thread(lambda: load_config(self.path), self._loaded)
+        self.app.engine.run_in_thread(self.load, self._loaded)
 
     def _loaded(self, config: object, err: BaseException | None) -> None:
         waiting, self._waiting = self._waiting or [], None
@@ -401,6 +428,8 @@ class ConfigReloader:
             result = BadRequest(str(err))
         else:
             assert isinstance(config, Config)
+            for note in config.notes:
+                log.warning("%s", note)
             try:
                 result = self.apply(config)
             except LinkError as e:
@@ -429,26 +458,45 @@ class ConfigReloader:
         again, self._again = self._again, None
         if again:
             self._waiting = again
-            self.app.engine.run_in_thread(lambda: load_config(self.path), self._loaded)
+            self.app.engine.run_in_thread(self.load, self._loaded)
 
     def apply(self, config: Config) -> ReloadResult:
         """Apply a checked file's links (on the loop); raises BadRequest
         (nothing changed) when they clash with links not from the file.
         Returns what was done."""
-        mine = {n for n, link in self.app.links.items() if link.source == "config"}
+        ours = {n: link for n, link in self.app.links.items() if link.source == self.source}
+        mine = {n for n, link in ours.items() if link.spec is not None}
         wanted = {cl.name: cl for cl in config.links}
-        removed = [n for n in mine if n not in wanted]
+        hubs = {h.name: h for h in config.hubs}
+        replaced = [n for n, h in hubs.items() if n in ours and ours[n].ends != h.ends]
+        removed = [n for n in ours if n not in wanted and n not in hubs]
         added = [cl for n, cl in wanted.items() if n not in mine]
+        new_hubs = [h for n, h in hubs.items() if n not in ours or n in replaced]
+        gone = removed + replaced
         for cl in added:  # everything is checked before anything changes
             try:
-                self.app.check_new(cl.spec, ignore=removed)
+                self.app.check_new(cl.spec, ignore=gone)
             except LinkError as e:
                 raise BadRequest(f"{self.path}: {e}") from None
-        for name in removed:
-            self.app.remove_link(name, why=f"not in {self.path} any more")
+        for hub in new_hubs:
+            try:
+                self.app.check_ends(hub.name, hub.ends, ignore=gone)
+            except LinkError as e:
+                raise BadRequest(f"{self.path}: hub {hub.name}: {e}") from None
+        for name in gone:
+            why = f"changed in {self.path}" if name in replaced else f"not in {self.path} any more"
+            self.app.remove_link(name, why=why, hubs=True)
             self.applied.pop(name, None)
             self.captures.pop(name, None)
         done = ReloadResult(added=[], removed=removed, changed=[], failed=[], unchanged=0)
+        for hub in new_hubs:
+            try:
+                self.app.add_hub(hub.name, hub.ends, self.source)
+            except LinkError as e:
+                log.error("%s: hub %s not added: %s", self.path, hub.name, e)
+                done["failed"].append(Failed(link=hub.name, error=str(e)))
+            else:
+                done["changed" if hub.name in replaced else "added"].append(hub.name)
         for cl in added:
             try:
                 self._add(cl)
@@ -484,7 +532,11 @@ class ConfigReloader:
                 continue
             done["changed"].append(name)
         done["unchanged"] = (
-            len(wanted) - len(done["added"]) - len(done["changed"]) - len(done["failed"])
+            len(wanted)
+            + len(hubs)
+            - len(done["added"])
+            - len(done["changed"])
+            - len(done["failed"])
         )
         self.reloads += 1
         return done

@@ -245,7 +245,10 @@ def run_in_thread(
             result, err = fn(), None
         except BaseException as e:  # noqa: BLE001 - handed back to the loop
             result, err = None, e
-        call_soon_threadsafe(lambda: done(result, err))
+        try:
+            call_soon_threadsafe(lambda: done(result, err))
+        except (OSError, RuntimeError):  # the loop closed meanwhile: nothing waits for it
+            pass
 
     _workers.submit(work)
 

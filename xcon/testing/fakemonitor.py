@@ -19,7 +19,13 @@ import time
 class FakeMonitor:
     """One router's monitor (see the module docstring)."""
 
-    def __init__(self, answers: dict[str, str] | None = None, path: str | None = None) -> None:
+    def __init__(
+        self,
+        answers: dict[str, str] | None = None,
+        path: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.answers = answers or {}
         self.commands: list[str] = []
         #: netdev -> True (on) / False (off), as set_link left it.
@@ -29,7 +35,7 @@ class FakeMonitor:
         self.path = path
         if path is None:
             self.sock = socket.socket()
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((host, port))
             self.port = self.sock.getsockname()[1]
         else:
             self.sock = socket.socket(socket.AF_UNIX)
@@ -43,7 +49,7 @@ class FakeMonitor:
     @property
     def address(self) -> str:
         """How xcon names it: ``127.0.0.1:PORT`` or ``unix:PATH``."""
-        return f"unix:{self.path}" if self.path else f"127.0.0.1:{self.port}"
+        return f"unix:{self.path}" if self.path else f"{self.sock.getsockname()[0]}:{self.port}"
 
     def link(self, netdev: str = "p01") -> bool | None:
         """The netdev's link as the last set_link left it (None: never set)."""
