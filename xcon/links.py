@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xcon import modes, rlimit
 from xcon.bridges import Bridge
@@ -22,7 +23,6 @@ from xcon.engines import Engine, TimerHandle
 from xcon.errors import BadRequest, Conflict, ModeError, NotFound, one_line
 from xcon.events import Events
 from xcon.health import HealthFile
-from xcon.impair.spec import Impairment
 from xcon.limits import FLAP_COUNT, FLAP_SECONDS, OutOfRange, duration
 from xcon.linkspec import (
     End,
@@ -41,6 +41,9 @@ from xcon.monitor import Monitor, default_netdev, parse_monitor
 from xcon.ports import Port
 from xcon.ports.services import PortServices
 from xcon.stats import FlowStats
+
+if TYPE_CHECKING:
+    from xcon.impair.spec import Impairment
 
 log = logging.getLogger("xcon")
 

@@ -25,16 +25,18 @@ counted as ``queue_full``).  A port that is down drops its share
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from xcon import native
 from xcon.bridges.flows import DirectFlow, Direction, Flow, FlowTap, QueueFlow
 from xcon.engines import Engine
 from xcon.framing import FRAME_HEADER
-from xcon.impair.sender import impair_flow, impairment_of
-from xcon.impair.spec import Impairment
 from xcon.ports import Port
 from xcon.stats import FlowStats
 from xcon.trace import log_frames
+
+if TYPE_CHECKING:
+    from xcon.impair.spec import Impairment
 
 __all__ = ["Hub"]
 
@@ -129,10 +131,14 @@ class Hub:
         return self.into[port] if direction == "a2b" else self.outof[port]
 
     def impairment(self, port: Port, direction: str) -> Impairment | None:
+        from xcon.impair.sender import impairment_of  # loaded with the first impairment
+
         return impairment_of(self.flow(port, direction))
 
     def set_impair(self, port: Port, direction: str, imp: Impairment | None, seed: int) -> None:
         """Impair one end's ``direction`` (a2b, b2a or both; see the module docstring)."""
+        from xcon.impair.sender import impair_flow
+
         for d in ("a2b", "b2a") if direction == "both" else (direction,):
             impair_flow(self.flow(port, d), imp, seed, f"{self.name} {port.name}", d)
 

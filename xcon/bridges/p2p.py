@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from xcon.bridges.flows import DirectFlow, Direction, Flow, FlowTap, VlanFlow
-from xcon.impair.sender import impair_flow, impairment_of
-from xcon.impair.spec import Impairment
 from xcon.ports import Port
 from xcon.stats import FlowStats
+
+if TYPE_CHECKING:
+    from xcon.impair.spec import Impairment
 
 log = logging.getLogger("xcon.bridge")
 
@@ -71,11 +73,15 @@ class P2PLink:
 
     def impairment(self, direction: str) -> Impairment | None:
         """The impairment of ``a2b`` or ``b2a``, or None."""
+        from xcon.impair.sender import impairment_of  # loaded with the first impairment
+
         return impairment_of(self.flows[self.sources(direction)[0]])
 
     def set_impair(self, direction: str, imp: Impairment | None, seed: int) -> None:
         """Impair ``direction`` (None or a null impairment clears it), live:
         sockets are not touched (see :mod:`xcon.impair.sender`)."""
+        from xcon.impair.sender import impair_flow
+
         for src in self.sources(direction):
             impair_flow(self.flows[src], imp, seed, self.name, self.direction(src))
 

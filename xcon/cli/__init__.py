@@ -242,6 +242,8 @@ def build_mode(app: Xcon, setup: Setup) -> None:
 def start_captures(app: Xcon, setup: Setup) -> None:
     """``--capture``: open the files now (a file that cannot be written is
     exit 1); ``--capture-dir``: the API's captures go there."""
+    if setup.capture_dir is None and setup.capture_options is None:
+        return  # the capture code loads with the first capture
     from xcon.capture.manager import captures_of
 
     if setup.capture_dir is not None:

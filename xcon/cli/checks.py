@@ -15,11 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from xcon.capture.options import CaptureOptions, checked_options
 from xcon.cli.arguments import DEFAULT_RAW_IF, DEFAULT_TAP_IF
 from xcon.control import ControlSettings, parse_listen
-from xcon.control.config import ConfigHub, ConfigLink
-from xcon.impair.spec import Impairment
 from xcon.limits import qemu_tcp_port
 from xcon.linkspec import (
     End,
@@ -33,7 +30,9 @@ from xcon.linkspec import (
 
 if TYPE_CHECKING:
     from xcon import netconf
-    from xcon.control.config import Config
+    from xcon.capture.options import CaptureOptions
+    from xcon.control.config import Config, ConfigHub, ConfigLink
+    from xcon.impair.spec import Impairment
     from xcon.monitor import Monitor
 
 #: Flags that only mean something with one mode: (namespace attribute, flag, mode flag).
@@ -121,8 +120,6 @@ class Setup:
 def check(args: argparse.Namespace) -> Setup:
     """Validate a parsed command line; raises :class:`UsageError`, :class:`SpecError`
     or :class:`ModeError` (exit 2).  Touches nothing."""
-    from xcon import netconf
-
     files = args.config is not None or args.topology is not None
     if not (args.p2p or args.hub or files) and (
         args.tap_listen is None and args.raw_listen is None
@@ -166,6 +163,8 @@ def check(args: argparse.Namespace) -> Setup:
         setup.hub = [parse_end(s, allow_vid=False) for s in args.hub]
         check_hub(setup.hub)
     elif mode == "tap":
+        from xcon import netconf
+
         setup.nic = args.tap_listen
         setup.ifname = args.tap_if if args.tap_if is not None else DEFAULT_TAP_IF
         setup.plan = netconf.make_plan(
@@ -178,6 +177,8 @@ def check(args: argparse.Namespace) -> Setup:
             ipv6_route=args.ipv6_route,
         )
     else:
+        from xcon import netconf
+
         setup.nic = args.raw_listen
         setup.ifname = args.raw_if if args.raw_if is not None else DEFAULT_RAW_IF
         netconf.check_ifname(setup.ifname, "--raw-if")
@@ -200,8 +201,6 @@ def check(args: argparse.Namespace) -> Setup:
 def config_file(args: argparse.Namespace, setup: Setup) -> None:
     """``--config FILE`` or ``--topology FILE``: read and checked whole, then
     against the command line's links."""
-    from xcon.control.config import ConfigError, load_config
-
     if args.topology is None:
         for flag in ("--topology-format", "--topology-prefix"):
             if getattr(args, flag[2:].replace("-", "_")) is not None:
@@ -210,6 +209,8 @@ def config_file(args: argparse.Namespace, setup: Setup) -> None:
         return
     if args.config is not None and args.topology is not None:
         raise UsageError("--config and --topology: one file of links at a time")
+    from xcon.control.config import ConfigError, load_config
+
     path = args.config if args.config is not None else args.topology
     try:
         if args.topology is None:
@@ -281,6 +282,8 @@ def check_capture(args: argparse.Namespace, setup: Setup) -> None:
         return
     if setup.mode != "p2p":
         raise UsageError("--capture applies to p2p links (--p2p or --config) only")
+    from xcon.capture.options import checked_options
+
     options = checked_options(  # checked by their argparse types: exact here
         snaplen=args.snaplen or 0,
         size_mb=args.capture_size or 0,
@@ -394,10 +397,10 @@ def control_settings(args: argparse.Namespace) -> ControlSettings:
             raise UsageError(str(e)) from None
     elif args.control_listen_any:
         raise UsageError("--control-listen-any applies to --control-listen only")
-    from xcon.control.access import parse_allow_ends, parse_group
-
     try:
         if args.control_group is not None:
+            from xcon.control.access import parse_group
+
             if settings.path is None:
                 raise ValueError("--control-group applies to the control socket (not 'none')")
             settings.group = parse_group(args.control_group)
@@ -408,6 +411,8 @@ def control_settings(args: argparse.Namespace) -> ControlSettings:
                 raise ValueError("--control-token-file needs a path")
             settings.token_file = os.path.abspath(args.control_token_file)
         if args.control_allow_ends is not None:
+            from xcon.control.access import parse_allow_ends
+
             settings.allow_ends = parse_allow_ends(args.control_allow_ends)
     except ValueError as e:
         raise UsageError(str(e)) from None

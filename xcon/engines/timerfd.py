@@ -14,7 +14,6 @@ frame.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 __all__ = ["TimerFd", "set_timer_slack"]
@@ -33,7 +32,7 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc: already in the process (find_library forks)
 _create = _libc.timerfd_create
 _create.argtypes = [ctypes.c_int, ctypes.c_int]
 _create.restype = ctypes.c_int

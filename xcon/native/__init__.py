@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 
-from xcon.native import backend_python
 from xcon.native.abi import (
     DGRAM_BATCH,
     MAX_DGRAM,
@@ -71,6 +70,8 @@ def load_backend(name: str) -> Backend:
     does not match these sources. Ignores ``XCON_NATIVE``.
     """
     if name == "python":
+        from xcon.native import backend_python  # not loaded beside the C one
+
         return backend_python.BACKEND
     if name == "native":
         # Imported on demand: the import is the check of the compiled module.
