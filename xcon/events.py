@@ -22,7 +22,6 @@ never per frame: the forwarding path does not know of them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -121,6 +120,8 @@ class Subscriber:
                 "end": None,
                 "reason": f"this client fell {self.limit} events behind: dropped",
             }
+            import json
+
             self._lines.append(json.dumps(last).encode() + b"\n")
             self.end()
             self.hub._dropped(self)
@@ -194,6 +195,8 @@ class Events:
             return
         when = rfc3339(self.clock())
         doc = {"time": when, "type": kind, "link": link, "end": end, "reason": reason, **detail}
+        import json  # loaded with the first subscriber
+
         line = json.dumps(doc).encode() + b"\n"
         for sub in takers:
             sub.offer(line, when)

@@ -139,6 +139,7 @@ class LinkTable:
         self._traced: dict[int, tuple[int, int, int]] = {}
         #: Every change of a link's state, to whoever follows (``GET /events``).
         self.events = Events()
+        self._health_due = False
 
     @property
     def bridges(self) -> list[Bridge]:
@@ -173,7 +174,7 @@ class LinkTable:
         return link
 
     def _link_state(self, link: Link) -> None:
-        self.update_health()
+        self.health_soon()
         ports = link.bridge.ports
         if len(link.ups) != len(ports):
             link.ups = [False] * len(ports)
@@ -521,7 +522,20 @@ class LinkTable:
         return connected, len(ports), sum(1 for p in ports if p.healthy)
 
     def update_health(self) -> None:
+        self._health_due = False
         self.health.update(*self.health_counts())
+
+    def health_soon(self) -> None:
+        """Update the health file once the loop has handled what is ready: a
+        hundred links connecting at once count their ports and write the file
+        once, not once each."""
+        if not self._health_due:
+            self._health_due = True
+            self.engine.call_soon(self._health_if_due)
+
+    def _health_if_due(self) -> None:
+        if self._health_due:
+            self.update_health()
 
     def counters(self) -> list[str]:
         lines = []

@@ -24,18 +24,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from xcon import netconf
 from xcon.bridges.hub import Hub
 from xcon.bridges.p2p import P2PLink
 from xcon.limits import MAX_FRAME, qemu_tcp_port
 from xcon.linkspec import End, LinkSpec, ListenEnd, RawEnd, TapEnd
-from xcon.ports.device import DevicePort, interface_mtu
-from xcon.ports.listen import ListenPort
-from xcon.ports.raw import RawPort
-from xcon.ports.tap import TapPort
 
 if TYPE_CHECKING:
+    from xcon import netconf
     from xcon.links import LinkTable
+    from xcon.ports.device import DevicePort
 
 log = logging.getLogger("xcon")
 
@@ -52,7 +49,7 @@ def p2p_bridges(table: LinkTable, links: Sequence[LinkSpec], debug: bool = False
     for spec, (a, b) in zip(links, pairs, strict=True):
         access = a if spec.left.vid is not None else b if spec.right.vid is not None else None
         made.append(
-            P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=table.update_health)
+            P2PLink(a, b, vlan=spec.vid, access=access, debug=debug, on_state=table.health_soon)
         )
     return made
 
@@ -77,7 +74,7 @@ def hub(
     the hub's own name, its ends)."""
     ports = [table.make_port(table.port_services, e) for e in endpoints]
     table.open_ports(ports)
-    bridge = Hub(ports, debug=debug, on_state=table.update_health)
+    bridge = Hub(ports, debug=debug, on_state=table.health_soon)
     table.add_bridge(bridge, name=name, ends=endpoints, source=source)
     return bridge
 
@@ -92,6 +89,10 @@ def _device_link(
 ) -> P2PLink:
     """A listening qemu-side port linked to ``device``; everything opened first
     (device, its configuration, the listening socket) or nothing is left open."""
+    from xcon.ports.device import interface_mtu
+    from xcon.ports.listen import ListenPort
+    from xcon.ports.tap import TapPort
+
     listen = ListenPort(table.engine, qemu_tcp_port(nic), host=listen_host)
     try:
         device.open()
@@ -109,7 +110,7 @@ def _device_link(
         f", addresses on {target}" if target != device.ifname else "",
         MAX_FRAME,
     )
-    link = P2PLink(listen, device, debug=debug, on_state=table.update_health)
+    link = P2PLink(listen, device, debug=debug, on_state=table.health_soon)
     ends: list[End] = [ListenEnd(qemu_tcp_port(nic), "" if listen_host == "::" else listen_host)]
     ends.append(TapEnd(device.ifname) if isinstance(device, TapPort) else RawEnd(device.ifname))
     table.add_bridge(link, ends=ends)
@@ -126,6 +127,9 @@ def tap_listen(
 ) -> P2PLink:
     """``--tap-listen N``: listen on TCP 10000+N, bridge to the tap ``ifname``
     configured as ``plan`` says (validated beforehand)."""
+    from xcon import netconf
+    from xcon.ports.tap import TapPort
+
     tap = TapPort(table.engine, ifname)
 
     def configure() -> str:
@@ -140,6 +144,8 @@ def raw_listen(
     table: LinkTable, nic: int, ifname: str, debug: bool = False, listen_host: str = "::"
 ) -> P2PLink:
     """``--raw-listen N``: listen on TCP 10000+N, bridge to interface ``ifname``."""
+    from xcon.ports.raw import RawPort
+
     raw = RawPort(table.engine, ifname)
     link = _device_link(table, nic, raw, None, debug, listen_host)
     log.info("%s: %s", ifname, raw.handling())

@@ -11,6 +11,7 @@ asked to.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from xcon.errors import ModeError
@@ -18,7 +19,7 @@ from xcon.errors import ModeError
 if TYPE_CHECKING:
     from xcon.app import Xcon
     from xcon.control.config import Reload
-    from xcon.control.server import ControlServer
+    from xcon.control.sockets import Bound
 
 #: The control socket when ``--control`` is not given (in the working directory,
 #: next to the health file; ``/xcon.sock`` in the container).
@@ -91,29 +92,73 @@ def start_control(
     settings: ControlSettings,
     engine_name: str,
     reload: Reload | None = None,
-) -> ControlServer | None:
-    """Start the control server on ``app``'s engine; returns it (or None when
-    disabled).  A socket that cannot be made is a :class:`ModeError` when the
-    user asked for it, and a warning for the default path."""
-    if settings.path is None and settings.tcp is None:
-        return None
+    handed: list[Bound] | None = None,
+) -> None:
+    """Listen for the control API on ``app``'s engine (nothing when disabled).
+
+    The sockets are made now: one that cannot be made is a :class:`ModeError`
+    when the user asked for it, and a warning for the default path.  The
+    server (HTTP, the API, the metrics) is loaded on the loop's first turn,
+    once the links have started: it costs start-up time that forwarding need
+    not wait for, and a client connecting before waits in the backlog.
+    ``handed``: listening sockets a handover passed (:mod:`xcon.handover`),
+    used instead of new ones."""
+    from xcon.control.sockets import bind_tcp, bind_unix
+
+    token = None
+    if settings.token_file:
+        from xcon.control.access import load_token
+
+        token = load_token(settings.token_file)
+    bound: list[Bound] = list(handed or ())
+    pending = _Pending(bound)
+    app.services.append(pending)
+    if handed is None:
+        bind_control(settings, token is not None, bound, bind_unix, bind_tcp)
+
+    def serve() -> None:
+        if pending.closed:
+            return
+        from xcon.control.access import Access
+        from xcon.control.api import ControlAPI
+        from xcon.control.server import ControlServer
+
+        access = Access(token, settings.group, settings.allow_ends, settings.token_file)
+        api = ControlAPI(app, engine_name, reload=reload, access=access)
+        server = ControlServer(app.engine, api)
+        api.server = server
+        for b in bound:
+            server.adopt(b)
+        bound.clear()
+        app.services.remove(pending)
+        app.services.append(server)
+        app.services.append(api)
+
+    if bound:
+        app.engine.call_soon(serve)
+    else:
+        app.services.remove(pending)
+
+
+def bind_control(
+    settings: ControlSettings,
+    token: bool,
+    bound: list[Bound],
+    bind_unix: Callable[[str, int | None], Bound],
+    bind_tcp: Callable[[str, int], Bound],
+) -> None:
+    """Make the control sockets ``settings`` asks for into ``bound`` (logged)."""
     import logging
 
     log = logging.getLogger("xcon.control")
-    from xcon.control.access import Access, load_token
-    from xcon.control.api import ControlAPI
-    from xcon.control.server import ControlServer
-
-    token = load_token(settings.token_file) if settings.token_file else None
-    access = Access(token, settings.group, settings.allow_ends, settings.token_file)
-    api = ControlAPI(app, engine_name, reload=reload, access=access)
-    server = ControlServer(app.engine, api)
-    api.server = server
     try:
         if settings.path is not None:
             try:
-                where = server.listen_unix(settings.path, settings.group)
-                log.info("control API on unix socket %s (xcon ctl --control %s)", where, where)
+                b = bind_unix(settings.path, settings.group)
+                bound.append(b)
+                log.info(
+                    "control API on unix socket %s (xcon ctl --control %s)", b.address, b.address
+                )
             except OSError as e:
                 msg = f"cannot listen on control socket {os.path.abspath(settings.path)}: {e.strerror or e}"
                 if settings.path_given:
@@ -122,23 +167,37 @@ def start_control(
         if settings.tcp is not None:
             host, port = settings.tcp
             try:
-                where = server.listen_tcp(host, port)
+                b = bind_tcp(host, port)
             except OSError as e:
                 raise ModeError(
                     f"cannot listen on --control-listen {host}:{port}: {e.strerror or e}",
                     exit_code=1,
                 ) from None
+            bound.append(b)
             log.info(
                 "control API on http://%s (GET /metrics for Prometheus; %s)",
-                where,
+                b.address,
                 f"changes with the token in {settings.token_file}"
                 if token
                 else "read-only: no --control-token-file",
             )
     except BaseException:
-        server.close()
-        api.close()
+        for b in bound:
+            b.close()
+        bound.clear()
         raise
-    app.services.append(server)
-    app.services.append(api)
-    return server
+
+
+class _Pending:
+    """The control sockets until the server takes them (a service of the
+    app: closed at exit, or when a start fails, before it did)."""
+
+    def __init__(self, bound: list[Bound]) -> None:
+        self.bound = bound
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        for b in self.bound:
+            b.close()
+        self.bound.clear()

@@ -57,7 +57,6 @@ import logging
 import math
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 
 from xcon.control.access import LOCAL, Peer, unix_peer
+from xcon.control.sockets import Bound, bind_tcp, bind_unix
 from xcon.engines import ERRORS, READ, WRITE, Callback, Engine, Registration, TimerHandle
 
 log = logging.getLogger("xcon.control")
@@ -85,8 +85,6 @@ __all__ = [
 MAX_REQUEST = 64 * 1024
 READ_CHUNK = 64 * 1024
 ACCEPTS_PER_EVENT = 16
-#: Connections the kernel queues before xcon accepts them.
-BACKLOG = 128
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
@@ -265,54 +263,22 @@ class ControlServer:
 
     # -- listening ------------------------------------------------------------------
     def listen_unix(self, path: str, group: int | None = None) -> str:
-        """Listen on a unix socket at ``path``, mode 0600 (only this user may
-        connect), or 0660 owned by ``group``.  A stale socket file is replaced;
-        one something listens on is an OSError (EADDRINUSE).  Returns the
-        absolute path."""
-        path = os.path.abspath(path)
-        _remove_stale(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-            # At once: a client that sees the file can connect (mode 0600 already).
-            sock.listen(BACKLOG)
-        except OSError:
-            sock.close()
-            raise
-        finally:
-            os.umask(old)
-        try:
-            if group is not None:
-                os.chown(path, -1, group)
-            os.chmod(path, 0o600 if group is None else 0o660)
-        except OSError:
-            sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        self._listen(sock, path, unlink=path)
-        return path
+        """Listen on a unix socket at ``path`` (:func:`.sockets.bind_unix`);
+        returns the absolute path."""
+        bound = bind_unix(path, group)
+        self.adopt(bound)
+        return bound.address
 
     def listen_tcp(self, host: str, port: int) -> str:
         """Listen on TCP ``host:port`` (port 0: any); returns ``host:port``."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(BACKLOG)
-        h, p = sock.getsockname()[:2]
-        shown = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
-        self._listen(sock, shown)
-        return shown
+        bound = bind_tcp(host, port)
+        self.adopt(bound)
+        return bound.address
 
-    def _listen(self, sock: socket.socket, address: str, unlink: str | None = None) -> None:
-        sock.setblocking(False)
-        lst = _Listener(self, sock, address, unlink)
+    def adopt(self, bound: Bound) -> None:
+        """Accept on a listening socket made already (at start, or handed over)."""
+        bound.sock.setblocking(False)
+        lst = _Listener(self, bound.sock, bound.address, bound.unlink)
         self.listeners.append(lst)
         if self._sweeper is None:
             self._sweeper = self.engine.call_every(SWEEP_EVERY, self.sweep)
@@ -827,23 +793,3 @@ def _content_length(event: h11.Request) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket file nothing listens on; refuse one in use or any other file."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left behind by a process that died
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, f"another process listens on {path}")

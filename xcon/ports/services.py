@@ -13,10 +13,14 @@ is kept in a module global and two engines share nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xcon.engines import Engine
-from xcon.ports.dgram import VxlanGroups
 from xcon.ports.hostgate import HostGate
 from xcon.ports.listeners import ListenerWatch, LocalAddresses
+
+if TYPE_CHECKING:
+    from xcon.ports.dgram import VxlanGroups
 
 
 class PortServices:
@@ -28,9 +32,17 @@ class PortServices:
         self.local = LocalAddresses()
         #: The kernel's TCP listeners, listed while some port waits for one.
         self.listeners = ListenerWatch(engine)
-        #: VXLAN ends sharing a local port.
-        self.vxlan = VxlanGroups()
+        self._vxlan: VxlanGroups | None = None
         self._gates: dict[str, HostGate] = {}
+
+    @property
+    def vxlan(self) -> VxlanGroups:
+        """VXLAN ends sharing a local port (made with the first VXLAN end)."""
+        if self._vxlan is None:
+            from xcon.ports.dgram import VxlanGroups
+
+            self._vxlan = VxlanGroups()
+        return self._vxlan
 
     def host_gate(self, host: str) -> HostGate:
         """The gate shared by every port of ``host`` (names compared without case
