@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 from xcon.engines import Engine
 from xcon.health import HealthFile
 from xcon.links import DIRECTIONS, Link, LinkTable, check_monitors, end_name
+from xcon.ports import Port
 
 if TYPE_CHECKING:
     from xcon.capture.manager import Captures
     from xcon.carrier import Carriers
+    from xcon.control.sockets import Bound
+    from xcon.handover import Giver
+    from xcon.lockfile import LockFile
 
 __all__ = ["DIRECTIONS", "STOP_SIGNALS", "Link", "Service", "Xcon", "check_monitors", "end_name"]
 
@@ -27,7 +31,9 @@ log = logging.getLogger("xcon")
 #: Signals whose default action ends the process: each is handled as a clean
 #: shutdown (connections closed, counters logged, health file set to 1).
 #: SIGHUP too, unless xcon runs from a ``--config`` file (then it reloads the
-#: file).  SIGUSR1 logs the counters instead.  SIGPIPE is ignored by Python.
+#: file).  SIGUSR1 logs the counters instead; SIGUSR2 restarts xcon in place,
+#: handing its connections to the new image (:mod:`xcon.handover`).  SIGPIPE
+#: is ignored by Python.
 STOP_SIGNALS = tuple(
     getattr(signal, name)
     for name in (
@@ -35,7 +41,6 @@ STOP_SIGNALS = tuple(
         "SIGINT",
         "SIGHUP",
         "SIGQUIT",
-        "SIGUSR2",
         "SIGALRM",
         "SIGVTALRM",
         "SIGPROF",
@@ -82,6 +87,14 @@ class Xcon(LinkTable):
         #: The routers' carrier, following their links (set when the process starts).
         self.carriers: Carriers | None = None
         self._stopped_by = "stopped"
+        #: The health file's lock (:mod:`xcon.lockfile`), handed over with the links.
+        self.lock: LockFile | None = None
+        #: A handover under way (:mod:`xcon.handover`), and whether one ended this process.
+        self._giving: Giver | None = None
+        self.handed = False
+        #: Ports carrying on a connection handed over, whose waiting frames go
+        #: out once their links are up (:meth:`_send_taken`).
+        self.taken_ports: list[Port] = []
 
     def close(self) -> None:
         """Release everything without running (a mode failed to start)."""
@@ -122,6 +135,8 @@ class Xcon(LinkTable):
         for signum in STOP_SIGNALS:
             eng.add_signal_handler(signum, self._hangup if signum == SIGHUP else self.stop)
         eng.add_signal_handler(signal.SIGUSR1, self.log_counters)
+        if hasattr(signal, "SIGUSR2"):
+            eng.add_signal_handler(signal.SIGUSR2, lambda _signum: self.restart_in_place())
         self.update_health()
         self.running = True
         for link in list(self.links.values()):
@@ -129,6 +144,8 @@ class Xcon(LinkTable):
         self.update_health()  # listening ports are ready now
         if self.trace_interval:
             eng.call_every(self.trace_interval, self.trace)
+        if self.taken_ports:
+            eng.call_soon(self._send_taken)
         try:
             eng.run()
         except BaseException as e:
@@ -136,7 +153,8 @@ class Xcon(LinkTable):
             raise
         finally:
             self.running = False
-            self.health.stopped(self._stopped_by)
+            if not self.handed:  # else the health file is the next xcon's
+                self.health.stopped(self._stopped_by)
             self.log_counters()  # before closing, so states are those of the run
             if self.captures is not None:  # first: live streams get their end
                 self.captures.close()
@@ -147,3 +165,152 @@ class Xcon(LinkTable):
                 b.close()
             eng.close()
         return 0
+
+    # -- handing over to the next xcon (xcon.handover) ------------------------------
+    def control_sockets(self) -> list[Bound]:
+        """The control API's listening sockets (the control services' own)."""
+        out: list[Bound] = []
+        for s in self.services:
+            bound = getattr(s, "bound_sockets", None)
+            if bound is not None:
+                out.extend(bound())
+        return out
+
+    def impairment_words(self, link: Link) -> dict[str, str]:
+        """A p2p link's impairments by direction, as words (none for a hub)."""
+        p2p = link.p2p
+        if p2p is None:
+            return {}
+        out = {}
+        for d in ("a2b", "b2a"):
+            imp = p2p.impairment(d)
+            if imp is not None and not imp.null:
+                out[d] = imp.words()
+        return out
+
+    def restore_link(self, link: Link, saved: dict[str, object]) -> None:
+        """What a handover says of ``link``: pulled or not, its impairments."""
+        admin = saved.get("admin")
+        if isinstance(admin, str) and admin != "up" and link.p2p is not None:
+            self.set_admin(link.name, False, "both" if admin == "down" else admin.split()[-1])
+        impairs = saved.get("impairs")
+        if isinstance(impairs, dict) and impairs:
+            from xcon.impair.spec import parse_netem
+
+            for direction, words in impairs.items():
+                self.set_impair(link.name, direction, parse_netem(str(words)))
+
+    def _send_taken(self, tries: int = 0) -> None:
+        """Frames a handed-over port had read and not sent go out once both
+        ends of its link are up (a second at most)."""
+        waiting = []
+        for port in self.taken_ports:
+            if port.owner is None or not port.up:
+                waiting.append(port)
+                continue
+            link = next((lk for lk in self.links.values() if port in lk.bridge.ports), None)
+            if link is not None and not all(p.up for p in link.bridge.ports) and tries < 1000:
+                waiting.append(port)
+            elif port.inbuf.nready:
+                port.owner.received(port)
+        self.taken_ports = waiting if tries < 1000 else []
+        if self.taken_ports:
+            self.engine.call_later(0.001, lambda: self._send_taken(tries + 1))
+
+    def give(self, path: str) -> None:
+        """Hand every connection to the xcon listening on unix socket ``path``
+        (``POST /handover``): freeze, drain, pass, exit; raises Conflict when
+        one is under way.  A failure is logged and xcon carries on."""
+        from xcon.errors import Conflict
+        from xcon.handover import Giver
+
+        if self._giving is not None:
+            raise Conflict("a handover is under way already")
+        giver = self._giving = Giver(self)
+        log.info("handing over to the xcon at %s: reading stops", path)
+        giver.freeze(True)
+        giver.wait_drained(lambda why: self._give_now(giver, path, why))
+
+    def _give_now(self, giver: Giver, path: str, why: str) -> None:
+        import socket
+
+        from xcon.handover import ACK_WAIT, TAKEN, HandoverError, send_parcel
+
+        if not why:
+            state, fds = giver.pack()
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(ACK_WAIT)
+                s.connect(path)
+                send_parcel(s, state, fds)
+                answer = s.recv(len(TAKEN))  # the loop waits: nothing is read meanwhile
+                if answer != TAKEN:
+                    why = "the new xcon gave up" if not answer else f"it answered {answer!r}"
+            except (OSError, HandoverError) as e:
+                why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            finally:
+                s.close()
+        if why:
+            log.warning("handover to %s failed (%s): carrying on", path, why)
+            giver.freeze(False)
+            self._giving = None
+            return
+        log.info("handed over to the new xcon: exiting")
+        self.handed_over()
+
+    def handed_over(self) -> None:
+        """Another xcon carries on this one's connections: stop without
+        touching them (carrier, socket files, the health file and its lock)."""
+        self.handed = True
+        self._stopped_by = "handed over"
+        if self.carriers is not None:
+            self.carriers.on_exit = "keep"
+        for s in self.services:
+            keep = getattr(s, "keep_files", None)
+            if keep is not None:
+                keep()
+        if self.lock is not None:
+            self.lock.forget()
+        self.engine.stop()
+
+    def restart_in_place(self) -> None:
+        """``xcon ctl restart`` / SIGUSR2: run the same command line again in
+        this process (``exec``: same PID), handing the connections to it."""
+        from xcon.handover import Giver
+
+        if self._giving is not None:
+            log.warning("restart asked while a handover is under way: ignored")
+            return
+        giver = self._giving = Giver(self)
+        log.info("restarting in place: reading stops")
+        giver.freeze(True)
+        giver.wait_drained(lambda why: self._exec_now(giver, why))
+
+    def _exec_now(self, giver: Giver, why: str) -> None:
+        import os
+        import sys
+
+        from xcon.handover import ENV, write_exec_parcel
+
+        if why:
+            log.warning("restart in place refused (%s): carrying on", why)
+            giver.freeze(False)
+            self._giving = None
+            return
+        if self.captures is not None:  # their files end complete
+            self.captures.close()
+            self.captures = None
+        state, fds = giver.pack()
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        try:
+            mfd = write_exec_parcel(state, fds)
+            os.environ[ENV] = str(mfd)
+            log.info("restarting in place: exec %s", " ".join(argv))
+            for h in logging.getLogger().handlers:
+                h.flush()
+            os.execv(sys.executable, argv)
+        except OSError as e:
+            os.environ.pop(ENV, None)
+            log.warning("restart in place failed (%s): carrying on", e.strerror or e)
+            giver.freeze(False)
+            self._giving = None

@@ -315,6 +315,17 @@ class Carriers:
             ec.timer = None
         ec.backoff = 0.0
 
+    def restore(self, link: str, states: dict[str, bool | None]) -> None:
+        """What a handover says the routers of ``link`` were last told: the
+        new xcon sets carrier only where the link's state now differs."""
+        for end, state in states.items():
+            ec = self.ends.get(link, {}).get(end)
+            if ec is not None and state is not None and ec.state is None:
+                ec.state = state
+                ec.since = time.time()
+                if ec.want is not None and ec.want != ec.state and not ec.busy:
+                    self._push(ec)
+
     # -- the control plane ------------------------------------------------------------
     def of(self, link: str) -> dict[str, EndCarrier]:
         return self.ends.get(link, {})

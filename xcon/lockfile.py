@@ -73,6 +73,17 @@ class LockFile:
     def held(self) -> bool:
         return self._fd is not None
 
+    def fileno(self) -> int:
+        assert self._fd is not None
+        return self._fd
+
+    def forget(self) -> None:
+        """Let go of the descriptor only: the lock is another xcon's now (a
+        handover passed it), so the file stays."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
     def release(self) -> None:
         """Remove the file (if it is still the one locked) and let go; idempotent."""
         fd, self._fd = self._fd, None

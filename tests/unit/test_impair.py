@@ -942,6 +942,9 @@ class EveryOther:
     def lose(self, reason):
         pass
 
+    def holding(self):
+        return False  # it sends what it keeps at once
+
     def retire(self):
         self.flow.stage_gone(self)
 

@@ -115,6 +115,10 @@ class Stage(Protocol):
         """Drop everything held (the destination went down, the link was
         pulled), counted under ``reason``; a span being sent is finished first."""
 
+    def holding(self) -> bool:
+        """Whether frames wait in the stage or a send of its own is outstanding."""
+        ...
+
     def retire(self) -> None:
         """Stop: drop what is held, then :meth:`Flow.stage_gone` once nothing is outstanding."""
 

@@ -44,8 +44,11 @@ from xcon.linkspec import SpecError
 from xcon.lockfile import LockFile, LockHeld
 
 if TYPE_CHECKING:
+    import socket
+
     from xcon.app import Xcon
     from xcon.control.config import ConfigReloader
+    from xcon.handover import Parcel
 
 __all__ = [
     "CAPTURE_FLAGS",
@@ -101,17 +104,21 @@ def run(setup: Setup) -> int:
     setup_logging(setup.log_level)
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
+    from xcon.handover import ENV
+
+    handed = os.environ.pop(ENV, None)  # restarted in place: the parcel's fd
     lock = None
-    if setup.health_file:
+    if setup.health_file and not setup.takeover and handed is None:
         try:
             lock = lock_health_file(setup.health_file)
         except ModeError as e:
             return _error(str(e), e.exit_code)
+    locks: list[LockFile] = [lock] if lock is not None else []
     try:
-        return _run(setup)
+        return _run(setup, locks, handed)
     finally:
-        if lock is not None:
-            lock.release()
+        for held in locks:
+            held.release()  # nothing if it was handed over
 
 
 def lock_health_file(path: str) -> LockFile | None:
@@ -137,7 +144,7 @@ def lock_health_file(path: str) -> LockFile | None:
         return None
 
 
-def _run(setup: Setup) -> int:
+def _run(setup: Setup, locks: list[LockFile], handed: str | None = None) -> int:
     from xcon import native
     from xcon.app import Xcon
     from xcon.control import start_control
@@ -151,6 +158,8 @@ def _run(setup: Setup) -> int:
     app = Xcon(
         engine=engine, health_path=setup.health_file, trace_interval=setup.trace, debug=setup.debug
     )
+    app.lock = locks[0] if locks else None
+    taker = None
     try:
         ensure_nofile(setup.sockets)
         app.monitor_rules = dict(setup.monitors)
@@ -170,9 +179,23 @@ def _run(setup: Setup) -> int:
                 app.set_impair(name, direction, imp)
             except LinkError as e:
                 raise ModeError(f"--impair {name}: {e}", exit_code=2) from None
+        if setup.takeover or handed is not None:
+            taker = take_over(app, setup, handed, locks)
         start_carriers(app, setup.on_exit)
-        start_control(app, setup.control, setup.engine, reload=reload)
+        if taker is not None:
+            taker.restore_carriers(app)
+        start_control(
+            app,
+            setup.control,
+            setup.engine,
+            reload=reload,
+            handed=taker.parcel.control() if taker is not None else None,
+        )
+        if taker is not None:
+            taker.done()
     except ModeError as e:
+        if taker is not None:
+            taker.fail()
         app.close()
         return _error(str(e), e.exit_code)
     log.info(
@@ -201,6 +224,73 @@ def config_reloader(app: Xcon, setup: Setup) -> ConfigReloader:
         log.warning("%s", note)
     load = loader(setup.config, setup.topology_format, setup.topology_prefix)
     return ConfigReloader(app, setup.config, load=load, source="topology")
+
+
+class _Taker:
+    """The parcel of a handover being taken, and the giver's connection
+    (None when restarted in place): :meth:`done` says "taken" to it, and
+    :meth:`fail` lets it carry on."""
+
+    def __init__(self, parcel: Parcel, conn: socket.socket | None) -> None:
+        self.parcel = parcel
+        self.conn = conn
+
+    def restore_carriers(self, app: Xcon) -> None:
+        if app.carriers is not None:
+            for name, saved in self.parcel.state["links"].items():
+                app.carriers.restore(name, saved.get("carrier", {}))
+
+    def done(self) -> None:
+        from xcon.handover import TAKEN
+
+        self.parcel.close_unused()
+        if self.conn is not None:
+            try:
+                self.conn.sendall(TAKEN)
+            except OSError as e:
+                raise ModeError(
+                    f"--takeover: the running xcon went away: {e.strerror or e}", 1
+                ) from None
+            finally:
+                self.conn.close()
+        log.info(
+            "took over %d link(s) from pid %s",
+            len(self.parcel.state["links"]),
+            self.parcel.state["pid"],
+        )
+
+    def fail(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # the running xcon reads again and carries on
+
+
+def take_over(app: Xcon, setup: Setup, handed: str | None, locks: list[LockFile]) -> _Taker:
+    """The connections of the xcon before this one (``--takeover``, or this
+    process before ``exec``), given to the links just built."""
+    from xcon.handover import HandoverError, Parcel, read_exec_parcel, take
+
+    conn = None
+    try:
+        if handed is not None:
+            parcel = Parcel(*read_exec_parcel(handed))
+        else:
+            assert setup.control.path is not None
+            parcel, conn = take(setup.control.path)
+        lock = parcel.lock()
+        if lock is not None:
+            locks.append(lock)
+            app.lock = lock
+        for line in parcel.apply(app):
+            log.info("%s", line)
+    except HandoverError as e:
+        if conn is not None:
+            conn.close()
+        raise ModeError(f"--takeover: {e}", exit_code=1) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return _Taker(parcel, conn)
 
 
 def start_carriers(app: Xcon, on_exit: str) -> None:

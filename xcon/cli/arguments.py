@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="when xcon stops: set the routers' NICs off (down, the default) or leave them (keep)",
     )
     p.add_argument(
+        "--takeover",
+        action="store_true",
+        help="take the connections of the xcon running on the same control socket, "
+        "without a frame lost or a disconnect the routers see; it exits once they are "
+        "handed over (docs/restart.md)",
+    )
+    p.add_argument(
         "--engine",
         default="epoll",
         help="event loop: epoll (default) or uvloop (asyncio on uvloop)",

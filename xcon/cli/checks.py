@@ -92,6 +92,8 @@ class Setup:
     monitors: dict[str, Monitor] = field(default_factory=dict)
     vrnetlab_monitors: bool = False
     on_exit: str = "down"
+    #: ``--takeover``: the running xcon's connections are handed to this one.
+    takeover: bool = False
 
     @property
     def sockets(self) -> int:
@@ -195,7 +197,32 @@ def check(args: argparse.Namespace) -> Setup:
     setup.on_exit = args.on_exit
     config_file(args, setup)
     check_capture(args, setup)
+    if args.takeover:
+        check_takeover(setup)
     return setup
+
+
+#: End kinds whose connections a handover passes on (docs/restart.md).
+HANDED_KINDS = ("qemu", "tcp", "unix")
+
+
+def check_takeover(setup: Setup) -> None:
+    """``--takeover``: ends xcon would bind are still the running xcon's (its
+    sockets, devices): only links between router connections can be taken."""
+    if setup.mode not in ("p2p", "hub"):
+        raise UsageError("--takeover applies to --p2p, --hub and --config links only")
+    if setup.control.path is None:
+        raise UsageError("--takeover finds the running xcon through its control socket: not 'none'")
+    ends = [e for spec in setup.links for e in (spec.left, spec.right)] + list(setup.hub)
+    ends += [e for cl in setup.config_links for e in (cl.spec.left, cl.spec.right)]
+    for end in ends:
+        kind = end.kind
+        if kind not in HANDED_KINDS:
+            raise UsageError(
+                f"--takeover: {end} is a {kind} end; only {', '.join(HANDED_KINDS)} ends "
+                "(connections to routers) are handed over: restart xcon instead"
+            )
+    setup.takeover = True
 
 
 def config_file(args: argparse.Namespace, setup: Setup) -> None:

@@ -196,6 +196,13 @@ class _Pending:
         self.bound = bound
         self.closed = False
 
+    def bound_sockets(self) -> list[Bound]:
+        return list(self.bound)
+
+    def keep_files(self) -> None:
+        for b in self.bound:
+            b.unlink = None
+
     def close(self) -> None:
         self.closed = True
         for b in self.bound:

@@ -12,6 +12,8 @@ do its part; xcon's own side was changed).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +34,7 @@ from xcon.control.server import (
     json_response,
 )
 from xcon.control.views import end_views, impairments, link_captures
-from xcon.errors import BadRequest, LinkError, NotFound, Unavailable
+from xcon.errors import BadRequest, LinkError, NotFound, Unavailable, one_line
 from xcon.health import health_status
 from xcon.links import vrnetlab_monitor
 from xcon.linkspec import End, SpecError, parse_link
@@ -517,6 +519,32 @@ class ControlAPI:
 
         self.reload_file(done)
         return pending
+
+    # Restart and handover (docs/restart.md): root only, answered at once;
+    # what follows happens on the loop.
+    def restart(self, req: Request, name: str) -> Response:
+        self._root_only(req, "restart xcon")
+        self.app.engine.call_soon(self.app.restart_in_place)
+        return json_response(202, {"restarting": True, "pid": os.getpid()})
+
+    def handover(self, req: Request, name: str) -> Response:
+        self._root_only(req, "hand xcon's connections over")
+        body = _object(req)
+        path = body.get("socket")
+        if set(body) != {"socket"} or not isinstance(path, str) or not path.startswith("/"):
+            raise BadRequest('POST /handover takes {"socket": "/absolute/path/of/a/unix/socket"}')
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+        except (OSError, ValueError) as e:
+            raise BadRequest(f"{one_line(path)}: {getattr(e, 'strerror', None) or e}") from None
+        if not is_socket:
+            raise BadRequest(f"{one_line(path)} is not a unix socket")
+        self.app.give(path)
+        return json_response(202, {"handing_over": True, "pid": os.getpid()})
+
+    def _root_only(self, req: Request, what: str) -> None:
+        if req.role != ADMIN:
+            raise self.access._refuse(req.peer, 403, f"only root may {what}")
 
     def metrics(self, req: Request, name: str) -> Pending:
         """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).

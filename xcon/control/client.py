@@ -418,6 +418,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "health": Subcommand("the health summary (exit code 0 healthy, 1 not)", _on("GET /health")),
     "metrics": Subcommand("the Prometheus metrics", _on("GET /metrics")),
     "reload": Subcommand("apply the --config file's changes (as SIGHUP)", _on("POST /reload")),
+    "restart": Subcommand(
+        "run xcon again in place (same PID), its connections handed over: nothing the "
+        "routers see (as SIGUSR2; docs/restart.md)",
+        _on("POST /restart"),
+    ),
     "events": Subcommand(
         "follow every change of the links' state, one line each, until interrupted",
         _events,

@@ -27,7 +27,7 @@ NAME = "NAME"
 class Route:
     """One request the API answers: ``METHOD /path``, the :class:`ControlAPI`
     method that answers it (``handler``), the ``xcon ctl`` subcommand that
-    makes it (``ctl``), what it does (one line), whether a reader may make it
+    makes it (``ctl``; "" for a route only xcon itself calls), what it does (one line), whether a reader may make it
     (``read``: docs/security.md) and methods answered the same way without
     being listed (``also``)."""
 
@@ -111,6 +111,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET",     "/health",              "health",           "health",   "the health file's code and message", read=True),
     Route("GET",     "/metrics",             "metrics",          "metrics",  "Prometheus text exposition", read=True),
     Route("POST",    "/reload",              "reload",           "reload",   "apply the --config file again (as SIGHUP)"),
+    Route("POST",    "/restart",             "restart",          "restart",  "run xcon again in place, its connections handed over (as SIGUSR2; 202)"),
+    Route("POST",    "/handover",            "handover",         "",         'hand every connection to a new xcon: {"socket": PATH} (202; xcon --takeover)'),
     Route("GET",     "/events",              "events",           "events",   "every change of a link's state as it happens: JSON lines, chunked, until the client goes"),
 )
 # fmt: on
@@ -126,7 +128,7 @@ def route(text: str) -> Route:
 
 def commands() -> list[str]:
     """``xcon ctl``'s subcommands, in the table's order."""
-    return list(dict.fromkeys(r.ctl for r in ROUTES))
+    return list(dict.fromkeys(r.ctl for r in ROUTES if r.ctl))
 
 
 class NoRoute(LookupError):

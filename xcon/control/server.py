@@ -283,6 +283,15 @@ class ControlServer:
         if self._sweeper is None:
             self._sweeper = self.engine.call_every(SWEEP_EVERY, self.sweep)
 
+    def bound_sockets(self) -> list[Bound]:
+        """The listening sockets, for a handover (:mod:`xcon.handover`)."""
+        return [Bound(lst.sock, lst.address, lst.unlink) for lst in self.listeners]
+
+    def keep_files(self) -> None:
+        """Another xcon listens on these sockets now: closing leaves their files."""
+        for lst in self.listeners:
+            lst.unlink = None
+
     def close(self) -> None:
         """Close every connection and listener (and remove the unix socket file)."""
         if self._sweeper is not None:

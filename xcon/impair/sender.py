@@ -115,6 +115,9 @@ class ImpairSender:
         self.stage.set(imp)
         self._holding()
 
+    def holding(self) -> bool:
+        return self._sending or (self.stage is not None and not self.stage.empty)
+
     def retire(self) -> None:
         """Stop impairing: what waits in the line is dropped (``impair_cleared``;
         the rest of a frame being sent is finished first); the flow goes on

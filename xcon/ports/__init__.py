@@ -93,6 +93,7 @@ class Port:
         self.peer = ""
         self._reading = True
         self._writing = False
+        self._frozen = False  # a handover under way: nothing is read
         self._failing: str | None = None  # the reason of a down-transition under way
         self._closed = False
         self._was_up = False  # up at least once: the next up is a reconnect
@@ -113,6 +114,18 @@ class Port:
         self._reading = on
         if self.up and self._failing is None:
             self._interest()
+
+    def freeze(self, on: bool) -> None:
+        """Stop reading whatever the bridge asks (``on``: a handover packs
+        this port), or go back to what it asks."""
+        self._frozen = on
+        if self.up and self._failing is None:
+            self._interest()
+
+    @property
+    def reading(self) -> bool:
+        """Whether the descriptor is read now."""
+        return self._reading and not self._frozen
 
     def set_writing(self, on: bool) -> None:
         """Report ``writable`` once a cut-short send can go on."""
@@ -195,7 +208,7 @@ class Port:
 
     # -- subclass hooks ----------------------------------------------------------------
     def _interest(self) -> None:
-        """Apply ``_reading``/``_writing`` to the descriptor."""
+        """Apply :attr:`reading` and ``_writing`` to the descriptor."""
         raise NotImplementedError
 
     def _quiet(self) -> None:

@@ -152,7 +152,7 @@ class DevicePort(Port):
 
     def _interest(self) -> None:
         if self._reg is not None:
-            self._reg.set((READ if self._reading else 0) | (WRITE if self._writing else 0))
+            self._reg.set((READ if self.reading else 0) | (WRITE if self._writing else 0))
 
     def _quiet(self) -> None:
         if self._reg is not None:
@@ -185,7 +185,7 @@ class DevicePort(Port):
             return
         owner = self.owner
         assert owner is not None
-        if events & READ and self._reading:
+        if events & READ and self.reading:
             buf = self.inbuf
             n = self._read_into(buf.room())
             if n > 0:

@@ -86,6 +86,12 @@ class QemuPort(StreamPort):
     # -- connecting ---------------------------------------------------------------
     def start(self) -> None:
         self._closed = False
+        if self.handed is not None:
+            self._connecting = True
+            self._opened_at = time.monotonic()
+            self._rx_at_open = self.rx_bytes
+            self._take_handed()
+            return
         gate = self.gate
         if gate.live and not self._flaps:
             # The host is up (a link added while its other links run): connect

@@ -12,12 +12,16 @@ lost.
 
 from __future__ import annotations
 
+import logging
 import socket
+from typing import Any
 
 from xcon.engines import Engine, Stream
 from xcon.framing import TOO_BIG
 from xcon.limits import MAX_FRAME
 from xcon.ports import Port
+
+log = logging.getLogger("xcon.port")
 
 #: Send buffer asked for a unix stream socket (the kernel doubles it).  The
 #: default (about 208 KiB) is smaller than one 256 KiB batch of the receive
@@ -45,6 +49,10 @@ class StreamPort(Port):
         self.rx_bytes = 0
         #: The current connection has delivered at least one whole frame.
         self.proved = False
+        #: A connection handed over by another xcon, taken at :meth:`start`:
+        #: (socket, the bytes it had read and not sent, peer, counters).
+        self.handed: tuple[socket.socket, bytes, str, dict[str, Any]] | None = None
+        self._taken_stats: dict[str, Any] | None = None
 
     def _open_stream(self, sock: socket.socket) -> None:
         """``sock`` is connected: hand it to the engine (``stream_opened`` follows)."""
@@ -57,7 +65,14 @@ class StreamPort(Port):
             return
         self._stream = stream
         self.proved = False
+        saved, self._taken_stats = self._taken_stats, None
         self._became_up()
+        if saved is not None:  # the connection goes on: its counters too
+            st = self.stats
+            st.connects, st.reconnects = saved["connects"], saved["reconnects"]
+            st.disconnects, st.protocol_errors = saved["disconnects"], saved["protocol_errors"]
+            st.partial_bytes, st.last_error = saved["partial_bytes"], saved["last_error"]
+            self.rx_bytes = saved["rx_bytes"]
 
     def stream_data(self, n: int) -> bool:
         self.rx_bytes += n
@@ -71,7 +86,7 @@ class StreamPort(Port):
         if status == TOO_BIG:
             self.protocol_error(f"frame length {buf.bad_length()} exceeds {MAX_FRAME}")
             return False
-        return self._reading and self._failing is None
+        return self.reading and self._failing is None
 
     def stream_writable(self) -> None:
         if self._failing is None and self.owner is not None:
@@ -83,6 +98,32 @@ class StreamPort(Port):
         elif self._stream is None and not self._closed:
             self._setup_failed(reason)  # the engine could not take the socket
 
+    # -- handover ----------------------------------------------------------------------
+    def handable_socket(self) -> Any:
+        """The connected socket (an object with ``fileno()``), or None."""
+        return getattr(self._stream, "sock", None) if self._stream is not None else None
+
+    def adopt(self, sock: socket.socket, pending: bytes, peer: str, stats: dict[str, Any]) -> None:
+        """Carry on a connection another xcon handed over (taken at :meth:`start`)."""
+        self.handed = (sock, pending, peer, stats)
+
+    def _take_handed(self) -> bool:
+        """Start with the handed-over connection, if any: the bytes it had
+        read first, then what the socket holds."""
+        if self.handed is None:
+            return False
+        sock, pending, peer, stats = self.handed
+        self.handed = None
+        if pending:
+            self.inbuf.feed(pending)
+        self.peer = peer
+        self._taken_stats = stats
+        self._was_up = True
+        sock.setblocking(False)
+        log.info("%s: taken over, connected to %s", self.name, peer)
+        self._open_stream(sock)
+        return True
+
     # -- Port ------------------------------------------------------------------------
     def send(self, view: memoryview) -> int:
         stream = self._stream
@@ -93,7 +134,7 @@ class StreamPort(Port):
     def _interest(self) -> None:
         stream = self._stream
         if stream is not None:
-            stream.set_reading(self._reading)
+            stream.set_reading(self.reading)
             stream.set_writing(self._writing)
 
     def _quiet(self) -> None:
