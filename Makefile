@@ -16,10 +16,11 @@ IMAGE  := $(if $(REGISTRY),$(REGISTRY:%/=%)/,)vr-xcon
 #   procps, qemu-system-x86 (real qemu routers in the end-to-end tests), iperf3 (TCP
 #   through links, and through raw and tap ends with the kernel's offloads on),
 #   tcpdump and tshark (captures read back), libpcap0.8 (capture filters: BPF compiler),
-#   tmux (xcon ctl top drawn in a real terminal).
+#   tmux (xcon ctl top drawn in a real terminal), bird2 (OSPF and BFD between real
+#   qemu routers: tests/root/test_routing.py).
 #   BUILD_DEBS: the compiler for the native fast path.
 BUILD_DEBS := gcc libc6-dev
-TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8 linux-image-amd64 busybox-static cpio tmux
+TEST_DEBS  := iproute2 procps iputils-ping util-linux qemu-system-x86 iperf3 tcpdump tshark libpcap0.8 linux-image-amd64 busybox-static cpio tmux bird2
 BENCH_DEBS := socat iperf3 qemu-system-x86 iputils-ping iproute2 gcc
 define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -43,8 +44,20 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
 demo: install
 	$(PY) -m xcon demo
 
+# bird2's package enables and starts a system BIRD; the routing tests run their own
+# inside their namespaces, so one that test-debs installs is stopped and disabled
+# (a BIRD that was there before is left alone).
+BIRD_WAS := $(shell dpkg -s bird2 >/dev/null 2>&1 && echo yes)
+
 test-debs:
 	$(call apt_install,$(TEST_DEBS))
+	@if [ -z "$(BIRD_WAS)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && dpkg -s bird2 >/dev/null 2>&1; then \
+	  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	    systemctl disable --now bird >/dev/null 2>&1; \
+	  else service bird stop >/dev/null 2>&1; update-rc.d bird disable >/dev/null 2>&1; fi; \
+	  echo "bird2 installed for the routing tests: its system service is stopped and disabled"; \
+	fi
 
 # promtool (`promtool check metrics` in the metrics test) from Debian's prometheus
 # package, unpacked into the venv rather than installed: installing the package

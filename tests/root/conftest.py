@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 
+from xcon.testing import bird
 from xcon.testing.netns import ROOT_REASON, ns_prefix, sh, suffix, workdir
 from xcon.testing.process import XconProcess
 from xcon.testing.qemu import Lab
@@ -78,3 +79,19 @@ def lab(tmp_path, engine):
     """Routers, namespaces and xcon processes (``--engine`` each engine in turn)."""
     with contextlib.closing(Lab(tmp_path, engine)) as lab:
         yield lab
+
+
+@pytest.fixture
+def routed_pair(lab):
+    """Factory: :func:`xcon.testing.bird.routed_pair` on this test's lab (two
+    qemu routers with BIRD, OSPF and BFD, joined by xcon and converged);
+    skipped, naming the package, where BIRD is missing.  Everything it starts
+    goes with the lab."""
+    why = bird.missing()
+    if why:
+        pytest.skip(why)
+
+    def make(**kw) -> bird.RoutedPair:
+        return bird.routed_pair(lab, **kw)
+
+    return make

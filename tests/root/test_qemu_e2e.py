@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
-from xcon.testing.ping import parse_ping, ping, wait_ping
+from xcon.testing.ping import Pinger, ping, wait_ping
 from xcon.testing.qemu import Lab, QemuRouter, qemu_marks, report
 
 pytestmark = qemu_marks()
@@ -95,14 +94,7 @@ def test_xcon_restart_outage_while_pinging(lab, record_property, order):
     xc.wait_health("0", contains="All 2 sockets connected")
     wait_ping(ra.netns, rb.ip, timeout=10)
 
-    pinger = subprocess.Popen(
-        ["ip", "netns", "exec", ra.netns, "ping", "-n", "-D", "-i", str(interval)]
-        + ["-W", "1", rb.ip],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with Pinger(ra.netns, rb.ip, interval) as pinger:
         handovers = []
         time.sleep(1.0)
         for _ in range(restarts):
@@ -119,20 +111,10 @@ def test_xcon_restart_outage_while_pinging(lab, record_property, order):
                 xc = new
             handovers.append(time.monotonic() - t0)
             time.sleep(1.0)
-        pinger.send_signal(signal.SIGINT)
-        out, _ = pinger.communicate(timeout=30)
-    finally:
-        if pinger.poll() is None:
-            pinger.kill()
-            pinger.wait()
-
-    p = parse_ping(out)
+        p = pinger.stop()
+    out = p.output
     assert p.replies, out
-    gaps = [
-        (b_ts - a_ts, b_seq - a_seq - 1)
-        for (a_ts, a_seq), (b_ts, b_seq) in zip(p.replies, p.replies[1:], strict=False)
-    ]
-    outages = sorted(gaps, reverse=True)[:restarts]
+    outages = sorted(p.gaps(), reverse=True)[:restarts]
     lost = p.transmitted - p.received
     report(record_property, lab, f"{order}_handover_s", [round(h, 3) for h in handovers])
     report(

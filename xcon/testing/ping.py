@@ -1,10 +1,13 @@
 """ping from inside a network namespace, its output read back: replies, round
-trips, which sequence numbers came back and when."""
+trips, which sequence numbers came back and when (:class:`Pinger`: a ping
+running in the background while a test changes something, its outages read
+back by :meth:`Ping.gaps`)."""
 
 from __future__ import annotations
 
 import math
 import re
+import signal
 import statistics
 import subprocess
 import time
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 
 from xcon.testing.wait import wait_until
 
-__all__ = ["Ping", "parse_ping", "ping", "wait_ping"]
+__all__ = ["Ping", "Pinger", "parse_ping", "ping", "wait_ping"]
 
 
 @dataclass
@@ -32,6 +35,14 @@ class Ping:
             f"{self.received}/{self.transmitted} replies, rtt ms min {self.rtt[0]:.2f} "
             f"median {median:.2f} avg {self.rtt[1]:.2f} max {self.rtt[2]:.2f}"
         )
+
+    def gaps(self) -> list[tuple[float, int]]:
+        """Between each two replies in a row (``-D``): the seconds between them
+        and how many sequence numbers went unanswered there, in reply order."""
+        return [
+            (b_ts - a_ts, b_seq - a_seq - 1)
+            for (a_ts, a_seq), (b_ts, b_seq) in zip(self.replies, self.replies[1:], strict=False)
+        ]
 
 
 def parse_ping(output: str) -> Ping:
@@ -82,3 +93,38 @@ def wait_ping(netns: str, dst: str, timeout: float = 15) -> float:
         poll=0.05,
     )
     return time.monotonic() - start
+
+
+class Pinger:
+    """``ping -D -i INTERVAL DST`` from ``netns`` in the background until
+    :meth:`stop` (a context manager: killed on leaving, also after a failure)."""
+
+    def __init__(self, netns: str, dst: str, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "ping", "-n", "-D", "-i", str(interval)]
+            + ["-W", "1", dst],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> Ping:
+        """Stop it as ^C does and read what it printed."""
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            out, _ = self.proc.communicate(timeout=30)
+        finally:
+            self.kill()
+        return parse_ping(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Pinger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

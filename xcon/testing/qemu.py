@@ -68,12 +68,12 @@ def missing(*tools: tuple[str, str]) -> str | None:
     return None
 
 
-def qemu_marks(timeout: int = 120) -> list:
+def qemu_marks(timeout: int = 120, *tools: tuple[str, str]) -> list:
     """The ``pytestmark`` of a module of tests with real qemu routers: marked root,
-    bounded by ``timeout`` s, and skipped, saying why, where missing() finds a reason."""
+    bounded by ``timeout`` s, and skipped, saying why, where missing(*tools) finds a reason."""
     import pytest
 
-    why = missing()
+    why = missing(*tools)
     return [
         pytest.mark.root,
         pytest.mark.timeout(timeout),
@@ -223,7 +223,9 @@ class QemuRouter:
 
 class Lab:
     """What one test makes: namespaces, qemu routers and xcon processes
-    (``--engine ENGINE``), all removed by :meth:`close`, also after a failure."""
+    (``--engine ENGINE``), all removed by :meth:`close`, also after a failure.
+    Whatever else runs in its namespaces (a routing daemon) appends its stop
+    function to :attr:`stoppers`: they run first."""
 
     def __init__(self, tmp: Path, engine: str) -> None:
         self.tmp = tmp
@@ -235,6 +237,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.routers: list[QemuRouter] = []
         self.xcons: list[XconProcess] = []
+        self.stoppers: list[Callable[[], None]] = []
 
     def netns(self, role: str) -> str:
         name = f"xcon-e2e-{self.tag}-{role}"
@@ -282,6 +285,11 @@ class Lab:
 
     def close(self) -> None:
         errors: list[Exception] = []
+        for stop in reversed(self.stoppers):
+            try:
+                stop()
+            except Exception as e:
+                errors.append(e)
         for x in self.xcons:
             x.kill()
         for router in self.routers:
