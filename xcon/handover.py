@@ -30,9 +30,7 @@ complete); a flap schedule does not carry over.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -114,10 +112,12 @@ class Giver:
             else:
                 eng.call_later(0.001, check)
 
-        check()
+        eng.call_soon(check)  # never inside the caller: the API answers first
 
     def pack(self) -> tuple[dict[str, Any], list[int]]:
         """The parcel: the state (JSON-able) and the descriptors it names by index."""
+        import base64
+
         app = self.app
         fds: list[int] = []
 
@@ -196,6 +196,8 @@ def flow_stats(fs: Any) -> dict[str, Any]:
 def send_parcel(sock: socket.socket, state: dict[str, Any], fds: list[int]) -> None:
     """The state as one length-prefixed JSON message, then the descriptors
     in messages of :data:`FDS_PER_MESSAGE` (each with one byte)."""
+    import json
+
     body = json.dumps(state).encode()
     head = len(body).to_bytes(4, "big") + len(fds).to_bytes(4, "big")
     sock.sendall(head + body)
@@ -204,6 +206,8 @@ def send_parcel(sock: socket.socket, state: dict[str, Any], fds: list[int]) -> N
 
 
 def recv_parcel(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    import json
+
     head = _recv_exact(sock, 8)
     size, nfds = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
     state = json.loads(_recv_exact(sock, size))
@@ -234,6 +238,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 def write_exec_parcel(state: dict[str, Any], fds: list[int]) -> int:
     """The parcel in a memory file for the same process after ``exec``: the
     descriptors keep their numbers (made inheritable), the file names them."""
+    import json
+
     state = dict(state, fds=fds)
     mfd = os.memfd_create("xcon-handover", 0)  # inheritable: no MFD_CLOEXEC
     os.write(mfd, json.dumps(state).encode())
@@ -244,6 +250,8 @@ def write_exec_parcel(state: dict[str, Any], fds: list[int]) -> int:
 
 
 def read_exec_parcel(value: str) -> tuple[dict[str, Any], list[int]]:
+    import json
+
     try:
         mfd = int(value)
         with os.fdopen(mfd, "rb") as f:
@@ -296,6 +304,8 @@ class Parcel:
     def apply(self, app: Xcon) -> list[str]:
         """Give the links of ``app`` (built, not started) what the parcel holds
         for links of the same name; returns one line per link taken."""
+        import base64
+
         taken = []
         for name, saved in self.state["links"].items():
             link = app.links.get(name)
@@ -334,6 +344,8 @@ def take(control_path: str, timeout: float = PARCEL_WAIT) -> tuple[Parcel, socke
     """Ask the xcon listening on ``control_path`` to hand over; returns the
     parcel and the connection to answer on (:data:`TAKEN`, or close it to
     let the running xcon carry on)."""
+    import json
+
     from xcon.control.transport import Client, Unreachable
 
     path = os.path.abspath(control_path)

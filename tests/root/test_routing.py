@@ -18,6 +18,7 @@ from xcon.testing.bird import routing_marks
 from xcon.testing.control import Follower, ctl, wait_api, write
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.ping import Pinger
+from xcon.testing.process import XconProcess
 from xcon.testing.wait import wait_until
 
 pytestmark = routing_marks(timeout=60)
@@ -155,3 +156,54 @@ def test_a_cold_restart_of_xcon_is_reported_as_the_routers_see_it(lab, routed_pa
     assert {t.peer for t in ups} == {t.peer for t in downs}, changes
     for bird in pair.birds:
         assert [s.state for s in bird.bfd_sessions()] == ["Up"]
+
+
+def test_takeovers_do_not_flap_bfd(lab, routed_pair):
+    """``xcon --takeover`` (docs/restart.md) 10 times, BFD at 50 ms x 3: not
+    one BFD or OSPF state change; ping's longest gap printed."""
+    pair = routed_pair(bfd_ms=50)
+    (ra, rb), mark = pair.routers, pair.mark()
+    xc = pair.xc
+    with Pinger(ra.netns, rb.ip, interval=0.01) as pinger:
+        time.sleep(0.3)
+        for _ in range(10):
+            new = XconProcess(
+                ["--p2p", pair.link, "--takeover", "--engine", lab.engine],
+                cwd=xc.workdir,
+                health_file=xc.health_file,
+            )
+            lab.xcons.append(new)
+            old = xc
+            wait_until(lambda: old.proc.poll() is not None, 15, lambda: f"{old.log()}\n{new.log()}")
+            assert old.proc.returncode == 0 and "handed over to the new xcon" in old.log()
+            xc = new
+            wait_api(xc)
+            pair.wait_through()
+            time.sleep(0.2)  # one handover at a time, as a user makes them
+        p = pinger.stop()
+    dark, lost = max(p.gaps())
+    print(f"10 takeovers: longest ping gap {dark * 1000:.0f} ms ({lost} lost at 10 ms)")
+    assert pair.transitions_since(mark) == []
+
+
+def test_restarts_in_place_do_not_flap_bfd(lab, routed_pair):
+    """``xcon ctl restart`` 10 times: the same process runs the command line
+    again (``exec``) and takes its connections back.  The new image's start
+    is the dark spell (docs/restart.md): BFD at 100 ms x 3 here."""
+    pair = routed_pair(bfd_ms=100)
+    (ra, rb), mark = pair.routers, pair.mark()
+    xc = pair.xc
+    with Pinger(ra.netns, rb.ip, interval=0.01) as pinger:
+        time.sleep(0.3)
+        for i in range(10):
+            assert ctl(xc, "restart").returncode == 0
+            n = 2 * (i + 1)
+            wait_until(lambda n=n: xc.log().count("taken over, connected to") >= n, 10, xc.log)
+            wait_api(xc)
+            pair.wait_through()
+            time.sleep(0.3)
+        p = pinger.stop()
+    dark, lost = max(p.gaps())
+    print(f"10 restarts in place: longest ping gap {dark * 1000:.0f} ms ({lost} lost at 10 ms)")
+    assert xc.proc.poll() is None, "the same process runs on"
+    assert pair.transitions_since(mark) == []

@@ -275,6 +275,10 @@ def take_over(app: Xcon, setup: Setup, handed: str | None, locks: list[LockFile]
             parcel = Parcel(*read_exec_parcel(handed))
         else:
             assert setup.control.path is not None
+            # The control server loads now, while the running xcon still
+            # forwards, not on the first turn after the links went dark.
+            import xcon.control.api  # noqa: F401
+
             parcel, conn = take(setup.control.path)
         lock = parcel.lock()
         if lock is not None:

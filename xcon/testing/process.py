@@ -43,6 +43,10 @@ class XconProcess:
         os.makedirs(self.workdir, exist_ok=True)
         self.health_file = health_file or os.path.join(self.workdir, "health")
         self.log_path = os.path.join(self.workdir, "xcon.log")
+        n = 1
+        while os.path.exists(self.log_path):  # another xcon of this directory (a takeover)
+            n += 1
+            self.log_path = os.path.join(self.workdir, f"xcon.{n}.log")
         cmd = [*prefix, python, "-m", "xcon", *args, "--health-file", self.health_file]
         if "--log-level" not in args:
             cmd += ["--log-level", log_level]
