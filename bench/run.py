@@ -23,6 +23,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "reconnect",
     "down",
     "carrier",
+    "restart",
     "flood",
     "tap",
     "unix",
@@ -42,6 +43,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
 MODULES = {
     "down": ("down", "run"),
     "carrier": ("carrier", "run"),
+    "restart": ("restart", "run"),
     "flood": ("flood", "run"),
     "unix": ("ends", "unix"),
     "udp": ("ends", "udp"),

@@ -174,7 +174,11 @@ def test_takeovers_do_not_flap_bfd(lab, routed_pair):
             )
             lab.xcons.append(new)
             old = xc
-            wait_until(lambda: old.proc.poll() is not None, 15, lambda: f"{old.log()}\n{new.log()}")
+            wait_until(
+                lambda old=old: old.proc.poll() is not None,
+                15,
+                lambda old=old, new=new: f"{old.log()}\n{new.log()}",
+            )
             assert old.proc.returncode == 0 and "handed over to the new xcon" in old.log()
             xc = new
             wait_api(xc)
