@@ -18,6 +18,8 @@ from xcon.links import DIRECTIONS, Link, LinkTable, check_monitors, end_name
 from xcon.ports import Port
 
 if TYPE_CHECKING:
+    import socket
+
     from xcon.capture.manager import Captures
     from xcon.carrier import Carriers
     from xcon.control.sockets import Bound
@@ -221,37 +223,57 @@ class Xcon(LinkTable):
         """Hand every connection to the xcon listening on unix socket ``path``
         (``POST /handover``): freeze, drain, pass, exit; raises Conflict when
         one is under way.  A failure is logged and xcon carries on."""
+        import socket
+
         from xcon.errors import Conflict
-        from xcon.handover import Giver
 
         if self._giving is not None:
             raise Conflict("a handover is under way already")
+
+        def connect() -> socket.socket:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(1.0)
+                s.connect(path)
+            except OSError:
+                s.close()
+                raise
+            return s
+
+        self._hand_over(f"the xcon at {path}", connect)
+
+    def _hand_over(self, to: str, connect: Callable[[], socket.socket]) -> None:
+        from xcon.handover import Giver
+
         giver = self._giving = Giver(self)
-        log.info("handing over to the xcon at %s: reading stops", path)
+        log.info("handing over to %s: reading stops", to)
         giver.freeze(True)
-        giver.wait_drained(lambda why: self._give_now(giver, path, why))
+        giver.wait_drained(lambda why: self._give_now(giver, to, connect, why))
 
-    def _give_now(self, giver: Giver, path: str, why: str) -> None:
-        import socket
-
+    def _give_now(
+        self, giver: Giver, to: str, connect: Callable[[], socket.socket], why: str
+    ) -> None:
         from xcon.handover import ACK_WAIT, TAKEN, HandoverError, send_parcel
 
         if not why:
-            state, fds = giver.pack()
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s.settimeout(ACK_WAIT)
-                s.connect(path)
-                send_parcel(s, state, fds)
-                answer = s.recv(len(TAKEN))  # the loop waits: nothing is read meanwhile
-                if answer != TAKEN:
-                    why = "the new xcon gave up" if not answer else f"it answered {answer!r}"
-            except (OSError, HandoverError) as e:
-                why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            finally:
-                s.close()
+                s = connect()
+            except OSError as e:
+                why = e.strerror or str(e)
+            else:
+                try:
+                    s.settimeout(ACK_WAIT)
+                    state, fds = giver.pack()
+                    send_parcel(s, state, fds)
+                    answer = s.recv(len(TAKEN))  # the loop waits: nothing is read meanwhile
+                    if answer != TAKEN:
+                        why = "the new xcon gave up" if not answer else f"it answered {answer!r}"
+                except (OSError, HandoverError) as e:
+                    why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+                finally:
+                    s.close()
         if why:
-            log.warning("handover to %s failed (%s): carrying on", path, why)
+            log.warning("handover to %s failed (%s): carrying on", to, why)
             giver.freeze(False)
             self._giving = None
             return
@@ -275,20 +297,97 @@ class Xcon(LinkTable):
 
     def restart_in_place(self) -> None:
         """``xcon ctl restart`` / SIGUSR2: run the same command line again in
-        this process (``exec``: same PID), handing the connections to it."""
-        from xcon.handover import Giver
+        this process (``exec``: same PID), handing the connections to it.
+
+        On the epoll engine, with only router connections as ends, a child
+        forked first forwards while the new image starts, then hands over to
+        it as to ``--takeover`` (the pause is the handover's, not the
+        start's).  Elsewhere (uvloop's loop does not survive a fork; ends the
+        new image must bind itself) the process stops reading, then execs."""
+        import sys
 
         if self._giving is not None:
             log.warning("restart asked while a handover is under way: ignored")
             return
-        giver = self._giving = Giver(self)
-        log.info("restarting in place: reading stops")
-        giver.freeze(True)
-        giver.wait_drained(lambda why: self._exec_now(giver, why))
+        if self.captures is not None:  # their files end complete (writer threads do not fork)
+            self.captures.close()
+            self.captures = None
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        from xcon.ports.qemu import QemuPort
 
-    def _exec_now(self, giver: Giver, why: str) -> None:
+        ports = [p for link in self.links.values() for p in link.bridge.ports]
+        if self.engine.name != "epoll" or not all(isinstance(p, QemuPort) for p in ports):
+            from xcon.handover import Giver
+
+            giver = self._giving = Giver(self)
+            log.info("restarting in place: reading stops")
+            giver.freeze(True)
+            giver.wait_drained(lambda why: self._exec_now(giver, argv, why))
+            return
+        self._fork_and_exec(argv)
+
+    def _fork_and_exec(self, argv: list[str]) -> None:
         import os
-        import sys
+        import socket
+
+        from xcon.handover import ENV_FROM
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for h in logging.getLogger().handlers:
+            h.flush()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            mine.close()
+            theirs.close()
+            log.warning("restart in place failed (fork: %s): carrying on", e.strerror or e)
+            return
+        if pid == 0:  # the child forwards until the new image asks for everything
+            theirs.close()
+            self._await_successor(mine)
+            return
+        mine.close()
+        try:
+            os.set_inheritable(theirs.fileno(), True)
+            os.environ[ENV_FROM] = f"{theirs.fileno()}:{pid}"
+            log.info(
+                "restarting in place: exec %s (pid %d forwards meanwhile)", " ".join(argv), pid
+            )
+            for h in logging.getLogger().handlers:
+                h.flush()
+            os.execv(argv[0], argv)
+        except OSError as e:  # the child carries on; this process has nothing left to do
+            log.error("restart in place: exec failed (%s); pid %d carries on", e.strerror or e, pid)
+            os._exit(1)
+
+    def _await_successor(self, sock: socket.socket) -> None:
+        """In the forked child: once the new image says it is ready, hand
+        over to it through ``sock`` (as to ``--takeover``)."""
+        import os
+
+        from xcon.engines import READ, Callback
+
+        reg = None
+
+        def ready() -> None:
+            assert reg is not None
+            reg.close()
+            try:
+                said = sock.recv(16)
+            except OSError:
+                said = b""
+            if not said:
+                log.error(
+                    "restart in place: the new image went away: pid %d carries on", os.getpid()
+                )
+                sock.close()
+                return
+            self._hand_over("the restarted xcon", lambda: sock)
+
+        reg = self.engine.register(sock.fileno(), Callback(ready), READ)
+
+    def _exec_now(self, giver: Giver, argv: list[str], why: str) -> None:
+        import os
 
         from xcon.handover import ENV, write_exec_parcel
 
@@ -297,18 +396,14 @@ class Xcon(LinkTable):
             giver.freeze(False)
             self._giving = None
             return
-        if self.captures is not None:  # their files end complete
-            self.captures.close()
-            self.captures = None
         state, fds = giver.pack()
-        argv = [sys.executable, *sys.orig_argv[1:]]
         try:
             mfd = write_exec_parcel(state, fds)
             os.environ[ENV] = str(mfd)
             log.info("restarting in place: exec %s", " ".join(argv))
             for h in logging.getLogger().handlers:
                 h.flush()
-            os.execv(sys.executable, argv)
+            os.execv(argv[0], argv)
         except OSError as e:
             os.environ.pop(ENV, None)
             log.warning("restart in place failed (%s): carrying on", e.strerror or e)

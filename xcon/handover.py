@@ -58,6 +58,11 @@ ACK_WAIT = 10.0
 PARCEL_WAIT = 10.0
 #: The environment variable naming the parcel's memory file after ``exec``.
 ENV = "XCON_HANDOVER_FD"
+#: The environment variable naming, after ``exec``, the socket to the forked
+#: child that forwards meanwhile and its pid (``FD:PID``).
+ENV_FROM = "XCON_HANDOVER_FROM"
+#: What the new image says on that socket once it is ready to take over.
+READY = b"ready\n"
 #: The taker's answer once it holds everything.
 TAKEN = b"taken\n"
 
@@ -79,6 +84,10 @@ class Giver:
     """The running xcon's side: freeze, drain, pack, pass, exit (or thaw)."""
 
     def __init__(self, app: Xcon) -> None:
+        # What packing and passing use, loaded before the links go dark.
+        import base64  # noqa: F401
+        import json  # noqa: F401
+
         self.app = app
         self.frozen = False
 
@@ -338,6 +347,26 @@ class Parcel:
             if i not in self._used:
                 with contextlib.suppress(OSError):
                     os.close(n)
+
+
+def take_from(value: str, timeout: float = PARCEL_WAIT) -> tuple[Parcel, socket.socket, int]:
+    """After an in-place restart: say :data:`READY` to the forked child
+    (``value`` is :data:`ENV_FROM`'s ``FD:PID``) and receive its parcel;
+    returns it, the socket to answer on, and the child's pid (to reap)."""
+    try:
+        fd_text, _, pid_text = value.partition(":")
+        sock = socket.socket(fileno=int(fd_text))
+        pid = int(pid_text)
+    except (ValueError, OSError) as e:
+        raise HandoverError(f"{ENV_FROM}={value!r}: not a handover ({e})") from None
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(READY)
+        state, fds = recv_parcel(sock)
+    except (OSError, HandoverError):
+        sock.close()
+        raise
+    return Parcel(state, fds), sock, pid
 
 
 def take(control_path: str, timeout: float = PARCEL_WAIT) -> tuple[Parcel, socket.socket]:

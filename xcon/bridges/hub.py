@@ -131,9 +131,12 @@ class Hub:
         return self.into[port] if direction == "a2b" else self.outof[port]
 
     def impairment(self, port: Port, direction: str) -> Impairment | None:
+        flow = self.flow(port, direction)
+        if flow.stage is None and flow.next_stage is None:
+            return None
         from xcon.impair.sender import impairment_of  # loaded with the first impairment
 
-        return impairment_of(self.flow(port, direction))
+        return impairment_of(flow)
 
     def set_impair(self, port: Port, direction: str, imp: Impairment | None, seed: int) -> None:
         """Impair one end's ``direction`` (a2b, b2a or both; see the module docstring)."""

@@ -73,9 +73,12 @@ class P2PLink:
 
     def impairment(self, direction: str) -> Impairment | None:
         """The impairment of ``a2b`` or ``b2a``, or None."""
+        flow = self.flows[self.sources(direction)[0]]
+        if flow.stage is None and flow.next_stage is None:
+            return None
         from xcon.impair.sender import impairment_of  # loaded with the first impairment
 
-        return impairment_of(self.flows[self.sources(direction)[0]])
+        return impairment_of(flow)
 
     def set_impair(self, direction: str, imp: Impairment | None, seed: int) -> None:
         """Impair ``direction`` (None or a null impairment clears it), live:

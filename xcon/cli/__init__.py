@@ -104,9 +104,12 @@ def run(setup: Setup) -> int:
     setup_logging(setup.log_level)
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
-    from xcon.handover import ENV
+    from xcon.handover import ENV, ENV_FROM
 
-    handed = os.environ.pop(ENV, None)  # restarted in place: the parcel's fd
+    # Restarted in place: the parcel's memory file, or the forked child's socket.
+    handed = os.environ.pop(ENV, None)
+    if handed is None and ENV_FROM in os.environ:
+        handed = "from:" + os.environ.pop(ENV_FROM)
     lock = None
     if setup.health_file and not setup.takeover and handed is None:
         try:
@@ -231,9 +234,11 @@ class _Taker:
     (None when restarted in place): :meth:`done` says "taken" to it, and
     :meth:`fail` lets it carry on."""
 
-    def __init__(self, parcel: Parcel, conn: socket.socket | None) -> None:
+    def __init__(self, parcel: Parcel, conn: socket.socket | None, child: int | None) -> None:
         self.parcel = parcel
         self.conn = conn
+        #: The forked child that forwarded during an in-place restart: reaped once it exits.
+        self.child = child
 
     def restore_carriers(self, app: Xcon) -> None:
         if app.carriers is not None:
@@ -253,6 +258,11 @@ class _Taker:
                 ) from None
             finally:
                 self.conn.close()
+        if self.child is not None:
+            import threading
+
+            pid = self.child
+            threading.Thread(target=_reap, args=(pid,), name="reap", daemon=True).start()
         log.info(
             "took over %d link(s) from pid %s",
             len(self.parcel.state["links"]),
@@ -264,21 +274,36 @@ class _Taker:
             self.conn.close()  # the running xcon reads again and carries on
 
 
+def _reap(pid: int) -> None:
+    """Wait for the child that handed over to exit (it exits at once)."""
+    import contextlib
+
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
 def take_over(app: Xcon, setup: Setup, handed: str | None, locks: list[LockFile]) -> _Taker:
     """The connections of the xcon before this one (``--takeover``, or this
     process before ``exec``), given to the links just built."""
-    from xcon.handover import HandoverError, Parcel, read_exec_parcel, take
+    # What taking uses, loaded while the old xcon still forwards, not once
+    # the links went dark (the control server, the carrier, the parcel's codecs).
+    import base64  # noqa: F401
+    import json  # noqa: F401
+
+    import xcon.carrier  # noqa: F401
+    import xcon.control.api  # noqa: F401
+    import xcon.control.sockets  # noqa: F401
+    from xcon.handover import HandoverError, Parcel, read_exec_parcel, take, take_from
 
     conn = None
+    child = None
     try:
-        if handed is not None:
+        if handed is not None and handed.startswith("from:"):
+            parcel, conn, child = take_from(handed[5:])
+        elif handed is not None:
             parcel = Parcel(*read_exec_parcel(handed))
         else:
             assert setup.control.path is not None
-            # The control server loads now, while the running xcon still
-            # forwards, not on the first turn after the links went dark.
-            import xcon.control.api  # noqa: F401
-
             parcel, conn = take(setup.control.path)
         lock = parcel.lock()
         if lock is not None:
@@ -294,7 +319,7 @@ def take_over(app: Xcon, setup: Setup, handed: str | None, locks: list[LockFile]
         if conn is not None:
             conn.close()
         raise
-    return _Taker(parcel, conn)
+    return _Taker(parcel, conn, child)
 
 
 def start_carriers(app: Xcon, on_exit: str) -> None:
