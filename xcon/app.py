@@ -313,10 +313,15 @@ class Xcon(LinkTable):
             self.captures.close()
             self.captures = None
         argv = [sys.executable, *sys.orig_argv[1:]]
+        from xcon.ports.dgram import DatagramPort
         from xcon.ports.qemu import QemuPort
 
         ports = [p for link in self.links.values() for p in link.bridge.ports]
-        if self.engine.name != "epoll" or not all(isinstance(p, QemuPort) for p in ports):
+        forkable = all(
+            isinstance(p, QemuPort) or (isinstance(p, DatagramPort) and p.vni is None)
+            for p in ports
+        )
+        if self.engine.name != "epoll" or not forkable:
             from xcon.handover import Giver
 
             giver = self._giving = Giver(self)

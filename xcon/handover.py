@@ -17,14 +17,15 @@ Two ways, one parcel:
   its PID).
 
 What travels: per link end of a kind that can be handed over (a connected
-TCP or unix stream to a router: ``HOST/N``, ``tcp:``, ``unix:``), its socket
+TCP or unix stream to a router: ``HOST/N``, ``tcp:``, ``unix:``; a UDP end's
+socket: ``udp:``), its socket
 and the bytes read from it that were not sent yet (whole frames a slow
 router was not taking, and the partial frame in flight), its counters and
 peer; per link, its directions' counters, whether it is pulled, its
 impairments (words and seed) and its routers' carrier as last set; the
-control API's listening sockets and the health file's lock.  Ends of other
-kinds are closed by the old xcon and opened again by the new one (the
-router sees a reconnect).  Captures end in the old xcon (their files are
+control API's listening sockets and the health file's lock.  ``--takeover``
+refuses links with ends of other kinds (their descriptors are the running
+xcon's); an in-place restart by ``exec`` closes and opens them again.  Captures end in the old xcon (their files are
 complete); a flap schedule does not carry over.
 """
 
@@ -73,10 +74,8 @@ class HandoverError(Exception):
 
 # -- what can be handed over ----------------------------------------------------------
 def handable_socket(port: Port) -> Any:
-    """The connected socket ``port`` can pass on (a stream's), or None."""
-    from xcon.ports.stream import StreamPort
-
-    return port.handable_socket() if isinstance(port, StreamPort) and port.up else None
+    """The socket ``port`` can pass on (a router connection's, a UDP end's), or None."""
+    return port.handable_socket() if port.up else None
 
 
 # -- the giver ------------------------------------------------------------------------
@@ -147,6 +146,7 @@ class Giver:
                     "pending": base64.b64encode(bytes(buf.mv[buf.start : buf.end])).decode(),
                     "peer": port.peer,
                     "stats": port_stats(port),
+                    "extra": port.handover_state(),
                 }
             carriers = app.carriers.of(name) if app.carriers is not None else {}
             links[name] = {
@@ -324,10 +324,11 @@ class Parcel:
             moved = 0
             for pname, ps in saved["ports"].items():
                 port = by_name.get(pname)
-                if port is None or not hasattr(port, "adopt"):
+                if port is None:
                     continue
                 sock = socket.socket(fileno=self.take_fd(ps["fd"]))
-                port.adopt(sock, base64.b64decode(ps["pending"]), ps["peer"], ps["stats"])
+                pending = base64.b64decode(ps["pending"])
+                port.adopt(sock, pending, ps["peer"], ps["stats"], ps.get("extra"))
                 app.taken_ports.append(port)
                 moved += 1
             for d in link.bridge.directions():

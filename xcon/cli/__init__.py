@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from xcon.app import Xcon
     from xcon.control.config import ConfigReloader
     from xcon.handover import Parcel
+    from xcon.ports import Port
 
 __all__ = [
     "CAPTURE_FLAGS",
@@ -163,6 +164,13 @@ def _run(setup: Setup, locks: list[LockFile], handed: str | None = None) -> int:
     )
     app.lock = locks[0] if locks else None
     taker = None
+    taking = setup.takeover or handed is not None
+    # Taking over: ports open only once the parcel said which it brings (a
+    # UDP end's port is still bound by the xcon handing over).
+    opening = app.open_ports
+    deferred: list[Port] = []
+    if taking:
+        app.open_ports = deferred.extend
     try:
         ensure_nofile(setup.sockets)
         app.monitor_rules = dict(setup.monitors)
@@ -182,8 +190,10 @@ def _run(setup: Setup, locks: list[LockFile], handed: str | None = None) -> int:
                 app.set_impair(name, direction, imp)
             except LinkError as e:
                 raise ModeError(f"--impair {name}: {e}", exit_code=2) from None
-        if setup.takeover or handed is not None:
+        if taking:
+            app.open_ports = opening
             taker = take_over(app, setup, handed, locks)
+            opening([p for p in deferred if p.handed is None])
         start_carriers(app, setup.on_exit)
         if taker is not None:
             taker.restore_carriers(app)

@@ -203,7 +203,7 @@ def check(args: argparse.Namespace) -> Setup:
 
 
 #: End kinds whose connections a handover passes on (docs/restart.md).
-HANDED_KINDS = ("qemu", "tcp", "unix")
+HANDED_KINDS = ("qemu", "tcp", "unix", "udp")
 
 
 def check_takeover(setup: Setup) -> None:
@@ -220,7 +220,7 @@ def check_takeover(setup: Setup) -> None:
         if kind not in HANDED_KINDS:
             raise UsageError(
                 f"--takeover: {end} is a {kind} end; only {', '.join(HANDED_KINDS)} ends "
-                "(connections to routers) are handed over: restart xcon instead"
+                "are handed over: restart xcon instead"
             )
     setup.takeover = True
 

@@ -97,6 +97,10 @@ class Port:
         self._failing: str | None = None  # the reason of a down-transition under way
         self._closed = False
         self._was_up = False  # up at least once: the next up is a reconnect
+        #: A descriptor another xcon handed over (:mod:`xcon.handover`), taken
+        #: at :meth:`start` instead of opening one: (socket, the bytes read and
+        #: not sent, peer, counters, what the kind keeps besides).
+        self.handed: tuple[Any, bytes, str, dict[str, Any], dict[str, Any]] | None = None
 
     @property
     def connected(self) -> bool:
@@ -136,6 +140,33 @@ class Port:
     def send(self, view: memoryview) -> int:
         """Send whole frames from ``view``; returns the bytes that went (maybe 0)."""
         raise NotImplementedError
+
+    # -- handover (xcon.handover) ------------------------------------------------------
+    def handable_socket(self) -> Any:
+        """The socket a handover can pass on (None: this kind cannot)."""
+        return None
+
+    def handover_state(self) -> dict[str, Any]:
+        """What the kind keeps beside the socket and the counters (JSON)."""
+        return {}
+
+    def adopt(
+        self,
+        sock: Any,
+        pending: bytes,
+        peer: str,
+        stats: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Carry on a descriptor another xcon handed over (taken at :meth:`start`)."""
+        self.handed = (sock, pending, peer, stats, extra or {})
+
+    def restore_stats(self, saved: dict[str, Any]) -> None:
+        """The counters a handover passed: the connection goes on, so do they."""
+        st = self.stats
+        st.connects, st.reconnects = saved["connects"], saved["reconnects"]
+        st.disconnects, st.protocol_errors = saved["disconnects"], saved["protocol_errors"]
+        st.partial_bytes, st.last_error = saved["partial_bytes"], saved["last_error"]
 
     def counter_text(self) -> str:
         """Counters of this kind of port beyond :class:`PortStats` (for logs)."""

@@ -122,10 +122,17 @@ class DevicePort(Port):
 
     def start(self) -> None:
         self._closed = False
+        if self.handed is not None:
+            self._take_handed()
+            return
         if self.fd < 0:
             self._reopen()
             return
         self._go_up()
+
+    def _take_handed(self) -> None:
+        """Start on the descriptor handed over (a kind that can take one)."""
+        raise NotImplementedError
 
     def _go_up(self) -> None:
         self._reg = self.engine.register(self.fd, self, READ)

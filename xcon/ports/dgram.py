@@ -44,7 +44,7 @@ import logging
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xcon import native
 from xcon.engines import Engine
@@ -132,6 +132,34 @@ class DatagramPort(DevicePort):
     def prepare(self) -> None:
         """Bind now (a socket has no MTU to log)."""
         self.open()
+
+    # -- handover (a UDP end; a VXLAN end shares its socket with its group) -------------
+    def handable_socket(self) -> socket.socket | None:
+        return self.sock if self.vni is None else None
+
+    def handover_state(self) -> dict[str, Any]:
+        return {"heard": self.heard}
+
+    def _take_handed(self) -> None:
+        assert self.handed is not None
+        sock, pending, _peer, stats, extra = self.handed
+        self.handed = None
+        family = sock.family
+        addr = sock.getpeername()
+        self._addr = None
+        self._peer = socket.inet_pton(family, str(addr[0]).split("%", 1)[0])
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        if pending:
+            self.inbuf.feed(pending)
+        self._was_up = True
+        log.info(
+            "%s: taken over, UDP %s -> %s", self.name, fmt_addr(sock.getsockname()), fmt_addr(addr)
+        )
+        self._go_up()
+        self.restore_stats(stats)
+        self.heard = bool(extra.get("heard"))
 
     # -- DevicePort hooks -------------------------------------------------------------
     def _open(self) -> None:

@@ -49,9 +49,6 @@ class StreamPort(Port):
         self.rx_bytes = 0
         #: The current connection has delivered at least one whole frame.
         self.proved = False
-        #: A connection handed over by another xcon, taken at :meth:`start`:
-        #: (socket, the bytes it had read and not sent, peer, counters).
-        self.handed: tuple[socket.socket, bytes, str, dict[str, Any]] | None = None
         self._taken_stats: dict[str, Any] | None = None
 
     def _open_stream(self, sock: socket.socket) -> None:
@@ -68,10 +65,7 @@ class StreamPort(Port):
         saved, self._taken_stats = self._taken_stats, None
         self._became_up()
         if saved is not None:  # the connection goes on: its counters too
-            st = self.stats
-            st.connects, st.reconnects = saved["connects"], saved["reconnects"]
-            st.disconnects, st.protocol_errors = saved["disconnects"], saved["protocol_errors"]
-            st.partial_bytes, st.last_error = saved["partial_bytes"], saved["last_error"]
+            self.restore_stats(saved)
             self.rx_bytes = saved["rx_bytes"]
 
     def stream_data(self, n: int) -> bool:
@@ -103,16 +97,12 @@ class StreamPort(Port):
         """The connected socket (an object with ``fileno()``), or None."""
         return getattr(self._stream, "sock", None) if self._stream is not None else None
 
-    def adopt(self, sock: socket.socket, pending: bytes, peer: str, stats: dict[str, Any]) -> None:
-        """Carry on a connection another xcon handed over (taken at :meth:`start`)."""
-        self.handed = (sock, pending, peer, stats)
-
     def _take_handed(self) -> bool:
         """Start with the handed-over connection, if any: the bytes it had
         read first, then what the socket holds."""
         if self.handed is None:
             return False
-        sock, pending, peer, stats = self.handed
+        sock, pending, peer, stats, _ = self.handed
         self.handed = None
         if pending:
             self.inbuf.feed(pending)
