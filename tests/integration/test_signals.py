@@ -9,7 +9,7 @@ import pytest
 
 from xcon.testing.fakeqemu import endpoint
 
-STOPPING = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGXCPU", "SIGPWR"]
+STOPPING = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGXCPU", "SIGPWR"]
 
 
 @pytest.mark.parametrize("name", STOPPING)
@@ -25,6 +25,19 @@ def test_stop_signal_exits_0_and_leaves_health_unhealthy(peers, xcon, name):
     log = xc.log()
     assert f"received {name}, shutting down" in log
     assert "Traceback" not in log
+
+
+def test_sigusr2_restarts_in_place_and_keeps_running(peers, xcon):
+    """SIGUSR2 is the restart in place (docs/restart.md), not a stop."""
+    a, b = peers(), peers()
+    xc = xcon("--p2p", f"{endpoint(a)}--{endpoint(b)}")
+    xc.wait_health("0", contains="All 2 sockets connected")
+    xc.proc.send_signal(signal.SIGUSR2)
+    xc.wait_log(f"{endpoint(b)}: taken over, connected to", timeout=10)
+    assert xc.proc.poll() is None
+    assert a.accepted == 1 and b.accepted == 1
+    assert xc.health().startswith("0\n")
+    assert xc.terminate() == 0
 
 
 def test_sigusr1_logs_counters_and_keeps_running(peers, xcon):
