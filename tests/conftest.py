@@ -8,9 +8,10 @@ import pytest
 from hypothesis import settings
 
 from xcon.testing.control import wait_api, write
+from xcon.testing.fakedgram import FakeDgram
 from xcon.testing.fakemonitor import FakeMonitor
 from xcon.testing.fakeqemu import FakeQemu, endpoint, stop_all
-from xcon.testing.loopback import new_host
+from xcon.testing.loopback import free_udp_port, new_host
 from xcon.testing.process import XconProcess
 
 # Property tests run at their full example counts under ``--hypothesis-profile
@@ -37,6 +38,25 @@ def peers():
 
     yield make
     stop_all(made)
+
+
+@pytest.fixture
+def udp_peer():
+    """Factory of fake UDP peers, each on its own loopback address, and the
+    ``udp:`` end xcon reaches it by (on a free local port); all closed after."""
+    made: list[FakeDgram] = []
+
+    def make() -> tuple[FakeDgram, str]:
+        host = new_host()
+        d = FakeDgram(host, 0)
+        made.append(d)
+        lport = free_udp_port(host)
+        d.xcon_addr = (host, lport)
+        return d, f"udp:{host}:{d.port}@{host}:{lport}"
+
+    yield make
+    for d in made:
+        d.close()
 
 
 def _uvloop_missing() -> bool:

@@ -161,14 +161,16 @@ class Giver:
         control: list[dict[str, Any]] = []
         for b in app.control_sockets():
             control.append({"fd": fd(b.sock.fileno()), "address": b.address, "unlink": b.unlink})
-        lock = app.lock.fileno() if app.lock is not None and app.lock.held else None
+        lock = None
+        if app.lock is not None and app.lock.held:
+            lock = {"fd": fd(app.lock.fileno()), "path": app.lock.path}
         state = {
             "version": VERSION,
             "pid": os.getpid(),
             "seed": app.seed,
             "links": links,
             "control": control,
-            "lock": None if lock is None else {"fd": fd(lock), "path": app.lock.path},  # type: ignore[union-attr]
+            "lock": lock,
         }
         return state, fds
 

@@ -14,7 +14,6 @@ import tempfile
 
 import pytest
 
-from xcon.testing.fakedgram import FakeDgram
 from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import (
     RESERVED,
@@ -158,21 +157,15 @@ def test_unknown_unix_path_waits_and_comes_up(peers, xcon, unix_peers):
     assert xc.terminate() == 0
 
 
-def test_udp_end_linked_to_a_tcp_router_and_health(peers, xcon):
+def test_udp_end_linked_to_a_tcp_router_and_health(peers, xcon, udp_peer):
     a = peers()
-    host = new_host()
-    d = FakeDgram(host, 0)
-    try:
-        lport = free_udp_port(host)
-        d.xcon_addr = (host, lport)
-        xc = xcon("--p2p", f"{endpoint(a)}--udp:{host}:{d.port}@{host}:{lport}")
-        # bound, nothing heard yet: ready, not connected
-        xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
-        both_ways(a, d, n=50, size=1400)
-        xc.wait_health("0", contains="All 2 sockets connected")
-        assert xc.terminate() == 0
-    finally:
-        d.close()
+    d, udp = udp_peer()
+    xc = xcon("--p2p", f"{endpoint(a)}--{udp}")
+    # bound, nothing heard yet: ready, not connected
+    xc.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    both_ways(a, d, n=50, size=1400)
+    xc.wait_health("0", contains="All 2 sockets connected")
+    assert xc.terminate() == 0
 
 
 def test_two_xcons_joined_by_vxlan_carry_a_link(peers, xcon):
@@ -196,16 +189,13 @@ def test_two_xcons_joined_by_vxlan_carry_a_link(peers, xcon):
     assert xa.terminate() == 0 and xb.terminate() == 0
 
 
-def test_hub_of_mixed_ends(peers, xcon, sockdir):
+def test_hub_of_mixed_ends(peers, xcon, sockdir, udp_peer):
     a = peers()
     path = os.path.join(sockdir, "h.sock")
     u = FakeQemu(path=path).start()
-    host = new_host()
-    d = FakeDgram(host, 0)
+    d, udp = udp_peer()
     try:
-        lport = free_udp_port(host)
-        d.xcon_addr = (host, lport)
-        xc = xcon("--hub", endpoint(a), f"unix:{path}", f"udp:{host}:{d.port}@{host}:{lport}")
+        xc = xcon("--hub", endpoint(a), f"unix:{path}", udp)
         xc.wait_health("0", contains="Ready: 2 of 3 sockets connected")
         f1, f2, f3 = ether(b"from-a" * 10), ether(b"from-u" * 10), ether(b"from-d" * 10)
         a.send(f1)
@@ -222,7 +212,6 @@ def test_hub_of_mixed_ends(peers, xcon, sockdir):
         assert xc.terminate() == 0
     finally:
         u.stop()
-        d.close()
 
 
 def test_vxlan_links_share_one_local_port_steered_by_vni(peers, xcon):

@@ -13,10 +13,8 @@ import time
 import pytest
 
 from xcon.testing.control import ctl, wait_api
-from xcon.testing.fakedgram import FakeDgram
 from xcon.testing.fakeqemu import endpoint
 from xcon.testing.frames import check_numbered, numbered
-from xcon.testing.loopback import free_udp_port, new_host
 from xcon.testing.process import XconProcess
 from xcon.testing.traffic import Stream
 from xcon.testing.wait import wait_until
@@ -86,36 +84,30 @@ def test_restart_in_place_keeps_the_pid_and_every_frame(peers, xcon):
     assert link_json(xc, link)["ends"][0]["reconnects"] == 0
 
 
-def test_a_udp_end_is_handed_over_with_its_port(peers, xcon, engine):
+def test_a_udp_end_is_handed_over_with_its_port(peers, xcon, engine, udp_peer):
     """A UDP end's socket (bound to its local port) moves too: the peer keeps
     sending to the same port and nothing is lost, a frame from the router
     reaches the UDP peer after the takeover."""
     a = peers()
-    host = new_host()
-    d = FakeDgram(host, 0)
+    d, udp = udp_peer()
+    link = f"{endpoint(a)}--{udp}"
+    old = xcon("--p2p", link)
+    old.wait_health("0", contains="Ready: 1 of 2 sockets connected")
+    wait_api(old)
+    d.send_frames([numbered(i, 200) for i in range(50)])
+    a.wait_frames(50)
+    new = takeover(old, "--p2p", link, "--engine", engine)
     try:
-        lport = free_udp_port(host)
-        d.xcon_addr = (host, lport)
-        link = f"{endpoint(a)}--udp:{host}:{d.port}@{host}:{lport}"
-        old = xcon("--p2p", link)
-        old.wait_health("0", contains="Ready: 1 of 2 sockets connected")
-        wait_api(old)
-        d.send_frames([numbered(i, 200) for i in range(50)])
-        a.wait_frames(50)
-        new = takeover(old, "--p2p", link, "--engine", engine)
-        try:
-            assert "UDP" in new.log() and "taken over" in new.log(), new.log()
-            d.send_frames([numbered(i, 200) for i in range(50, 100)])
-            a.wait_frames(100)
-            assert [check_numbered(f) for f in a.frames] == list(range(100))
-            a.send_frames([numbered(7, 300)])
-            d.wait_frames(1)
-            assert a.accepted == 1
-            new.wait_health("0", contains="All 2 sockets connected")  # it had heard the peer
-        finally:
-            new.kill()
+        assert "UDP" in new.log() and "taken over" in new.log(), new.log()
+        d.send_frames([numbered(i, 200) for i in range(50, 100)])
+        a.wait_frames(100)
+        assert [check_numbered(f) for f in a.frames] == list(range(100))
+        a.send_frames([numbered(7, 300)])
+        d.wait_frames(1)
+        assert a.accepted == 1
+        new.wait_health("0", contains="All 2 sockets connected")  # it had heard the peer
     finally:
-        d.close()
+        new.kill()
 
 
 def test_takeover_without_a_running_xcon_is_one_line(peers, xcon, tmp_path):

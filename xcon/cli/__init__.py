@@ -315,6 +315,8 @@ def take_over(app: Xcon, setup: Setup, handed: str | None, locks: list[LockFile]
         else:
             assert setup.control.path is not None
             parcel, conn = take(setup.control.path)
+        if setup.seed is None:  # the impairments draw from the same seed as before
+            app.seed = int(parcel.state.get("seed", app.seed))
         lock = parcel.lock()
         if lock is not None:
             locks.append(lock)

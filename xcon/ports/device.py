@@ -192,7 +192,7 @@ class DevicePort(Port):
             return
         owner = self.owner
         assert owner is not None
-        if events & READ and self.reading:
+        if events & READ and self._reading and not self._frozen:
             buf = self.inbuf
             n = self._read_into(buf.room())
             if n > 0:

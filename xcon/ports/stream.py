@@ -80,7 +80,7 @@ class StreamPort(Port):
         if status == TOO_BIG:
             self.protocol_error(f"frame length {buf.bad_length()} exceeds {MAX_FRAME}")
             return False
-        return self.reading and self._failing is None
+        return self._reading and not self._frozen and self._failing is None
 
     def stream_writable(self) -> None:
         if self._failing is None and self.owner is not None:
