@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Protocol
 from xcon.engines import Engine
 from xcon.health import HealthFile
 from xcon.links import DIRECTIONS, Link, LinkTable, check_monitors, end_name
-from xcon.ports import Port
 
 if TYPE_CHECKING:
     import socket
@@ -94,9 +93,6 @@ class Xcon(LinkTable):
         #: A handover under way (:mod:`xcon.handover`), and whether one ended this process.
         self._giving: Giver | None = None
         self.handed = False
-        #: Ports carrying on a connection handed over, whose waiting frames go
-        #: out once their links are up (:meth:`_send_taken`).
-        self.taken_ports: list[Port] = []
 
     def close(self) -> None:
         """Release everything without running (a mode failed to start)."""
@@ -146,8 +142,6 @@ class Xcon(LinkTable):
         self.update_health()  # listening ports are ready now
         if self.trace_interval:
             eng.call_every(self.trace_interval, self.trace)
-        if self.taken_ports:
-            eng.call_soon(self._send_taken)
         try:
             eng.run()
         except BaseException as e:
@@ -201,23 +195,6 @@ class Xcon(LinkTable):
 
             for direction, words in impairs.items():
                 self.set_impair(link.name, direction, parse_netem(str(words)))
-
-    def _send_taken(self, tries: int = 0) -> None:
-        """Frames a handed-over port had read and not sent go out once both
-        ends of its link are up (a second at most)."""
-        waiting = []
-        for port in self.taken_ports:
-            if port.owner is None or not port.up:
-                waiting.append(port)
-                continue
-            link = next((lk for lk in self.links.values() if port in lk.bridge.ports), None)
-            if link is not None and not all(p.up for p in link.bridge.ports) and tries < 1000:
-                waiting.append(port)
-            elif port.inbuf.nready:
-                port.owner.received(port)
-        self.taken_ports = waiting if tries < 1000 else []
-        if self.taken_ports:
-            self.engine.call_later(0.001, lambda: self._send_taken(tries + 1))
 
     def give(self, path: str) -> None:
         """Hand every connection to the xcon listening on unix socket ``path``

@@ -331,7 +331,6 @@ class Parcel:
                 sock = socket.socket(fileno=self.take_fd(ps["fd"]))
                 pending = base64.b64decode(ps["pending"])
                 port.adopt(sock, pending, ps["peer"], ps["stats"], ps.get("extra"))
-                app.taken_ports.append(port)
                 moved += 1
             for d in link.bridge.directions():
                 fs = saved["flows"].get(d.flow.stats.name)

@@ -185,6 +185,8 @@ class Hub:
 
     def port_up(self, port: Port) -> None:
         port.set_reading(True)
+        if port.inbuf.nready:  # frames a handover brought (xcon.handover)
+            self.into[port].received()
         self._state_changed()
 
     def port_down(self, port: Port, reason: str) -> None:

@@ -165,6 +165,11 @@ class P2PLink:
     def port_up(self, port: Port) -> None:
         # Read from the port unless frames it sent earlier still wait for the peer.
         port.set_reading(not self.flows[port].blocked)
+        # Whole frames read before an end came up (only a handover leaves any:
+        # xcon.handover) go out once both ends are up.
+        for flow in (self.flows[port], self._into[port]):
+            if flow.src.inbuf.nready and flow.src.up and flow.dst.up:
+                flow.received()
         self._state_changed()
 
     def port_down(self, port: Port, reason: str) -> None:
