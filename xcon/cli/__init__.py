@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from xcon import __version__
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import socket
 
     from xcon.app import Xcon
-    from xcon.control.config import ConfigReloader
+    from xcon.control.config import Config, ConfigReloader
     from xcon.handover import Parcel
     from xcon.ports import Port
 
@@ -76,10 +76,11 @@ __all__ = [
 log = logging.getLogger("xcon")
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, tag: str = "") -> None:
+    """The log on stderr; ``tag`` before each line's logger (a worker's ``w1``)."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s.%(msecs)03d %(levelname)s {tag}%(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
     )
@@ -101,8 +102,12 @@ def run(setup: Setup) -> int:
 
     The health file is locked first (:mod:`xcon.lockfile`): an xcon whose
     health file another one writes stops there, exit 1, before it creates
-    anything."""
-    setup_logging(setup.log_level)
+    anything.  With ``--workers N`` this process supervises N workers
+    (:mod:`xcon.workers`); a worker keeps its share of the links."""
+    from xcon.workers import become_worker
+
+    index = become_worker(setup)
+    setup_logging(setup.log_level, f"w{index} " if index is not None else "")
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.handover import ENV, ENV_FROM
@@ -119,10 +124,21 @@ def run(setup: Setup) -> int:
             return _error(str(e), e.exit_code)
     locks: list[LockFile] = [lock] if lock is not None else []
     try:
+        if setup.workers > 1:
+            return _supervise(setup)
         return _run(setup, locks, handed)
     finally:
         for held in locks:
             held.release()  # nothing if it was handed over
+
+
+def _supervise(setup: Setup) -> int:
+    from xcon.workers import Supervisor
+
+    try:
+        return Supervisor(setup).run()
+    except ModeError as e:
+        return _error(str(e), e.exit_code)
 
 
 def lock_health_file(path: str) -> LockFile | None:
@@ -225,18 +241,34 @@ def _run(setup: Setup, locks: list[LockFile], handed: str | None = None) -> int:
 
 def config_reloader(app: Xcon, setup: Setup) -> ConfigReloader:
     """What keeps the links in step with ``--config`` or ``--topology``'s
-    file; what reading a topology file passed over is logged now."""
+    file; what reading a topology file passed over is logged now.  A worker
+    of ``--workers`` keeps its share of the file."""
     from xcon.control.config import ConfigReloader
 
     assert setup.config is not None
+    if setup.topology_format is not None:
+        for note in setup.config_notes:
+            log.warning("%s", note)
+    load = config_loader(setup)
+    if setup.worker is not None:
+        from xcon.workers import filtered
+
+        load = filtered(load, setup.worker[1], setup.worker[0])
+    source = "config" if setup.topology_format is None else "topology"
+    return ConfigReloader(app, setup.config, load=load, source=source)
+
+
+def config_loader(setup: Setup) -> Callable[[], Config]:
+    """What reads ``--config`` or ``--topology``'s file (raises ConfigError)."""
+    assert setup.config is not None
+    path = setup.config
     if setup.topology_format is None:
-        return ConfigReloader(app, setup.config)
+        from xcon.control.config import load_config
+
+        return lambda: load_config(path)
     from xcon.control.topology import loader
 
-    for note in setup.config_notes:
-        log.warning("%s", note)
-    load = loader(setup.config, setup.topology_format, setup.topology_prefix)
-    return ConfigReloader(app, setup.config, load=load, source="topology")
+    return loader(path, setup.topology_format, setup.topology_prefix)
 
 
 class _Taker:
@@ -403,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(e)
     try:
         setup = check(args)
+        setup.argv = args_list
     except ModeError as e:
         return _error(str(e), e.exit_code)
     except (SpecError, UsageError) as e:

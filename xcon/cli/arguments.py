@@ -312,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         "handed over (docs/restart.md)",
     )
     p.add_argument(
+        "--workers",
+        default="1",
+        metavar="N|auto",
+        help="spread the links over N worker processes, each its own reactor on its own "
+        "core (auto: one per core, at most one per link; default 1: one process); "
+        "one control socket, /metrics and health file for all (docs/workers.md)",
+    )
+    p.add_argument(
         "--engine",
         default="epoll",
         help="event loop: epoll (default) or uvloop (asyncio on uvloop)",

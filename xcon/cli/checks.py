@@ -94,6 +94,12 @@ class Setup:
     on_exit: str = "down"
     #: ``--takeover``: the running xcon's connections are handed to this one.
     takeover: bool = False
+    #: ``--workers``: worker processes (1: this process forwards); the command
+    #: line the workers run (set by :func:`xcon.cli.main`).
+    workers: int = 1
+    argv: list[str] = field(default_factory=list)
+    #: In a worker of ``--workers``: (its index, the supervisor's directory).
+    worker: tuple[int, str] | None = None
 
     @property
     def sockets(self) -> int:
@@ -199,7 +205,32 @@ def check(args: argparse.Namespace) -> Setup:
     check_capture(args, setup)
     if args.takeover:
         check_takeover(setup)
+    check_workers(args.workers, setup)
     return setup
+
+
+def check_workers(text: str, setup: Setup) -> None:
+    """``--workers N|auto``: a count from 1 to :data:`xcon.workers.MAX_WORKERS`,
+    or ``auto`` (one per usable core, at most one per link or hub)."""
+    from xcon.workers import MAX_WORKERS, auto_workers, usable_cpus
+
+    if text == "auto":
+        units = len(setup.links) + len(setup.config_links) + len(setup.config_hubs)
+        n = auto_workers(units, usable_cpus()) if setup.mode == "p2p" else 1
+    else:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_WORKERS:
+            raise UsageError(
+                f"--workers {text!r}: expected a number from 1 to {MAX_WORKERS}, or auto"
+            )
+        n = int(text)
+    if n > 1 and setup.mode != "p2p":
+        raise UsageError("--workers applies to --p2p, --config and --topology links only")
+    if n > 1 and setup.takeover:
+        raise UsageError(
+            "--takeover hands over to one process: give it --workers 1 "
+            "(an xcon with workers restarts in place: xcon ctl restart)"
+        )
+    setup.workers = n
 
 
 #: End kinds whose connections a handover passes on (docs/restart.md).

@@ -45,6 +45,9 @@ def links_table(links: list[dict[str, Any]]) -> str:
             "CAPTURE",
         ]
     ]
+    workers = any("worker" in link for link in links)  # --workers N: each link's worker
+    if workers:
+        rows[0].append("WORKER")
     for link in links:
         impair = link.get("impair") or {}
         for i, end in enumerate(link["ends"]):
@@ -70,6 +73,8 @@ def links_table(links: list[dict[str, Any]]) -> str:
                     _captures(link) if i == 0 else "",
                 ]
             )
+            if workers:
+                rows[-1].append(f"w{link.get('worker', '?')}" if i == 0 else "")
     return table(rows)
 
 
@@ -88,7 +93,9 @@ def _captures(link: dict[str, Any]) -> str:
 def link_detail(link: dict[str, Any]) -> str:
     lines = [
         f"link {link['name']} ({link['kind']}, from {link['source']}): admin {link['admin']}, "
-        f"{link['state']}" + (f", VLAN {link['vlan']} access port" if link.get("vlan") else "")
+        f"{link['state']}"
+        + (f", VLAN {link['vlan']} access port" if link.get("vlan") else "")
+        + (f", worker w{link['worker']}" if "worker" in link else "")
     ]
     for end in link["ends"]:
         lines.append(

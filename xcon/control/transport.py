@@ -130,6 +130,8 @@ class LiveResponse:
         self.where = where
         self.conn: h11.Connection = h11.Connection(h11.CLIENT)
         self.status = 0
+        #: The response's headers, names in lower case.
+        self.headers: dict[str, str] = {}
         self.complete = False
         self._body: list[bytes] = []
 
@@ -164,6 +166,7 @@ class LiveResponse:
                     break
                 if isinstance(event, h11.Response):
                     self.status = event.status_code
+                    self.headers = {k.decode().lower(): v.decode() for k, v in event.headers}
                 elif isinstance(event, h11.Data):
                     self._body.append(event.data)
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):

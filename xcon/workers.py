@@ -1,0 +1,1164 @@
+"""``--workers N``: the links spread over N worker processes, one xcon to its users.
+
+One process forwards on one core.  With ``--workers N`` (N > 1) the process
+started becomes the **supervisor**: it forwards nothing itself.  It splits the
+links (a hub whole) over N **workers**, each a full xcon of its own (the same
+command line, run again with :data:`ENV` set) on its own reactor, so on its own
+core, and it is what users see:
+
+* **one control socket** (and ``--control-listen`` address): requests about a
+  link go to the worker that has it, verbatim (captures stream through);
+  requests about all links (``GET /links``, ``/metrics``, ``/health``, ``/``,
+  ``/events``, ``POST /counters/reset``, ``/reload``, ``/restart``) go to every
+  worker and their answers are merged; each link says its ``worker``, and every
+  metric series has a ``worker`` label;
+* **one health file**, written from the workers' own health every second and
+  at once when a worker stops or comes back; **one log** (the workers' lines
+  say ``w1``, ``w2``…); **one config**: a reload is read here, new links go to
+  the least loaded worker, then each worker applies its own share;
+* a link added live goes to the worker with the fewest links;
+* a worker that dies (a crash, SIGKILL) is started again at once (after
+  repeated quick deaths, with a back-off up to :data:`RESPAWN_MAX` s).  Its
+  links connect again as after a router restart; the links it added live are
+  added again.  Logged, counted (``xcon_worker_restarts_total``), and the
+  health file says so until it is back.  The other workers go on untouched.
+
+The workers talk to the supervisor only over their own control sockets, in a
+private directory (mode 0700) that lives as long as the supervisor; the
+supervisor's HTTP calls to them run on threads, its loop only serves the
+users' requests.  A worker dies with the supervisor (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from xcon.cli.checks import Setup
+    from xcon.control.server import Pending, Request, Response, Streaming
+    from xcon.engines import Engine
+
+log = logging.getLogger("xcon.workers")
+
+#: In a worker's environment: ``INDEX:DIRECTORY`` (its share of the links is
+#: in DIRECTORY/wINDEX.links, it answers on DIRECTORY/wINDEX.sock).
+ENV = "XCON_WORKER"
+MAX_WORKERS = 64
+#: How often the supervisor asks each worker for its health.
+POLL_EVERY = 1.0
+#: A worker that died within this many seconds of its start is started again
+#: after a back-off doubling from RESPAWN_MIN up to RESPAWN_MAX seconds.
+QUICK_DEATH = 5.0
+RESPAWN_MIN = 0.25
+RESPAWN_MAX = 5.0
+#: Seconds a worker has to stop after SIGTERM before it is killed.
+STOP_GRACE = 5.0
+#: Seconds a call to a worker may take.
+CALL_TIMEOUT = 30.0
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers(units: int, cpus: int) -> int:
+    """``--workers auto``: one worker per usable core, at most one per link (or
+    hub); one process (1) on one core or for a lab of one link."""
+    if cpus < 2 or units < 2:
+        return 1
+    return min(cpus, units, MAX_WORKERS)
+
+
+def link_names(setup: Setup) -> list[str]:
+    """The names of the links and hubs the command line and file hold, in order."""
+    names = [str(spec) for spec in setup.links]
+    names += [cl.name for cl in setup.config_links]
+    names += [hub.name for hub in setup.config_hubs]
+    return names
+
+
+def share(names: Iterable[str], n: int) -> list[list[str]]:
+    """``names`` dealt round the ``n`` workers in turn."""
+    shares: list[list[str]] = [[] for _ in range(n)]
+    for i, name in enumerate(names):
+        shares[i % n].append(name)
+    return shares
+
+
+def owner_of(name: str, shares: list[list[str]]) -> int | None:
+    """The worker whose share has link ``name`` written as the API finds it
+    (:meth:`xcon.links.LinkTable.find`: its name, or its two ends in either
+    order); None for none."""
+    from xcon.links import end_name
+    from xcon.linkspec import SpecError, parse_link
+
+    for i, names in enumerate(shares):
+        if name in names:
+            return i
+    try:
+        spec = parse_link(name)
+    except SpecError:
+        return None
+    ends = {end_name(spec.left), end_name(spec.right)}
+    for i, names in enumerate(shares):
+        for other in names:
+            try:
+                theirs = parse_link(other)
+            except SpecError:
+                continue
+            if {end_name(theirs.left), end_name(theirs.right)} == ends:
+                return i
+    return None
+
+
+# -- in a worker --------------------------------------------------------------------
+
+
+def shares_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"w{index}.links")
+
+
+def socket_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"w{index}.sock")
+
+
+def read_share(directory: str, index: int) -> set[str]:
+    with open(shares_path(directory, index), encoding="utf-8") as f:
+        return set(json.load(f))
+
+
+def write_share(directory: str, index: int, names: list[str]) -> None:
+    path = shares_path(directory, index)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(names, f)
+    os.replace(tmp, path)
+
+
+def become_worker(setup: Setup) -> int | None:
+    """In a worker (:data:`ENV` set): keep only this worker's share of the
+    links, answer on its private socket, write no health file; returns the
+    worker's index (None: not a worker)."""
+    value = os.environ.get(ENV)  # kept: the image a restart in place execs is this worker too
+    if value is None:
+        return None
+    index_text, _, directory = value.partition(":")
+    index = int(index_text)
+    _die_with_parent()
+    mine = read_share(directory, index)
+    shares = [sorted(mine)]
+    setup.links = [s for s in setup.links if str(s) in mine]
+    setup.config_links = [cl for cl in setup.config_links if cl.name in mine]
+    setup.config_hubs = [h for h in setup.config_hubs if h.name in mine]
+    setup.captures = [(n, p) for n, p in setup.captures if owner_of(n, shares) is not None]
+    setup.impairs = [x for x in setup.impairs if owner_of(x[0], shares) is not None]
+    from xcon.control import ControlSettings
+
+    setup.control = ControlSettings(
+        path=socket_path(directory, index),
+        path_given=True,
+        allow_ends=setup.control.allow_ends,
+    )
+    setup.health_file = None
+    setup.workers = 1
+    setup.worker = (index, directory)
+    return index
+
+
+def filtered(load: Callable[[], Any], directory: str, index: int) -> Callable[[], Any]:
+    """A config loader that keeps this worker's share (read when it loads:
+    the supervisor writes it before it asks the worker to reload)."""
+    import dataclasses
+
+    def load_mine() -> Any:
+        config = load()
+        mine = read_share(directory, index)
+        return dataclasses.replace(
+            config,
+            links=[cl for cl in config.links if cl.name in mine],
+            hubs=[h for h in config.hubs if h.name in mine],
+        )
+
+    return load_mine
+
+
+def _die_with_parent() -> None:
+    """The worker gets SIGTERM when the supervisor is gone, however it went."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):  # libc is in the process already
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the supervisor died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+# -- the supervisor -----------------------------------------------------------------
+
+
+class Worker:
+    """One worker process and what the supervisor knows of it."""
+
+    def __init__(self, index: int, directory: str, names: list[str]) -> None:
+        self.index = index
+        self.sock = socket_path(directory, index)
+        #: Its share of the command line's and file's links.
+        self.names = names
+        #: Links added to it live: name -> the POST /links body (added again after a restart).
+        self.live: dict[str, bytes] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.up = False  # answering on its socket
+        self.restarts = 0
+        self.backoff = RESPAWN_MIN
+        #: Its last health answer (connected, total, ready).
+        self.health: tuple[int, int, int] = (0, 0, 0)
+        self.links = len(names)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def load(self) -> int:
+        return max(self.links, len(self.names) + len(self.live))
+
+
+class WorkerError(Exception):
+    """A worker could not be asked (it is not running, or went away)."""
+
+
+def call(
+    worker: Worker, method: str, target: str, body: bytes | None = None
+) -> tuple[int, bytes, str]:
+    """One request to a worker (blocking: on a thread): (status, body, content type)."""
+    from xcon.control.transport import UnixHTTPConnection
+
+    conn = UnixHTTPConnection(worker.sock, timeout=CALL_TIMEOUT)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    try:
+        conn.request(method, target, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read(), resp.getheader("Content-Type", "")
+    except (OSError, http.client.HTTPException) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise WorkerError(f"worker {worker.index} did not answer: {why}") from None
+    finally:
+        conn.close()
+
+
+class Supervisor:
+    """Starts the workers, keeps them running, and answers for them (see the module docstring)."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.n = setup.workers
+        self.directory = ""
+        self.workers: list[Worker] = []
+        self.engine: Engine | None = None
+        self.health: Any = None
+        self.stopping = False
+        self.stopped_by = ""
+        self.started = time.time()
+        self.services: list[Any] = []
+        #: Where each link is, by every name a worker listed it under.
+        self.owner: dict[str, Worker] = {}
+        self._polling = False
+
+    # -- start and stop ----------------------------------------------------------------
+    def run(self) -> int:
+        from xcon.engines import make_engine
+        from xcon.health import HealthFile
+
+        setup = self.setup
+        for name, _path in setup.captures:
+            self._known(name, "--capture")
+        for name, _direction, _imp in setup.impairs:
+            self._known(name, "--impair")
+        self.engine = engine = make_engine("epoll")
+        self.health = HealthFile(setup.health_file, engine.call_later)
+        self.directory = tempfile.mkdtemp(prefix="xcon-workers-")
+        try:
+            names = link_names(setup)
+            for i, mine in enumerate(share(names, self.n)):
+                w = Worker(i, self.directory, mine)
+                write_share(self.directory, i, mine)
+                self.workers.append(w)
+                for name in mine:
+                    self.owner[name] = w
+            self._start_control()
+            for w in self.workers:
+                self._spawn(w)
+            self._write_health()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                engine.add_signal_handler(signum, self._stop)
+            engine.add_signal_handler(signal.SIGHUP, lambda _s: self.reload(None))
+            engine.add_signal_handler(signal.SIGUSR2, lambda _s: self.restart(None))
+            engine.add_signal_handler(signal.SIGUSR1, self._pass_on)
+            engine.add_signal_handler(signal.SIGCHLD, lambda _s: self._reap())
+            engine.call_every(POLL_EVERY, self.poll)
+            engine.call_soon(self.poll)
+            log.info(
+                "xcon supervisor: %d link(s) and hub(s) over %d workers (%s)",
+                len(names),
+                self.n,
+                ", ".join(f"w{w.index}: {len(w.names)}" for w in self.workers),
+            )
+            engine.run()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _known(self, name: str, flag: str) -> None:
+        from xcon.errors import ModeError
+
+        if owner_of(name, share(link_names(self.setup), 1)) is None:
+            raise ModeError(f"{flag} {name}: no such link", exit_code=2)
+
+    def _start_control(self) -> None:
+        from xcon.control import bind_control
+        from xcon.control.access import Access, load_token
+        from xcon.control.server import ControlServer
+        from xcon.control.sockets import Bound, bind_tcp, bind_unix
+
+        settings = self.setup.control
+        token = load_token(settings.token_file) if settings.token_file else None
+        bound: list[Bound] = []
+        bind_control(settings, token is not None, bound, bind_unix, bind_tcp)
+        if not bound:
+            return
+        assert self.engine is not None
+        access = Access(token, settings.group, settings.allow_ends, settings.token_file)
+        server = ControlServer(self.engine, SupervisorAPI(self, access))
+        for b in bound:
+            server.adopt(b)
+        self.services.append(server)
+
+    def _spawn(self, w: Worker) -> None:
+        env = dict(os.environ)
+        env[ENV] = f"{w.index}:{self.directory}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(w.sock)
+        w.proc = subprocess.Popen(
+            [sys.executable, "-m", "xcon", *self.setup.argv], env=env, stdin=subprocess.DEVNULL
+        )
+        w.started = time.monotonic()
+        w.up = False
+        log.info("worker w%d started (pid %d, %d link(s))", w.index, w.proc.pid, w.load)
+
+    def _reap(self) -> None:
+        assert self.engine is not None
+        for w in self.workers:
+            if w.proc is None or w.proc.poll() is None:
+                continue
+            code = w.proc.returncode
+            w.proc = None
+            w.up = False
+            if self.stopping:
+                continue
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            lived = time.monotonic() - w.started
+            delay = 0.0 if lived > QUICK_DEATH else w.backoff
+            w.backoff = RESPAWN_MIN if lived > QUICK_DEATH else min(w.backoff * 2, RESPAWN_MAX)
+            w.restarts += 1
+            log.error(
+                "worker w%d ended (%s): starting it again%s; its %d link(s) connect again",
+                w.index,
+                how,
+                f" in {delay:.2f} s" if delay else "",
+                w.load,
+            )
+            self._write_health()
+            if delay:
+                self.engine.call_later(delay, functools.partial(self._respawn, w))
+            else:
+                self._respawn(w)
+
+    def _respawn(self, w: Worker) -> None:
+        if not self.stopping and w.proc is None:
+            self._spawn(w)
+
+    def _stop(self, signum: int) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stopped_by = signal.Signals(signum).name
+        log.info("received %s, stopping the workers", self.stopped_by)
+        assert self.engine is not None
+        self.engine.stop()
+
+    def _pass_on(self, signum: int) -> None:
+        for w in self.workers:
+            if w.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signum)
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.close()
+        procs = [w.proc for w in self.workers if w.proc is not None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker pid %d did not stop in %.0f s: killed", p.pid, STOP_GRACE)
+                p.kill()
+                p.wait()
+        if self.health is not None:
+            self.health.stopped(f"stopped by {self.stopped_by}" if self.stopped_by else "stopped")
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        if self.engine is not None:
+            self.engine.close()
+
+    # -- health ------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Ask every worker for its health (on a thread), then write the file."""
+        if self._polling or self.stopping:
+            return
+        self._polling = True
+        assert self.engine is not None
+        workers = [w for w in self.workers if w.proc is not None]
+
+        def ask() -> list[tuple[Worker, dict[str, Any] | None]]:
+            out: list[tuple[Worker, dict[str, Any] | None]] = []
+            for w in workers:
+                try:
+                    status, body, _ = call(w, "GET", "/health")
+                    out.append((w, json.loads(body) if status == 200 else None))
+                except (WorkerError, ValueError):
+                    out.append((w, None))
+            return out
+
+        self.engine.run_in_thread(ask, self._polled)
+
+    def _polled(self, result: object, err: BaseException | None) -> None:
+        self._polling = False
+        if err is not None or not isinstance(result, list):
+            return
+        for w, doc in result:
+            if doc is None or w.proc is None:
+                continue
+            w.health = (int(doc["connected"]), int(doc["total"]), int(doc["ready"]))
+            w.links = int(doc["links"])
+            if not w.up:
+                w.up = True
+                log.info("worker w%d ready (pid %s)", w.index, w.pid)
+                if w.live:
+                    self._add_again(w)
+        self._write_health()
+
+    def counts(self) -> tuple[int, int, int]:
+        connected = total = ready = 0
+        for w in self.workers:
+            c, t, r = w.health
+            if not w.up:  # its ports are not connected while it is down
+                c = r = 0
+                t = max(t, 2 * w.load)
+            connected, total, ready = connected + c, total + t, ready + r
+        return connected, total, ready
+
+    def health_status(self) -> tuple[int, str]:
+        from xcon.health import health_status
+
+        code, message = health_status(*self.counts())
+        down = [f"w{w.index}" for w in self.workers if not w.up]
+        if down:
+            code = 1
+            message += f" ({', '.join(down)} starting)"
+        return code, message
+
+    def _write_health(self) -> None:
+        if self.health is None or self.stopping:
+            return
+        code, message = self.health_status()
+        self.health._write(f"{code}\n{message}\n")
+
+    def _add_again(self, w: Worker) -> None:
+        """A restarted worker gets the links it had added live again."""
+        assert self.engine is not None
+        bodies = list(w.live.items())
+
+        def add() -> list[str]:
+            failed = []
+            for name, body in bodies:
+                try:
+                    status, answer, _ = call(w, "POST", "/links", body)
+                except WorkerError as e:
+                    failed.append(f"{name}: {e}")
+                    continue
+                if status != 201:
+                    failed.append(f"{name}: {answer.decode(errors='replace').strip()}")
+            return failed
+
+        def done(failed: object, err: BaseException | None) -> None:
+            for line in failed if isinstance(failed, list) else [str(err)]:
+                log.error("worker w%d: link added live not added again: %s", w.index, line)
+
+        self.engine.run_in_thread(add, done)
+
+    # -- what the API asks -------------------------------------------------------------
+    def least_loaded(self) -> Worker:
+        alive = [w for w in self.workers if w.up] or self.workers
+        return min(alive, key=lambda w: (w.load, w.index))
+
+    def reload(self, pending: Pending | None) -> None:
+        """The file read here (on a thread), new links dealt to the least
+        loaded workers, then each worker reloads its share; ``pending`` gets
+        the merged answer (None: SIGHUP, logged)."""
+        from xcon.control.server import error_response
+
+        assert self.engine is not None
+        setup = self.setup
+        if setup.config is None:
+            if pending is not None:
+                pending.resolve(
+                    error_response(409, "xcon was not started with --config: nothing to reload")
+                )
+            return
+        log.info("reloading %s", setup.config)
+
+        def load() -> list[str]:
+            from xcon.cli import config_loader
+
+            config = config_loader(setup)()
+            return [cl.name for cl in config.links] + [h.name for h in config.hubs]
+
+        def loaded(names: object, err: BaseException | None) -> None:
+            if err is not None:
+                log.error("reload failed, nothing changed: %s", err)
+                if pending is not None:
+                    pending.resolve(error_response(400, str(err)))
+                return
+            assert isinstance(names, list)
+            self._deal(names)
+            self._fan_out("POST", "/reload", None, pending, _merge_reloads)
+
+        self.engine.run_in_thread(load, loaded)
+
+    def _deal(self, names: list[str]) -> None:
+        wanted = set(names)
+        for w in self.workers:
+            w.names = [n for n in w.names if n in wanted]
+        placed = {n for w in self.workers for n in w.names}
+        for name in names:
+            if name not in placed:
+                w = self.least_loaded()
+                w.names.append(name)
+                self.owner[name] = w
+        for w in self.workers:
+            write_share(self.directory, w.index, w.names)
+
+    def restart(self, pending: Pending | None) -> None:
+        """Every worker restarts in place (its connections handed over, docs/restart.md)."""
+        log.info("restarting the workers in place")
+        self._fan_out("POST", "/restart", None, pending, _merge_restarts)
+
+    def _fan_out(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        pending: Pending | None,
+        merge: Callable[[Supervisor, list[tuple[Worker, int, Any]]], Response],
+    ) -> None:
+        """``method target`` to every worker (on a thread); ``merge`` makes the
+        answer of theirs: (worker, status, parsed body or text); status 0: it
+        did not answer."""
+        assert self.engine is not None
+        workers = list(self.workers)
+
+        def ask() -> list[tuple[Worker, int, Any]]:
+            out: list[tuple[Worker, int, Any]] = []
+            for w in workers:
+                try:
+                    status, data, ctype = call(w, method, target, body)
+                except WorkerError as e:
+                    out.append((w, 0, str(e)))
+                    continue
+                if "json" in ctype:
+                    try:
+                        out.append((w, status, json.loads(data)))
+                        continue
+                    except ValueError:
+                        pass
+                out.append((w, status, data.decode("utf-8", "replace")))
+            return out
+
+        def done(result: object, err: BaseException | None) -> None:
+            from xcon.control.server import error_response
+
+            if err is not None:
+                answer = error_response(500, f"{type(err).__name__}: {err}")
+            else:
+                try:
+                    answer = merge(self, result)  # type: ignore[arg-type]
+                except Exception as e:  # noqa: BLE001 - one line, a 500, xcon goes on
+                    log.error("merging the workers' answers failed: %s: %s", type(e).__name__, e)
+                    answer = error_response(500, f"{type(e).__name__}: {e}")
+            if pending is not None:
+                pending.resolve(answer)
+            elif answer.status >= 400:
+                log.error("%s %s: %s", method, target, answer.body.decode(errors="replace").strip())
+            else:
+                log.info("%s %s: done by %d workers", method, target, len(workers))
+
+        self.engine.run_in_thread(ask, done)
+
+
+# -- merging the workers' answers -----------------------------------------------------
+
+
+def _ok(results: list[tuple[Worker, int, Any]]) -> list[tuple[Worker, Any]]:
+    return [(w, doc) for w, status, doc in results if 200 <= status < 300]
+
+
+def _merge_reloads(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.server import error_response, json_response
+
+    for _w, status, doc in results:
+        if status >= 400 or status == 0:
+            message = doc.get("error") if isinstance(doc, dict) else str(doc)
+            return error_response(status or 502, str(message))
+    merged: dict[str, Any] = {
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "failed": [],
+        "unchanged": 0,
+    }
+    for _w, doc in _ok(results):
+        for key in ("added", "removed", "changed", "failed"):
+            merged[key] += doc.get(key, [])
+        merged["unchanged"] += doc.get("unchanged", 0)
+    return json_response(200, merged)
+
+
+def _merge_restarts(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.server import error_response, json_response
+
+    for w, status, doc in results:
+        if status not in (200, 202):
+            message = doc.get("error") if isinstance(doc, dict) else str(doc)
+            return error_response(status or 502, f"worker w{w.index}: {message}")
+    return json_response(
+        202, {"restarting": True, "pid": os.getpid(), "workers": [w.pid for w in sup.workers]}
+    )
+
+
+def _merge_links(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.server import json_response
+
+    links = []
+    for w, doc in _ok(results):
+        for link in doc.get("links", []):
+            link["worker"] = w.index
+            links.append(link)
+            sup.owner[link["name"]] = w
+    return json_response(200, {"links": links})
+
+
+def _merge_status(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.routes import ROUTES
+    from xcon.control.server import json_response
+
+    docs = _ok(results)
+    first = docs[0][1] if docs else {}
+    return json_response(
+        200,
+        {
+            "xcon": first.get("xcon", ""),
+            "fast_path": first.get("fast_path", ""),
+            "engine": first.get("engine", ""),
+            "uptime_s": round(time.time() - sup.started, 1),
+            "links": sum(doc.get("links", 0) for _w, doc in docs),
+            "workers": [
+                {
+                    "worker": w.index,
+                    "pid": w.pid,
+                    "up": w.up,
+                    "links": w.load,
+                    "restarts": w.restarts,
+                }
+                for w in sup.workers
+            ],
+            "routes": [str(r) for r in ROUTES],
+        },
+    )
+
+
+def _merge_reset(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.server import json_response
+
+    reset = [name for _w, doc in _ok(results) for name in doc.get("reset", [])]
+    if not reset:
+        for _w, status, doc in results:
+            if status == 404:
+                return json_response(404, doc)
+    return json_response(200, {"reset": reset})
+
+
+def _merge_metrics(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.server import Response
+
+    texts = [(w.index, doc) for w, status, doc in results if status == 200 and isinstance(doc, str)]
+    own = [
+        (
+            "xcon_workers",
+            "gauge",
+            "Worker processes xcon runs (--workers).",
+            [("", len(sup.workers))],
+        ),
+        (
+            "xcon_worker_up",
+            "gauge",
+            "1 while the worker answers, 0 while it is being started.",
+            [(f'worker="{w.index}"', int(w.up)) for w in sup.workers],
+        ),
+        (
+            "xcon_worker_restarts_total",
+            "counter",
+            "Times the worker ended and was started again.",
+            [(f'worker="{w.index}"', w.restarts) for w in sup.workers],
+        ),
+    ]
+    body = merge_metrics(texts, own)
+    return Response(200, body.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+
+def merge_metrics(
+    texts: list[tuple[int, str]],
+    own: Sequence[tuple[str, str, str, Sequence[tuple[str, float]]]] = (),
+) -> str:
+    """The workers' Prometheus texts as one: each family once (its HELP and
+    TYPE, then every worker's samples), each sample labelled ``worker``;
+    then ``own``: (name, type, help, [(labels, value)])."""
+    families: dict[str, list[str]] = {}
+    heads: dict[str, list[str]] = {}
+    for index, text in texts:
+        family = ""
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    head = heads.setdefault(family, [])
+                    if len(head) < 2 and not any(h.split(None, 2)[1] == parts[1] for h in head):
+                        head.append(line)
+                    families.setdefault(family, [])
+                continue
+            families.setdefault(family, []).append(_labelled(line, index))
+    out: list[str] = []
+    for family, samples in families.items():
+        out += heads.get(family, [])
+        out += samples
+    for name, kind, text, values in own:
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+        out += [
+            f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
+            for labels, value in values
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _labelled(sample: str, index: int) -> str:
+    label = f'worker="{index}"'
+    brace = sample.find("{")
+    space = sample.find(" ")
+    if brace != -1 and (space == -1 or brace < space):
+        close = sample.index("}", brace)
+        inside = sample[brace + 1 : close].strip()
+        sep = "," if inside and not inside.endswith(",") else ""
+        return f"{sample[:close]}{sep}{label}{sample[close:]}"
+    return f"{sample[:space]}{{{label}}}{sample[space:]}"
+
+
+# -- the API -------------------------------------------------------------------------
+
+
+class SupervisorAPI:
+    """The control API's handler in the supervisor: the access check as in
+    one process, then each route forwarded to the worker that has the link,
+    or to every worker with the answers merged."""
+
+    def __init__(self, sup: Supervisor, access: Any) -> None:
+        self.sup = sup
+        self.access = access
+
+    def __call__(self, req: Request) -> Response | Pending | Streaming:
+        from xcon.control.access import Refused
+        from xcon.control.routes import NoRoute, WrongMethod, resolve
+        from xcon.control.server import Pending, error_response
+
+        try:
+            req.role = self.access.check(
+                req.peer, req.method, req.path, req.headers.get("authorization")
+            )
+        except Refused as e:
+            resp = error_response(e.status, str(e))
+            if e.status == 401:
+                resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
+            return resp
+        try:
+            route, name = resolve(req.method, req.path, self.sup.owner.__contains__)
+        except NoRoute:
+            return error_response(404, f"no such route: {req.method} {req.path} (see GET /)")
+        except WrongMethod as e:
+            resp = error_response(405, f"method not allowed (allowed: {', '.join(e.allowed)})")
+            resp.headers.append(("Allow", ", ".join(e.allowed)))
+            return resp
+        target = route.target(name)
+        if req.query:
+            target += "?" + urlencode(req.query, doseq=True)
+        body = req.body or None
+        sup = self.sup
+        handler = route.handler
+        if handler in ("restart", "handover") and req.role != "admin":
+            return error_response(
+                403, f"only root may {'restart xcon' if handler == 'restart' else 'hand over'}"
+            )
+        pending = Pending()
+        if handler == "health":
+            code, message = sup.health_status()
+            connected, total, ready = sup.counts()
+            from xcon.control.server import json_response
+
+            return json_response(
+                200,
+                {
+                    "code": code,
+                    "message": message,
+                    "connected": connected,
+                    "ready": ready,
+                    "total": total,
+                    "links": sum(w.links for w in sup.workers),
+                    "file_error": sup.health.error if sup.health is not None else None,
+                    "workers": [
+                        {"worker": w.index, "pid": w.pid, "up": w.up, "restarts": w.restarts}
+                        for w in sup.workers
+                    ],
+                },
+            )
+        if handler == "handover":
+            return error_response(
+                409,
+                f"this xcon runs {sup.n} workers: --takeover takes over one process; "
+                "restart it in place instead (xcon ctl restart)",
+            )
+        if handler == "restart":
+            sup.restart(pending)
+        elif handler == "reload":
+            sup.reload(pending)
+        elif handler == "list_links":
+            sup._fan_out("GET", target, None, pending, _merge_links)
+        elif handler == "status":
+            sup._fan_out("GET", target, None, pending, _merge_status)
+        elif handler == "metrics":
+            sup._fan_out("GET", target, None, pending, _merge_metrics)
+        elif handler == "reset_counters":
+            sup._fan_out("POST", target, body, pending, _merge_reset)
+        elif handler == "events":
+            return self._stream(req, list(sup.workers), target, pending)
+        elif handler == "add_link":
+            self._add(target, body, pending)
+        elif handler == "capture_live":
+            return self._stream(req, self._candidates(name), target, pending, first=True)
+        else:
+            self._to_owner(req.method, target, body, name, pending, handler == "remove_link")
+        return pending
+
+    def _candidates(self, name: str) -> list[Worker]:
+        """The workers to ask about link ``name``: the one that has it first."""
+        first = self.sup.owner.get(name)
+        if first is None:
+            i = owner_of(name, [[*w.names, *w.live] for w in self.sup.workers])
+            first = self.sup.workers[i] if i is not None else None
+        rest = [w for w in self.sup.workers if w is not first]
+        return ([first] if first is not None else []) + rest
+
+    def _to_owner(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        name: str,
+        pending: Pending,
+        removing: bool = False,
+    ) -> None:
+        """To the worker that has link ``name`` (the one known first, then the
+        others while they say "no such link")."""
+        from xcon.control.server import Response, error_response
+
+        sup = self.sup
+        assert sup.engine is not None
+        workers = self._candidates(name)
+
+        def ask() -> tuple[Worker | None, int, bytes, str]:
+            answer: tuple[Worker | None, int, bytes, str] = (None, 0, b"", "")
+            for w in workers:
+                try:
+                    status, data, ctype = call(w, method, target, body)
+                except WorkerError as e:
+                    if answer[0] is None:
+                        answer = (
+                            None,
+                            503,
+                            json.dumps({"error": str(e)}).encode(),
+                            "application/json",
+                        )
+                    continue
+                if status != 404 or not _no_link(data):
+                    return w, status, data, ctype
+                if answer[0] is None and answer[1] != 503:
+                    answer = (w, status, data, ctype)
+            return answer
+
+        def done(result: object, err: BaseException | None) -> None:
+            if err is not None:
+                pending.resolve(error_response(500, f"{type(err).__name__}: {err}"))
+                return
+            w, status, data, ctype = cast("tuple[Worker | None, int, bytes, str]", result)
+            if w is not None and status < 300:
+                if removing:
+                    sup.owner.pop(name, None)
+                    w.live.pop(name, None)
+                    w.links = max(0, w.links - 1)
+                else:
+                    sup.owner[name] = w
+                if method == "GET" and "json" in ctype:  # one link's detail says its worker
+                    with contextlib.suppress(ValueError, TypeError):
+                        doc = json.loads(data)
+                        if isinstance(doc, dict) and "ends" in doc:
+                            doc["worker"] = w.index
+                            data = json.dumps(doc, indent=1).encode() + b"\n"
+            pending.resolve(Response(status, data, ctype or "application/json"))
+
+        sup.engine.run_in_thread(ask, done)
+
+    def _add(self, target: str, body: bytes | None, pending: Pending) -> None:
+        from xcon.control.server import Response, error_response
+
+        sup = self.sup
+        assert sup.engine is not None
+        w = sup.least_loaded()
+
+        def ask() -> tuple[int, bytes, str]:
+            return call(w, "POST", target, body)
+
+        def done(result: object, err: BaseException | None) -> None:
+            if err is not None:
+                pending.resolve(error_response(503, str(err)))
+                return
+            status, data, ctype = cast("tuple[int, bytes, str]", result)
+            if status == 201:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    doc = json.loads(data)
+                    doc["worker"] = w.index
+                    sup.owner[doc["name"]] = w
+                    w.live[doc["name"]] = body or b""
+                    w.links += 1
+                    data = json.dumps(doc, indent=1).encode() + b"\n"
+            pending.resolve(Response(status, data, ctype or "application/json"))
+
+        sup.engine.run_in_thread(ask, done)
+
+    def _stream(
+        self,
+        req: Request,
+        workers: list[Worker],
+        target: str,
+        pending: Pending,
+        first: bool = False,
+    ) -> Pending:
+        """A streamed answer from the workers: from the first that has the
+        link (``first``: a live capture), or from all of them, line by line
+        (the events)."""
+        sup = self.sup
+        assert sup.engine is not None
+        relay = Relay(sup.engine)
+        threading.Thread(
+            target=relay.run, args=(workers, target, pending, first), name="relay", daemon=True
+        ).start()
+        return pending
+
+
+def _no_link(answer: bytes) -> bool:
+    """A worker's 404 says it has no such link (another worker may)."""
+    return answer.lstrip().startswith(b"{") and b'"no link ' in answer
+
+
+class Relay:
+    """A streamed body passed on from workers (a :class:`~xcon.control.server.StreamBody`):
+    threads read the workers' streams and queue pieces, at most
+    :data:`DEPTH` of them, waiting while the queue is full (so a slow client
+    holds the worker's stream back, which bounds itself)."""
+
+    DEPTH = 64
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.content_type = "application/octet-stream"
+        self.ended = False
+        self._pieces: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._wake: Callable[[], None] | None = None
+        self._gone = False
+        self._live: list[Any] = []
+        self._running = 0
+
+    # -- the loop's side -------------------------------------------------------------
+    def pull(self) -> bytes | None:
+        with self._cond:
+            if not self._pieces:
+                return None
+            piece = self._pieces.popleft()
+            self._cond.notify_all()
+            return piece
+
+    def set_wakeup(self, wake: Callable[[], None] | None) -> None:
+        with self._cond:
+            self._wake = wake
+            ready = bool(self._pieces) or self.ended
+        if wake is not None and ready:
+            wake()
+
+    def gone(self) -> None:
+        with self._cond:
+            self._gone = True
+            live = list(self._live)
+            self._cond.notify_all()
+        for resp in live:
+            with contextlib.suppress(OSError):
+                resp.sock.shutdown(2)
+
+    # -- the threads' side -----------------------------------------------------------
+    def _put(self, piece: bytes) -> bool:
+        with self._cond:
+            while len(self._pieces) >= self.DEPTH and not self._gone:
+                self._cond.wait(1.0)
+            if self._gone:
+                return False
+            self._pieces.append(piece)
+            wake = self._wake
+        if wake is not None:
+            self.engine.call_soon_threadsafe(wake)
+        return True
+
+    def _end(self) -> None:
+        with self._cond:
+            self._running -= 1
+            if self._running > 0:
+                return
+            self.ended = True
+            wake = self._wake
+        if wake is not None:
+            self.engine.call_soon_threadsafe(wake)
+
+    def run(self, workers: list[Worker], target: str, pending: Pending, first: bool) -> None:
+        from xcon.control.server import Response, Streaming
+        from xcon.control.transport import Client, Unreachable
+
+        opened = []
+        refusal: tuple[int, bytes, str] | None = None
+        for w in workers:
+            try:
+                live = Client(path=w.sock, timeout=CALL_TIMEOUT).stream("GET", target)
+                while live.status == 0 and live.receive():
+                    pass
+            except Unreachable as e:
+                refusal = refusal or (
+                    503,
+                    json.dumps({"error": str(e)}).encode(),
+                    "application/json",
+                )
+                continue
+            if live.status != 200:
+                while live.receive():
+                    pass
+                data = b"".join(live.take())
+                live.close()
+                if first and live.status == 404 and _no_link(data):
+                    refusal = refusal or (404, data, "application/json")
+                    continue
+                refusal = (live.status, data, live.headers.get("content-type", "application/json"))
+                if first:
+                    break
+                continue
+            opened.append((w, live))
+            if first:
+                break
+        if not opened:
+            status, data, ctype = refusal or (
+                503,
+                b'{"error": "no worker is running"}\n',
+                "application/json",
+            )
+            self.engine.call_soon_threadsafe(lambda: pending.resolve(Response(status, data, ctype)))
+            return
+        self.content_type = opened[0][1].headers.get("content-type", self.content_type)
+        self._live = [live for _w, live in opened]
+        self._running = len(opened)
+        streaming = Streaming(self)
+        self.engine.call_soon_threadsafe(lambda: pending.resolve(streaming))
+        for w, live in opened[1:]:
+            threading.Thread(
+                target=self._follow, args=(live, not first), name=f"relay-w{w.index}", daemon=True
+            ).start()
+        self._follow(opened[0][1], not first)
+
+    def _follow(self, live: Any, by_line: bool) -> None:
+        from xcon.control.transport import Unreachable
+
+        partial = b""
+        try:
+            going = True
+            while going:
+                for piece in live.take():
+                    if by_line:
+                        piece, _, partial = (partial + piece).rpartition(b"\n")
+                        if not piece:
+                            continue
+                        piece += b"\n"
+                    if piece and not self._put(piece):
+                        return
+                if not going:
+                    break
+                try:
+                    going = live.receive()
+                except Unreachable:
+                    going = False
+            for piece in live.take():
+                if piece and not self._put(piece):
+                    return
+        finally:
+            with contextlib.suppress(OSError):
+                live.close()
+            self._end()
