@@ -1091,7 +1091,7 @@ class Relay:
         for w in workers:
             try:
                 live = Client(path=w.sock, timeout=CALL_TIMEOUT).stream("GET", target)
-                while live.status == 0 and live.receive():
+                while live.status == 0 and not live.complete and live.receive():
                     pass
             except Unreachable as e:
                 refusal = refusal or (
@@ -1101,7 +1101,7 @@ class Relay:
                 )
                 continue
             if live.status != 200:
-                while live.receive():
+                while not live.complete and live.receive():
                     pass
                 data = b"".join(live.take())
                 live.close()

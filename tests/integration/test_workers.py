@@ -8,11 +8,12 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
-from xcon.testing.control import call, ctl, ctl_argv, wait_api, write
+from xcon.testing.control import Follower, call, ctl, ctl_argv, wait_api, write
 from xcon.testing.fakeqemu import FakeQemu, endpoint
 from xcon.testing.frames import ether
 from xcon.testing.process import XconProcess, run_xcon
@@ -84,6 +85,30 @@ def test_links_spread_over_workers_answer_as_one_xcon(peers, xcon, engine):
 
 
 @requires_promtool
+def test_events_status_and_reset_cover_every_worker(peers, xcon, engine):
+    xc, links = lab(peers, xcon, 2, "--workers", "2")
+    follower = Follower(xc, "?type=admin.changed")
+    try:
+        for _a, _b, link in links:
+            assert ctl(xc, "down", link).returncode == 0
+        events = follower.wait(lambda ev: len(ev) >= 2, what="both links' admin events")
+        assert sorted(e["link"] for e in events) == sorted(link for _a, _b, link in links)
+    finally:
+        follower.close()
+    status, doc = call(xc, "GET", "/events?type=nosuch")
+    assert status == 400 and "nosuch" in doc["error"], doc
+    status, doc = call(xc, "GET", "/")
+    assert status == 200 and doc["links"] == 2 and [w["worker"] for w in doc["workers"]] == [0, 1]
+    for a, b, link in links:
+        assert ctl(xc, "up", link).returncode == 0
+        passes(a, b, 9)
+    r = ctl(xc, "--json", "reset")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)["reset"]) == sorted(link for _a, _b, link in links)
+    listed = json.loads(ctl(xc, "--json", "links").stdout)["links"]
+    assert all(end["rx_frames"] == 0 for x in listed for end in x["ends"])
+
+
 def test_metrics_are_one_exposition_labelled_by_worker(peers, xcon, engine):
     assert PROMTOOL is not None
     xc, links = lab(peers, xcon, 3, "--workers", "2")
@@ -113,10 +138,24 @@ def test_a_killed_worker_comes_back_and_the_others_lose_nothing(peers, xcon, eng
     victim_pid = pids[listed[victim[2]]]
     sa, sb, _ = spared
     stream = Stream(sa, sb, fps=2000, batch=4)
+    seen: set[str] = set()
+    watching = threading.Event()
+
+    def watch() -> None:  # what the health file says meanwhile
+        while not watching.is_set():
+            seen.add(xc.health() or "")
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     time.sleep(0.2)
     os.kill(victim_pid, signal.SIGKILL)
-    wait_until(lambda: f"killed by SIGKILL" in xc.log(), timeout=5, what="the death logged")
+    wait_until(lambda: "killed by SIGKILL" in xc.log(), timeout=5, what="the death logged")
     xc.wait_health("0", contains="All 4 sockets connected", timeout=20)
+    watching.set()
+    watcher.join()
+    down = f"1\nExpected 4 sockets but only 2 connected (w{listed[victim[2]]} starting)\n"
+    assert down in seen, seen
     time.sleep(0.2)
     stream.finish()  # every frame of the other worker's link, in order, once
     assert sa.accepted == 1 and sb.accepted == 1, "the other worker's routers saw a reconnect"
@@ -203,10 +242,13 @@ def test_reload_deals_new_links_and_sighup_applies_them(peers, xcon, engine, tmp
         x["name"]: x["worker"] for x in json.loads(ctl(xc, "--json", "links").stdout)["links"]
     }
     assert sorted(listed) == sorted(names[1:]) and sorted(listed.values()) == [0, 1]
+    write(cfg, "".join(f'[[link]]\nspec = "{n}"\n' for n in names))
+    os.kill(xc.pid, signal.SIGHUP)
+    xc.wait_health("0", contains="All 6 sockets connected", timeout=10)
     write(cfg, "[[link]]\nspec = 12\n")
     r = ctl(xc, "reload")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert len(json.loads(ctl(xc, "--json", "links").stdout)["links"]) == 2
+    assert len(json.loads(ctl(xc, "--json", "links").stdout)["links"]) == 3
 
 
 def test_sigterm_stops_every_worker_and_says_so(peers, xcon, engine):

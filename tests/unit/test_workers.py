@@ -1,0 +1,70 @@
+"""The supervisor's pure parts (xcon.workers): how many workers ``auto``
+makes, how links are dealt, how a link is found, how the workers' metrics
+become one exposition."""
+
+from __future__ import annotations
+
+import pytest
+
+from xcon.workers import MAX_WORKERS, auto_workers, merge_metrics, owner_of, share
+
+
+@pytest.mark.parametrize(
+    ("units", "cpus", "want"),
+    [
+        (1, 16, 1),
+        (0, 16, 1),
+        (6, 1, 1),
+        (2, 2, 2),
+        (6, 16, 6),
+        (100, 16, 16),
+        (500, 256, MAX_WORKERS),
+    ],
+)
+def test_auto_is_one_per_core_at_most_one_per_link(units, cpus, want):
+    assert auto_workers(units, cpus) == want
+
+
+def test_links_are_dealt_in_turn():
+    assert share(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    assert share([], 3) == [[], [], []]
+
+
+def test_a_link_is_found_by_its_name_or_its_ends_in_either_order():
+    shares = [["10.0.0.1/1--10.0.0.2/1"], ["10.0.0.3/1--10.0.0.4/1", "hubname"]]
+    assert owner_of("10.0.0.3/1--10.0.0.4/1", shares) == 1
+    assert owner_of("10.0.0.2/1--10.0.0.1/1", shares) == 0
+    assert owner_of("hubname", shares) == 1
+    assert owner_of("10.0.0.9/1--10.0.0.1/1", shares) is None
+    assert owner_of("not a link", shares) is None
+
+
+W0 = """# HELP xcon_frames_total Frames forwarded.
+# TYPE xcon_frames_total counter
+xcon_frames_total{link="a",direction="a2b"} 5
+# HELP xcon_links Links.
+# TYPE xcon_links gauge
+xcon_links 1
+# HELP xcon_latency_seconds A histogram.
+# TYPE xcon_latency_seconds histogram
+xcon_latency_seconds_bucket{le="0.1"} 2
+xcon_latency_seconds_sum 0.05
+xcon_latency_seconds_count 2
+"""
+W1 = W0.replace('link="a"', 'link="b"').replace(" 5\n", " 7\n")
+
+
+def test_metrics_each_family_once_every_sample_labelled():
+    text = merge_metrics([(0, W0), (1, W1)], [("xcon_workers", "gauge", "Workers.", [("", 2)])])
+    lines = text.splitlines()
+    assert lines.count("# TYPE xcon_frames_total counter") == 1
+    assert lines.count("# HELP xcon_links Links.") == 1
+    assert 'xcon_frames_total{link="a",direction="a2b",worker="0"} 5' in lines
+    assert 'xcon_frames_total{link="b",direction="a2b",worker="1"} 7' in lines
+    assert 'xcon_links{worker="0"} 1' in lines and 'xcon_links{worker="1"} 1' in lines
+    assert 'xcon_latency_seconds_bucket{le="0.1",worker="1"} 2' in lines
+    assert 'xcon_latency_seconds_sum{worker="0"} 0.05' in lines
+    # a family's samples follow its own head, whichever worker they came from
+    start = lines.index("# TYPE xcon_links gauge")
+    assert lines[start + 1 : start + 3] == ['xcon_links{worker="0"} 1', 'xcon_links{worker="1"} 1']
+    assert lines[-2:] == ["# TYPE xcon_workers gauge", "xcon_workers 2"]
