@@ -166,11 +166,15 @@ def become_worker(setup: Setup) -> int | None:
     _die_with_parent()
     mine = read_share(directory, index)
     shares = [sorted(mine)]
+    everyone = _ends(setup.links, setup.config_links)
     setup.links = [s for s in setup.links if str(s) in mine]
     setup.config_links = [cl for cl in setup.config_links if cl.name in mine]
     setup.config_hubs = [h for h in setup.config_hubs if h.name in mine]
     setup.captures = [(n, p) for n, p in setup.captures if owner_of(n, shares) is not None]
     setup.impairs = [x for x in setup.impairs if owner_of(x[0], shares) is not None]
+    # a --monitor of another worker's end is not this one's (one of no link yet is everyone's)
+    ours = _ends(setup.links, setup.config_links)
+    setup.monitors = {e: m for e, m in setup.monitors.items() if e in ours or e not in everyone}
     from xcon.control import ControlSettings
 
     setup.control = ControlSettings(
@@ -182,6 +186,13 @@ def become_worker(setup: Setup) -> int | None:
     setup.workers = 1
     setup.worker = (index, directory)
     return index
+
+
+def _ends(links: Iterable[Any], config_links: Iterable[Any]) -> set[str]:
+    from xcon.links import end_name
+
+    specs = [*links, *(cl.spec for cl in config_links)]
+    return {end_name(e) for spec in specs for e in (spec.left, spec.right)}
 
 
 def filtered(load: Callable[[], Any], directory: str, index: int) -> Callable[[], Any]:
