@@ -10,8 +10,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,10 +64,65 @@ class NotAvailable(Exception):
 
 
 # -- /proc ------------------------------------------------------------------------------
-def proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int, waited: bool = False) -> float:
+    """User+system CPU seconds of a process (all its threads); ``waited``: and of the
+    children it has reaped (cutime+cstime)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if waited:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc/PID/task/*/children."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            continue  # that thread ended
+    return out
+
+
+def _ppid_children() -> dict[int, list[int]]:
+    """Every process's children, from the parent field of every /proc/PID/stat (for a
+    kernel without /proc/PID/task/*/children: CONFIG_PROC_CHILDREN off)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+_CHILDREN_FILES = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of processes and of every process below them (a relay's worker
+    processes): those still running and those their parents already reaped."""
+    table = None if _CHILDREN_FILES else _ppid_children()
+    total, todo = 0.0, list(pids)
+    while todo:
+        pid = todo.pop()
+        try:
+            total += proc_cpu(pid, waited=True)
+        except OSError:
+            continue  # it ended meanwhile
+        todo += _children(pid) if table is None else table.get(pid, [])
+    return total
 
 
 def proc_mem(pid: int) -> tuple[int, int]:
@@ -176,9 +232,16 @@ class Peer:
                 self._cv.wait(min(left, 0.1))
 
     def snap(self, timeout: float = 5.0) -> Snap:
+        return self.snap_read(self.snap_ask(), timeout)
+
+    def snap_ask(self) -> int:
+        """Ask for a snap; returns the mark :meth:`snap_read` reads it after."""
         with self._cv:
             mark = len(self.lines)
         self.proc.send_signal(signal.SIGUSR1)
+        return mark
+
+    def snap_read(self, mark: int, timeout: float = 5.0) -> Snap:
         parts = self.wait("snap", timeout, after=mark)
         return Snap(*(int(x) for x in parts[1:11]))
 
@@ -195,6 +258,41 @@ class Peer:
         self.delays_path.unlink(missing_ok=True)
 
 
+class Peers:
+    """Peer processes of one side read as one: a process per link (one endpoint each)."""
+
+    def __init__(self, endpoints: list[str], **kw: Any) -> None:
+        self.peers: list[Peer] = []
+        try:
+            for ep in endpoints:
+                self.peers.append(Peer([ep], **kw))
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait(self, kind: str, timeout: float) -> list[str]:
+        """Each peer's first ``kind`` line; returns the last peer's."""
+        return [p.wait(kind, timeout) for p in self.peers][-1]
+
+    def wait_up(self, n: int, timeout: float) -> None:
+        for p in self.peers:
+            p.wait_up(n // len(self.peers), timeout)
+
+    def snap(self, timeout: float = 5.0) -> Snap:
+        """Every peer's counters summed; the time is their mean (asked for all at once)."""
+        marks = [p.snap_ask() for p in self.peers]
+        snaps = [astuple(p.snap_read(m, timeout)) for p, m in zip(self.peers, marks, strict=True)]
+        cols = list(zip(*snaps, strict=True))
+        return Snap(sum(cols[0]) // len(snaps), *(sum(c) for c in cols[1:]))
+
+    def delays(self) -> np.ndarray:
+        return np.concatenate([p.delays() for p in self.peers] or [np.zeros(0, dtype=np.int64)])
+
+    def stop(self) -> None:
+        for p in self.peers:
+            p.stop()
+
+
 # -- relays ---------------------------------------------------------------------------------
 @dataclass
 class Relay:
@@ -208,6 +306,10 @@ class Relay:
     workdir: Path | None = None
     #: The interpreter that runs xcon (another one runs another build of it).
     python: str = sys.executable
+    #: Options put before xcon's others (``--workers 1``).
+    xargs: list[str] = field(default_factory=list)
+    #: An xcon process per p2p link (socat and the splice relay always run one per link).
+    per_link: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -232,19 +334,26 @@ class Relay:
             self.procs.append(spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             return
         if self.kind in ("splice", "socat"):
-            if mode != "p2p" or len(args) != 1 or ":" in args[0].split("--")[1]:
-                raise NotAvailable(f"{self.kind} only relays bytes of one untagged p2p link")
-            (h1, n1), (h2, n2) = (s.split("/") for s in args[0].split("--"))
-            p1, p2 = 10000 + int(n1), 10000 + int(n2)
-            if self.kind == "splice":
-                cmd = [str(build("splice_relay")), h1, str(p1), h2, str(p2)]
-            else:
-                cmd = ["socat", f"TCP:{h1}:{p1}", f"TCP:{h2}:{p2}"]
-            if netns:
-                cmd = ["ip", "netns", "exec", netns, *cmd]
-            self.procs.append(spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if mode != "p2p" or any(":" in a.split("--")[1] for a in args):
+                raise NotAvailable(f"{self.kind} only relays bytes of untagged p2p links")
+            for link in args:
+                (h1, n1), (h2, n2) = (s.split("/") for s in link.split("--"))
+                p1, p2 = 10000 + int(n1), 10000 + int(n2)
+                if self.kind == "splice":
+                    cmd = [str(build("splice_relay")), h1, str(p1), h2, str(p2)]
+                else:
+                    cmd = ["socat", f"TCP:{h1}:{p1}", f"TCP:{h2}:{p2}"]
+                if netns:
+                    cmd = ["ip", "netns", "exec", netns, *cmd]
+                self.procs.append(spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             return
-        self.start_xcon([f"--{mode}", *args] if mode in ("p2p", "hub") else args, netns)
+        if self.per_link and mode == "p2p":
+            for link in args:
+                self.start_xcon([*self.xargs, "--p2p", link], netns)
+            return
+        self.start_xcon(
+            [*self.xargs, *([f"--{mode}", *args] if mode in ("p2p", "hub") else args)], netns
+        )
 
     def start_xcon(self, args: list[str], netns: str | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="xcon-", dir=TMP))
@@ -256,16 +365,15 @@ class Relay:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         log = open(self.workdir / "xcon.log", "wb")
         # In its own directory: its control socket (xcon.sock) is made there.
-        self.procs.append(
-            spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
-        )
+        proc = spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
+        self.procs.append(proc)
         log.close()
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            rc = self.procs[0].poll()
+            rc = proc.poll()
             if rc is not None:
                 text = self.log()
-                self.procs.clear()
+                self.procs.remove(proc)
                 low = text.lower()
                 if rc == 2 and (
                     "not implemented" in low or "unknown engine" in low or "invalid choice" in low
@@ -289,7 +397,8 @@ class Relay:
         return bool(self.procs) and all(p.poll() is None for p in self.procs)
 
     def cpu(self) -> float:
-        return sum(proc_cpu(p.pid) for p in self.procs if p.poll() is None)
+        """CPU seconds of the relay's processes and of every process they started."""
+        return tree_cpu([p.pid for p in self.procs if p.poll() is None])
 
     def mem(self) -> tuple[int, int]:
         rss = hwm = 0

@@ -93,7 +93,7 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["group"] in ("qemu", "reconnect", "down", "flood", "control", "capture"):
+        if r["group"] in ("qemu", "reconnect", "down", "flood", "control", "capture", "scale"):
             continue
         if r["status"] != "ok":
             lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
@@ -193,6 +193,7 @@ def table(rows: list[Row]) -> str:
         )
     lines += _control_lines([r for r in rows if r["group"] == "control"])
     lines += _capture_lines([r for r in rows if r["group"] == "capture"])
+    lines += _scale_lines([r for r in rows if r["group"] == "scale"])
     for scn, title in (
         ("qemu", "real qemu end to end (two qemu NICs bridged to taps in namespaces):"),
         ("qemu-bridged", "the same with each qemu in a namespace behind a Linux bridge:"),
@@ -231,6 +232,29 @@ def _capture_lines(rows: list[Row]) -> list[str]:
                     f"{r['ratio_off_vs_baseline']:.3f}×"
                 )
             lines.append(text)
+    return lines
+
+
+def _scale_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "scaling over cores: N links, a sender and a receiver process each; frames/s over "
+        "all links, CPU of the relay's processes and those below them:",
+        f"  {'size':>5} {'links':>5}  {'relay':<14} {'frames/s':>9} {'Gbit/s':>7} "
+        f"{'cores':>6} {'µs/frame':>9}  ratios",
+    ]
+    for r in rows:
+        head = f"  {r['size']:>5} {r['links']:>5}  {r['relay']:<14}"
+        if r["status"] != "ok":
+            lines.append(f"{head} n/a ({r['reason']})")
+            continue
+        lines.append(
+            f"{head} {_rate(r['fps']):>9} {_f(r.get('gbps')):>7} "
+            f"{_f(r.get('cores_used')):>6} {_f(r.get('us_per_frame'), '{:.3f}'):>9}  "
+            f"{_ratios(r)}"
+        )
     return lines
 
 
@@ -373,6 +397,9 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             True,
             "×",
         )
+    if any(r["group"] == "scale" for r in rows):
+        for size in (1500, 64):
+            _scale_targets(rows, size, add)
     for size in (64, 1500):
         u = _find(rows, f"unix-{size}", "xcon-unix")
         if u:
@@ -565,6 +592,64 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def _scale_targets(rows: list[Row], size: int, add: Any) -> None:
+    """``scale``: xcon --workers auto against one process, a process per link and splice."""
+
+    def auto_vs(n: int, base: str) -> tuple[float | None, Row | None, str]:
+        """(xcon-auto's frames/s over ``base``'s, ``base``'s row, why there is none)."""
+        scn = f"scale-{size}-n{n}"
+        a, b = _find(rows, scn, "xcon-auto"), _find(rows, scn, base)
+        why = next(
+            (
+                f" (n/a: {r['reason']})"
+                for r in rows
+                if r["scenario"] == scn and r["relay"] == "xcon-auto" and r["status"] != "ok"
+            ),
+            "",
+        )
+        return (a["fps"] / b["fps"] if a and b and b["fps"] else None), b, why
+
+    value, w1, why = auto_vs(1, "xcon-w1")
+    if w1:
+        auto = _find(rows, f"scale-{size}-n1", "xcon-auto")
+        spread = max(w1["spread"], auto["spread"] if auto else 0.0)
+        add(
+            f"scale {size} B, 1 link: xcon --workers auto no slower than --workers 1 "
+            f"(within the runs' spread, {spread:.0%}){why}",
+            value,
+            round(1 - spread, 3),
+            True,
+            "×",
+        )
+    value, w1, why = auto_vs(2, "xcon-w1")
+    if w1 and w1["cores"] >= 2:
+        add(
+            f"scale {size} B, 2 links: --workers auto ≥ 1.3× --workers 1{why}",
+            value,
+            1.3,
+            True,
+            "×",
+        )
+    if _find(rows, f"scale-{size}-n6", "xcon-w1") is None:
+        return
+    for base, limit in (
+        ("xcon-per-link", 0.9),
+        ("splice", 0.55 if size == 1500 else 0.65),
+        ("xcon-w1", 5.0),
+    ):
+        value, b, why = auto_vs(6, base)
+        cores = b["cores"] if b else None
+        if not why and not (cores and cores >= 12):
+            why = f" (n/a: {cores or '?'} cores)"
+        add(
+            f"scale {size} B, 6 links, ≥ 12 cores: --workers auto ≥ {limit}× {base}{why}",
+            None if why else value,
+            limit,
+            True,
+            "×",
+        )
+
+
 def targets_text(ts: list[dict[str, Any]]) -> str:
     lines = ["targets:"]
     for t in ts:
@@ -593,6 +678,13 @@ def write_png(rows: list[Row], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib missing: no PNG (pip install -e '.[bench]')", file=sys.stderr)
         return None
+    scale = [r for r in rows if r["group"] == "scale" and r["status"] == "ok"]
+    if scale and not any(r["group"] == "p2p" for r in rows):
+        sizes = sorted({r["size"] for r in scale}, reverse=True)
+        fig, axes = plt.subplots(1, len(sizes), figsize=(8 * len(sizes), 5.5), squeeze=False)
+        for ax, size in zip(axes[0], sizes, strict=True):
+            _scale_panel(ax, [r for r in scale if r["size"] == size], size)
+        return _save(plt, fig, path)
     ends = [r for r in rows if r["group"] in ENDS_GROUPS and r["status"] == "ok"]
     if ends and not any(r["group"] == "p2p" for r in rows):
         fig, ax = plt.subplots(1, 1, figsize=(8, 5.5))
@@ -673,6 +765,19 @@ def _ends_panel(ax: Any, ends: list[Row]) -> None:
     ax.set_yscale("log")
     ax.set_title("link ends: frame rate (Mframes/s), saturated")
     ax.grid(True, axis="y", which="both", alpha=0.3)
+
+
+def _scale_panel(ax: Any, rows: list[Row], size: int) -> None:
+    """Frames/s over all links against the number of links, a line per relay."""
+    for relay in dict.fromkeys(r["relay"] for r in rows):
+        pts = sorted((r["links"], r["fps"] / 1e6) for r in rows if r["relay"] == relay)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=relay)
+    ax.set_xticks(sorted({r["links"] for r in rows}))
+    ax.set_xlabel("links (a sender and a receiver process each)")
+    ax.set_ylabel("Mframes/s over all links")
+    ax.set_title(f"scale: {size} B frames, saturated")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "abuse",
     "capture",
     "impair",
+    "scale",
     "qemu",
     "qemu-bridged",
 ]
@@ -52,6 +53,7 @@ MODULES = {
     "abuse": ("control", "run_abuse"),
     "capture": ("capture", "run"),
     "impair": ("impair", "run"),
+    "scale": ("scale", "run"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import TMP, NotAvailable, Peer, Relay, hosts, reap, spawn
+from bench.harness import TMP, NotAvailable, Peer, Peers, Relay, hosts, reap, spawn
 from bench.metrics import cdf_points, delay_stats, median, median_runs
 
 Row = dict[str, Any]
@@ -77,7 +78,7 @@ def relays() -> list[Relay]:
 
 
 def fresh(r: Relay) -> Relay:
-    return Relay(r.name, r.kind, native=r.native, engine=r.engine)
+    return dataclasses.replace(r, procs=[], workdir=None)
 
 
 # -- one measurement --------------------------------------------------------------------------
@@ -120,8 +121,10 @@ def run_flow(
     record: bool = False,
     duration: float | None = None,
     wiring: Wiring | None = None,
+    peer_per_link: bool = False,
 ) -> tuple[Row, np.ndarray]:
-    """Sender peer -> relay -> receiver peer; returns metrics and the delay sample (ns)."""
+    """Sender peer -> relay -> receiver peer; returns metrics and the delay sample (ns).
+    ``peer_per_link``: p2p links, each with a sender and a receiver process of its own."""
     relay = fresh(relay)
     sh, rh = hosts()
     tx_ns = rx_ns = relay_ns = None
@@ -159,17 +162,20 @@ def run_flow(
                 args.append(f"{rh}/{k + 1}--{sh}/{k + 1}:{vid}")
             else:
                 args.append(f"{sh}/{k + 1}--{rh}/{k + 1}")
-    buf = 64 if nlinks > 8 else None
+    if peer_per_link:
+        recv_eps = [f"l:{rh}:{10001 + k}:r" for k in range(nlinks)]
+        if relay.kind != "direct":
+            send_eps = [f"l:{sh}:{10001 + k}:s" for k in range(nlinks)]
+    buf = 64 if nlinks > 8 and not peer_per_link else None
     if wiring is None:
         n_tx = 1 if mode == "hub" else nlinks
+    side = Peers if peer_per_link else Peer
     rx = tx = None
     try:
-        rx = Peer(recv_eps, size=size, record=record, buf_kib=buf, netns=rx_ns)
+        rx = side(recv_eps, size=size, record=record, buf_kib=buf, netns=rx_ns)
         rx.wait("ready", 5)
-        if relay.kind == "direct":
-            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf, netns=tx_ns)
-        else:
-            tx = Peer(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf, netns=tx_ns)
+        tx = side(send_eps, size=size, rate=rate, vid=send_vid, buf_kib=buf, netns=tx_ns)
+        if relay.kind != "direct":
             tx.wait("ready", 5)
             relay.start(mode, args, netns=relay_ns)
         setup = 10 + nlinks * 0.05
