@@ -280,8 +280,10 @@ def call(
 class Supervisor:
     """Starts the workers, keeps them running, and answers for them (see the module docstring)."""
 
-    def __init__(self, setup: Setup) -> None:
+    def __init__(self, setup: Setup, load: Callable[[], Any] | None = None) -> None:
+        """``load``: what reads ``--config`` or ``--topology``'s file (for reloads)."""
         self.setup = setup
+        self.load = load
         self.n = setup.workers
         self.directory = ""
         self.workers: list[Worker] = []
@@ -546,7 +548,7 @@ class Supervisor:
 
         assert self.engine is not None
         setup = self.setup
-        if setup.config is None:
+        if setup.config is None or self.load is None:
             if pending is not None:
                 pending.resolve(
                     error_response(409, "xcon was not started with --config: nothing to reload")
@@ -554,10 +556,10 @@ class Supervisor:
             return
         log.info("reloading %s", setup.config)
 
-        def load() -> list[str]:
-            from xcon.cli import config_loader
+        read = self.load
 
-            config = config_loader(setup)()
+        def load() -> list[str]:
+            config = read()
             return [cl.name for cl in config.links] + [h.name for h in config.hubs]
 
         def loaded(names: object, err: BaseException | None) -> None:

@@ -104,10 +104,15 @@ def run(setup: Setup) -> int:
     health file another one writes stops there, exit 1, before it creates
     anything.  With ``--workers N`` this process supervises N workers
     (:mod:`xcon.workers`); a worker keeps its share of the links."""
-    from xcon.workers import become_worker
+    index = None
+    if "XCON_WORKER" in os.environ:  # xcon.workers.ENV: loaded only in a worker
+        from xcon.workers import become_worker
 
-    index = become_worker(setup)
-    setup_logging(setup.log_level, f"w{index} " if index is not None else "")
+        index = become_worker(setup)
+    if index is None:
+        setup_logging(setup.log_level)
+    else:  # a worker's lines say which
+        setup_logging(setup.log_level, f"w{index} ")
     if setup.debug:
         logging.getLogger("xcon.frames").setLevel(logging.DEBUG)
     from xcon.handover import ENV, ENV_FROM
@@ -136,7 +141,7 @@ def _supervise(setup: Setup) -> int:
     from xcon.workers import Supervisor
 
     try:
-        return Supervisor(setup).run()
+        return Supervisor(setup, config_loader(setup) if setup.config else None).run()
     except ModeError as e:
         return _error(str(e), e.exit_code)
 

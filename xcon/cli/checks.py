@@ -212,6 +212,8 @@ def check(args: argparse.Namespace) -> Setup:
 def check_workers(text: str, setup: Setup) -> None:
     """``--workers N|auto``: a count from 1 to :data:`xcon.workers.MAX_WORKERS`,
     or ``auto`` (one per usable core, at most one per link or hub)."""
+    if text == "1":
+        return  # the default: nothing to load
     from xcon.workers import MAX_WORKERS, auto_workers, usable_cpus
 
     if text == "auto":
