@@ -239,6 +239,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.up = False  # answering on its socket
+        self.ever_up = False
         self.restarts = 0
         self.backoff = RESPAWN_MIN
         #: Its last health answer (connected, total, ready).
@@ -291,6 +292,8 @@ class Supervisor:
         self.health: Any = None
         self.stopping = False
         self.stopped_by = ""
+        #: The supervisor's exit code: a worker's when its first start failed.
+        self.exit_code = 0
         self.started = time.time()
         self.services: list[Any] = []
         #: Where each link is, by every name a worker listed it under.
@@ -339,7 +342,7 @@ class Supervisor:
             engine.run()
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _known(self, name: str, flag: str) -> None:
         from xcon.errors import ModeError
@@ -388,6 +391,11 @@ class Supervisor:
             w.up = False
             if self.stopping:
                 continue
+            if code in (1, 2) and not w.ever_up:  # its start failed: its error is on stderr
+                log.error("worker w%d could not start (exit code %d): stopping", w.index, code)
+                self.exit_code = code
+                self._stop(signal.SIGTERM, f"worker w{w.index} could not start")
+                return
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             lived = time.monotonic() - w.started
             delay = 0.0 if lived > QUICK_DEATH else w.backoff
@@ -410,12 +418,13 @@ class Supervisor:
         if not self.stopping and w.proc is None:
             self._spawn(w)
 
-    def _stop(self, signum: int) -> None:
+    def _stop(self, signum: int, why: str = "") -> None:
         if self.stopping:
             return
         self.stopping = True
-        self.stopped_by = signal.Signals(signum).name
-        log.info("received %s, stopping the workers", self.stopped_by)
+        self.stopped_by = why or signal.Signals(signum).name
+        if not why:
+            log.info("received %s, stopping the workers", self.stopped_by)
         assert self.engine is not None
         self.engine.stop()
 
@@ -443,7 +452,8 @@ class Supervisor:
                 p.kill()
                 p.wait()
         if self.health is not None:
-            self.health.stopped(f"stopped by {self.stopped_by}" if self.stopped_by else "stopped")
+            why = self.stopped_by if " " in self.stopped_by else f"stopped by {self.stopped_by}"
+            self.health.stopped(why if self.stopped_by else "stopped")
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
         if self.engine is not None:
@@ -480,7 +490,7 @@ class Supervisor:
             w.health = (int(doc["connected"]), int(doc["total"]), int(doc["ready"]))
             w.links = int(doc["links"])
             if not w.up:
-                w.up = True
+                w.up = w.ever_up = True
                 log.info("worker w%d ready (pid %s)", w.index, w.pid)
                 if w.live:
                     self._add_again(w)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -287,6 +288,31 @@ def test_bad_workers_is_one_line(tmp_path, args, message):
     r = run_xcon("--p2p", "127.0.0.1/1--127.0.0.1/2", *args, cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_a_worker_that_cannot_start_stops_xcon_with_its_error(peers, xcon, engine, udp_peer):
+    a, b = peers(), peers()
+    c = peers()
+    _dgram, udp_end = udp_peer()
+    host, port = udp_end.rsplit("@", 1)[1].rsplit(":", 1)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind((host, int(port)))  # the UDP end's local port, taken
+    try:
+        xc = xcon(
+            "--p2p",
+            f"{endpoint(a)}--{endpoint(b)}",
+            "--p2p",
+            f"{endpoint(c)}--{udp_end}",
+            "--workers",
+            "2",
+        )
+        assert xc.proc.wait(20) == 1, xc.log()
+    finally:
+        taken.close()
+    errors = [line for line in xc.log().splitlines() if line.startswith("xcon: error:")]
+    assert len(errors) == 1 and f"{host}:{port}" in errors[0], xc.log()
+    assert "worker w1 could not start (exit code 1): stopping" in xc.log()
+    assert xc.health().startswith("1\n")
 
 
 def test_workers_on_a_hub_is_refused(tmp_path):
