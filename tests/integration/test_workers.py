@@ -263,6 +263,29 @@ def test_sigterm_stops_every_worker_and_says_so(peers, xcon, engine):
     assert xc.health().startswith("1\n")
 
 
+def test_no_worker_outlives_a_killed_supervisor(peers, xcon, engine):
+    xc, links = lab(peers, xcon, 2, "--workers", "2")
+    pids = workers_of(xc)
+    xc.proc.kill()
+    xc.proc.wait()
+    for pid in pids:
+        wait_until(
+            lambda pid=pid: not os.path.exists(f"/proc/{pid}") or _zombie(pid),
+            timeout=10,
+            what=f"worker {pid} gone",
+        )
+    for a, b, _link in links:
+        wait_until(lambda a=a: not a.connected, timeout=5, what="the routers' connections closed")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_restart_in_place_restarts_each_worker_keeping_the_connections(peers, xcon, engine):
     xc, links = lab(peers, xcon, 2, "--workers", "2")
     pids = sorted(workers_of(xc))
