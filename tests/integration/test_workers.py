@@ -274,7 +274,7 @@ def test_no_worker_outlives_a_killed_supervisor(peers, xcon, engine):
             timeout=10,
             what=f"worker {pid} gone",
         )
-    for a, b, _link in links:
+    for a, _b, _link in links:
         wait_until(lambda a=a: not a.connected, timeout=5, what="the routers' connections closed")
 
 
