@@ -245,6 +245,56 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(out)
 
 
+# -- parcels of several processes (--workers) -------------------------------------------
+def merge_parcels(
+    parts: list[tuple[dict[str, Any], list[int]]],
+) -> tuple[dict[str, Any], list[int], list[int]]:
+    """The links of several parcels (each worker's) as one parcel's: (state,
+    descriptors, descriptors left out: the workers' own control sockets and
+    locks, for the caller to close).  Each port's ``fd`` is renumbered.  The state has no control sockets and no
+    lock: the caller adds its own."""
+    fds: list[int] = []
+    left: list[int] = []
+    links: dict[str, Any] = {}
+    seed = None
+    for state, theirs in parts:
+        used = set()
+        for name, saved in state["links"].items():
+            for ps in saved["ports"].values():
+                used.add(ps["fd"])
+                fds.append(theirs[ps["fd"]])
+                ps["fd"] = len(fds) - 1
+            links[name] = saved
+        left += [n for i, n in enumerate(theirs) if i not in used]
+        if seed is None:
+            seed = state.get("seed")
+    state = {"version": VERSION, "pid": os.getpid(), "seed": seed, "links": links}
+    return dict(state, control=[], lock=None), fds, left
+
+
+def split_parcel(
+    state: dict[str, Any], fds: list[int], shares: list[list[str]]
+) -> list[tuple[dict[str, Any], list[int]]]:
+    """One parcel per share of link names (each worker's), with the links of
+    ``state`` it names; no control sockets, no lock."""
+    out = []
+    for names in shares:
+        mine: list[int] = []
+        links = {}
+        for name in names:
+            saved = state["links"].get(name)
+            if saved is None:
+                continue
+            saved = dict(saved, ports={k: dict(v) for k, v in saved["ports"].items()})
+            for ps in saved["ports"].values():
+                mine.append(fds[ps["fd"]])
+                ps["fd"] = len(mine) - 1
+            links[name] = saved
+        sub = {k: v for k, v in state.items() if k not in ("links", "control", "lock")}
+        out.append((dict(sub, links=links, control=[], lock=None), mine))
+    return out
+
+
 # -- in place: exec -------------------------------------------------------------------
 def write_exec_parcel(state: dict[str, Any], fds: list[int]) -> int:
     """The parcel in a memory file for the same process after ``exec``: the

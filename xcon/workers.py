@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,11 @@ class Supervisor:
         self.exit_code = 0
         self.started = time.time()
         self.services: list[Any] = []
+        self.server: Any = None
+        #: The health file's lock (held, or taken over); a handover passes it on.
+        self.lock: Any = None
+        self.handing = False
+        self.handed = False
         #: Where each link is, by every name a worker listed it under.
         self.owner: dict[str, Worker] = {}
         self._polling = False
@@ -321,9 +327,13 @@ class Supervisor:
                 self.workers.append(w)
                 for name in mine:
                     self.owner[name] = w
-            self._start_control()
-            for w in self.workers:
-                self._spawn(w)
+            if setup.takeover:
+                handed = self._take_over()
+            else:
+                handed = None
+                for w in self.workers:
+                    self._spawn(w)
+            self._start_control(handed)
             self._write_health()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 engine.add_signal_handler(signum, self._stop)
@@ -350,7 +360,8 @@ class Supervisor:
         if owner_of(name, share(link_names(self.setup), 1)) is None:
             raise ModeError(f"{flag} {name}: no such link", exit_code=2)
 
-    def _start_control(self) -> None:
+    def _start_control(self, handed: list[Any] | None = None) -> None:
+        """The control API on the sockets ``handed`` over, or on new ones."""
         from xcon.control import bind_control
         from xcon.control.access import Access, load_token
         from xcon.control.server import ControlServer
@@ -358,24 +369,208 @@ class Supervisor:
 
         settings = self.setup.control
         token = load_token(settings.token_file) if settings.token_file else None
-        bound: list[Bound] = []
-        bind_control(settings, token is not None, bound, bind_unix, bind_tcp)
+        bound: list[Bound] = list(handed or ())
+        if not bound:
+            bind_control(settings, token is not None, bound, bind_unix, bind_tcp)
         if not bound:
             return
         assert self.engine is not None
         access = Access(token, settings.group, settings.allow_ends, settings.token_file)
-        server = ControlServer(self.engine, SupervisorAPI(self, access))
+        self.server = server = ControlServer(self.engine, SupervisorAPI(self, access))
         for b in bound:
             server.adopt(b)
         self.services.append(server)
 
-    def _spawn(self, w: Worker) -> None:
+    # -- handing over (--takeover, docs/workers.md) ------------------------------------
+    def _take_over(self) -> list[Any]:
+        """``--takeover`` with workers: start the workers, each waiting for its
+        share of the connections; take them from the running xcon (one
+        process, or a supervisor that collects its workers'); give each
+        worker its share.  Returns the control sockets handed over.  Raises
+        ModeError (the running xcon carries on)."""
+        from xcon.errors import ModeError
+        from xcon.handover import (
+            PARCEL_WAIT,
+            READY,
+            TAKEN,
+            HandoverError,
+            send_parcel,
+            split_parcel,
+            take,
+        )
+
+        pairs = []
+        for w in self.workers:
+            mine, theirs = socket.socketpair()
+            mine.settimeout(PARCEL_WAIT)
+            self._spawn(w, handover=theirs)
+            theirs.close()
+            pairs.append(mine)
+        conn = None
+        try:
+            for w, mine in zip(self.workers, pairs, strict=True):
+                if _recv_exact(mine, len(READY)) != READY:
+                    raise HandoverError(f"worker w{w.index} did not start")
+            assert self.setup.control.path is not None
+            parcel, conn = take(self.setup.control.path)
+            control = parcel.control()
+            lock = parcel.lock()
+            if lock is not None:
+                self.lock = lock
+            shares = [w.names for w in self.workers]
+            for mine, (state, fds) in zip(
+                pairs, split_parcel(parcel.state, parcel.fds, shares), strict=True
+            ):
+                send_parcel(mine, state, fds)
+            for w, mine in zip(self.workers, pairs, strict=True):
+                if _recv_exact(mine, len(TAKEN)) != TAKEN:
+                    raise HandoverError(f"worker w{w.index} did not take its share")
+            conn.sendall(TAKEN)
+        except (OSError, HandoverError) as e:
+            if conn is not None:
+                conn.close()  # the running xcon reads again and carries on
+            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise ModeError(f"--takeover: {why}", exit_code=1) from None
+        finally:
+            for mine in pairs:
+                mine.close()
+        conn.close()
+        parcel.close_unused()  # the connections: every worker has its own copy now
+        log.info(
+            "took over %d link(s) from pid %s into %d workers",
+            len(parcel.state["links"]),
+            parcel.state["pid"],
+            self.n,
+        )
+        return control
+
+    def give(self, path: str) -> None:
+        """``POST /handover`` to a supervisor: every worker hands its
+        connections to this process, which passes them on as one parcel to
+        the xcon listening on ``path`` with its own control sockets and
+        health lock; once that one has them, the workers and this process
+        exit.  If anything fails, the workers read again and carry on."""
+        from xcon.errors import Conflict
+
+        if self.handing:
+            raise Conflict("a handover is under way already")
+        self.handing = True
+        log.info("handing over to the xcon at %s: collecting the workers' connections", path)
+        assert self.engine is not None
+        self.engine.run_in_thread(lambda: self._give(path), self._given)
+
+    def _give(self, path: str) -> str:
+        """On a thread: collect, pass on, answer the workers; returns "" or why it failed."""
+        from xcon.handover import (
+            ACK_WAIT,
+            PARCEL_WAIT,
+            TAKEN,
+            HandoverError,
+            merge_parcels,
+            recv_parcel,
+            send_parcel,
+        )
+
+        listeners: list[socket.socket] = []
+        conns: list[socket.socket] = []
+        fds: list[int] = []
+        try:
+            for w in self.workers:
+                here = os.path.join(self.directory, f"w{w.index}.give")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(here)
+                lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listeners.append(lst)
+                lst.bind(here)
+                lst.listen(1)
+                lst.settimeout(PARCEL_WAIT)
+                status, answer, _ = call(
+                    w, "POST", "/handover", json.dumps({"socket": here}).encode()
+                )
+                if status != 202:
+                    raise HandoverError(
+                        f"worker w{w.index}: {answer.decode(errors='replace').strip()}"
+                    )
+            parts = []
+            for lst in listeners:
+                conn, _ = lst.accept()
+                conn.settimeout(ACK_WAIT)
+                conns.append(conn)
+                state, theirs = recv_parcel(conn)
+                fds += theirs
+                parts.append((state, theirs))
+            state, merged, left = merge_parcels(parts)
+            for n in left:
+                os.close(n)
+                fds.remove(n)
+            control = []
+            for b in self.server.bound_sockets() if self.server is not None else []:
+                merged.append(b.sock.fileno())
+                control.append({"fd": len(merged) - 1, "address": b.address, "unlink": b.unlink})
+            state["control"] = control
+            if self.lock is not None and self.lock.held:
+                merged.append(self.lock.fileno())
+                state["lock"] = {"fd": len(merged) - 1, "path": self.lock.path}
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(ACK_WAIT)
+                s.connect(path)
+                send_parcel(s, state, merged)
+                if s.recv(len(TAKEN)) != TAKEN:
+                    raise HandoverError("the new xcon gave up")
+            finally:
+                s.close()
+            for conn in conns:
+                with contextlib.suppress(OSError):
+                    conn.sendall(TAKEN)  # each worker exits, its connections in the new xcon
+            return ""
+        except (OSError, HandoverError, WorkerError) as e:
+            return getattr(e, "strerror", None) or str(e) or type(e).__name__
+        finally:
+            for c in conns:
+                c.close()  # without TAKEN: the worker reads again and carries on
+            for lst in listeners:
+                lst.close()
+            for n in fds:
+                with contextlib.suppress(OSError):
+                    os.close(n)
+
+    def _given(self, why: object, err: BaseException | None) -> None:
+        if err is not None:
+            why = f"{type(err).__name__}: {err}"
+        if why:
+            log.warning("handover failed (%s): carrying on", why)
+            self.handing = False
+            return
+        log.info("handed over to the new xcon: exiting")
+        self.handed = True
+        if self.server is not None:
+            self.server.keep_files()
+        if self.lock is not None:
+            self.lock.forget()
+        self.stopped_by = "handed over"
+        assert self.engine is not None
+        self.engine.stop()
+
+    def _spawn(self, w: Worker, handover: socket.socket | None = None) -> None:
+        """Start worker ``w`` (``handover``: its end of the socket its share
+        of a takeover comes on)."""
+        from xcon.handover import ENV_FROM
+
         env = dict(os.environ)
         env[ENV] = f"{w.index}:{self.directory}"
+        passed: tuple[int, ...] = ()
+        if handover is not None:
+            env[ENV_FROM] = f"{handover.fileno()}:{os.getpid()}"
+            passed = (handover.fileno(),)
+        argv = [a for a in self.setup.argv if a != "--takeover"]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(w.sock)
         w.proc = subprocess.Popen(
-            [sys.executable, "-m", "xcon", *self.setup.argv], env=env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "xcon", *argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=passed,
         )
         w.started = time.monotonic()
         w.up = False
@@ -389,7 +584,7 @@ class Supervisor:
             code = w.proc.returncode
             w.proc = None
             w.up = False
-            if self.stopping:
+            if self.stopping or self.handing:
                 continue
             if code in (1, 2) and not w.ever_up:  # its start failed: its error is on stderr
                 log.error("worker w%d could not start (exit code %d): stopping", w.index, code)
@@ -436,6 +631,19 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         self.stopping = True
+        if self.handed:  # the workers exit by themselves; their connections are the new xcon's
+            for w in self.workers:
+                if w.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        w.proc.wait(STOP_GRACE)
+            if self.directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
+            for service in self.services:
+                with contextlib.suppress(Exception):
+                    service.close()
+            if self.engine is not None:
+                self.engine.close()
+            return
         for service in reversed(self.services):
             with contextlib.suppress(Exception):
                 service.close()
@@ -891,11 +1099,17 @@ class SupervisorAPI:
                 },
             )
         if handler == "handover":
-            return error_response(
-                409,
-                f"this xcon runs {sup.n} workers: --takeover takes over one process; "
-                "restart it in place instead (xcon ctl restart)",
-            )
+            from xcon.control.api import handover_socket
+            from xcon.control.server import json_response
+            from xcon.errors import LinkError
+
+            try:
+                sup.give(handover_socket(req))
+            except LinkError as e:
+                return error_response(e.status, str(e))
+            except ValueError as e:
+                return error_response(400, str(e))
+            return json_response(202, {"handing_over": True, "pid": os.getpid()})
         if handler == "restart":
             sup.restart(pending)
         elif handler == "reload":
@@ -1031,6 +1245,16 @@ class SupervisorAPI:
             target=relay.run, args=(workers, target, pending, first), name="relay", daemon=True
         ).start()
         return pending
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def _no_link(answer: bytes) -> bool:

@@ -299,12 +299,46 @@ def test_restart_in_place_restarts_each_worker_keeping_the_connections(peers, xc
     assert sorted(workers_of(xc)) == pids
 
 
+@pytest.mark.parametrize(("before", "after"), [("2", "2"), ("1", "2"), ("2", "1")])
+def test_takeover_between_any_worker_counts_loses_nothing(peers, xcon, engine, before, after):
+    xc, links = lab(peers, xcon, 2, "--workers", before)
+    streams = [Stream(a, b, fps=2000, batch=4) for a, b, _ in links]
+    streams += [Stream(b, a, fps=2000, batch=4, first=10**6) for a, b, _ in links]
+    time.sleep(0.3)
+    argv = [x for _a, _b, link in links for x in ("--p2p", link)]
+    new = XconProcess(
+        [*argv, "--workers", after, "--engine", engine, "--takeover"],
+        cwd=xc.workdir,
+        health_file=xc.health_file,
+    )
+    try:
+        assert xc.proc.wait(15) == 0, xc.log()
+        wait_api(new)
+        time.sleep(0.3)
+        for stream in streams:
+            stream.finish()  # every frame, once, in order
+        for a, b, _ in links:
+            assert a.accepted == 1 and b.accepted == 1, "a router saw its connection go"
+        assert "handed over to the new xcon: exiting" in xc.log()
+        new.wait_health("0", contains="All 4 sockets connected")
+        listed = json.loads(ctl(new, "--json", "links").stdout)["links"]
+        assert len(listed) == 2
+        assert all(end["reconnects"] == 0 for x in listed for end in x["ends"])
+        if after == "2":
+            assert sorted(x["worker"] for x in listed) == [0, 1]
+            assert len(workers_of(new)) == 2
+        for a, b, _ in links:
+            passes(a, b, 5)
+        assert os.path.exists(os.path.join(new.workdir, "xcon.sock"))
+    finally:
+        new.kill()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--workers", "0"], "--workers '0': expected a number from 1 to 64, or auto"),
         (["--workers", "many"], "--workers 'many': expected a number from 1 to 64, or auto"),
-        (["--workers", "2", "--takeover"], "--takeover hands over to one process"),
     ],
 )
 def test_bad_workers_is_one_line(tmp_path, args, message):

@@ -130,18 +130,23 @@ def run(setup: Setup) -> int:
     locks: list[LockFile] = [lock] if lock is not None else []
     try:
         if setup.workers > 1:
-            return _supervise(setup)
+            return _supervise(setup, locks)
         return _run(setup, locks, handed)
     finally:
         for held in locks:
             held.release()  # nothing if it was handed over
 
 
-def _supervise(setup: Setup) -> int:
+def _supervise(setup: Setup, locks: list[LockFile]) -> int:
     from xcon.workers import Supervisor
 
+    sup = Supervisor(setup, config_loader(setup) if setup.config else None)
+    sup.lock = locks[0] if locks else None
     try:
-        return Supervisor(setup, config_loader(setup) if setup.config else None).run()
+        code = sup.run()
+        if sup.lock is not None and sup.lock not in locks:
+            locks.append(sup.lock)  # taken over: released at exit like one held from the start
+        return code
     except ModeError as e:
         return _error(str(e), e.exit_code)
 
@@ -223,7 +228,8 @@ def _run(setup: Setup, locks: list[LockFile], handed: str | None = None) -> int:
             setup.control,
             setup.engine,
             reload=reload,
-            handed=taker.parcel.control() if taker is not None else None,
+            # a parcel without control sockets (a worker's share): its own
+            handed=(taker.parcel.control() or None) if taker is not None else None,
         )
         if taker is not None:
             taker.done()

@@ -227,11 +227,6 @@ def check_workers(text: str, setup: Setup) -> None:
         n = int(text)
     if n > 1 and setup.mode != "p2p":
         raise UsageError("--workers applies to --p2p, --config and --topology links only")
-    if n > 1 and setup.takeover:
-        raise UsageError(
-            "--takeover hands over to one process: give it --workers 1 "
-            "(an xcon with workers restarts in place: xcon ctl restart)"
-        )
     setup.workers = n
 
 

@@ -529,17 +529,7 @@ class ControlAPI:
 
     def handover(self, req: Request, name: str) -> Response:
         self._root_only(req, "hand xcon's connections over")
-        body = _object(req)
-        path = body.get("socket")
-        if set(body) != {"socket"} or not isinstance(path, str) or not path.startswith("/"):
-            raise BadRequest('POST /handover takes {"socket": "/absolute/path/of/a/unix/socket"}')
-        try:
-            is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
-        except (OSError, ValueError) as e:
-            raise BadRequest(f"{one_line(path)}: {getattr(e, 'strerror', None) or e}") from None
-        if not is_socket:
-            raise BadRequest(f"{one_line(path)} is not a unix socket")
-        self.app.give(path)
+        self.app.give(handover_socket(req))
         return json_response(202, {"handing_over": True, "pid": os.getpid()})
 
     def _root_only(self, req: Request, what: str) -> None:
@@ -578,6 +568,22 @@ class ControlAPI:
 
 CAPTURE_KEYS = ("snaplen", "filter", "drops")
 CAPTURE_FILE_KEYS = ("file", "size_mb", "seconds", "files")
+
+
+def handover_socket(req: Request) -> str:
+    """``POST /handover``'s ``{"socket": PATH}``: a unix socket's absolute
+    path; raises BadRequest."""
+    body = _object(req)
+    path = body.get("socket")
+    if set(body) != {"socket"} or not isinstance(path, str) or not path.startswith("/"):
+        raise BadRequest('POST /handover takes {"socket": "/absolute/path/of/a/unix/socket"}')
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except (OSError, ValueError) as e:
+        raise BadRequest(f"{one_line(path)}: {getattr(e, 'strerror', None) or e}") from None
+    if not is_socket:
+        raise BadRequest(f"{one_line(path)} is not a unix socket")
+    return path
 
 
 def capture_options(doc: dict[str, Any], file: bool) -> CaptureOptions:
