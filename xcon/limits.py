@@ -256,3 +256,25 @@ GAP = Range("gap", 0, 2**32 - 1, whole=True, unit=" frames")
 CTL_TIMEOUT = Range("timeout", 0.001, 86400, unit=" s")
 #: Seconds between two refreshes of ``xcon ctl top``.
 TOP_INTERVAL = Range("interval", 0.1, 3600, unit=" s")
+
+
+#: ``--workers``: at most this many worker processes.
+MAX_WORKERS = 64
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers(units: int, cpus: int) -> int:
+    """``--workers auto``: one worker per usable core, at most one per link (or
+    hub); one process (1) on one core or for a lab of one link."""
+    if cpus < 2 or units < 2:
+        return 1
+    return min(cpus, units, MAX_WORKERS)

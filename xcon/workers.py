@@ -55,12 +55,22 @@ if TYPE_CHECKING:
     from xcon.control.server import Pending, Request, Response, Streaming
     from xcon.engines import Engine
 
+from xcon.limits import MAX_WORKERS, auto_workers, usable_cpus
+
+__all__ = [
+    "MAX_WORKERS",
+    "Supervisor",
+    "auto_workers",
+    "become_worker",
+    "merge_metrics",
+    "usable_cpus",
+]
+
 log = logging.getLogger("xcon.workers")
 
 #: In a worker's environment: ``INDEX:DIRECTORY`` (its share of the links is
 #: in DIRECTORY/wINDEX.links, it answers on DIRECTORY/wINDEX.sock).
 ENV = "XCON_WORKER"
-MAX_WORKERS = 64
 #: How often the supervisor asks each worker for its health.
 POLL_EVERY = 1.0
 #: A worker that died within this many seconds of its start is started again
@@ -74,21 +84,6 @@ STOP_GRACE = 5.0
 CALL_TIMEOUT = 30.0
 
 
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def auto_workers(units: int, cpus: int) -> int:
-    """``--workers auto``: one worker per usable core, at most one per link (or
-    hub); one process (1) on one core or for a lab of one link."""
-    if cpus < 2 or units < 2:
-        return 1
-    return min(cpus, units, MAX_WORKERS)
-
-
 def link_names(setup: Setup) -> list[str]:
     """The names of the links and hubs the command line and file hold, in order."""
     names = [str(spec) for spec in setup.links]
@@ -97,11 +92,35 @@ def link_names(setup: Setup) -> list[str]:
     return names
 
 
+def together(name: str) -> set[tuple[str, int]]:
+    """What link ``name`` shares with other links, which must then be in the
+    same worker: the local UDP port of its VXLAN ends (one socket serves
+    every VNI on a port)."""
+    from xcon.linkspec import SpecError, VxlanEnd, parse_link
+
+    try:
+        spec = parse_link(name)
+    except SpecError:
+        return set()  # a hub's name
+    return {("vxlan", e.local_port) for e in (spec.left, spec.right) if isinstance(e, VxlanEnd)}
+
+
+def place(name: str, shares: list[list[str]]) -> int:
+    """The worker for link ``name``: the one with links it shares a socket
+    with, else the one with the fewest links (the first of those)."""
+    keys = together(name)
+    if keys:
+        for i, names in enumerate(shares):
+            if any(keys & together(other) for other in names):
+                return i
+    return min(range(len(shares)), key=lambda i: (len(shares[i]), i))
+
+
 def share(names: Iterable[str], n: int) -> list[list[str]]:
-    """``names`` dealt round the ``n`` workers in turn."""
+    """``names`` dealt to the ``n`` workers in turn (:func:`place`)."""
     shares: list[list[str]] = [[] for _ in range(n)]
-    for i, name in enumerate(names):
-        shares[i % n].append(name)
+    for name in names:
+        shares[place(name, shares)].append(name)
     return shares
 
 
@@ -327,6 +346,7 @@ class Supervisor:
                 self.workers.append(w)
                 for name in mine:
                     self.owner[name] = w
+            self._check_nofile()
             if setup.takeover:
                 handed = self._take_over()
             else:
@@ -353,6 +373,18 @@ class Supervisor:
         finally:
             self._shutdown()
         return self.exit_code
+
+    def _check_nofile(self) -> None:
+        """The workers' descriptors fit the hard limit (each worker checks its
+        own again): one error here rather than one per worker.  The soft
+        limit raised here is the workers' too."""
+        from xcon.rlimit import ensure_nofile
+
+        setup = self.setup
+        ends = {str(s): 2 for s in setup.links}
+        ends.update({cl.name: 2 for cl in setup.config_links})
+        ends.update({h.name: len(h.ends) for h in setup.config_hubs})
+        ensure_nofile(max(sum(ends.get(n, 2) for n in w.names) for w in self.workers))
 
     def _known(self, name: str, flag: str) -> None:
         from xcon.errors import ModeError
@@ -754,7 +786,14 @@ class Supervisor:
         self.engine.run_in_thread(add, done)
 
     # -- what the API asks -------------------------------------------------------------
-    def least_loaded(self) -> Worker:
+    def least_loaded(self, name: str = "") -> Worker:
+        """Where link ``name`` goes: with the links it shares a socket with,
+        else to the running worker with the fewest links."""
+        keys = together(name) if name else set()
+        if keys:
+            for w in self.workers:
+                if any(keys & together(other) for other in [*w.names, *w.live]):
+                    return w
         alive = [w for w in self.workers if w.up] or self.workers
         return min(alive, key=lambda w: (w.load, w.index))
 
@@ -799,7 +838,7 @@ class Supervisor:
         placed = {n for w in self.workers for n in w.names}
         for name in names:
             if name not in placed:
-                w = self.least_loaded()
+                w = self.least_loaded(name)
                 w.names.append(name)
                 self.owner[name] = w
         for w in self.workers:
@@ -870,6 +909,7 @@ def _ok(results: list[tuple[Worker, int, Any]]) -> list[tuple[Worker, Any]]:
 
 
 def _merge_reloads(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
+    from xcon.control.config import summary
     from xcon.control.server import error_response, json_response
 
     for _w, status, doc in results:
@@ -887,6 +927,7 @@ def _merge_reloads(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> R
         for key in ("added", "removed", "changed", "failed"):
             merged[key] += doc.get(key, [])
         merged["unchanged"] += doc.get("unchanged", 0)
+    log.info("reloaded %s: %s", sup.setup.config, summary(merged))  # type: ignore[arg-type]
     return json_response(200, merged)
 
 
@@ -1205,7 +1246,11 @@ class SupervisorAPI:
 
         sup = self.sup
         assert sup.engine is not None
-        w = sup.least_loaded()
+        try:
+            spec = json.loads(body or b"{}").get("spec", "")
+        except (ValueError, AttributeError):
+            spec = ""
+        w = sup.least_loaded(spec if isinstance(spec, str) else "")
 
         def ask() -> tuple[int, bytes, str]:
             return call(w, "POST", target, body)

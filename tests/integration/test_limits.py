@@ -38,6 +38,8 @@ def test_hard_limit_too_low_is_a_clear_error(peers, xcon):
     xc = xcon(
         "--p2p",
         *[f"{endpoint(a)}--{endpoint(b)}" for a, b in pairs],
+        "--workers",
+        "1",
         preexec=partial(_nofile, 24, 24),
     )
     assert xc.proc.wait(15) == 1
@@ -45,3 +47,19 @@ def test_hard_limit_too_low_is_a_clear_error(peers, xcon):
     assert "32 sockets need about 96 open files, but the hard limit is 24" in log
     assert "ulimit -Hn" in log
     assert "Traceback" not in log
+
+
+def test_hard_limit_too_low_for_a_worker_is_one_error(peers, xcon):
+    pairs = [(peers(nic=i, start=False), peers(nic=i + 100, start=False)) for i in range(1, 17)]
+    xc = xcon(
+        "--p2p",
+        *[f"{endpoint(a)}--{endpoint(b)}" for a, b in pairs],
+        "--workers",
+        "2",
+        preexec=partial(_nofile, 24, 24),
+    )
+    assert xc.proc.wait(15) == 1
+    errors = [line for line in xc.log().splitlines() if line.startswith("xcon: error:")]
+    assert len(errors) == 1, xc.log()
+    assert "16 sockets need about 80 open files, but the hard limit is 24" in errors[0]
+    assert "worker" not in xc.log()  # refused before any worker started

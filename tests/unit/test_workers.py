@@ -30,6 +30,18 @@ def test_links_are_dealt_in_turn():
     assert share([], 3) == [[], [], []]
 
 
+def test_vxlan_links_of_one_local_port_stay_in_one_worker():
+    links = [
+        "10.0.0.1/1--vxlan:192.0.2.1/100",
+        "10.0.0.2/1--vxlan:192.0.2.1/200",
+        "10.0.0.3/1--10.0.0.4/1",
+        "10.0.0.5/1--vxlan:192.0.2.2/300@4790",
+        "10.0.0.6/1--vxlan:192.0.2.1/400",
+    ]
+    shares = share(links, 3)
+    assert shares == [[links[0], links[1], links[4]], [links[2]], [links[3]]]
+
+
 def test_a_link_is_found_by_its_name_or_its_ends_in_either_order():
     shares = [["10.0.0.1/1--10.0.0.2/1"], ["10.0.0.3/1--10.0.0.4/1", "hubname"]]
     assert owner_of("10.0.0.3/1--10.0.0.4/1", shares) == 1

@@ -214,7 +214,7 @@ def check_workers(text: str, setup: Setup) -> None:
     or ``auto`` (one per usable core, at most one per link or hub)."""
     if text == "1":
         return  # the default: nothing to load
-    from xcon.workers import MAX_WORKERS, auto_workers, usable_cpus
+    from xcon.limits import MAX_WORKERS, auto_workers, usable_cpus
 
     if text == "auto":
         units = len(setup.links) + len(setup.config_links) + len(setup.config_hubs)

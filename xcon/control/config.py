@@ -444,7 +444,7 @@ class ConfigReloader:
             log.error("reload of %s failed: %s", self.path, result)
             events.emit("config.failed", reason=f"{self.path}: {result}")
         else:
-            text = _summary(result)
+            text = summary(result)
             log.info("reloaded %s: %s", self.path, text)
             events.emit(
                 "config.reloaded",
@@ -547,7 +547,7 @@ class ConfigReloader:
         self.reload(lambda _result: None)
 
 
-def _summary(done: ReloadResult) -> str:
+def summary(done: ReloadResult) -> str:
     """``1 added, 1 removed, 0 changed, 1 unchanged`` (and ``, N failed``)."""
     failed = f", {len(done['failed'])} failed" if done["failed"] else ""
     return (
