@@ -73,6 +73,7 @@ def test_lltopo_links_and_hub_then_sighup_applies_the_difference(peers, xcon, mo
     assert doc["source"] == "topology"
     forwards(p[2], p[3], b"over l2")
     forwards(p[4], p[6], b"into the hub")
+    p[5].wait_frames(1)  # the hub sends to both; each fake NIC reads on its own thread
     assert p[5].frames == [ether(b"into the hub")]
     stream = Stream(*l1)
     # l2 goes, l3 comes, the hub loses p6; l1 stays
