@@ -80,3 +80,56 @@ def test_metrics_each_family_once_every_sample_labelled():
     start = lines.index("# TYPE xcon_links gauge")
     assert lines[start + 1 : start + 3] == ['xcon_links{worker="0"} 1', 'xcon_links{worker="1"} 1']
     assert lines[-2:] == ["# TYPE xcon_workers gauge", "xcon_workers 2"]
+
+
+def _parcel(
+    links: dict[str, list[str]], base: int, control: int = 0, lock: bool = False
+) -> tuple[dict, list[int]]:
+    """A worker's parcel: made-up descriptors from ``base`` on."""
+    fds: list[int] = []
+    state: dict = {"version": 1, "pid": 1, "seed": 7, "links": {}, "control": [], "lock": None}
+    for name, ends in links.items():
+        ports = {}
+        for end in ends:
+            fds.append(base + len(fds))
+            ports[end] = {"fd": len(fds) - 1, "pending": "", "end": end}
+        state["links"][name] = {"ports": ports, "flows": {}}
+    for _ in range(control):
+        fds.append(base + len(fds))
+        state["control"].append({"fd": len(fds) - 1, "address": "x", "unlink": None})
+    if lock:
+        fds.append(base + len(fds))
+        state["lock"] = {"fd": len(fds) - 1, "path": "health.lock"}
+    return state, fds
+
+
+def _fd_of(state: dict, fds: list[int], link: str, end: str) -> int:
+    return fds[state["links"][link]["ports"][end]["fd"]]
+
+
+def test_parcels_merge_and_split_keep_each_end_with_its_descriptor():
+    from xcon.handover import merge_parcels, split_parcel
+
+    w0 = _parcel({"a--b": ["a", "b"]}, 100, control=1)
+    w1 = _parcel({"c--d": ["c", "d"], "e--f": ["e", "f"]}, 200, control=1, lock=True)
+    before = {
+        (link, end): _fd_of(state, fds, link, end)
+        for state, fds in (w0, w1)
+        for link, saved in state["links"].items()
+        for end in saved["ports"]
+    }
+    state, fds, left = merge_parcels([w0, w1])
+    assert state["control"] == [] and state["lock"] is None
+    assert sorted(left) == sorted([w0[1][2], w1[1][4], w1[1][5]])  # control sockets and the lock
+    assert len(fds) == 6 and not set(fds) & set(left)
+    for (link, end), fd in before.items():
+        assert _fd_of(state, fds, link, end) == fd
+    parts = split_parcel(state, fds, [["e--f"], ["a--b", "c--d", "gone"]])
+    assert [sorted(p[0]["links"]) for p in parts] == [["e--f"], ["a--b", "c--d"]]
+    for sub, sub_fds in parts:
+        assert len(sub_fds) == 2 * len(sub["links"])
+        for link, saved in sub["links"].items():
+            for end in saved["ports"]:
+                assert _fd_of(sub, sub_fds, link, end) == before[(link, end)]
+    # splitting leaves the merged parcel as it was
+    assert _fd_of(state, fds, "e--f", "e") == before[("e--f", "e")]
