@@ -20,6 +20,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "vlan",
     "hub",
     "links",
+    "scale-lowrate",
     "reconnect",
     "down",
     "carrier",
@@ -52,6 +53,7 @@ MODULES = {
     "abuse": ("control", "run_abuse"),
     "capture": ("capture", "run"),
     "impair": ("impair", "run"),
+    "scale-lowrate": ("lowrate", "run"),
 }
 
 
