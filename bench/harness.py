@@ -125,6 +125,24 @@ def tree_cpu(pids: list[int]) -> float:
     return total
 
 
+def proc_runtime(pid: int) -> float | None:
+    """CPU seconds of ``pid``'s live threads to the nanosecond (the scheduler's
+    ``sum_exec_runtime``, ``/proc/PID/task/TID/schedstat``), or None where the
+    kernel does not show it.  :func:`proc_cpu` counts clock ticks (10 ms): summed
+    over many processes that each run a few ms, its truncations add up."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue  # the thread ended
+    except FileNotFoundError:
+        return None
+    return total / 1e9
+
+
 def proc_mem(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in KiB."""
     rss = hwm = 0
@@ -399,6 +417,17 @@ class Relay:
     def cpu(self) -> float:
         """CPU seconds of the relay's processes and of every process they started."""
         return tree_cpu([p.pid for p in self.procs if p.poll() is None])
+
+    def runtime(self) -> float | None:
+        """:func:`proc_runtime` of the relay's processes (None where not shown)."""
+        total = 0.0
+        for p in self.procs:
+            if p.poll() is None:
+                t = proc_runtime(p.pid)
+                if t is None:
+                    return None
+                total += t
+        return total
 
     def mem(self) -> tuple[int, int]:
         rss = hwm = 0

@@ -22,7 +22,7 @@
  *                                               magic, the device's own traffic, are ignored)
  *            t:TAPNAME:ROLE                     the existing tap TAPNAME, one frame per write
  *   -s SIZE  frame size in bytes, or 0 for IMIX (64/576/1500, 7:4:1)   (default 1500)
- *   -r FPS   total paced rate over all sending endpoints (default 0: saturate)
+ *   -r FPS   total paced rate over all sending endpoints, taken in turn (default 0: saturate)
  *   -v VID   send 802.1Q-tagged frames (tag included in SIZE)
  *   -i ID    first stream id (endpoint k sends stream ID+k)
  *   -o FILE  where to write the recorded delays (int64 ns, native endian)
@@ -94,7 +94,7 @@ static int epfd, tfd = -1; static int nsend;
 static volatile sig_atomic_t got_usr1, got_term;
 static uint64_t tot_frames, tot_bytes, lost, reorder, bad, tagged_n, first_seen;
 static int64_t *delays; static size_t ndel; static int recording;
-static uint64_t t_start_pace; static uint64_t paced_sent;
+static uint64_t t_start_pace; static uint64_t paced_sent; static int pace_next;
 static int nup;
 static uint64_t send_err;
 
@@ -350,7 +350,10 @@ static void pace_tick(void) {
     uint64_t owe = due - paced_sent;
     if (!nsend) return;
     uint64_t per = owe / nsend ? owe / nsend : 1;
-    for (int i = 0; i < neps && paced_sent < due; i++) {
+    /* Round the endpoints from where the last tick stopped: at one frame per
+     * tick every endpoint gets its share, not only the first. */
+    int i = pace_next;
+    for (int k = 0; k < neps && paced_sent < due; k++, i = (i + 1) % neps) {
         struct ep *e = &eps[i];
         if (!(e->role & 1) || e->fd < 0) continue;
         if (e->slen > e->soff) continue;
@@ -358,6 +361,7 @@ static void pace_tick(void) {
         do_send(e);
         if (e->fd >= 0) ep_mod(e);
     }
+    pace_next = i;
     if (paced_sent < due && due - paced_sent > (uint64_t)(rate / 10 + 1)) paced_sent = due;
 }
 

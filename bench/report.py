@@ -93,7 +93,16 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["group"] in ("qemu", "reconnect", "down", "flood", "control", "capture", "scale"):
+        if r["group"] in (
+            "qemu",
+            "reconnect",
+            "down",
+            "flood",
+            "control",
+            "capture",
+            "scale",
+            "lowrate",
+        ):
             continue
         if r["status"] != "ok":
             lines.append(f"{r['scenario']:<17} {r['relay']:<12} n/a ({r['reason']})")
@@ -191,6 +200,7 @@ def table(rows: list[Row]) -> str:
             f" p2p link beside it {_rate(r['p2p_fps_flood'])} frames/s"
             f" (without the flood {_rate(r['p2p_fps_quiet'])})"
         )
+    lines += _lowrate_lines([r for r in rows if r["group"] == "lowrate"])
     lines += _control_lines([r for r in rows if r["group"] == "control"])
     lines += _capture_lines([r for r in rows if r["group"] == "capture"])
     lines += _scale_lines([r for r in rows if r["group"] == "scale"])
@@ -254,6 +264,27 @@ def _scale_lines(rows: list[Row]) -> list[str]:
             f"{head} {_rate(r['fps']):>9} {_f(r.get('gbps')):>7} "
             f"{_f(r.get('cores_used')):>6} {_f(r.get('us_per_frame'), '{:.3f}'):>9}  "
             f"{_ratios(r)}"
+        )
+    return lines
+
+
+def _lowrate_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "lab rates, 100 B frames one per wake-up: the relay's CPU (user+system) per frame:",
+    ]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"  {r['scenario']:<22} {r['relay']:<12} n/a ({r['reason']})")
+            continue
+        each = ", ".join(_f(x["us_per_frame"], "{:.1f}") for x in r["runs"])
+        lines.append(
+            f"  {r['scenario']:<22} {r['relay']:<12} {_rate(r['fps']):>6} frames/s "
+            f"(offered {_rate(r['offered_fps'])}), CPU {r['cpu_pct']:5.2f} %, "
+            f"{_f(r['us_per_frame'], '{:.1f}')} µs/frame ({each}; /proc/PID/stat: "
+            f"{_f(r['stat_us_per_frame'], '{:.1f}')}), lost {r['lost']}"
         )
     return lines
 
@@ -523,6 +554,18 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             False,
             " lost/reordered/reconnects",
         )
+    lx, ls = _find(rows, "scale-lowrate-30x40", "xcon"), _find(rows, "scale-lowrate-30x40", "socat")
+    if lx and ls:
+        add(
+            f"30 links x 40 frames/s: xcon µs/frame ≤ socat's (socat {ls['us_per_frame']:.1f})",
+            lx["us_per_frame"],
+            round(ls["us_per_frame"], 1),
+            False,
+            " µs",
+        )
+    lm = _find(rows, "scale-lowrate-1000x10", "xcon")
+    if lm:
+        add("1000 links x 10 frames/s: xcon ≤ 25 % of a core", lm["cpu_pct"], 25, False, "%")
     one, many = _find(rows, "links-1", "xcon"), _find(rows, "links-500", "xcon")
     if one:
         add("RSS (VmHWM) with 1 link ≤ 40 MB", one.get("hwm_mib"), 40, False, "MiB")

@@ -20,6 +20,7 @@ NAMES = [f"p2p-{n}" for n, _ in scenarios.SIZES] + [
     "vlan",
     "hub",
     "links",
+    "scale-lowrate",
     "reconnect",
     "down",
     "carrier",
@@ -54,6 +55,7 @@ MODULES = {
     "capture": ("capture", "run"),
     "impair": ("impair", "run"),
     "scale": ("scale", "run"),
+    "scale-lowrate": ("lowrate", "run"),
 }
 
 

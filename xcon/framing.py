@@ -78,9 +78,13 @@ class FrameBuffer:
     # -- receiving -----------------------------------------------------------------
     def room(self) -> memoryview:
         """Writable view of the free space; compacts first when it is short."""
-        if self.capacity - self.end < MIN_ROOM and self.start:
+        end = self.end
+        if not end:
+            return self.mv  # empty (the usual case at low rates): no new view
+        if self.capacity - end < MIN_ROOM and self.start:
             self.compact()
-        return self.mv[self.end :]
+            end = self.end
+        return self.mv[end:]
 
     def filled(self, n: int) -> int:
         """Account for ``n`` bytes written into :meth:`room`; scan the new frames.
@@ -88,7 +92,16 @@ class FrameBuffer:
         Returns ``NEED_DATA`` or ``TOO_BIG`` (an oversized length; the complete
         frames before it are still in ``[start, ready)``).
         """
-        self.end += n
+        self.end = end = self.end + n
+        ready = self.ready
+        if end - ready > FRAME_HEADER:
+            # The read brought exactly one whole frame (one frame per wake-up,
+            # the usual case at low rates): what the scan would find, without it.
+            length = _LEN(self.buf, ready)[0]
+            if length <= MAX_FRAME and ready + FRAME_HEADER + length == end:
+                self.ready = end
+                self.nready += 1
+                return NEED_DATA
         return self._scan()
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:

@@ -98,6 +98,27 @@ def test_oversized_length_is_protocol_error(length):
     assert fb.error >= 0
 
 
+def test_one_whole_frame_per_read():
+    """A read that brings exactly one whole frame (the usual case at low
+    rates) is counted without a scan, as the scan would count it: after
+    frames not yet consumed, after the start of the same frame, and not for
+    a zero-length or oversized header alone."""
+    fb = FrameBuffer()
+    assert fb.feed(wire(b"a" * 60)) == NEED_DATA
+    assert (fb.nready, fb.ready, fb.end) == (1, 64, 64)
+    assert fb.feed(wire(b"b" * 70)) == NEED_DATA  # "a" still waits: both are ready
+    assert drain(fb) == [b"a" * 60, b"b" * 70]
+    c = wire(b"c" * 80)
+    fb.feed(c[:10])  # the frame's first bytes, then the rest of it
+    assert fb.nready == 0
+    assert fb.feed(c[10:]) == NEED_DATA
+    assert drain(fb) == [b"c" * 80]
+    assert fb.feed(b"\0\0\0\0") == NEED_DATA  # zero length: dropped and counted
+    assert (fb.nready, fb.zero_frames) == (0, 1)
+    assert fb.feed(struct.pack(">I", MAX_FRAME + 1)) == TOO_BIG
+    assert fb.nready == 0 and fb.error >= 0
+
+
 def test_max_frame_accepted():
     fb = FrameBuffer()
     assert fb.feed(wire(b"m" * MAX_FRAME)) == NEED_DATA

@@ -230,12 +230,13 @@ class Flow:
 
     def received(self) -> None:
         """Whole frames wait in the source's buffer: forward them."""
-        zero = self.src.inbuf.take_zero_frames()
-        if zero:
+        buf = self.src.inbuf
+        if buf.zero_frames:
+            zero = buf.take_zero_frames()
             self.stats.drop("zero_length", zero)
             if self.debug:
                 log_frame(self.stats.name, f"dropped: zero_length (x{zero})", b"")
-        if self.src.inbuf.nready:
+        if buf.nready:
             if self.stage is None:  # the hot path: no call more than it needs
                 self.push()
             else:
@@ -335,7 +336,10 @@ class DirectFlow(Flow):
 
     def push(self) -> None:
         buf = self.src.inbuf
-        if not self.blocked:
+        start, ready = buf.start, buf.ready
+        pending = ready - start
+        blocked = self.blocked
+        if not blocked:
             # Start a new batch: everything complete in the buffer.
             if self.admin_down:
                 self._drop_ready("admin_down")
@@ -344,20 +348,20 @@ class DirectFlow(Flow):
                 self._drop_ready("port_down")
                 return
             self._batch_frames = buf.nready
-            self._batch_bytes = buf.pending
+            self._batch_bytes = pending
             if self.debug:
-                log_frames(self.stats.name, "forwarded", buf.mv, buf.start, buf.ready)
+                log_frames(self.stats.name, "forwarded", buf.mv, start, ready)
             if self.tap is not None:
-                self.tap.sent(buf.mv, buf.start, buf.ready)
-        pending = buf.pending
-        n = self.dst.send(buf.span())
+                self.tap.sent(buf.mv, start, ready)
+        n = self.dst.send(buf.mv[start:ready])
         buf.consume(n)
         if n == pending:
-            st = self.stats
-            st.frames += self._batch_frames
-            st.bytes += self._batch_bytes - FRAME_HEADER * self._batch_frames
+            st, frames = self.stats, self._batch_frames
+            st.frames += frames
+            st.bytes += self._batch_bytes - FRAME_HEADER * frames
             self._batch_frames = 0
-            self._block(False)
+            if blocked:
+                self._block(False)
         else:
             self._block(True)
 

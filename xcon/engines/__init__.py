@@ -52,7 +52,7 @@ ERRORS = select.EPOLLERR | select.EPOLLHUP
 READS_PER_EVENT = 4
 #: Reads shorter than this renew TCP_QUICKACK (see :func:`quickack`).
 QUICKACK_BELOW = 16 * 1024
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 
 
 class Handler(Protocol):
@@ -262,7 +262,7 @@ def quickack(sock: socket.socket) -> None:
     of quick-ACK mode by itself, so this is renewed after each small read;
     large reads mean a busy link, where ACKs go out anyway."""
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
     except OSError:
         pass
 

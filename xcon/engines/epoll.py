@@ -42,17 +42,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from socket import IPPROTO_TCP
 
 from xcon.engines import (
     ERRORS,
     QUICKACK_BELOW,
     READ,
     READS_PER_EVENT,
+    TCP_QUICKACK,
     WRITE,
     Handler,
     StreamEvents,
     Timer,
-    quickack,
     run_in_thread,
     socket_error,
 )
@@ -255,7 +256,17 @@ class SocketStream:
     on.  Sends are one ``send`` of the span; what the kernel does not take
     stays with the caller, who asks for writability."""
 
-    __slots__ = ("sock", "events", "reg", "_reading", "_writing", "_closed", "_recv_into", "_send")
+    __slots__ = (
+        "sock",
+        "events",
+        "reg",
+        "_reading",
+        "_writing",
+        "_closed",
+        "_recv_into",
+        "_send",
+        "_setsockopt",
+    )
 
     def __init__(self, engine: EpollEngine, sock: socket.socket, events: StreamEvents) -> None:
         self.sock = sock
@@ -265,6 +276,7 @@ class SocketStream:
         self._closed = False
         self._recv_into = sock.recv_into
         self._send = sock.send
+        self._setsockopt = sock.setsockopt
         self.reg = engine.register(sock.fileno(), self, READ)
 
     def _update(self) -> None:
@@ -317,7 +329,10 @@ class SocketStream:
                     self._broken("connection closed by peer")
                     return
                 if n < QUICKACK_BELOW:
-                    quickack(self.sock)
+                    try:  # quickack(), without the call: once per small read
+                        self._setsockopt(IPPROTO_TCP, TCP_QUICKACK, 1)
+                    except OSError:
+                        pass
                 if not ev.stream_data(n) or n < len(room):
                     break
             if self._closed:
