@@ -317,6 +317,7 @@ class Supervisor:
         self.started = time.time()
         self.services: list[Any] = []
         self.server: Any = None
+        self.api: SupervisorAPI | None = None
         #: The health file's lock (held, or taken over); a handover passes it on.
         self.lock: Any = None
         self.handing = False
@@ -408,7 +409,8 @@ class Supervisor:
             return
         assert self.engine is not None
         access = Access(token, settings.group, settings.allow_ends, settings.token_file)
-        self.server = server = ControlServer(self.engine, SupervisorAPI(self, access))
+        self.api = SupervisorAPI(self, access)
+        self.server = server = ControlServer(self.engine, self.api)
         for b in bound:
             server.adopt(b)
         self.services.append(server)
@@ -995,11 +997,60 @@ def _merge_reset(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Res
     return json_response(200, {"reset": reset})
 
 
+#: The control API's own series: the supervisor's (the workers' count only its calls).
+CONTROL_FAMILIES = frozenset(
+    {
+        "xcon_control_refused_requests",
+        "xcon_control_accept_errors",
+        "xcon_control_streams",
+        "xcon_control_streams_refused",
+        "xcon_control_streams_stalled",
+    }
+)
+
+
 def _merge_metrics(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> Response:
     from xcon.control.server import Response
 
     texts = [(w.index, doc) for w, status, doc in results if status == 200 and isinstance(doc, str)]
-    own = [
+    server = sup.server
+    refused = getattr(sup.api, "access", None)
+    control: list[tuple[str, str, str, Sequence[tuple[str, float]]]] = []
+    if server is not None:
+        reasons = refused.refused if refused is not None else {}
+        control = [
+            (
+                "xcon_control_refused_requests_total",
+                "counter",
+                "Control API requests refused: no or a wrong token, or not this client's to make.",
+                [(f'reason="{r}"', reasons.get(r, 0)) for r in ("token", "forbidden")],
+            ),
+            (
+                "xcon_control_accept_errors_total",
+                "counter",
+                "Connections to the control API not accepted for lack of descriptors or memory.",
+                [("", server.accept_errors)],
+            ),
+            (
+                "xcon_control_streams",
+                "gauge",
+                "Live streams (captures, events) the control API is sending.",
+                [("", server.streams)],
+            ),
+            (
+                "xcon_control_streams_refused_total",
+                "counter",
+                "Live streams refused (503): the most run already.",
+                [("", server.streams_refused)],
+            ),
+            (
+                "xcon_control_streams_stalled_total",
+                "counter",
+                "Live streams ended because their client read nothing for too long.",
+                [("", server.streams_stalled)],
+            ),
+        ]
+    own = control + [
         (
             "xcon_workers",
             "gauge",
@@ -1019,17 +1070,19 @@ def _merge_metrics(sup: Supervisor, results: list[tuple[Worker, int, Any]]) -> R
             [(f'worker="{w.index}"', w.restarts) for w in sup.workers],
         ),
     ]
-    body = merge_metrics(texts, own)
+    body = merge_metrics(texts, own, leave_out=CONTROL_FAMILIES)
     return Response(200, body.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 def merge_metrics(
     texts: list[tuple[int, str]],
     own: Sequence[tuple[str, str, str, Sequence[tuple[str, float]]]] = (),
+    leave_out: frozenset[str] = frozenset(),
 ) -> str:
     """The workers' Prometheus texts as one: each family once (its HELP and
     TYPE, then every worker's samples), each sample labelled ``worker``;
-    then ``own``: (name, type, help, [(labels, value)])."""
+    the families ``leave_out`` names are left out; then ``own``: (name,
+    type, help, [(labels, value)]), a counter's name with its ``_total``."""
     families: dict[str, list[str]] = {}
     heads: dict[str, list[str]] = {}
     for index, text in texts:
@@ -1049,11 +1102,14 @@ def merge_metrics(
             families.setdefault(family, []).append(_labelled(line, index))
     out: list[str] = []
     for family, samples in families.items():
+        if family in leave_out:
+            continue
         out += heads.get(family, [])
         out += samples
     for name, kind, text, values in own:
-        out.append(f"# HELP {name} {text}")
-        out.append(f"# TYPE {name} {kind}")
+        family = name.removesuffix("_total") if kind == "counter" else name
+        out.append(f"# HELP {family} {text}")
+        out.append(f"# TYPE {family} {kind}")
         out += [
             f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
             for labels, value in values
@@ -1167,6 +1223,8 @@ class SupervisorAPI:
             return self._stream(req, list(sup.workers), target, pending)
         elif handler == "add_link":
             self._add(target, body, pending)
+        elif handler == "capture_to_file":
+            self._capture_to_file(req, target, body, name, pending)
         elif handler == "capture_live":
             return self._stream(req, self._candidates(name), target, pending, first=True)
         else:
@@ -1240,6 +1298,55 @@ class SupervisorAPI:
             pending.resolve(Response(status, data, ctype or "application/json"))
 
         sup.engine.run_in_thread(ask, done)
+
+    def _capture_to_file(
+        self, req: Request, target: str, body: bytes | None, name: str, pending: Pending
+    ) -> None:
+        """A capture to a file no worker writes yet (each worker checks its own
+        captures; the supervisor checks the others' first)."""
+        from xcon.control.server import error_response
+
+        sup = self.sup
+        assert sup.engine is not None
+        try:
+            doc = req.json()
+            file = doc.get("file") if isinstance(doc, dict) else None
+        except ValueError:
+            file = None
+        if not isinstance(file, str) or not file:
+            self._to_owner(req.method, target, body, name, pending)
+            return
+        from xcon.capture.manager import DEFAULT_DIR
+
+        directory = os.path.realpath(sup.setup.capture_dir or DEFAULT_DIR)
+        real = os.path.join(directory, file)
+
+        def writers() -> list[str]:
+            for w in sup.workers:
+                try:
+                    status, data, _ = call(w, "GET", "/links")
+                except WorkerError:
+                    continue
+                if status != 200:
+                    continue
+                for link in json.loads(data).get("links", []):
+                    for cap in link.get("captures") or []:
+                        if cap.get("state", "running") != "running":
+                            continue
+                        paths = [cap.get("file"), *(cap.get("files") or [])]
+                        if real in {os.path.realpath(p) for p in paths if p}:
+                            return [
+                                f"{file} is being written by capture {cap['id']} of {link['name']}"
+                            ]
+            return []
+
+        def checked(found: object, err: BaseException | None) -> None:
+            if isinstance(found, list) and found:
+                pending.resolve(error_response(409, found[0]))
+            else:
+                self._to_owner(req.method, target, body, name, pending)
+
+        sup.engine.run_in_thread(writers, checked)
 
     def _add(self, target: str, body: bytes | None, pending: Pending) -> None:
         from xcon.control.server import Response, error_response

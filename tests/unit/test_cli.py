@@ -176,7 +176,7 @@ def test_help_states_the_trace_bounds(capsys):
 def test_repeated_p2p_takes_every_link(built, caplog):
     caplog.set_level(logging.INFO, logger="xcon")
     argv = ["--p2p", "a/1--b/1", "e/1--f/1", "--debug", "--p2p", "c/1--d/1:7",
-            "--health-file", ""]  # fmt: skip
+            "--health-file", "", "--workers", "1"]  # fmt: skip
     assert cli.main(argv) == 0
     [(name, (links,), kw)] = built
     assert name == "p2p" and kw == {"debug": True}

@@ -593,7 +593,12 @@ class _Conn:
                 response.body.gone()  # nobody to stream to: its source ends
             return
         if isinstance(response, Streaming):
-            self._start_stream(response)
+            refused = self.server.refuse_stream()  # the cap holds for a stream answered later too
+            if refused is not None:
+                response.body.gone()
+                self.respond(refused)
+            else:
+                self._start_stream(response)
         else:
             self.respond(response)
 
