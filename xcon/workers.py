@@ -1082,7 +1082,7 @@ def merge_metrics(
     """The workers' Prometheus texts as one: each family once (its HELP and
     TYPE, then every worker's samples), each sample labelled ``worker``;
     the families ``leave_out`` names are left out; then ``own``: (name,
-    type, help, [(labels, value)]), a counter's name with its ``_total``."""
+    type, help, [(labels, value)])."""
     families: dict[str, list[str]] = {}
     heads: dict[str, list[str]] = {}
     for index, text in texts:
@@ -1102,14 +1102,13 @@ def merge_metrics(
             families.setdefault(family, []).append(_labelled(line, index))
     out: list[str] = []
     for family, samples in families.items():
-        if family in leave_out:
+        if family.removesuffix("_total") in leave_out:
             continue
         out += heads.get(family, [])
         out += samples
     for name, kind, text, values in own:
-        family = name.removesuffix("_total") if kind == "counter" else name
-        out.append(f"# HELP {family} {text}")
-        out.append(f"# TYPE {family} {kind}")
+        out.append(f"# HELP {name} {text}")  # text format 0.0.4: a counter's family ends in _total
+        out.append(f"# TYPE {name} {kind}")
         out += [
             f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
             for labels, value in values
