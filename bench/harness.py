@@ -125,6 +125,23 @@ def tree_cpu(pids: list[int]) -> float:
     return total
 
 
+def tree_runtime(pids: list[int]) -> float | None:
+    """:func:`proc_runtime` of processes and of every process below them
+    running now (an xcon's workers); None where the kernel does not show it."""
+    table = None if _CHILDREN_FILES else _ppid_children()
+    total, todo = 0.0, list(pids)
+    while todo:
+        pid = todo.pop()
+        t = proc_runtime(pid)
+        if t is None:
+            if os.path.exists(f"/proc/{pid}"):
+                return None  # not shown by this kernel
+            continue  # it ended meanwhile
+        total += t
+        todo += _children(pid) if table is None else table.get(pid, [])
+    return total
+
+
 def proc_runtime(pid: int) -> float | None:
     """CPU seconds of ``pid``'s live threads to the nanosecond (the scheduler's
     ``sum_exec_runtime``, ``/proc/PID/task/TID/schedstat``), or None where the
@@ -419,15 +436,9 @@ class Relay:
         return tree_cpu([p.pid for p in self.procs if p.poll() is None])
 
     def runtime(self) -> float | None:
-        """:func:`proc_runtime` of the relay's processes (None where not shown)."""
-        total = 0.0
-        for p in self.procs:
-            if p.poll() is None:
-                t = proc_runtime(p.pid)
-                if t is None:
-                    return None
-                total += t
-        return total
+        """:func:`proc_runtime` of the relay's processes and of every process
+        they started that runs now (None where not shown)."""
+        return tree_runtime([p.pid for p in self.procs if p.poll() is None])
 
     def mem(self) -> tuple[int, int]:
         rss = hwm = 0

@@ -39,8 +39,8 @@ from bench.scenarios import Progress, Row, Settings, na_row
 SIZE = 100
 #: (links, frames/s per link, relays)
 SHAPES = (
-    (30, 40, ("xcon", "xcon-uvloop", "socat", "splice")),
-    (1000, 10, ("xcon", "socat")),
+    (30, 40, ("xcon", "xcon-auto", "xcon-uvloop", "socat", "splice")),
+    (1000, 10, ("xcon", "xcon-auto", "socat")),
 )
 
 
@@ -48,7 +48,8 @@ def _relay(name: str) -> Relay:
     if name == "xcon-baseline":
         return Relay(name, "xcon", python=os.environ["XCON_BENCH_BASELINE"])
     return {
-        "xcon": Relay("xcon", "xcon"),
+        "xcon": Relay("xcon", "xcon"),  # the default: one process
+        "xcon-auto": Relay("xcon-auto", "xcon", xargs=["--workers", "auto"]),
         "xcon-uvloop": Relay("xcon-uvloop", "xcon", engine="uvloop"),
         "socat": Relay("socat", "socat"),
         "splice": Relay("splice", "splice"),

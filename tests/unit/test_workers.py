@@ -9,7 +9,7 @@ import pytest
 from xcon.workers import MAX_WORKERS, auto_workers, merge_metrics, owner_of, share
 
 
-def test_workers_default_to_auto(monkeypatch):
+def test_auto_picks_from_cores_and_links_and_one_is_the_default(monkeypatch):
     from xcon.cli import build_parser, check
 
     monkeypatch.setattr("xcon.limits.usable_cpus", lambda: 4)
@@ -17,11 +17,11 @@ def test_workers_default_to_auto(monkeypatch):
     def workers(*argv: str) -> int:
         return check(build_parser().parse_args(list(argv))).workers
 
-    assert workers("--p2p", "a/1--b/1") == 1
-    assert workers("--p2p", "a/1--b/1", "c/1--d/1", "e/1--f/1") == 3
-    assert workers("--p2p", *[f"a/{i}--b/{i}" for i in range(1, 9)]) == 4
-    assert workers("--p2p", "a/1--b/1", "c/1--d/1", "--workers", "1") == 1
-    assert workers("--hub", "a/1", "b/1", "c/1") == 1
+    assert workers("--p2p", "a/1--b/1", "c/1--d/1", "e/1--f/1") == 1  # the default
+    assert workers("--p2p", "a/1--b/1", "--workers", "auto") == 1
+    assert workers("--p2p", "a/1--b/1", "c/1--d/1", "e/1--f/1", "--workers", "auto") == 3
+    assert workers("--p2p", *[f"a/{i}--b/{i}" for i in range(1, 9)], "--workers", "auto") == 4
+    assert workers("--hub", "a/1", "b/1", "c/1", "--workers", "auto") == 1
 
 
 @pytest.mark.parametrize(

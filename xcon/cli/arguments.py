@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        default="auto",
+        default="1",
         metavar="N|auto",
         help="spread the links over N worker processes, each its own reactor on its own "
         "core (auto: one per core, at most one per link; default 1: one process); "
