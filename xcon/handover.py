@@ -219,9 +219,9 @@ def send_parcel(sock: socket.socket, state: dict[str, Any], fds: list[int]) -> N
 def recv_parcel(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     import json
 
-    head = _recv_exact(sock, 8)
+    head = recv_exact(sock, 8)
     size, nfds = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
-    state = json.loads(_recv_exact(sock, size))
+    state = json.loads(recv_exact(sock, size))
     fds: list[int] = []
     while len(fds) < nfds:
         msg, got, _flags, _addr = socket.recv_fds(sock, 1, FDS_PER_MESSAGE)
@@ -235,7 +235,7 @@ def recv_parcel(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return state, fds
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: socket.socket, n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
         chunk = sock.recv(n - len(out))

@@ -92,6 +92,12 @@ class HealthFile:
         if not self._final:
             self._write(health_text(connected, total, ready))
 
+    def say(self, code: int, message: str) -> None:
+        """Make the file say ``code`` and ``message`` (the supervisor of
+        ``--workers``: the workers' counts, and which worker is starting)."""
+        if not self._final:
+            self._write(f"{code}\n{message}\n")
+
     def stopped(self, why: str) -> None:
         """xcon is ending: unhealthy from now on, whatever is reported later.
         If that cannot be written, the file is removed (or that is logged)."""

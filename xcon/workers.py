@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import http.client
 import json
 import logging
 import os
@@ -283,19 +282,12 @@ def call(
     worker: Worker, method: str, target: str, body: bytes | None = None
 ) -> tuple[int, bytes, str]:
     """One request to a worker (blocking: on a thread): (status, body, content type)."""
-    from xcon.control.transport import UnixHTTPConnection
+    from xcon.control.transport import Client, Unreachable
 
-    conn = UnixHTTPConnection(worker.sock, timeout=CALL_TIMEOUT)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
     try:
-        conn.request(method, target, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read(), resp.getheader("Content-Type", "")
-    except (OSError, http.client.HTTPException) as e:
-        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise WorkerError(f"worker {worker.index} did not answer: {why}") from None
-    finally:
-        conn.close()
+        return Client(path=worker.sock, timeout=CALL_TIMEOUT).request(method, target, body)
+    except Unreachable as e:
+        raise WorkerError(f"worker {worker.index} did not answer: {e}") from None
 
 
 class Supervisor:
@@ -443,7 +435,7 @@ class Supervisor:
         conn = None
         try:
             for w, mine in zip(self.workers, pairs, strict=True):
-                if _recv_exact(mine, len(READY)) != READY:
+                if _read(mine, len(READY)) != READY:
                     raise HandoverError(f"worker w{w.index} did not start")
             assert self.setup.control.path is not None
             parcel, conn = take(self.setup.control.path)
@@ -457,7 +449,7 @@ class Supervisor:
             ):
                 send_parcel(mine, state, fds)
             for w, mine in zip(self.workers, pairs, strict=True):
-                if _recv_exact(mine, len(TAKEN)) != TAKEN:
+                if _read(mine, len(TAKEN)) != TAKEN:
                     raise HandoverError(f"worker w{w.index} did not take its share")
             conn.sendall(TAKEN)
         except (OSError, HandoverError) as e:
@@ -762,7 +754,7 @@ class Supervisor:
         if self.health is None or self.stopping:
             return
         code, message = self.health_status()
-        self.health._write(f"{code}\n{message}\n")
+        self.health.say(code, message)
 
     def _add_again(self, w: Worker) -> None:
         """A restarted worker gets the links it had added live again."""
@@ -1142,36 +1134,25 @@ class SupervisorAPI:
 
     def __call__(self, req: Request) -> Response | Pending | Streaming:
         from xcon.control.access import Refused
-        from xcon.control.routes import NoRoute, WrongMethod, resolve
-        from xcon.control.server import Pending, error_response
+        from xcon.control.api import checked_route, root_only
+        from xcon.control.server import Pending, Response, error_response
 
-        try:
-            req.role = self.access.check(
-                req.peer, req.method, req.path, req.headers.get("authorization")
-            )
-        except Refused as e:
-            resp = error_response(e.status, str(e))
-            if e.status == 401:
-                resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
-            return resp
-        try:
-            route, name = resolve(req.method, req.path, self.sup.owner.__contains__)
-        except NoRoute:
-            return error_response(404, f"no such route: {req.method} {req.path} (see GET /)")
-        except WrongMethod as e:
-            resp = error_response(405, f"method not allowed (allowed: {', '.join(e.allowed)})")
-            resp.headers.append(("Allow", ", ".join(e.allowed)))
-            return resp
+        found = checked_route(self.access, req, self.sup.owner.__contains__)
+        if isinstance(found, Response):
+            return found
+        route, name = found
         target = route.target(name)
         if req.query:
             target += "?" + urlencode(req.query, doseq=True)
         body = req.body or None
         sup = self.sup
         handler = route.handler
-        if handler in ("restart", "handover") and req.role != "admin":
-            return error_response(
-                403, f"only root may {'restart xcon' if handler == 'restart' else 'hand over'}"
-            )
+        if handler in ("restart", "handover"):
+            try:
+                what = "restart xcon" if handler == "restart" else "hand xcon's connections over"
+                root_only(self.access, req, what)
+            except Refused as e:
+                return error_response(e.status, str(e))
         pending = Pending()
         if handler == "health":
             code, message = sup.health_status()
@@ -1398,14 +1379,14 @@ class SupervisorAPI:
         return pending
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return out
+def _read(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes from a worker, or b"" when it went away first."""
+    from xcon.handover import HandoverError, recv_exact
+
+    try:
+        return recv_exact(sock, n)
+    except HandoverError:
+        return b""
 
 
 def _no_link(answer: bytes) -> bool:

@@ -212,21 +212,10 @@ class ControlAPI:
 
     # -- dispatch -----------------------------------------------------------------------
     def __call__(self, req: Request) -> Answer:
-        try:
-            req.role = self.access.check(
-                req.peer, req.method, req.path, req.headers.get("authorization")
-            )
-        except Refused as e:
-            resp = error_response(e.status, str(e))
-            if e.status == 401:
-                resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
-            return resp
-        try:
-            route, name = resolve(req.method, req.path, self.app.links.__contains__)
-        except NoRoute:
-            return error_response(404, f"no such route: {req.method} {req.path} (see GET /)")
-        except WrongMethod as e:
-            return _method_not_allowed(", ".join(e.allowed))
+        found = checked_route(self.access, req, self.app.links.__contains__)
+        if isinstance(found, Response):
+            return found
+        route, name = found
         try:
             return self.handlers[route](req, name)
         except LinkError as e:
@@ -533,8 +522,7 @@ class ControlAPI:
         return json_response(202, {"handing_over": True, "pid": os.getpid()})
 
     def _root_only(self, req: Request, what: str) -> None:
-        if req.role != ADMIN:
-            raise self.access._refuse(req.peer, 403, f"only root may {what}")
+        root_only(self.access, req, what)
 
     def metrics(self, req: Request, name: str) -> Pending:
         """A snapshot on the loop, rendered on a worker thread (see :mod:`.metrics`).
@@ -568,6 +556,33 @@ class ControlAPI:
 
 CAPTURE_KEYS = ("snaplen", "filter", "drops")
 CAPTURE_FILE_KEYS = ("file", "size_mb", "seconds", "files")
+
+
+def checked_route(
+    access: Access, req: Request, is_link: Callable[[str], bool]
+) -> tuple[Route, str] | Response:
+    """The access check (``req.role`` set), then the route of ``req`` and the
+    link name its NAME gives; or the answer refusing it (401, 403, 404, 405).
+    ``is_link``: whether a link by that name is present."""
+    try:
+        req.role = access.check(req.peer, req.method, req.path, req.headers.get("authorization"))
+    except Refused as e:
+        resp = error_response(e.status, str(e))
+        if e.status == 401:
+            resp.headers.append(("WWW-Authenticate", 'Bearer realm="xcon"'))
+        return resp
+    try:
+        return resolve(req.method, req.path, is_link)
+    except NoRoute:
+        return error_response(404, f"no such route: {req.method} {req.path} (see GET /)")
+    except WrongMethod as e:
+        return _method_not_allowed(", ".join(e.allowed))
+
+
+def root_only(access: Access, req: Request, what: str) -> None:
+    """Raises Refused (403, counted) unless ``req`` is root's."""
+    if req.role != ADMIN:
+        raise access._refuse(req.peer, 403, f"only root may {what}")
 
 
 def handover_socket(req: Request) -> str:

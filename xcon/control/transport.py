@@ -83,9 +83,13 @@ class Client:
         return s
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes, str]:
-        """(status, body, content type); raises Unreachable."""
+        """(status, body, content type); raises Unreachable.  ``body``: sent as
+        JSON, or as it is when it is bytes already (a request passed on)."""
         conn = self._conn()
-        data = json.dumps(body).encode() if body is not None else None
+        if isinstance(body, bytes):
+            data: bytes | None = body
+        else:
+            data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
         headers.update(self.auth_headers)
         try:
